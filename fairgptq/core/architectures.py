@@ -1,0 +1,90 @@
+"""Per-architecture tables: where the decoder layers are and which linear plays which role.
+
+Roles (spec section 3): ``attn_qkv`` (query/key/value, one shared input), ``attn_out``
+(attention output projection), ``mlp_in`` (gate/up or fc1, one shared input) and
+``mlp_out`` (down projection / fc2).  The table lists roles in forward order, which is
+the true-sequential quantization order.  A new architecture is one entry here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from .errors import UnsupportedArchitectureError
+
+ROLES = ("attn_qkv", "attn_out", "mlp_in", "mlp_out")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Where things live in one model family (paths relative to the CausalLM / decoder layer)."""
+
+    layers: str
+    roles: dict[str, tuple[str, ...]]
+    transposed: bool = False  # GPT-2's Conv1D stores weights as (in, out)
+
+    def role_of(self, name: str) -> str | None:
+        for role, names in self.roles.items():
+            if name in names:
+                return role
+        return None
+
+
+_LLAMA = ArchSpec(
+    layers="model.layers",
+    roles={
+        "attn_qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+        "attn_out": ("self_attn.o_proj",),
+        "mlp_in": ("mlp.gate_proj", "mlp.up_proj"),
+        "mlp_out": ("mlp.down_proj",),
+    },
+)
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "llama": _LLAMA,
+    "mistral": _LLAMA,
+    "qwen2": _LLAMA,
+    "opt": ArchSpec(
+        layers="model.decoder.layers",
+        roles={
+            "attn_qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+            "attn_out": ("self_attn.out_proj",),
+            "mlp_in": ("fc1",),
+            "mlp_out": ("fc2",),
+        },
+    ),
+    "gpt2": ArchSpec(
+        layers="transformer.h",
+        roles={
+            "attn_qkv": ("attn.c_attn",),
+            "attn_out": ("attn.c_proj",),
+            "mlp_in": ("mlp.c_fc",),
+            "mlp_out": ("mlp.c_proj",),
+        },
+        transposed=True,
+    ),
+    "gpt_neox": ArchSpec(
+        layers="gpt_neox.layers",
+        roles={
+            "attn_qkv": ("attention.query_key_value",),
+            "attn_out": ("attention.dense",),
+            "mlp_in": ("mlp.dense_h_to_4h",),
+            "mlp_out": ("mlp.dense_4h_to_h",),
+        },
+    ),
+}
+
+
+def arch_for(model: nn.Module) -> ArchSpec:
+    """The table entry for a Hugging Face model, or an error listing what is supported."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"architecture {model_type!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}. "
+            f"Adding one is one ArchSpec entry in fairgptq/core/architectures.py.")
+    return ARCHITECTURES[model_type]
+
+
+def decoder_layers(model: nn.Module, spec: ArchSpec) -> nn.ModuleList:
+    return model.get_submodule(spec.layers)

@@ -1,0 +1,267 @@
+"""Layer-by-layer quantization of a Hugging Face causal LM (the GPTQ recipe).
+
+1. Run the embeddings once per batch and catch what enters decoder layer 0
+   (hidden states plus the layer's keyword arguments: masks, rotary embeddings).
+2. For each decoder layer, for each role in forward order (true-sequential):
+   re-run the layer on every stream, stopping at the role's first module, to catch
+   its input; accumulate H from the Hessian streams; ask the objectives for their
+   H_bias terms; solve every module of the role (they share H, factored once) and
+   write the dequantized weight back, so later roles see quantized outputs.
+3. Run the quantized layer on every stream to get the next layer's inputs.
+
+Only one layer's Hessians and captured inputs are alive at a time; the lm_head and
+embeddings are never touched.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+
+from .architectures import ArchSpec, arch_for, decoder_layers
+from .errors import ConfigError, FairGPTQError
+from .gptq import QuantizedWeight, factor_hessian
+from .hessian import HessianAccumulator
+from .objective import Captured, FairSettings, Objective, TokenBatch
+from .quantizer import QuantConfig
+from .solve import ModuleSolution, solve_module
+
+CALIBRATION = "calibration"
+
+
+class _StopForward(Exception):
+    """Raised by a pre-hook once the wanted input is caught, to skip the rest of the forward."""
+
+
+@dataclass
+class ModuleReport:
+    """Per-module record for the run report: stability events and the fair update's effect."""
+
+    name: str
+    layer: int
+    role: str
+    shape: tuple[int, int]
+    stability: dict
+    fair_mode: str | None = None
+    fair_radius: float | None = None
+    fair_overshoot: bool = False
+    delta_w_rel: float | None = None
+    hbias_trace_ratio: float | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class QuantizationResult:
+    qweights: dict[str, QuantizedWeight]
+    reports: list[ModuleReport]
+    config: QuantConfig
+    seconds: float
+    objectives: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _StreamState:
+    """Hidden states entering the current layer, with the layer's call arguments, per batch."""
+
+    hidden: list[torch.Tensor]
+    args: list[tuple]
+    kwargs: list[dict]
+    masks: list[torch.Tensor]
+
+
+def _layer_output(out) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _capture_first_layer(model: nn.Module, layers: nn.ModuleList, batches: list[TokenBatch],
+                         device: torch.device) -> _StreamState:
+    state = _StreamState([], [], [], [])
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_value", "past_key_values", "layer_past")}
+        kwargs["use_cache"] = False
+        state.hidden.append(hidden.detach())
+        state.args.append(tuple(args[1:]))
+        state.kwargs.append(kwargs)
+        raise _StopForward
+
+    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for b in batches:
+            try:
+                model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device), use_cache=False)
+            except _StopForward:
+                pass
+            state.masks.append(b.attention_mask.to(torch.bool))
+    finally:
+        handle.remove()
+    return state
+
+
+def _capture_input(layer: nn.Module, target: nn.Module, state: _StreamState) -> list[Captured]:
+    """Input of ``target`` for every batch of a stream, running ``layer`` only up to it."""
+    caught: list[torch.Tensor] = []
+
+    def hook(module, args):
+        caught.append(args[0].detach())
+        raise _StopForward
+
+    handle = target.register_forward_pre_hook(hook)
+    try:
+        for h, a, kw in zip(state.hidden, state.args, state.kwargs):
+            try:
+                layer(h, *a, **kw)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    if len(caught) != len(state.hidden):
+        raise FairGPTQError(f"module {target.__class__.__name__} was not reached by the layer's forward; "
+                            f"the architecture table names a module the layer does not call")
+    return [Captured(x, m) for x, m in zip(caught, state.masks)]
+
+
+def _weight_of(module: nn.Module, spec: ArchSpec) -> torch.Tensor:
+    W = module.weight.data
+    return W.T if spec.transposed else W
+
+
+def _set_weight(module: nn.Module, spec: ArchSpec, W: torch.Tensor) -> None:
+    W = W.T if spec.transposed else W
+    module.weight.data.copy_(W.to(module.weight.dtype))
+
+
+def quantize_model(
+    model: nn.Module,
+    calibration: list[TokenBatch] | None,
+    config: QuantConfig,
+    *,
+    objectives: Iterable[Objective] = (),
+    tokenizer=None,
+    solver: Callable[..., ModuleSolution] = solve_module,
+    roles: Iterable[str] | None = None,
+    progress: bool = True,
+) -> QuantizationResult:
+    """Quantize ``model`` in place (weights replaced by their dequantized values).
+
+    ``calibration`` batches build H; objectives may add streams (and mark some of
+    them as Hessian streams).  ``solver`` is the backend's per-module solve.
+    """
+    spec = arch_for(model)
+    layers = decoder_layers(model, spec)
+    objectives = list(objectives)
+    device = next(model.parameters()).device
+    quant_roles = tuple(roles) if roles is not None else tuple(spec.roles)
+
+    streams: dict[str, list[TokenBatch]] = {}
+    if calibration:
+        streams[CALIBRATION] = calibration
+    hessian_streams = {CALIBRATION} if calibration else set()
+    for obj in objectives:
+        for sname, batches in obj.streams(tokenizer).items():
+            if sname in streams:
+                raise ConfigError(f"objective {obj.name!r} asks for stream {sname!r}, which another source already uses")
+            streams[sname] = batches
+        hessian_streams |= obj.hessian_streams()
+    if not hessian_streams:
+        raise ConfigError("no calibration data for H: give calibration text, or pair sets used as calibration")
+
+    t0 = time.perf_counter()
+    qweights: dict[str, QuantizedWeight] = {}
+    reports: list[ModuleReport] = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), _progress(progress, len(layers)) as advance:
+        states = {s: _capture_first_layer(model, layers, b, device) for s, b in streams.items()}
+        for li, layer in enumerate(layers):
+            for role, names in spec.roles.items():
+                if role not in quant_roles:
+                    continue
+                mods = [layer.get_submodule(n) for n in names]
+                captured = {s: _capture_input(layer, mods[0], st) for s, st in states.items()}
+                _solve_role(li, role, names, mods, captured, hessian_streams, objectives, config, spec,
+                            solver, len(layers), spec.layers, qweights, reports)
+                del captured
+            for st in states.values():
+                st.hidden = [_layer_output(layer(h, *a, **kw)).detach()
+                             for h, a, kw in zip(st.hidden, st.args, st.kwargs)]
+            advance(li)
+    model.train(was_training)
+    return QuantizationResult(qweights, reports, config, time.perf_counter() - t0,
+                              [o.describe() for o in objectives])
+
+
+def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module],
+                captured: dict[str, list[Captured]], hessian_streams: set[str], objectives: list[Objective],
+                config: QuantConfig, spec: ArchSpec, solver, n_layers: int, prefix: str,
+                qweights: dict[str, QuantizedWeight], reports: list[ModuleReport]) -> None:
+    full0 = f"{prefix}.{li}.{names[0]}"
+    dim = captured[next(iter(hessian_streams))][0].x.shape[-1]
+    acc = HessianAccumulator(dim, device=captured[next(iter(hessian_streams))][0].x.device)
+    for s in sorted(hessian_streams):
+        for c in captured[s]:
+            acc.add(c.x, c.mask, module=full0)
+    H = acc.hessian()
+    H_bias, fair = _objective_terms(li, role, captured, objectives, n_layers, full0)
+    shared = None
+    if fair is None or fair.mode != "in_loop":
+        shared = factor_hessian(H, config.damp, act_order=config.act_order, module=full0)
+    h_trace = float(torch.diagonal(H).sum())
+    for name, mod in zip(names, mods):
+        full = f"{prefix}.{li}.{name}"
+        W = _weight_of(mod, spec)
+        sol = solver(W, H, H_bias, config, fair, module=full, factored=shared)
+        _set_weight(mod, spec, sol.qweight.dequantize())
+        qweights[full] = sol.qweight
+        rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict())
+        if H_bias is not None:
+            rep.fair_mode = sol.fair.mode if sol.fair else fair.mode
+            rep.hbias_trace_ratio = float(torch.diagonal(H_bias).sum()) / max(h_trace, 1e-30)
+            if sol.fair is not None:
+                rep.fair_radius, rep.fair_overshoot = sol.fair.radius, sol.fair.overshoot
+                rep.delta_w_rel = sol.fair.rel_change
+        reports.append(rep)
+
+
+def _objective_terms(li: int, role: str, captured: dict[str, list[Captured]], objectives: list[Objective],
+                     n_layers: int, module: str) -> tuple[torch.Tensor | None, FairSettings | None]:
+    H_bias, fair = None, None
+    for obj in objectives:
+        if not obj.applies(li, role, n_layers):
+            continue
+        term = obj.term(li, role, captured)
+        if term is None:
+            continue
+        if fair is not None and obj.settings != fair:
+            raise ConfigError(f"{module}: objectives disagree on the update ({fair} vs {obj.settings}); "
+                              f"give every objective targeting this module the same mode")
+        fair = obj.settings
+        H_bias = term if H_bias is None else H_bias + term
+    return H_bias, fair
+
+
+class _progress:
+    """rich progress over decoder layers (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda i: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+        self._p = Progress("[bold]quantizing layers", BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        self._p.__enter__()
+        task = self._p.add_task("layers", total=self.total)
+        return lambda i: self._p.update(task, completed=i + 1)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._p.__exit__(*exc)

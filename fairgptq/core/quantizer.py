@@ -1,0 +1,125 @@
+"""Uniform affine quantization grid: the rounding that GPTQ's column loop calls.
+
+A group of weights w (rows x columns) gets one scale s and one integer zero z
+per row; a weight is coded as q = clamp(round(w / s) + z, 0, 2^b - 1) and read
+back as s * (q - z).  Symmetric grids force the range through 0 with
+z = 2^(b-1), as the spec and the GPTQ checkpoint format expect.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+
+import torch
+
+from .errors import ConfigError
+
+SUPPORTED_BITS = (2, 3, 4, 8)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Settings of one GPTQ run (the names other tooling calls; keep them stable).
+
+    group_size <= 0 means one scale per output row (per-channel).  ``mse`` turns
+    on a grid search over range-shrink factors (norm 2.4, as the GPTQ paper's
+    code) instead of plain min/max ranges.
+    """
+
+    bits: int = 4
+    group_size: int = 128
+    sym: bool = True
+    act_order: bool = False
+    static_groups: bool = False
+    damp: float = 0.01
+    block_size: int = 128
+    mse: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bits not in SUPPORTED_BITS:
+            raise ConfigError(f"bits={self.bits} is not supported; use one of {SUPPORTED_BITS}")
+        if not isinstance(self.group_size, int) or (self.group_size < -1):
+            raise ConfigError(f"group_size={self.group_size!r} must be -1 (per-channel) or a positive integer")
+        if not (0.0 < self.damp <= 1.0):
+            raise ConfigError(f"damp={self.damp} must lie in (0, 1]; 0.01 is the GPTQ default")
+        if self.block_size < 1:
+            raise ConfigError(f"block_size={self.block_size} must be >= 1")
+
+    @property
+    def maxq(self) -> int:
+        return 2**self.bits - 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_scale_zero(w: torch.Tensor, config: QuantConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row scale and integer zero for the weights ``w`` (rows x columns).
+
+    Ranges always include 0 (so exact zeros stay exact); an all-zero row gets
+    the range [-1, 1] so its scale is never 0.
+    """
+    maxq = config.maxq
+    w = w.float()
+    xmin = torch.clamp(w.min(dim=1).values, max=0)
+    xmax = torch.clamp(w.max(dim=1).values, min=0)
+    if config.sym:
+        xmax = torch.maximum(xmin.abs(), xmax)
+        xmin = torch.where(xmin < 0, -xmax, xmin)
+    empty = (xmin == 0) & (xmax == 0)
+    xmin = torch.where(empty, torch.full_like(xmin, -1.0), xmin)
+    xmax = torch.where(empty, torch.full_like(xmax, 1.0), xmax)
+
+    if config.mse:
+        xmin, xmax = _mse_shrink(w, xmin, xmax, config)
+
+    scale = (xmax - xmin) / maxq
+    if config.sym:
+        zero = torch.full_like(scale, (maxq + 1) / 2)
+    else:
+        zero = torch.round(-xmin / scale)
+    return scale, zero
+
+
+def _mse_shrink(
+    w: torch.Tensor, xmin: torch.Tensor, xmax: torch.Tensor, config: QuantConfig,
+    grid: int = 100, max_shrink: float = 0.8, norm: float = 2.4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shrink each row's range to the factor that minimises the |error|^2.4 of rounding."""
+    maxq = config.maxq
+    best = torch.full((w.shape[0],), float("inf"), dtype=w.dtype, device=w.device)
+    best_min, best_max = xmin.clone(), xmax.clone()
+    for i in range(int(max_shrink * grid)):
+        p = 1 - i / grid
+        lo, hi = p * xmin, p * xmax
+        scale = (hi - lo) / maxq
+        zero = torch.full_like(scale, (maxq + 1) / 2) if config.sym else torch.round(-lo / scale)
+        q = dequantize_values(quantize_values(w, scale[:, None], zero[:, None], maxq), scale[:, None], zero[:, None])
+        err = (q - w).abs().pow(norm).sum(dim=1)
+        better = err < best
+        best = torch.where(better, err, best)
+        best_min = torch.where(better, lo, best_min)
+        best_max = torch.where(better, hi, best_max)
+    return best_min, best_max
+
+
+def quantize_values(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+    """Integer codes (as float) of ``w`` on the grid (scale, zero)."""
+    return torch.clamp(torch.round(w / scale) + zero, 0, maxq)
+
+
+def dequantize_values(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    return scale * (q - zero)
+
+
+def round_to_nearest(w: torch.Tensor, config: QuantConfig) -> torch.Tensor:
+    """Round-to-nearest baseline on the same grid and groups GPTQ uses (no error feedback)."""
+    w = w.float()
+    cols = w.shape[1]
+    g = cols if config.group_size <= 0 else config.group_size
+    out = torch.empty_like(w)
+    for start in range(0, cols, g):
+        block = w[:, start:start + g]
+        scale, zero = fit_scale_zero(block, config)
+        out[:, start:start + g] = dequantize_values(
+            quantize_values(block, scale[:, None], zero[:, None], config.maxq), scale[:, None], zero[:, None])
+    return out

