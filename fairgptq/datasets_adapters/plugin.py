@@ -1,0 +1,12 @@
+"""Built-in pair sources, registered through the same hook as third-party ones."""
+from ..hookspecs import hookimpl
+from .crows_pairs import load_crows_pairs
+from .pair_files import load_pair_file
+from .stereoset import load_stereoset
+from .templates import generate_template_pairs
+
+
+@hookimpl
+def fairgptq_pair_sources():
+    return {"stereoset": load_stereoset, "crows_pairs": load_crows_pairs,
+            "pair_file": load_pair_file, "templates": generate_template_pairs}
