@@ -1,0 +1,24 @@
+"""Round-to-nearest over a whole model: the baseline every GPTQ claim is measured against."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .architectures import arch_for, decoder_layers
+from .quantizer import QuantConfig, round_to_nearest
+
+
+@torch.no_grad()
+def rtn_quantize_model(model: nn.Module, config: QuantConfig) -> int:
+    """Replace every role linear's weight by its RTN value on GPTQ's grid and groups; returns the count."""
+    spec = arch_for(model)
+    n = 0
+    for layer in decoder_layers(model, spec):
+        for names in spec.roles.values():
+            for name in names:
+                mod = layer.get_submodule(name)
+                W = mod.weight.data.T if spec.transposed else mod.weight.data
+                Q = round_to_nearest(W, config)
+                mod.weight.data.copy_((Q.T if spec.transposed else Q).to(mod.weight.dtype))
+                n += 1
+    return n

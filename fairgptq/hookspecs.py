@@ -1,0 +1,42 @@
+"""The plugin contract, in one place (as pytest's hookspecs).
+
+fairgptq knows three plugin kinds.  A plugin is any module or object with functions
+marked ``@hookimpl`` and named after a hook below; each hook returns a mapping from a
+public name (used in YAML pipelines) to a factory (a class or function called with the
+pipeline's keyword parameters).
+
+- pair sources   ``fairgptq_pair_sources``  factory(**params) -> list[Pair]
+- objectives     ``fairgptq_objectives``    factory(**params) -> Objective (core/objective.py)
+- backends       ``fairgptq_backends``      factory(**params) -> Backend (backends/base.py)
+
+Built-ins register through these same hooks.  Third-party packages register a module
+under the entry-point groups ``fairgptq.pair_sources``, ``fairgptq.objectives`` or
+``fairgptq.backends``; a pipeline may also name modules to import (``plugins: [my.module]``).
+Unknown hook names in a plugin are refused at start-up (``check_pending``).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import pluggy
+
+PROJECT = "fairgptq"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Factory = Callable[..., Any]
+
+
+@hookspec
+def fairgptq_pair_sources() -> Mapping[str, Factory]:
+    """Pair sources by name: ``factory(**params) -> list[Pair]`` (datasets_adapters/pairs.py)."""
+
+
+@hookspec
+def fairgptq_objectives() -> Mapping[str, Factory]:
+    """Objectives by name: ``factory(**params) -> Objective``, contributing PSD H_bias terms."""
+
+
+@hookspec
+def fairgptq_backends() -> Mapping[str, Factory]:
+    """Backends by name: ``factory(**params) -> Backend`` (where and how modules are solved and run)."""

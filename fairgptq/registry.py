@@ -1,0 +1,127 @@
+"""The plugin registry: one pluggy manager holding built-ins, entry points and named modules."""
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .core.errors import PluginError
+
+KINDS = {"pair_sources": "fairgptq_pair_sources", "objectives": "fairgptq_objectives", "backends": "fairgptq_backends"}
+ENTRY_POINT_GROUPS = tuple(f"fairgptq.{kind}" for kind in KINDS)
+BUILTIN_MODULES = ("fairgptq.datasets_adapters.plugin", "fairgptq.objectives.plugin", "fairgptq.backends.plugin")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One registered name: its kind, factory, where it came from and its parameters."""
+
+    kind: str
+    name: str
+    factory: Any
+    origin: str
+
+    def parameters(self) -> list[str]:
+        try:
+            sig = inspect.signature(self.factory)
+        except (TypeError, ValueError):
+            return []
+        out = []
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == "self":
+                continue
+            out.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+        return out
+
+
+class Registry:
+    """Collects every plugin's names; lookups name the available choices when they fail."""
+
+    def __init__(self, *, entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        for mod in BUILTIN_MODULES:
+            self.pm.register(importlib.import_module(mod), name=mod)
+        if entry_points:
+            for group in ENTRY_POINT_GROUPS:
+                self.pm.load_setuptools_entrypoints(group)
+        self._check()
+
+    def register_module(self, dotted: str) -> None:
+        """Import a module by name and register it (a pipeline's ``plugins:`` list)."""
+        if self.pm.has_plugin(dotted):
+            return
+        try:
+            mod = importlib.import_module(dotted)
+        except ImportError as e:
+            raise PluginError(f"plugin module {dotted!r} could not be imported ({e}); check the name and that "
+                              f"it is on PYTHONPATH or installed") from e
+        self.register(mod, name=dotted)
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        self.pm.register(plugin, name=name)
+        self._check()
+
+    def _check(self) -> None:
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as e:
+            raise PluginError(f"a plugin implements a hook fairgptq does not define: {e}. "
+                              f"Valid hooks: {', '.join(KINDS.values())}") from e
+        self.all()  # duplicate names fail now, not at first use
+
+    def all(self) -> list[PluginInfo]:
+        infos: list[PluginInfo] = []
+        seen: dict[tuple[str, str], str] = {}
+        for kind, hook in KINDS.items():
+            caller = getattr(self.pm.hook, hook)
+            for impl in caller.get_hookimpls():
+                origin = self._origin(impl.plugin_name)
+                for name, factory in (impl.function() or {}).items():
+                    if (kind, name) in seen:
+                        raise PluginError(f"{kind[:-1]} name {name!r} is registered twice: by {seen[(kind, name)]} "
+                                          f"and by {origin}; rename one of them")
+                    seen[(kind, name)] = origin
+                    infos.append(PluginInfo(kind, name, factory, origin))
+        return infos
+
+    def _origin(self, plugin_name: str) -> str:
+        for plugin, dist in self.pm.list_plugin_distinfo():
+            if self.pm.get_name(plugin) == plugin_name:
+                return f"{dist.project_name} {dist.version} (entry point)"
+        return "built-in" if plugin_name in BUILTIN_MODULES else f"module {plugin_name}"
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(i.name for i in self.all() if i.kind == kind)
+
+    def get(self, kind: str, name: str) -> PluginInfo:
+        if kind not in KINDS:
+            raise PluginError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KINDS)}")
+        for info in self.all():
+            if info.kind == kind and info.name == name:
+                return info
+        raise PluginError(f"unknown {kind[:-1].replace('_', ' ')} {name!r}; available: "
+                          f"{', '.join(self.names(kind)) or 'none'}")
+
+    def create(self, kind: str, name: str, **params: Any) -> Any:
+        """Call the factory; a wrong parameter gets a message listing the valid ones."""
+        info = self.get(kind, name)
+        try:
+            inspect.signature(info.factory).bind(**params)
+        except TypeError as e:
+            raise PluginError(f"{kind[:-1].replace('_', ' ')} {name!r}: {e}; parameters: "
+                              f"{', '.join(info.parameters()) or 'none'}") from e
+        except ValueError:
+            pass
+        return info.factory(**params)
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The process-wide registry (built-ins plus installed entry points)."""
+    return Registry()
