@@ -38,3 +38,21 @@ def smollm2(smollm2_base):
     """A private deep copy of the float model, free to quantize in place."""
     model, tok = smollm2_base
     return copy.deepcopy(model), tok
+
+
+@pytest.fixture(scope="session")
+def smollm2_gptq(smollm2_base, real_data_dir):
+    """SmolLM2-135M after 4-bit g128 symmetric GPTQ on 64 WikiText-2 validation windows of 512 tokens.
+
+    Built once per session (a few minutes on 2 cores) and shared: do not mutate the model.
+    Returns (model, tokenizer, QuantizationResult).
+    """
+    from fairgptq import QuantConfig, quantize_model
+    from fairgptq.datasets_adapters.wikitext import calibration_windows
+
+    model, tok = smollm2_base
+    model = copy.deepcopy(model)
+    calib = calibration_windows(tok, n=64, seqlen=512, seed=0)
+    result = quantize_model(model, calib, QuantConfig(bits=4, group_size=128, sym=True), tokenizer=tok,
+                            progress=False)
+    return model, tok, result

@@ -2,12 +2,12 @@
 
 1. Run the embeddings once per batch and catch what enters decoder layer 0
    (hidden states plus the layer's keyword arguments: masks, rotary embeddings).
-2. For each decoder layer, for each role in forward order (true-sequential):
-   re-run the layer on every stream, stopping at the role's first module, to catch
-   its input; accumulate H from the Hessian streams; ask the objectives for their
+2. For each decoder layer, run it on every batch of every stream, pausing at each
+   role's first module in forward order (true-sequential, see layer_runs.py): at a
+   pause, accumulate H from the Hessian streams; ask the objectives for their
    H_bias terms; solve every module of the role (they share H, factored once) and
-   write the dequantized weight back, so later roles see quantized outputs.
-3. Run the quantized layer on every stream to get the next layer's inputs.
+   write the dequantized weight back, then resume, so later roles see quantized outputs.
+3. The finished runs' outputs are the next layer's inputs.
 
 Only one layer's Hessians and captured inputs are alive at a time; the lm_head and
 embeddings are never touched.
@@ -15,8 +15,9 @@ embeddings are never touched.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -25,9 +26,13 @@ from .architectures import ArchSpec, arch_for, decoder_layers
 from .errors import ConfigError, FairGPTQError
 from .gptq import QuantizedWeight, factor_hessian
 from .hessian import HessianAccumulator
+from .layer_runs import LayerRuns
 from .objective import Captured, FairSettings, Objective, TokenBatch
 from .quantizer import QuantConfig
 from .solve import ModuleSolution, solve_module
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
 
 CALIBRATION = "calibration"
 
@@ -104,29 +109,6 @@ def _capture_first_layer(model: nn.Module, layers: nn.ModuleList, batches: list[
     return state
 
 
-def _capture_input(layer: nn.Module, target: nn.Module, state: _StreamState) -> list[Captured]:
-    """Input of ``target`` for every batch of a stream, running ``layer`` only up to it."""
-    caught: list[torch.Tensor] = []
-
-    def hook(module, args):
-        caught.append(args[0].detach())
-        raise _StopForward
-
-    handle = target.register_forward_pre_hook(hook)
-    try:
-        for h, a, kw in zip(state.hidden, state.args, state.kwargs):
-            try:
-                layer(h, *a, **kw)
-            except _StopForward:
-                pass
-    finally:
-        handle.remove()
-    if len(caught) != len(state.hidden):
-        raise FairGPTQError(f"module {target.__class__.__name__} was not reached by the layer's forward; "
-                            f"the architecture table names a module the layer does not call")
-    return [Captured(x, m) for x, m in zip(caught, state.masks)]
-
-
 def _weight_of(module: nn.Module, spec: ArchSpec) -> torch.Tensor:
     W = module.weight.data
     return W.T if spec.transposed else W
@@ -147,17 +129,25 @@ def quantize_model(
     solver: Callable[..., ModuleSolution] = solve_module,
     roles: Iterable[str] | None = None,
     progress: bool = True,
+    backend: Backend | None = None,
 ) -> QuantizationResult:
     """Quantize ``model`` in place (weights replaced by their dequantized values).
 
     ``calibration`` batches build H; objectives may add streams (and mark some of
-    them as Hessian streams).  ``solver`` is the backend's per-module solve.
+    them as Hessian streams).  ``solver`` is the per-module solve; a ``backend``
+    (fairgptq.backends) replaces it and also decides where and in what precision H is
+    accumulated and factored, and the threads used while the run lasts.
     """
     spec = arch_for(model)
     layers = decoder_layers(model, spec)
     objectives = list(objectives)
     device = next(model.parameters()).device
+    if backend is not None:
+        solver = backend.solve
     quant_roles = tuple(roles) if roles is not None else tuple(spec.roles)
+    unknown_roles = [r for r in quant_roles if r not in spec.roles]
+    if unknown_roles:
+        raise ConfigError(f"unknown role(s) {unknown_roles}; the roles are {list(spec.roles)}")
 
     streams: dict[str, list[TokenBatch]] = {}
     if calibration:
@@ -177,20 +167,24 @@ def quantize_model(
     reports: list[ModuleReport] = []
     was_training = model.training
     model.eval()
-    with torch.no_grad(), _progress(progress, len(layers)) as advance:
+    with torch.no_grad(), backend.activate() if backend else nullcontext(), _progress(progress, len(layers)) as advance:
         states = {s: _capture_first_layer(model, layers, b, device) for s, b in streams.items()}
         for li, layer in enumerate(layers):
-            for role, names in spec.roles.items():
-                if role not in quant_roles:
-                    continue
-                mods = [layer.get_submodule(n) for n in names]
-                captured = {s: _capture_input(layer, mods[0], st) for s, st in states.items()}
-                _solve_role(li, role, names, mods, captured, hessian_streams, objectives, config, spec,
-                            solver, len(layers), spec.layers, qweights, reports)
-                del captured
-            for st in states.values():
-                st.hidden = [_layer_output(layer(h, *a, **kw)).detach()
-                             for h, a, kw in zip(st.hidden, st.args, st.kwargs)]
+            todo = [(role, names) for role, names in spec.roles.items() if role in quant_roles]
+            firsts = [layer.get_submodule(names[0]) for _, names in todo]
+            calls = {s: list(zip(st.hidden, st.args, st.kwargs)) for s, st in states.items()}
+            with LayerRuns(layer, calls, firsts) as runs:
+                for (role, names), first in zip(todo, firsts):
+                    mods = [layer.get_submodule(n) for n in names]
+                    inputs = runs.inputs_of(first)
+                    captured = {s: [Captured(x, m) for x, m in zip(xs, states[s].masks)] for s, xs in inputs.items()}
+                    _solve_role(li, role, names, mods, captured, hessian_streams, objectives, config, spec,
+                                solver, len(layers), spec.layers, qweights, reports, backend)
+                    del captured, inputs
+                outputs = runs.outputs()
+            for s, st in states.items():
+                st.hidden = [_layer_output(o).detach() for o in outputs[s]]
+            del calls, outputs
             advance(li)
     model.train(was_training)
     return QuantizationResult(qweights, reports, config, time.perf_counter() - t0,
@@ -200,10 +194,13 @@ def quantize_model(
 def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module],
                 captured: dict[str, list[Captured]], hessian_streams: set[str], objectives: list[Objective],
                 config: QuantConfig, spec: ArchSpec, solver, n_layers: int, prefix: str,
-                qweights: dict[str, QuantizedWeight], reports: list[ModuleReport]) -> None:
+                qweights: dict[str, QuantizedWeight], reports: list[ModuleReport], backend: Backend | None) -> None:
     full0 = f"{prefix}.{li}.{names[0]}"
     dim = captured[next(iter(hessian_streams))][0].x.shape[-1]
-    acc = HessianAccumulator(dim, device=captured[next(iter(hessian_streams))][0].x.device)
+    if backend is not None:
+        acc = backend.hessian_accumulator(dim)
+    else:
+        acc = HessianAccumulator(dim, device=captured[next(iter(hessian_streams))][0].x.device)
     for s in sorted(hessian_streams):
         for c in captured[s]:
             acc.add(c.x, c.mask, module=full0)
@@ -211,7 +208,8 @@ def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module
     H_bias, fair = _objective_terms(li, role, captured, objectives, n_layers, full0)
     shared = None
     if fair is None or fair.mode != "in_loop":
-        shared = factor_hessian(H, config.damp, act_order=config.act_order, module=full0)
+        shared = (backend.factor(H, config, module=full0) if backend is not None
+                  else factor_hessian(H, config.damp, act_order=config.act_order, module=full0))
     h_trace = float(torch.diagonal(H).sum())
     for name, mod in zip(names, mods):
         full = f"{prefix}.{li}.{name}"

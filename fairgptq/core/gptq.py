@@ -51,22 +51,37 @@ class FactoredHessian:
     perm: torch.Tensor | None
     lam: float
     record: StabilityRecord
+    keep: torch.Tensor | None = None  # input columns left unrounded; they are last in ``perm``
 
 
-def factor_hessian(H: torch.Tensor, damp: float, *, act_order: bool = False, module: str = "?") -> FactoredHessian:
-    """Fix dead columns on a copy, order columns (act-order), then the guarded factorisation."""
+def factor_hessian(H: torch.Tensor, damp: float, *, act_order: bool = False, module: str = "?",
+                   keep: torch.Tensor | None = None, factor_dtype: torch.dtype = torch.float64) -> FactoredHessian:
+    """Fix dead columns on a copy, order columns (act-order), then the guarded factorisation.
+
+    ``keep`` (bool, one per input column) puts those columns last in the loop order (OWQ):
+    they are never rounded and absorb the error feedback of every quantized column.
+    """
     H = H.float()
     dead = torch.diagonal(H) == 0
+    if bool(dead.all()):
+        # Every column dead would silently zero the whole weight: refuse, as the guard does for H = 0.
+        raise HessianFactorizationError(
+            f"{module}: the Hessian is all zero (every input column is dead); the module never saw a "
+            f"non-zero input. Check that calibration data reaches this layer (empty batches, all-padding masks).")
     if bool(dead.any()):
         H = H.clone()
         idx = dead.nonzero().flatten()
         H[idx, idx] = 1.0
     perm = torch.argsort(torch.diagonal(H), descending=True) if act_order else None
+    if keep is not None:
+        keep = keep.to(device=H.device, dtype=torch.bool)
+        order = perm if perm is not None else torch.arange(H.shape[0], device=H.device)
+        perm = torch.cat([order[~keep[order]], order[keep[order]]])
     if perm is not None:
         H = H[perm][:, perm]
-    U, rec = inverse_cholesky_factor(H, damp, module=module)
+    U, rec = inverse_cholesky_factor(H, damp, module=module, factor_dtype=factor_dtype)
     rec.dead_columns = int(dead.sum())
-    return FactoredHessian(H=H, U=U, dead=dead, perm=perm, lam=damping_lambda(H, rec.damp_used), record=rec)
+    return FactoredHessian(H=H, U=U, dead=dead, perm=perm, lam=damping_lambda(H, rec.damp_used), record=rec, keep=keep)
 
 
 @dataclass
@@ -85,12 +100,20 @@ class QuantizedWeight:
     group_size: int
     sym: bool
     stability: StabilityRecord = field(default_factory=StabilityRecord)
+    #: Input columns kept in half precision (int32 indices, ascending) and their values (out x k, fp16).
+    #: Their codes hold the zero point of a fitted group, so the integer part reads back as exactly 0
+    #: there and any GPTQ kernel computes it unchanged: Ŵ = dequant(codes) + scatter(outlier_weight).
+    outlier_idx: torch.Tensor | None = None
+    outlier_weight: torch.Tensor | None = None
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         gi = self.g_idx.long()
         scale = self.scales[gi].T
         zero = self.zeros[gi].T.to(scale.dtype)
-        return dequantize_values(self.codes.to(scale.dtype), scale, zero).to(dtype)
+        W = dequantize_values(self.codes.to(scale.dtype), scale, zero)
+        if self.outlier_idx is not None:
+            W[:, self.outlier_idx.long()] = self.outlier_weight.to(W.dtype)
+        return W.to(dtype)
 
     @property
     def shape(self) -> torch.Size:
@@ -113,16 +136,21 @@ def _aligned_block(config: QuantConfig) -> int:
 
 def quantize_weight(
     W: torch.Tensor, H: torch.Tensor, config: QuantConfig, *, module: str = "?",
-    factored: FactoredHessian | None = None,
+    factored: FactoredHessian | None = None, keep: torch.Tensor | None = None,
 ) -> QuantizedWeight:
     """GPTQ-quantize W (out x in) under Hessian H (in x in); W and H are not modified.
 
-    ``factored`` (from :func:`factor_hessian` with the same damp and act_order)
-    skips the factorisation when several modules share H.
+    ``factored`` (from :func:`factor_hessian` with the same damp, act_order and keep)
+    skips the factorisation when several modules share H.  ``keep`` (bool per input
+    column) leaves those columns unrounded: they come last in the loop, take every other
+    column's error feedback and are returned in fp16 (``outlier_idx``/``outlier_weight``);
+    group grids are fitted on the quantized columns only.
     """
     check_finite(W, "the weight", module)
-    fh = factored or factor_hessian(H, config.damp, act_order=config.act_order, module=module)
-    if (fh.perm is not None) != config.act_order:
+    fh = factored or factor_hessian(H, config.damp, act_order=config.act_order, module=module, keep=keep)
+    if not _same_keep(fh.keep, keep):
+        raise ConfigError(f"{module}: the factored Hessian was made with a different keep mask than the one given")
+    if keep is None and (fh.perm is not None) != config.act_order:
         raise ConfigError(f"{module}: the factored Hessian was made with act_order={fh.perm is not None}, "
                           f"the config says act_order={config.act_order}")
     W = W.detach().to(device=fh.H.device, dtype=torch.float32).clone()
@@ -131,6 +159,8 @@ def quantize_weight(
         raise ConfigError(f"{module}: Hessian shape {tuple(fh.H.shape)} does not match weight in_features {cols}")
     W[:, fh.dead] = 0
     maxq = config.maxq
+    n_keep = 0 if keep is None else int(fh.keep.sum())
+    n_quant = cols - n_keep
     g = config.group_size if config.group_size > 0 else cols
     n_groups = math.ceil(cols / g)
     scales = torch.zeros(n_groups, rows, dtype=torch.float32, device=W.device)
@@ -140,7 +170,7 @@ def quantize_weight(
         # Static groups (and per-channel): grids fitted once, in natural column order, on the
         # starting weights, so g_idx stays c // g even with act-order.
         for gi in range(n_groups):
-            scales[gi], zeros[gi] = fit_scale_zero(W[:, gi * g:(gi + 1) * g], config)
+            scales[gi], zeros[gi] = fit_scale_zero(_fit_columns(W, fh.keep, gi * g, (gi + 1) * g), config)
 
     perm, U = fh.perm, fh.U
     positions = torch.arange(cols, device=W.device)
@@ -151,8 +181,8 @@ def quantize_weight(
 
     codes = torch.zeros(rows, cols, dtype=torch.float32, device=W.device)
     block = _aligned_block(config)
-    for i1 in range(0, cols, block):
-        i2 = min(i1 + block, cols)
+    for i1 in range(0, n_quant, block):
+        i2 = min(i1 + block, n_quant)
         W1 = W[:, i1:i2].clone()
         Err1 = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
@@ -170,13 +200,40 @@ def quantize_weight(
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]
 
+    outlier_idx = outlier_weight = None
+    if n_keep:
+        # Kept columns (loop positions n_quant..) hold their error-corrected values.  Their group is clamped
+        # to a fitted one and their code set to its zero point (reads back as 0): a valid GPTQ layout.
+        if dynamic:
+            n_groups = max(1, math.ceil(n_quant / g))
+            scales, zeros = scales[:n_groups], zeros[:n_groups]
+        col_group = col_group.clamp(max=n_groups - 1)
+        codes[:, n_quant:] = zeros[col_group[n_quant:].long()].T
+        outlier_idx, order = torch.sort(perm[n_quant:])
+        outlier_weight = W[:, n_quant:][:, order].to(torch.float16)
     if perm is not None:
         inv = torch.argsort(perm)
         codes, col_group = codes[:, inv], col_group[inv]
     return QuantizedWeight(
         codes=codes.to(torch.uint8), scales=scales, zeros=zeros.to(torch.int32), g_idx=col_group.to(torch.int32),
         bits=config.bits, group_size=config.group_size, sym=config.sym,
-        stability=replace(fh.record, module=module, events=list(fh.record.events)))
+        stability=replace(fh.record, module=module, events=list(fh.record.events)),
+        outlier_idx=None if outlier_idx is None else outlier_idx.to(torch.int32), outlier_weight=outlier_weight)
+
+
+def _same_keep(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and bool((a.cpu() == b.cpu().bool()).all())
+
+
+def _fit_columns(W: torch.Tensor, keep: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:
+    """The columns a static group's grid is fitted on: its columns that are not kept (all if every one is)."""
+    cols = W[:, start:stop]
+    if keep is None:
+        return cols
+    quantized = ~keep[start:stop]
+    return cols[:, quantized] if bool(quantized.any()) else cols
 
 
 @dataclass
@@ -257,10 +314,13 @@ def fair_update_detailed(
         Hd = fh.H.double() + fh.lam * eye
         L, info = torch.linalg.cholesky_ex(Hd + Hb.double())
         if int(info) != 0:
+            cause = ("H itself was not positive semi-definite (it needed an eigenvalue repair to factor); "
+                     "add calibration data or raise damp" if fh.record.eigen_repair else
+                     "an extra H_bias term that is not positive semi-definite; check that every objective "
+                     "returns a PSD matrix (a sum of D Dᵀ terms)")
             raise HessianFactorizationError(
                 f"{module}: H + H_bias + λI is not positive definite, so the exact update has no solution. "
-                f"Likely cause: an extra H_bias term that is not positive semi-definite. Fix: check that "
-                f"every objective returns a PSD matrix (a sum of D Dᵀ terms).")
+                f"Likely cause: {cause}.")
         Wn = torch.cholesky_solve((Hd @ Wp.double().T), L).T.float()
     if fh.perm is not None:
         Wn = Wn[:, torch.argsort(fh.perm)]

@@ -12,10 +12,11 @@ from .stability import check_finite
 
 
 class HessianAccumulator:
-    """Running Σ_s X_s X_sᵀ over masked tokens, in float32, in chunks to bound memory."""
+    """Running Σ_s X_s X_sᵀ over masked tokens, in float32 (or ``dtype``), in chunks to bound memory."""
 
-    def __init__(self, dim: int, device: torch.device | str = "cpu", chunk_tokens: int = 8192) -> None:
-        self.sum = torch.zeros(dim, dim, dtype=torch.float32, device=device)
+    def __init__(self, dim: int, device: torch.device | str = "cpu", chunk_tokens: int = 8192,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.sum = torch.zeros(dim, dim, dtype=dtype, device=device)
         self.sentences = 0
         self.tokens = 0
         self.chunk_tokens = chunk_tokens
@@ -24,11 +25,13 @@ class HessianAccumulator:
         """Add a batch x (batch, seq, dim) whose real tokens are where mask (batch, seq) is true."""
         if x.dim() == 2:
             x = x.unsqueeze(0)
-        batch = x.shape[0]
         flat = x.reshape(-1, x.shape[-1])
+        batch = x.shape[0]
         if mask is not None:
-            flat = flat[mask.reshape(-1).to(torch.bool).to(flat.device)]
-        flat = flat.to(device=self.sum.device, dtype=torch.float32)
+            mask = mask.to(torch.bool).to(flat.device)
+            batch = int(mask.reshape(x.shape[0], -1).any(dim=1).sum())  # an all-padding row is no sentence
+            flat = flat[mask.reshape(-1)]
+        flat = flat.to(device=self.sum.device, dtype=self.sum.dtype)
         check_finite(flat, "the calibration activations", module)
         for start in range(0, flat.shape[0], self.chunk_tokens):
             chunk = flat[start:start + self.chunk_tokens]

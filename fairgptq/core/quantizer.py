@@ -37,7 +37,7 @@ class QuantConfig:
     def __post_init__(self) -> None:
         if self.bits not in SUPPORTED_BITS:
             raise ConfigError(f"bits={self.bits} is not supported; use one of {SUPPORTED_BITS}")
-        if not isinstance(self.group_size, int) or (self.group_size < -1):
+        if not isinstance(self.group_size, int) or self.group_size == 0 or self.group_size < -1:
             raise ConfigError(f"group_size={self.group_size!r} must be -1 (per-channel) or a positive integer")
         if not (0.0 < self.damp <= 1.0):
             raise ConfigError(f"damp={self.damp} must lie in (0, 1]; 0.01 is the GPTQ default")
