@@ -1,0 +1,58 @@
+"""WikiText-2 perplexity by the GPTQ paper's protocol.
+
+The test split's lines are joined with "\\n\\n" and tokenised once; the token stream is
+cut into non-overlapping windows of ``seqlen`` tokens (the model's context, at most
+2048), the last partial window dropped; perplexity = exp(mean NLL over every predicted
+token, i.e. seqlen − 1 per window).  No sliding stride: this is the number GPTQ,
+AutoGPTQ and the Fair-GPTQ paper report, which a strided evaluation would not match.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ..core.errors import ConfigError, DataError
+from ..datasets_adapters.wikitext import read_wikitext
+from .progress import progress_bar
+from .scoring import model_context_length
+
+MAX_SEQLEN = 2048
+
+
+@torch.inference_mode()
+def perplexity_of_ids(model, ids: torch.Tensor, seqlen: int, *, batch_size: int = 1, progress: bool = True) -> dict:
+    """Perplexity of a 1-D token stream over non-overlapping ``seqlen`` windows (see module docstring)."""
+    n_windows = ids.numel() // seqlen
+    if n_windows == 0:
+        raise DataError(f"{ids.numel()} tokens are fewer than one window of {seqlen}")
+    device = next(model.parameters()).device
+    windows = ids[: n_windows * seqlen].view(n_windows, seqlen)
+    nll = 0.0
+    with progress_bar(n_windows, "perplexity", progress) as advance:
+        for start in range(0, n_windows, batch_size):
+            batch = windows[start:start + batch_size].to(device)
+            logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+            nll += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                           batch[:, 1:].reshape(-1), reduction="sum"))
+            advance(batch.shape[0])
+    n_predicted = n_windows * (seqlen - 1)
+    return {"perplexity": math.exp(nll / n_predicted), "nll": nll / n_predicted, "n_windows": n_windows,
+            "seqlen": seqlen, "n_predicted_tokens": n_predicted}
+
+
+def evaluate_wikitext2(model, tokenizer, *, split: str = "test", path: str | Path | None = None,
+                       seqlen: int | None = None, max_tokens: int | None = None, batch_size: int = 1,
+                       progress: bool = True) -> dict:
+    """WikiText-2 perplexity; ``max_tokens`` keeps the first tokens only (e.g. 16384 for quick checks)."""
+    seqlen = seqlen or min(MAX_SEQLEN, model_context_length(model))
+    if seqlen < 2 or seqlen > model_context_length(model):
+        raise ConfigError(f"seqlen must be in [2, {model_context_length(model)}] (the model's context), got {seqlen}")
+    ids = torch.tensor(tokenizer(read_wikitext(split, path)).input_ids, dtype=torch.long)
+    n_total = ids.numel()
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    return {"task": "wikitext2", "split": split, "protocol": "gptq: \\n\\n-joined, non-overlapping windows",
+            "n_tokens_total": n_total, "max_tokens": max_tokens,
+            **perplexity_of_ids(model, ids, seqlen, batch_size=batch_size, progress=progress)}

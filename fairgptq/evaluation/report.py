@@ -1,0 +1,40 @@
+"""Evaluation results as a JSON file and as a rich table (headline metrics, optionally per category)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+# the metrics worth a row, per result kind; anything else stays in the JSON
+_HEADLINES = ("perplexity", "pct_stereotype", "likelihood_diff", "SS", "LMS", "ICAT", "acc", "acc_norm")
+
+
+def save_json(results: dict, path: str | Path) -> Path:
+    """Write ``results`` (from :func:`~fairgptq.evaluation.suite.evaluate`) as indented, key-sorted JSON."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(results, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    return p
+
+
+def results_table(results: dict, *, detail: bool = False) -> Table:
+    """Task | subset | n | metric | value; ``detail`` adds CrowS-Pairs bias types and StereoSet domains."""
+    table = Table(title=f"fairgptq evaluation: {results.get('model', {}).get('name', '')}")
+    for col in ("task", "subset", "n", "metric", "value"):
+        table.add_column(col, justify="right" if col in ("n", "value") else "left")
+    for task, res in results["tasks"].items():
+        subsets = [("all", res)]
+        if detail:
+            subsets += sorted({**res.get("by_category", {}), **res.get("by_domain", {})}.items())
+        for subset, values in subsets:
+            n = values.get("n", values.get("n_predicted_tokens", ""))
+            for metric in _HEADLINES:
+                if metric in values:
+                    table.add_row(task, subset, str(n), metric, f"{values[metric]:.4f}")
+    return table
+
+
+def print_table(results: dict, *, detail: bool = False, console: Console | None = None) -> None:
+    (console or Console()).print(results_table(results, detail=detail))

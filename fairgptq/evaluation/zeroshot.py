@@ -1,0 +1,44 @@
+"""Zero-shot multiple choice, lm-eval's way: acc and acc_norm from option log-likelihoods.
+
+Each option is scored as the continuation ``target_delimiter + option`` of the prompt.
+acc picks the option with the highest summed log-likelihood; acc_norm divides each by
+the option's length in characters (lm-eval's ``completion_len = len(choice)``, the
+delimiter not counted) before picking.  Ties go to the first option (``argmax``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import fmean
+from typing import Sequence
+
+from ..core.errors import ConfigError
+from .scoring import encode_request, score_requests
+from .zeroshot_tasks import ZERO_SHOT_TASKS, MultipleChoiceItem, load_zeroshot
+
+
+def _argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=lambda k: (values[k], -k))
+
+
+def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoiceItem], *, task: str = "custom",
+                             batch_size: int = 16, progress: bool = True) -> dict:
+    """acc and acc_norm (fractions in [0, 1], as lm-eval reports them) over ``items``."""
+    if not items:
+        raise ConfigError(f"{task}: no items to evaluate")
+    requests = [encode_request(tokenizer, it.context, it.target_delimiter + c) for it in items for c in it.choices]
+    scores = score_requests(model, requests, batch_size=batch_size, progress=progress, description=task)
+    correct, correct_norm, k = [], [], 0
+    for it in items:
+        lls = [s.logprob for s in scores[k:k + len(it.choices)]]
+        k += len(it.choices)
+        correct.append(float(_argmax(lls) == it.gold))
+        correct_norm.append(float(_argmax([ll / len(c) for ll, c in zip(lls, it.choices)]) == it.gold))
+    return {"task": task, "n": len(items), "acc": fmean(correct), "acc_norm": fmean(correct_norm)}
+
+
+def evaluate_zeroshot(model, tokenizer, task: str, *, path: str | Path | None = None, limit: int | None = None,
+                      batch_size: int = 16, progress: bool = True) -> dict:
+    """Load ``task``'s file (local copy or ``path``) and score it; ``limit`` keeps the first items."""
+    items = load_zeroshot(task, path, limit=limit)
+    return {**evaluate_multiple_choice(model, tokenizer, items, task=task, batch_size=batch_size, progress=progress),
+            "description": ZERO_SHOT_TASKS[task].description, "limit": limit}
