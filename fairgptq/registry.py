@@ -64,8 +64,13 @@ class Registry:
         self.register(mod, name=dotted)
 
     def register(self, plugin: object, name: str | None = None) -> None:
+        """Register a plugin object; one that breaks the contract is removed again before the error."""
         self.pm.register(plugin, name=name)
-        self._check()
+        try:
+            self._check()
+        except PluginError:
+            self.pm.unregister(plugin)
+            raise
 
     def _check(self) -> None:
         try:

@@ -1,8 +1,10 @@
 """Built-in backends, registered through the same hook as third-party ones."""
 from ..hookspecs import hookimpl
-from .base import Backend
+from .cpu import CpuBackend
+from .cuda import CudaBackend
+from .outlier import OutlierBackend
 
 
 @hookimpl
 def fairgptq_backends():
-    return {"cpu": Backend}
+    return {"cpu": CpuBackend, "cuda": CudaBackend, "outlier": OutlierBackend}
