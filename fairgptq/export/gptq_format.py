@@ -1,0 +1,178 @@
+"""The standard GPTQ checkpoint: what transformers (optimum / GPTQModel), GPTQModel and vLLM load.
+
+Per quantized linear ``<name>`` (weight W, out x in):
+
+- ``<name>.qweight`` int32 (in * bits / 32, out): codes packed along the input axis;
+- ``<name>.qzeros``  int32 (n_groups, out * bits / 32): integer zero points packed along the
+  output axis, stored as ``zero - 1`` in the classic format (``checkpoint_format: gptq``, "v1",
+  what AutoGPTQ wrote and every loader reads) or as ``zero`` in ``gptq_v2`` (GPTQModel only);
+- ``<name>.scales``  float16 (n_groups, out);
+- ``<name>.g_idx``   int32 (in,): group of every input column (act-order permutes it);
+- ``<name>.bias`` kept as is; every other tensor (embeddings, norms, lm_head) saved normally.
+
+Weight = scales[g_idx] * (code - zero), per input column.  v1 cannot store a zero point of 0
+(it would underflow to 2^bits - 1), which only asymmetric grids produce; ``auto`` then picks
+``gptq_v2`` and says so.  ``quantize_config.json`` (GPTQModel, vLLM) and the
+``quantization_config`` entry of ``config.json`` (transformers) carry the settings;
+``quantize_config.json`` also has a ``fairgptq`` section with every fairness setting, the pair
+sets' names and hashes and every stability event (spec section 7).
+
+Scales are float16 in this format.  The engine keeps float32 scales, so the model is first
+snapped to the checkpoint's precision (:func:`snap_to_checkpoint_precision`): the evaluated
+model is then bit-for-bit the exported one.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+
+from .. import __version__
+from ..core.architectures import arch_for
+from ..core.driver import QuantizationResult
+from ..core.errors import FairGPTQError
+from ..core.gptq import QuantizedWeight
+from .packing import pack_last, unpack_last
+
+CHECKPOINT_FORMATS = ("gptq", "gptq_v2")
+WEIGHTS_FILE = "model.safetensors"
+QUANTIZE_CONFIG = "quantize_config.json"
+QUANTIZED_SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
+_FP16_MAX = float(torch.finfo(torch.float16).max)
+
+
+class ExportError(FairGPTQError):
+    """The quantized model cannot be written in (or read from) the GPTQ checkpoint format."""
+
+
+def at_checkpoint_precision(qw: QuantizedWeight, module: str = "?") -> QuantizedWeight:
+    """The same codes with float16-rounded scales: exactly what the checkpoint can hold."""
+    s = qw.scales.float()
+    if bool((s.abs() > _FP16_MAX).any()):
+        raise ExportError(f"{module}: a scale exceeds the float16 range; the GPTQ format cannot store it")
+    s16 = s.to(torch.float16)
+    if bool(((s16 == 0) & (s != 0)).any()):
+        raise ExportError(f"{module}: a scale underflows float16 (weights below ~1e-7 in a whole group); "
+                          f"the GPTQ format cannot store it")
+    return replace(qw, scales=s16.float())
+
+
+def snap_to_checkpoint_precision(model: nn.Module, result: QuantizationResult) -> None:
+    """Round every scale to float16 and write the re-dequantized weights into ``model`` (in place).
+
+    The change per weight is at most a 2^-11 relative step of its group's scale.  Afterwards
+    ``result.qweights`` and the model's weights are exactly what :func:`export_checkpoint` stores.
+    """
+    transposed = arch_for(model).transposed
+    for name, qw in list(result.qweights.items()):
+        snapped = at_checkpoint_precision(qw, name)
+        result.qweights[name] = snapped
+        W = snapped.dequantize()
+        mod = model.get_submodule(name)
+        mod.weight.data.copy_((W.T if transposed else W).to(mod.weight.dtype))
+
+
+def choose_format(qweights: Mapping[str, QuantizedWeight], requested: str = "auto") -> str:
+    """``gptq`` (v1, widest support) unless a zero point of 0 forces ``gptq_v2``."""
+    if requested not in ("auto", *CHECKPOINT_FORMATS):
+        raise ExportError(f"checkpoint_format {requested!r}: use auto, gptq or gptq_v2")
+    zero_at_0 = [n for n, qw in qweights.items() if bool((qw.zeros == 0).any())]
+    if requested == "gptq" and zero_at_0:
+        raise ExportError(f"{zero_at_0[0]} (and {len(zero_at_0) - 1} more) has a zero point of 0, which the v1 "
+                          f"format stores as zero - 1 = -1 and cannot represent; use checkpoint_format: gptq_v2 "
+                          f"or auto, or symmetric quantization")
+    if requested == "auto":
+        return "gptq_v2" if zero_at_0 else "gptq"
+    return requested
+
+
+def pack_weight(qw: QuantizedWeight, checkpoint_format: str = "gptq") -> dict[str, torch.Tensor]:
+    """qweight / qzeros / scales / g_idx of one linear (see module docstring)."""
+    if checkpoint_format not in CHECKPOINT_FORMATS:
+        raise ExportError(f"checkpoint_format {checkpoint_format!r}: use one of {CHECKPOINT_FORMATS}")
+    zeros = qw.zeros.to(torch.int64) - (1 if checkpoint_format == "gptq" else 0)
+    return {
+        "qweight": pack_last(qw.codes.to(torch.int64), qw.bits).T.contiguous(),
+        "qzeros": pack_last(zeros, qw.bits).contiguous(),
+        "scales": qw.scales.to(torch.float16).contiguous(),
+        "g_idx": qw.g_idx.to(torch.int32).contiguous(),
+    }
+
+
+def unpack_weight(tensors: Mapping[str, torch.Tensor], *, bits: int, group_size: int, sym: bool,
+                  checkpoint_format: str = "gptq") -> QuantizedWeight:
+    """Inverse of :func:`pack_weight`; scales come back as float32 holding the float16 values."""
+    out = tensors["scales"].shape[1]
+    codes = unpack_last(tensors["qweight"].T.contiguous(), bits)
+    zeros = unpack_last(tensors["qzeros"], bits)[:, :out] + (1 if checkpoint_format == "gptq" else 0)
+    return QuantizedWeight(codes=codes.to(torch.uint8), scales=tensors["scales"].float(), zeros=zeros.to(torch.int32),
+                           g_idx=tensors["g_idx"].to(torch.int32), bits=bits, group_size=group_size, sym=sym)
+
+
+def quantize_config(result: QuantizationResult, checkpoint_format: str, fairgptq_meta: Mapping[str, Any]) -> dict:
+    """quantize_config.json: the GPTQModel / AutoGPTQ keys plus the ``fairgptq`` section."""
+    c = result.config
+    return {
+        "bits": c.bits, "group_size": c.group_size if c.group_size > 0 else -1, "desc_act": c.act_order,
+        "sym": c.sym, "static_groups": c.static_groups, "true_sequential": True, "damp_percent": c.damp,
+        "lm_head": False, "quant_method": "gptq", "checkpoint_format": checkpoint_format,
+        "model_file_base_name": Path(WEIGHTS_FILE).stem,
+        "meta": {"quantizer": [f"fairgptq:{__version__}"], "mse": c.mse, "block_size": c.block_size},
+        "fairgptq": {"version": __version__, "objectives": result.objectives,
+                     "modules": [r.to_dict() for r in result.reports], **fairgptq_meta},
+    }
+
+
+def _plain_tensors(model: nn.Module, quantized: set[str]) -> dict[str, torch.Tensor]:
+    """Every state-dict tensor but the quantized weights; tied copies (lm_head = embeddings) once."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    skip = {f"{n}.weight" for n in quantized}
+    for key, t in model.state_dict().items():
+        if key in skip:
+            continue
+        ptr = t.data_ptr()
+        if ptr in seen:
+            continue
+        seen.add(ptr)
+        out[key] = t.detach().cpu().contiguous()
+    return out
+
+
+def _check_snapped(model: nn.Module, result: QuantizationResult) -> None:
+    transposed = arch_for(model).transposed
+    for name, qw in result.qweights.items():
+        w = model.get_submodule(name).weight.data
+        w = w.T if transposed else w
+        if not torch.equal(w.float().cpu(), at_checkpoint_precision(qw, name).dequantize()):
+            raise ExportError(f"{name}: the model's weight is not the checkpoint's dequantized weight; call "
+                              f"snap_to_checkpoint_precision(model, result) before exporting (and evaluating)")
+
+
+def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, out_dir: str | Path, *,
+                      checkpoint_format: str = "auto", fairgptq_meta: Mapping[str, Any] | None = None) -> dict:
+    """Write the GPTQ checkpoint of a quantized ``model`` into ``out_dir``; returns quantize_config."""
+    _check_snapped(model, result)
+    fmt = choose_format(result.qweights, checkpoint_format)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = _plain_tensors(model, set(result.qweights))
+    for name, qw in result.qweights.items():
+        for suffix, t in pack_weight(at_checkpoint_precision(qw, name), fmt).items():
+            tensors[f"{name}.{suffix}"] = t
+    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    qc = quantize_config(result, fmt, dict(fairgptq_meta or {}))
+    (out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
+    config = json.loads(model.config.to_json_string(use_diff=False))
+    config["quantization_config"] = {k: v for k, v in qc.items() if k != "fairgptq"}
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return qc

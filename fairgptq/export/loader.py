@@ -1,0 +1,84 @@
+"""Loading a GPTQ checkpoint back on CPU, every quantized linear dequantized into a plain weight.
+
+fairgptq evaluates exported models without a GPTQ kernel package: the packed codes are
+unpacked and multiplied out once, so the model runs as an ordinary float model whose
+weights are exactly the checkpoint's (and, for a model exported by fairgptq, exactly the
+in-memory quantized model's).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file
+
+from ..core.model_loading import _DTYPES
+from .gptq_format import CHECKPOINT_FORMATS, QUANTIZE_CONFIG, WEIGHTS_FILE, ExportError, unpack_weight
+
+
+def is_gptq_checkpoint(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / QUANTIZE_CONFIG).is_file() and (p / WEIGHTS_FILE).is_file()
+
+
+def read_quantize_config(path: str | Path) -> dict:
+    p = Path(path) / QUANTIZE_CONFIG
+    try:
+        qc = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExportError(f"{p}: not a readable quantize_config.json ({e})") from e
+    if qc.get("quant_method", "gptq") != "gptq" or qc.get("checkpoint_format", "gptq") not in CHECKPOINT_FORMATS:
+        raise ExportError(f"{p}: quant_method {qc.get('quant_method')!r} / checkpoint_format "
+                          f"{qc.get('checkpoint_format')!r} is not a GPTQ checkpoint fairgptq can read")
+    return qc
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    """GPT-2's Conv1D keeps its weight as (in, out)."""
+    return type(module).__name__ == "Conv1D"
+
+
+def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: str = "cpu"):
+    """(model, tokenizer, quantize_config) of an exported GPTQ checkpoint folder."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    qc = read_quantize_config(path)
+    fmt = qc.get("checkpoint_format", "gptq")
+    config = AutoConfig.from_pretrained(path)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # we dequantize ourselves; transformers would want a GPTQ kernel
+    torch_dtype = _DTYPES[dtype] if dtype else getattr(config, "dtype", None) or torch.float32
+    if isinstance(torch_dtype, str):
+        torch_dtype = _DTYPES.get(torch_dtype, torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    tensors = load_file(str(path / WEIGHTS_FILE))
+    prefixes = sorted(k[: -len(".qweight")] for k in tensors if k.endswith(".qweight"))
+    for name in prefixes:
+        qw = unpack_weight({s: tensors.pop(f"{name}.{s}") for s in ("qweight", "qzeros", "scales", "g_idx")},
+                           bits=qc["bits"], group_size=qc["group_size"], sym=qc["sym"], checkpoint_format=fmt)
+        module = model.get_submodule(name)
+        W = qw.dequantize()
+        if _is_conv1d(module):
+            W = W.T
+        if tuple(module.weight.shape) != tuple(W.shape):
+            raise ExportError(f"{path}: {name} unpacks to {tuple(W.shape)}, the model expects "
+                              f"{tuple(module.weight.shape)}")
+        module.weight.data.copy_(W.to(module.weight.dtype))
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    quantized = {f"{n}.weight" for n in prefixes}
+    missing = [k for k in missing if k not in quantized]
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+        missing = [k for k in missing if not k.startswith("lm_head.")]
+    if missing or unexpected:
+        raise ExportError(f"{path}: checkpoint does not match the {config.model_type} architecture "
+                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.to(device)
+    model.eval()
+    return model, tok, qc
