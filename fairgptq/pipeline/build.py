@@ -1,0 +1,87 @@
+"""Turning a validated spec into engine inputs: pair sets, calibration batches, objectives, backend, config."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.objective import Objective, TokenBatch
+from ..core.quantizer import QuantConfig
+from ..datasets_adapters.pairs import Pair
+from ..datasets_adapters.sampling import sample_pairs
+from ..datasets_adapters.validation import LoadedPairs
+from ..evaluation.stereoset import split_items
+from ..objectives.fair_pairs import pairs_hash
+from ..registry import Registry
+from .arguments import expand_path, objective_arguments, with_expanded_paths
+from .schema import PipelineSpec
+
+
+def create(registry: Registry, kind: str, name: str, params: dict[str, Any]) -> Any:
+    """Call a plugin factory with ``params`` (checked by the pipeline checks before anything loads).
+
+    Not ``Registry.create(kind, name, **params)``: a plugin parameter called ``kind`` or ``name``
+    (StereoSet's ``kind: intrasentence``) would collide with that method's own arguments.
+    """
+    return registry.get(kind, name).factory(**params)
+
+
+@dataclass
+class PairSet:
+    pairs: list[Pair]
+    info: dict[str, Any]
+
+
+def pair_sets(spec: PipelineSpec, registry: Registry) -> dict[str, PairSet]:
+    """Load, split and sample every named pair set; ``info`` (size, hash, skipped rows) goes in the record."""
+    out: dict[str, PairSet] = {}
+    for name, ps in spec.calibration.pairs.items():
+        loaded = create(registry, "pair_sources", ps.source, with_expanded_paths(ps.params))
+        bad_rows = getattr(loaded, "bad_rows", ())
+        total = len(loaded)
+        if ps.split != "all":
+            loaded = LoadedPairs(split_items(loaded, ps.split, ps.holdout_fraction), bad_rows,
+                                 getattr(loaded, "source", ""))
+        pairs = list(sample_pairs(loaded, ps.n, ps.seed, ps.stratify))
+        out[name] = PairSet(pairs, {
+            "source": ps.source, "params": ps.params, "origin": getattr(loaded, "source", ""), "rows_read": total,
+            "bad_rows": len(bad_rows), "bad_row_examples": [str(b) for b in bad_rows[:5]], "split": ps.split,
+            "n": len(pairs), "seed": ps.seed, "stratify": ps.stratify, "sha256_16": pairs_hash(pairs),
+            "categories": dict(sorted(Counter(p.category for p in pairs).items()))})
+    return out
+
+
+def text_calibration(spec: PipelineSpec, tokenizer) -> list[TokenBatch] | None:
+    text = spec.calibration.text
+    if text is None or text.n == 0:
+        return None
+    from ..datasets_adapters.wikitext import calibration_windows
+    return calibration_windows(tokenizer, n=text.n, seqlen=text.seqlen, seed=text.seed, split=text.split,
+                               batch_size=text.batch_size, path=expand_path(text.path) if text.path else None)
+
+
+def objectives(spec: PipelineSpec, registry: Registry, sets: dict[str, PairSet]) -> list[Objective]:
+    built = []
+    for o in spec.objectives:
+        factory = registry.get("objectives", o.name).factory
+        pairs = sets[o.pairs].pairs if o.pairs else None
+        built.append(factory(**objective_arguments(o, factory, spec.calibration, pairs=pairs)))
+    return built
+
+
+def quant_config(spec: PipelineSpec) -> QuantConfig:
+    q = spec.quantization
+    return QuantConfig(bits=q.bits, group_size=q.group_size, sym=q.sym, act_order=q.act_order,
+                       static_groups=q.static_groups, damp=q.damp, block_size=q.block_size, mse=q.mse)
+
+
+def evaluation_options(spec: PipelineSpec, calibration_pairs: list[Pair]) -> dict[str, Any]:
+    """Keyword options for :func:`fairgptq.evaluation.evaluate` (calibration pairs guard StereoSet overlap)."""
+    e = spec.evaluation
+    opts: dict[str, Any] = {"batch_size": e.batch_size, "limit": e.limit, "max_tokens": e.max_tokens,
+                            "seqlen": e.seqlen, "crows_scoring": e.crows_scoring, "stereoset_split": e.stereoset_split,
+                            "holdout_fraction": e.holdout_fraction,
+                            "paths": {k: str(expand_path(v)) for k, v in e.paths.items()}}
+    if "stereoset" in e.tasks and calibration_pairs:
+        opts["calibration"] = calibration_pairs
+    return opts

@@ -1,0 +1,105 @@
+"""Checks a schema cannot make: plugin names, references between sections, files that must exist.
+
+They run after the schema and before any model loads; each problem is (YAML path, message).
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import FairGPTQError
+from ..registry import Registry
+from .arguments import PATH_KEYS, ArgumentError, accepted, expand_path, objective_arguments
+from .schema import PipelineSpec
+
+Problem = tuple[str, str]
+
+
+def _plugin(registry: Registry, kind: str, name: str, path: str, problems: list[Problem]) -> Any | None:
+    try:
+        return registry.get(kind, name).factory
+    except FairGPTQError as e:
+        problems.append((path, str(e)))
+        return None
+
+
+def _bind(factory: Any, params: dict, path: str, what: str, problems: list[Problem]) -> None:
+    try:
+        inspect.signature(factory).bind(**params)
+    except TypeError as e:
+        names, _ = accepted(factory)
+        problems.append((path, f"{what}: {e}; parameters: {', '.join(sorted(names)) or 'none'}"))
+    except ValueError:
+        pass
+
+
+def _file(value: Any, path: str, problems: list[Problem]) -> None:
+    if isinstance(value, str) and not expand_path(value).exists():
+        problems.append((path, f"file not found: {expand_path(value)}"))
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~", "$")) or name.endswith(".gguf")
+
+
+def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
+    """Every problem with plugins, references and files in a schema-valid pipeline."""
+    problems: list[Problem] = []
+    for i, mod in enumerate(spec.plugins):
+        try:
+            registry.register_module(mod)
+        except FairGPTQError as e:
+            problems.append((f"plugins[{i}]", str(e)))
+    if _looks_like_path(spec.model.name) and not expand_path(spec.model.name).exists():
+        problems.append(("model.name", f"model path not found: {expand_path(spec.model.name)}"))
+
+    cal = spec.calibration
+    for name, ps in cal.pairs.items():
+        base = f"calibration.pairs.{name}"
+        factory = _plugin(registry, "pair_sources", ps.source, f"{base}.source", problems)
+        if factory is not None:
+            _bind(factory, ps.params, f"{base}.params", f"pair source {ps.source!r}", problems)
+        for key in PATH_KEYS:
+            _file(ps.params.get(key), f"{base}.params.{key}", problems)
+    if cal.text is not None and cal.text.n > 0:
+        from ..datasets_adapters.wikitext import data_dir
+        text_file = expand_path(cal.text.path) if cal.text.path else data_dir() / "wikitext2" / f"{cal.text.split}.txt"
+        if not Path(text_file).is_file():
+            problems.append(("calibration.text", f"WikiText-2 file not found: {text_file}; set FAIRGPTQ_DATA_DIR "
+                                                 f"to the folder holding wikitext2/ or give calibration.text.path"))
+
+    hessian_from_pairs = False
+    for i, obj in enumerate(spec.objectives):
+        base = f"objectives[{i}]"
+        factory = _plugin(registry, "objectives", obj.name, f"{base}.name", problems)
+        if factory is None:
+            continue
+        if obj.pairs is not None and obj.pairs not in cal.pairs:
+            problems.append((f"{base}.pairs", f"no pair set {obj.pairs!r} under calibration.pairs; defined: "
+                                              f"{', '.join(cal.pairs) or 'none'}"))
+            continue
+        try:
+            kwargs = objective_arguments(obj, factory, cal, pairs=[])
+        except ArgumentError as e:
+            problems.append((f"{base}.{e.key}", e.message))
+            continue
+        _bind(factory, kwargs, f"{base}.params", f"objective {obj.name!r}", problems)
+        hessian_from_pairs |= obj.pairs is not None and bool(kwargs.get("calibrate_with_pairs", False))
+    if not hessian_from_pairs and not (cal.text is not None and cal.text.n > 0):
+        problems.append(("calibration", "no data for H: set calibration.text.n > 0, or give an objective a pair "
+                                        "set with calibrate_with_pairs: true"))
+
+    factory = _plugin(registry, "backends", spec.backend.name, "backend.name", problems)
+    if factory is not None:
+        _bind(factory, spec.backend.params, "backend.params", f"backend {spec.backend.name!r}", problems)
+
+    from ..evaluation.suite import TASKS
+    for i, task in enumerate(spec.evaluation.tasks):
+        if task not in TASKS:
+            problems.append((f"evaluation.tasks[{i}]", f"unknown task {task!r}; tasks: {', '.join(TASKS)}"))
+    for task, value in spec.evaluation.paths.items():
+        if task not in TASKS:
+            problems.append((f"evaluation.paths.{task}", f"unknown task {task!r}; tasks: {', '.join(TASKS)}"))
+        _file(value, f"evaluation.paths.{task}", problems)
+    return problems

@@ -1,0 +1,191 @@
+"""What a run leaves behind for people: report.md with tables, and PNG plots (matplotlib, Agg).
+
+results.json is the complete record; the report picks the headline numbers from it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+HEADLINES = ("perplexity", "pct_stereotype", "SS", "LMS", "ICAT", "acc", "acc_norm")
+_LOWER_IS_BETTER = {"perplexity"}
+
+
+def headline_metrics(evaluation: dict | None) -> dict[str, float]:
+    """``task.metric`` -> value for the headline metrics of an :func:`evaluate` result."""
+    out: dict[str, float] = {}
+    for task, res in ((evaluation or {}).get("tasks") or {}).items():
+        for metric in HEADLINES:
+            if isinstance(res.get(metric), (int, float)):
+                out[f"{task}.{metric}"] = float(res[metric])
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.3f}"
+    return "–" if v is None else str(v)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_delta_w(modules: list[dict], path: Path) -> bool:
+    """Per-layer relative weight change of the fair update, one line per role; False if nothing to plot."""
+    by_role: dict[str, list[tuple[int, float]]] = {}
+    for m in modules:
+        if m.get("delta_w_rel") is not None:
+            by_role.setdefault(m["role"], []).append((m["layer"], m["delta_w_rel"]))
+    if not by_role:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for role, pts in sorted(by_role.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=3, label=role)
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("‖ΔW‖/‖W‖ of the fair update (%)")
+    ax.set_title("Fair-GPTQ pre-update size per layer")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def stability_summary(modules: list[dict]) -> dict:
+    """Counts of retries, repairs, overshoots and every event message, for results.json and the report."""
+    stab = [m["stability"] for m in modules]
+    return {"modules": len(modules),
+            "damping_retries": sum(1 for s in stab if s.get("attempts", 1) > 1),
+            "eigen_repairs": sum(1 for s in stab if s.get("eigen_repair")),
+            "dead_columns": sum(s.get("dead_columns", 0) for s in stab),
+            "fair_modules": sum(1 for m in modules if m.get("fair_mode")),
+            "overshoots": sum(1 for m in modules if m.get("fair_overshoot")),
+            "max_delta_w_rel": max((m["delta_w_rel"] for m in modules if m.get("delta_w_rel") is not None),
+                                   default=None),
+            "events": [f"{m['name']}: {e}" for m in modules for e in m["stability"].get("events", [])]}
+
+
+def run_report(results: dict) -> str:
+    """report.md of one run."""
+    cfg, q = results["config"], results["quantization"]
+    parts = [f"# fairgptq run: {results['pipeline']}", ""]
+    if results.get("point"):
+        parts += ["Sweep point: " + ", ".join(f"`{k}` = {v}" for k, v in results["point"].items()), ""]
+    qc = q["config"]
+    parts += ["## Setup", _table(["model", "bits", "group", "sym", "act-order", "damp", "backend"],
+                                 [[cfg["model"]["name"], qc["bits"], qc["group_size"], qc["sym"], qc["act_order"],
+                                   qc["damp"], cfg["backend"]["name"]]]), ""]
+    if results["objectives"]:
+        rows = [[o.get("name"), o.get("pair_set", "–"), o.get("pairs", "–"), o.get("pairs_sha256_16", "–"),
+                 json.dumps(o.get("alpha")), json.dumps(o.get("layers")), ", ".join(o.get("roles", [])),
+                 o.get("mode", "–")] for o in results["objectives"]]
+        parts += ["## Objectives", _table(["objective", "pair set", "pairs", "sha256/16", "α", "layers", "roles",
+                                           "mode"], rows), ""]
+    metrics, base = results["metrics"], headline_metrics(results.get("baseline"))
+    if metrics:
+        rows = [[k, v, base.get(k), (v - base[k]) if k in base else None] for k, v in metrics.items()]
+        parts += ["## Metrics", _table(["metric", "quantized", "float", "Δ"], rows), ""]
+    s = q["summary"]
+    parts += ["## Stability", _table(["modules", "damping retries", "eigen repairs", "dead columns", "fair modules",
+                                      "overshoots", "max ‖ΔW‖/‖W‖"],
+                                     [[s["modules"], s["damping_retries"], s["eigen_repairs"], s["dead_columns"],
+                                       s["fair_modules"], s["overshoots"], s["max_delta_w_rel"]]]), ""]
+    if s["events"]:
+        parts += ["Events:", ""] + [f"- {e}" for e in s["events"][:50]] + [""]
+    if "delta_w.png" in results.get("plots", []):
+        parts += ["![per-layer ΔW](delta_w.png)", ""]
+    fair = [m for m in q["modules"] if m.get("delta_w_rel") is not None]
+    if fair:
+        parts += ["### Fair update per module", _table(
+            ["module", "mode", "spectral radius", "‖ΔW‖/‖W‖", "tr H_bias / tr H"],
+            [[m["name"], m["fair_mode"], m["fair_radius"], m["delta_w_rel"], m["hbias_trace_ratio"]] for m in fair]),
+            ""]
+    exp = results.get("export")
+    if exp:
+        parts += ["## Export", f"GPTQ checkpoint (`{exp['checkpoint_format']}`) in `{exp['path']}`, "
+                               f"{exp['size_mb']:.1f} MB; reload check: {exp.get('reload_check', 'not run')}.", ""]
+    t = results["timings"]
+    parts += ["## Timings (s)", _table(list(t), [list(t.values())]), ""]
+    v = results["versions"]
+    parts += ["## Versions", ", ".join(f"{k} {val}" for k, val in v.items()), ""]
+    return "\n".join(parts)
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def plot_sweep(points: list[dict], keys: list[str], path: Path) -> bool:
+    """First numeric swept key (α) vs stereotype score and vs perplexity, one line per other setting."""
+    x_key = next((k for k in keys if all(_numeric(p["values"].get(k)) for p in points)), None)
+    metric_bias = next((m for m in ("crows_pairs.pct_stereotype", "stereoset.SS")
+                        if any(m in p["metrics"] for p in points)), None)
+    metric_ppl = "wikitext2.perplexity" if any("wikitext2.perplexity" in p["metrics"] for p in points) else None
+    panels = [m for m in (metric_bias, metric_ppl) if m]
+    if x_key is None or not panels:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels) + (1 if len(panels) == 2 else 0), figsize=(5 * (len(panels) + 1), 3.8))
+    axes = list(axes) if hasattr(axes, "__len__") else [axes]
+    series: dict[str, list[dict]] = {}
+    for p in points:
+        label = ", ".join(f"{k.split('.')[-1]}={p['values'][k]}" for k in keys if k != x_key and k in p["values"]) \
+            or "all"
+        series.setdefault(label, []).append(p)
+    for ax, metric in zip(axes, panels):
+        for label, pts in series.items():
+            pts = sorted((q for q in pts if metric in q["metrics"]), key=lambda q: q["values"][x_key])
+            ax.plot([q["values"][x_key] for q in pts], [q["metrics"][metric] for q in pts], marker="o", label=label)
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    if len(panels) == 2:
+        ax = axes[2]
+        for label, pts in series.items():
+            pts = [q for q in pts if metric_bias in q["metrics"] and metric_ppl in q["metrics"]]
+            ax.scatter([q["metrics"][metric_ppl] for q in pts], [q["metrics"][metric_bias] for q in pts], label=label)
+            for q in pts:
+                ax.annotate(str(q["values"][x_key]), (q["metrics"][metric_ppl], q["metrics"][metric_bias]), fontsize=7)
+        ax.set_xlabel(metric_ppl)
+        ax.set_ylabel(metric_bias)
+        ax.set_title(f"trade-off (labels: {x_key.split('.')[-1]})")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def sweep_report(summary: dict) -> str:
+    """report.md of a sweep: one row per point, the float baseline on top when evaluated."""
+    keys = summary["keys"]
+    metric_names = sorted({m for p in summary["points"] for m in p["metrics"]})
+    rows = []
+    base = headline_metrics(summary.get("baseline"))
+    if base:
+        rows.append(["float baseline", *(["–"] * len(keys)), *(base.get(m) for m in metric_names), "–"])
+    for p in summary["points"]:
+        rows.append([f"[{p['name']}](points/{p['name']}/report.md)", *(json.dumps(p["values"].get(k)) for k in keys),
+                     *(p["metrics"].get(m) for m in metric_names), p.get("max_delta_w_rel")])
+    parts = [f"# fairgptq sweep: {summary['pipeline']}", "",
+             f"{len(summary['points'])} points over " + " x ".join(f"`{k}`" for k in keys) + ".", "",
+             _table(["point", *keys, *metric_names, "max ‖ΔW‖/‖W‖"], rows), ""]
+    if "sweep.png" in summary.get("plots", []):
+        parts += ["![sweep](sweep.png)", ""]
+    return "\n".join(parts)

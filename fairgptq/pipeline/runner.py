@@ -1,0 +1,256 @@
+"""Running a pipeline: load, build calibration and objectives, quantize, evaluate, export, record.
+
+A single run goes into one atomic run directory.  A sweep directory holds ``points/<name>``
+(each an atomic run directory, skipped when already complete, so an interrupted sweep
+resumes), the float baseline when asked for, and a summary report with the α plots.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import platform
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+from rich.console import Console
+
+from .. import __version__
+from ..core.driver import quantize_model
+from ..core.model_loading import load_model
+from ..export import export_checkpoint, load_gptq_checkpoint, snap_to_checkpoint_precision
+from ..registry import default_registry
+from . import build
+from .loading import Pipeline
+from .report import headline_metrics, plot_delta_w, plot_sweep, run_report, stability_summary, sweep_report
+from .rundir import atomic_run_dir, is_complete, mark_complete, prepare_sweep_dir, write_atomic
+from .schema import PipelineSpec
+
+logger = logging.getLogger("fairgptq.pipeline")
+VERIFY_PROMPT = "The doctor said that the nurse would bring the results of the test in the morning."
+
+
+def versions() -> dict[str, str]:
+    import transformers
+    return {"fairgptq": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform(),
+            "torch_threads": str(torch.get_num_threads())}
+
+
+@contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Send fairgptq's log records (and Python warnings) to ``path`` for the duration of a run."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    targets = [logging.getLogger("fairgptq"), logging.getLogger("py.warnings")]
+    old_levels = [t.level for t in targets]
+    logging.captureWarnings(True)
+    for t in targets:
+        t.addHandler(handler)
+        t.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for t, level in zip(targets, old_levels):
+            t.removeHandler(handler)
+            t.setLevel(level)
+        handler.close()
+
+
+class _Step:
+    """Times a named step, logs it and shows it on the console."""
+
+    def __init__(self, console: Console, timings: dict[str, float]) -> None:
+        self.console, self.timings = console, timings
+
+    @contextmanager
+    def __call__(self, name: str, what: str) -> Iterator[None]:
+        self.console.print(f"[bold cyan]▶[/] {what}")
+        logger.info("start: %s", what)
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        logger.info("done: %s (%.1f s)", what, self.timings[name])
+
+
+def _model_info(model) -> dict:
+    cfg = model.config
+    return {"model_type": cfg.model_type, "n_layers": getattr(cfg, "num_hidden_layers", None),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+
+
+def _verify_export(model, tok, folder: Path) -> dict:
+    """Reload the checkpoint on CPU and compare logits with the in-memory quantized model."""
+    loaded, _, _ = load_gptq_checkpoint(folder, device="cpu")
+    ids = tok(VERIFY_PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        a = model(ids.to(next(model.parameters()).device)).logits.float().cpu()
+        b = loaded(ids).logits.float()
+    diff = float((a - b).abs().max())
+    return {"identical_logits": bool(torch.equal(a, b)), "max_abs_logit_diff": diff, "tokens": int(ids.numel())}
+
+
+def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console, *, model_and_tok=None,
+            baseline: dict | None = None, point: dict | None = None) -> dict:
+    """One complete run into ``run_dir`` (already created); returns the results record."""
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    step = _Step(console, timings)
+    write_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    torch.manual_seed(spec.seed)
+    registry = default_registry()
+    for mod in spec.plugins:
+        registry.register_module(mod)
+
+    with step("load_model", f"loading model {spec.model.name} ({spec.model.dtype}, {spec.model.device})"):
+        if model_and_tok is None:
+            model, tok = load_model(spec.model.name, spec.model.dtype, spec.model.device)
+        else:
+            model, tok = copy.deepcopy(model_and_tok[0]), model_and_tok[1]
+    with step("pairs", "building pair sets and calibration data"):
+        sets = build.pair_sets(spec, registry)
+        for name, ps in sets.items():
+            logger.info("pair set %s: %s", name, ps.info)
+            console.print(f"  pair set [bold]{name}[/]: {ps.info['n']} pairs from {ps.info['source']} "
+                          f"(sha256/16 {ps.info['sha256_16']}, {ps.info['bad_rows']} bad rows skipped)")
+        calibration = build.text_calibration(spec, tok)
+        objectives = build.objectives(spec, registry, sets)
+        backend = build.create(registry, "backends", spec.backend.name, spec.backend.params)
+    calib_pairs = [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs]
+    tasks = spec.evaluation.tasks
+    if spec.evaluation.float_baseline and tasks and baseline is None:
+        from ..evaluation import evaluate
+        with step("eval_float", f"evaluating the float model: {', '.join(tasks)}"):
+            baseline = evaluate(model, tok, tasks, **build.evaluation_options(spec, calib_pairs))
+
+    config = build.quant_config(spec)
+    with step("quantize", f"quantizing ({config.bits}-bit, group {config.group_size}, "
+                          f"{len(objectives)} objective(s), backend {spec.backend.name})"):
+        result = quantize_model(model, calibration, config, objectives=objectives, tokenizer=tok,
+                                backend=backend, progress=True)
+        snap_to_checkpoint_precision(model, result)
+    modules = [r.to_dict() for r in result.reports]
+
+    evaluation = None
+    if tasks:
+        from ..evaluation import evaluate
+        with step("evaluate", f"evaluating: {', '.join(tasks)}"):
+            evaluation = evaluate(model, tok, tasks, **build.evaluation_options(spec, calib_pairs))
+
+    export = None
+    if spec.export.enabled:
+        with step("export", "exporting the GPTQ checkpoint"):
+            folder = run_dir / "model"
+            pair_info = {name: ps.info for name, ps in sets.items()}
+            qc = export_checkpoint(model, tok, result, folder, checkpoint_format=spec.export.checkpoint_format,
+                                   fairgptq_meta={"pipeline": spec.name, "pair_sets": pair_info, "point": point})
+            export = {"path": "model", "checkpoint_format": qc["checkpoint_format"],
+                      "size_mb": sum(f.stat().st_size for f in folder.iterdir()) / 2**20}
+        if spec.export.verify:
+            with step("verify_export", "reloading the checkpoint and comparing logits"):
+                check = _verify_export(model, tok, folder)
+            export.update(check)
+            export["reload_check"] = ("identical logits" if check["identical_logits"]
+                                      else f"max |Δlogit| = {check['max_abs_logit_diff']:.3g}")
+
+    timings["quantize_engine"] = round(result.seconds, 2)
+    timings["total"] = round(time.perf_counter() - t_start, 2)
+    results = {
+        "fairgptq_version": __version__, "pipeline": spec.name, "point": point, "config": resolved,
+        "model": {"name": spec.model.name, **_model_info(model)},
+        "pair_sets": {name: ps.info for name, ps in sets.items()}, "objectives": result.objectives,
+        "backend": backend.describe() if hasattr(backend, "describe") else {"name": spec.backend.name},
+        "quantization": {"config": config.to_dict(), "seconds": round(result.seconds, 2),
+                         "summary": stability_summary(modules), "modules": modules},
+        "metrics": headline_metrics(evaluation), "evaluation": evaluation, "baseline": baseline, "export": export,
+        "timings": timings, "versions": versions(),
+        "seeds": {"pipeline": spec.seed, **{f"pairs.{n}": p.seed for n, p in spec.calibration.pairs.items()},
+                  **({"text": spec.calibration.text.seed} if spec.calibration.text else {})},
+        "plots": [],
+    }
+    if plot_delta_w(modules, run_dir / "delta_w.png"):
+        results["plots"].append("delta_w.png")
+    write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    write_atomic(run_dir / "report.md", run_report(results))
+    return results
+
+
+def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bool = False,
+                 console: Console | None = None) -> Path:
+    """Run a validated pipeline (or its sweep); returns the run directory."""
+    console = console or Console()
+    spec = pipeline.spec
+    target = Path(out or spec.output or Path("runs") / spec.name)
+    if pipeline.points:
+        return _run_sweep(pipeline, target, force, console)
+    with atomic_run_dir(target, force=force) as tmp, run_log(tmp / "run.log"):
+        logger.info("pipeline %s from %s", spec.name, pipeline.source)
+        _logged(execute, spec, pipeline.resolved(), tmp, console)
+    return target
+
+
+def _logged(fn, *args, **kwargs):
+    """Call ``fn``; a failure is written to the run log (with traceback) before it propagates."""
+    try:
+        return fn(*args, **kwargs)
+    except BaseException:
+        logger.exception("run failed")
+        raise
+
+
+def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console) -> Path:
+    from .loading import validate
+
+    config_text = yaml.safe_dump(pipeline.resolved(), sort_keys=False)
+    resumed = prepare_sweep_dir(target, config_text, force=force)
+    if resumed:
+        console.print(f"[yellow]resuming the interrupted sweep in {target}[/]")
+    spec = pipeline.spec
+    summary_points: list[dict] = []
+    with run_log(target / "sweep.log"):
+        shared = None
+        baseline = _load_json(target / "baseline.json")
+        for point in pipeline.points:
+            folder = target / "points" / point.name
+            if is_complete(folder):
+                console.print(f"[green]✓[/] {point.name}: already complete, skipped")
+                logger.info("point %s complete, skipped", point.name)
+                summary_points.append(_point_summary(point, _load_json(folder / "results.json")))
+                continue
+            console.rule(f"sweep point {point.index + 1}/{len(pipeline.points)}: {point.name}")
+            point_spec = validate(point.raw, pipeline.source, environment=False)
+            if shared is None:
+                shared = load_model(spec.model.name, spec.model.dtype, spec.model.device)
+            if point_spec.evaluation.float_baseline and point_spec.evaluation.tasks and baseline is None:
+                from ..evaluation import evaluate
+                console.print("[bold cyan]▶[/] evaluating the float model (once per sweep)")
+                baseline = evaluate(shared[0], shared[1], point_spec.evaluation.tasks,
+                                    **build.evaluation_options(point_spec, []))
+                write_atomic(target / "baseline.json", json.dumps(baseline, indent=2, default=str))
+            with atomic_run_dir(folder, force=True) as tmp, run_log(tmp / "run.log"):
+                results = _logged(execute, point_spec, point_spec.model_dump(mode="json"), tmp, console,
+                                  model_and_tok=shared, baseline=baseline, point=point.values)
+            summary_points.append(_point_summary(point, results))
+        summary = {"pipeline": spec.name, "keys": spec.sweep.keys(), "baseline": baseline, "points": summary_points,
+                   "plots": []}
+        if plot_sweep(summary_points, spec.sweep.keys(), target / "sweep.png"):
+            summary["plots"].append("sweep.png")
+        write_atomic(target / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
+        write_atomic(target / "report.md", sweep_report(summary))
+    mark_complete(target)
+    return target
+
+
+def _load_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _point_summary(point, results: dict) -> dict:
+    return {"name": point.name, "values": point.values, "metrics": results["metrics"],
+            "max_delta_w_rel": results["quantization"]["summary"]["max_delta_w_rel"],
+            "overshoots": results["quantization"]["summary"]["overshoots"], "seconds": results["timings"]["total"]}

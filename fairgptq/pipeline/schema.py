@@ -1,0 +1,197 @@
+"""The pipeline file's schema (pydantic): every key, its type and its range, checked before any model loads.
+
+Every model forbids unknown keys, so a typo is an error naming its YAML path instead of a
+setting silently ignored.  Values that may take two shapes (α: a number or a mapping
+role -> number; layers: a strategy or a list of indices) are checked by one validator
+each, so a mistake gets one message rather than one per union branch.
+"""
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from ..core.architectures import ROLES
+from ..core.gptq import FAIR_MODES
+from ..core.quantizer import SUPPORTED_BITS
+from ..objectives.pair_activations import ALIGNMENTS
+from ..objectives.targets import DEFAULT_ROLES, STRATEGIES
+
+Role = Literal[ROLES]  # type: ignore[valid-type]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; defaults are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _nonneg_number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"must be a number >= 0 (got {v!r})")
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"must be >= 0 (got {v!r})")
+    return float(v)
+
+
+def _check_alpha(v: Any) -> float | dict[str, float]:
+    if isinstance(v, dict):
+        unknown = [r for r in v if r not in ROLES]
+        if unknown:
+            raise ValueError(f"unknown role(s) {unknown} in the α mapping; roles are {list(ROLES)}")
+        return {r: _nonneg_number(a) for r, a in v.items()}
+    return _nonneg_number(v)
+
+
+def _check_layers(v: Any) -> str | list[int]:
+    if isinstance(v, str):
+        if v not in STRATEGIES:
+            raise ValueError(f"must be one of {list(STRATEGIES)} or a list of layer indices (got {v!r})")
+        return v
+    if isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+        return v
+    raise ValueError(f"must be one of {list(STRATEGIES)} or a non-empty list of layer indices (got {v!r})")
+
+
+def _check_group_size(v: int) -> int:
+    if v != -1 and v <= 0:
+        raise ValueError(f"must be -1 (one group per row) or a positive integer (got {v})")
+    return v
+
+
+def _check_k(v: float | None) -> float | None:
+    if v is not None and not (0 < v < 1 or (v >= 1 and float(v).is_integer())):
+        raise ValueError(f"must be a fraction in (0, 1) or a whole count >= 1 (got {v})")
+    return v
+
+
+class ModelSpec(Strict):
+    """Which model: a hub id, a local folder or .gguf file, or the alias ``smollm2``."""
+
+    name: str
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    device: str = "cpu"
+
+
+class PairSetSpec(Strict):
+    """A named pair set: a pair-source plugin, its parameters, and a deterministic sample of it."""
+
+    source: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    n: PositiveInt | None = None
+    seed: int = 0
+    stratify: bool = True
+    split: Literal["all", "calibration", "holdout"] = "all"
+    holdout_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class TextSpec(Strict):
+    """General text windows for H (GPTQ's recipe), on top of or instead of the pair sentences."""
+
+    source: Literal["wikitext2"] = "wikitext2"
+    path: str | None = None
+    split: Literal["valid", "test"] = "valid"
+    n: int = Field(0, ge=0)
+    seqlen: PositiveInt = 512
+    seed: int = 0
+    batch_size: PositiveInt = 8
+
+
+class CalibrationSpec(Strict):
+    pairs: dict[str, PairSetSpec] = Field(default_factory=dict)
+    text: TextSpec | None = None
+    max_length: PositiveInt = 128
+    batch_size: PositiveInt = 32
+
+
+class QuantizationSpec(Strict):
+    bits: Literal[SUPPORTED_BITS] = 4  # type: ignore[valid-type]
+    group_size: Annotated[int, AfterValidator(_check_group_size)] = 128
+    sym: bool = True
+    act_order: bool = False
+    static_groups: bool = False
+    damp: float = Field(0.01, gt=0, le=1)
+    true_sequential: Literal[True] = True  # the driver always quantizes role by role in forward order
+    mse: bool = False
+    block_size: PositiveInt = 128
+
+
+class ObjectiveSpec(Strict):
+    """An objective plugin; the typed keys are fair_pairs' settings, ``params`` passes anything else."""
+
+    name: str = "fair_pairs"
+    pairs: str | None = None
+    alpha: Annotated[Any, AfterValidator(_check_alpha)] = 0.1
+    roles: list[Role] = Field(default_factory=lambda: list(DEFAULT_ROLES), min_length=1)
+    layers: Annotated[Any, AfterValidator(_check_layers)] = "all"
+    k: Annotated[float | None, AfterValidator(_check_k)] = None
+    layer_alpha: dict[int, Annotated[float, Field(ge=0)]] | None = None
+    mode: Literal[FAIR_MODES] = "first_order"  # type: ignore[valid-type]
+    on_overshoot: Literal["warn", "exact", "error"] = "warn"
+    alignment: Literal[ALIGNMENTS] = "aligned"  # type: ignore[valid-type]
+    calibrate_with_pairs: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class BackendSpec(Strict):
+    name: str = "cpu"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluationSpec(Strict):
+    """Tasks for :func:`fairgptq.evaluation.evaluate` and its options."""
+
+    tasks: list[str] = Field(default_factory=list)
+    float_baseline: bool = False
+    batch_size: PositiveInt = 16
+    limit: PositiveInt | None = None
+    max_tokens: PositiveInt | None = None
+    seqlen: PositiveInt | None = None
+    crows_scoring: Literal["lm_eval", "bias_bench"] = "lm_eval"
+    stereoset_split: Literal["all", "holdout", "calibration"] = "holdout"
+    holdout_fraction: float = Field(0.5, gt=0, lt=1)
+    paths: dict[str, str] = Field(default_factory=dict)
+
+
+class ExportSpec(Strict):
+    enabled: bool = True
+    checkpoint_format: Literal["auto", "gptq", "gptq_v2"] = "auto"
+    verify: bool = True
+
+
+class SweepSpec(Strict):
+    """Points to run: ``grid`` (key path -> values, every combination) times ``cases`` (explicit settings).
+
+    Key paths are YAML paths such as ``objectives[0].alpha``.  ``cases`` covers settings that
+    go together (the paper's "all layers α 0.1" and "lower layers α 0.5"), which a grid cannot.
+    """
+
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    cases: list[Annotated[dict[str, Any], Field(min_length=1)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "SweepSpec":
+        if not self.grid and not self.cases:
+            raise ValueError("a sweep needs a grid or cases")
+        return self
+
+    def keys(self) -> list[str]:
+        """Every swept key path, grid keys first."""
+        return list(dict.fromkeys([*self.grid, *(k for case in self.cases for k in case)]))
+
+
+class PipelineSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    seed: int = 0
+    output: str | None = None
+    plugins: list[str] = Field(default_factory=list)
+    model: ModelSpec
+    calibration: CalibrationSpec
+    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
+    objectives: list[ObjectiveSpec] = Field(default_factory=list)
+    backend: BackendSpec = Field(default_factory=BackendSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    sweep: SweepSpec | None = None

@@ -1,0 +1,61 @@
+"""A whole pipeline on a tiny model: run directory contents, record, report, export that reloads exactly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from fairgptq.export import load_gptq_checkpoint
+from fairgptq.pipeline import load_pipeline
+from fairgptq.pipeline.rundir import RunDirError
+from fairgptq.pipeline.runner import run_pipeline
+
+from tiny_model import save_tiny_llama, tiny_pipeline, write_pair_file, write_yaml
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    raw = tiny_pipeline(save_tiny_llama(d / "model"), write_pair_file(d / "pairs.jsonl"))
+    pipe = load_pipeline(write_yaml(d / "tiny.yaml", raw))
+    return run_pipeline(pipe, d / "out"), pipe
+
+
+def test_run_directory_holds_everything(run_dir):
+    out, _ = run_dir
+    for name in (".complete", "config.yaml", "run.log", "results.json", "report.md", "delta_w.png",
+                 "model/model.safetensors", "model/quantize_config.json", "model/config.json"):
+        assert (out / name).is_file(), name
+
+
+def test_results_record(run_dir):
+    out, pipe = run_dir
+    r = json.loads((out / "results.json").read_text())
+    assert r["config"] == pipe.resolved() == yaml.safe_load((out / "config.yaml").read_text())
+    assert r["pair_sets"]["mine"]["n"] == 8 and len(r["pair_sets"]["mine"]["sha256_16"]) == 16
+    assert r["objectives"][0]["pair_set"] == "mine" and r["objectives"][0]["alpha"] == 0.1
+    mods = r["quantization"]["modules"]
+    assert len(mods) == 14 and all("stability" in m for m in mods)
+    assert sum(m["delta_w_rel"] is not None for m in mods) == 4  # o_proj + down_proj in 2 layers
+    assert r["export"]["identical_logits"] is True and r["export"]["checkpoint_format"] == "gptq"
+    assert {"load_model", "quantize", "export", "total"} <= set(r["timings"])
+    assert r["versions"]["torch"] == torch.__version__ and r["seeds"]["pipeline"] == 0
+    assert "fair_pairs" in (out / "report.md").read_text()
+
+
+def test_exported_checkpoint_carries_the_fairness_record(run_dir):
+    out, _ = run_dir
+    model, tok, qc = load_gptq_checkpoint(out / "model")
+    assert qc["fairgptq"]["pipeline"] == "tiny" and qc["fairgptq"]["pair_sets"]["mine"]["n"] == 8
+    assert qc["fairgptq"]["objectives"][0]["pairs_sha256_16"] == \
+        json.loads((out / "results.json").read_text())["pair_sets"]["mine"]["sha256_16"]
+
+
+def test_existing_run_is_not_overwritten_without_force(run_dir):
+    out, pipe = run_dir
+    before = (out / "results.json").read_text()
+    with pytest.raises(RunDirError, match="already exists"):
+        run_pipeline(pipe, out)
+    assert (out / "results.json").read_text() == before

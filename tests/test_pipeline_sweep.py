@@ -1,0 +1,89 @@
+"""Sweeps: grid x cases expansion, and resuming an interrupted sweep (finished points skipped)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from fairgptq.pipeline import load_pipeline
+from fairgptq.pipeline import runner
+from fairgptq.pipeline.rundir import COMPLETE, RunDirError, is_complete
+from fairgptq.pipeline.sweep import expand
+
+from tiny_model import save_tiny_llama, tiny_pipeline, write_pair_file, write_yaml
+
+
+def test_grid_is_every_combination_with_stable_names():
+    pts = expand({"a": {"x": 1, "y": "p"}, "sweep": {}}, {"a.x": [0, 0.5], "a.y": ["lower", "lower+upper"]})
+    assert [p.name for p in pts] == ["000_x=0_y=lower", "001_x=0_y=lower+upper", "002_x=0.5_y=lower",
+                                     "003_x=0.5_y=lower+upper"]
+    assert pts[3].raw == {"a": {"x": 0.5, "y": "lower+upper"}}
+
+
+def test_cases_times_grid_and_colliding_short_names():
+    pts = expand({"o": [{"alpha": 0}, {"alpha": 0}]},
+                 {"o[1].alpha": [1, 2]}, [{"o[0].alpha": 0.1}, {"o[0].alpha": 0.5}])
+    assert len(pts) == 4
+    assert pts[1].values == {"o[0].alpha": 0.1, "o[1].alpha": 2}
+    assert pts[1].name == "001_o~0~.alpha=0.1_o~1~.alpha=2"
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sweep")
+    raw = tiny_pipeline(save_tiny_llama(d / "model"), write_pair_file(d / "pairs.jsonl"),
+                        export={"enabled": False}, sweep={"grid": {"objectives[0].alpha": [0.0, 0.2]}})
+    return write_yaml(d / "sweep.yaml", raw)
+
+
+def _ran_points(monkeypatch) -> list:
+    ran = []
+    real = runner.execute
+
+    def spy(spec, resolved, run_dir, console, **kw):
+        ran.append(kw["point"]["objectives[0].alpha"])
+        return real(spec, resolved, run_dir, console, **kw)
+
+    monkeypatch.setattr(runner, "execute", spy)
+    return ran
+
+
+def test_interrupted_sweep_resumes_skipping_finished_points(sweep_file, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    ran = _ran_points(monkeypatch)
+    pipe = load_pipeline(sweep_file)
+    runner.run_pipeline(pipe, out)
+    assert ran == [0.0, 0.2] and is_complete(out)
+    summary = json.loads((out / "results.json").read_text())
+    assert [p["name"] for p in summary["points"]] == ["000_alpha=0.0", "001_alpha=0.2"]
+    assert summary["points"][0]["max_delta_w_rel"] is None and summary["points"][1]["max_delta_w_rel"] > 0
+    assert (out / "report.md").read_text().count("points/") == 2
+
+    # interrupted: the sweep never finished, point 1 was cut off mid-write
+    first = out / "points" / "000_alpha=0.0"
+    stamp = (first / "results.json").stat().st_mtime_ns
+    (out / COMPLETE).unlink()
+    (out / "points" / "001_alpha=0.2" / COMPLETE).unlink()
+    ran.clear()
+    runner.run_pipeline(pipe, out)
+    assert ran == [0.2]  # the complete point is skipped, the incomplete one redone
+    assert (first / "results.json").stat().st_mtime_ns == stamp
+    assert is_complete(out) and is_complete(out / "points" / "001_alpha=0.2")
+
+
+def test_complete_sweep_is_not_overwritten_without_force(sweep_file, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    ran = _ran_points(monkeypatch)
+    pipe = load_pipeline(sweep_file)
+    runner.run_pipeline(pipe, out)
+    with pytest.raises(RunDirError, match="complete sweep"):
+        runner.run_pipeline(pipe, out)
+    other = load_pipeline(sweep_file, ["quantization.group_size=64"])
+    (out / COMPLETE).unlink()
+    with pytest.raises(RunDirError, match="different sweep"):
+        runner.run_pipeline(other, out)
+    ran.clear()
+    runner.run_pipeline(other, out, force=True)
+    assert ran == [0.0, 0.2]
+    shutil.rmtree(out)

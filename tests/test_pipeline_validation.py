@@ -1,0 +1,185 @@
+"""Pipeline validation: one clear message per problem, with the YAML path of the offending key."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from fairgptq.core.errors import ConfigError, FairGPTQError
+from fairgptq.pipeline import PipelineError, apply_overrides, load_pipeline, validate
+from fairgptq.pipeline import keypath
+
+from tiny_model import tiny_pipeline, write_pair_file, write_yaml
+
+
+@pytest.fixture
+def raw(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    return tiny_pipeline(model_dir, write_pair_file(tmp_path / "pairs.jsonl"))
+
+
+def problems(raw: dict) -> dict[str, str]:
+    with pytest.raises(PipelineError) as e:
+        validate(raw, "p.yaml")
+    return dict(e.value.problems)
+
+
+def test_valid_pipeline_passes_and_fills_defaults(raw):
+    spec = validate(raw)
+    assert spec.quantization.sym is True and spec.objectives[0].roles == ["attn_out", "mlp_out"]
+    assert spec.backend.name == "cpu" and spec.export.checkpoint_format == "auto"
+
+
+def test_shipped_pipelines_are_valid():
+    from pathlib import Path
+    files = sorted(Path(__file__).parents[1].glob("pipelines/**/*.yaml"))
+    assert any(f.name == "demo.yaml" for f in files)
+    for f in files:
+        load_pipeline(f)
+
+
+def test_unknown_key_names_its_path_and_the_allowed_keys(raw):
+    raw["quantization"]["bitz"] = 3
+    raw["objectives"][0]["alpah"] = 0.1
+    p = problems(raw)
+    assert p["quantization.bitz"].startswith("unknown key; allowed keys: bits, group_size")
+    assert p["objectives[0].alpah"].startswith("unknown key; allowed keys: name, pairs, alpha")
+
+
+def test_wrong_types(raw):
+    raw["quantization"]["sym"] = "maybe"
+    raw["calibration"]["pairs"]["mine"]["n"] = "many"
+    raw["objectives"][0]["layers"] = {"a": 1}
+    p = problems(raw)
+    assert p["quantization.sym"] == "must be true or false (got 'maybe')"
+    assert p["calibration.pairs.mine.n"] == "must be an integer (got 'many')"
+    assert p["objectives[0].layers"].startswith("must be one of ['all', 'lower', 'upper', 'lower+upper']")
+
+
+def test_bad_ranges(raw):
+    raw["objectives"][0]["alpha"] = -1
+    raw["quantization"].update(bits=5, damp=0, group_size=0)
+    p = problems(raw)
+    assert p["objectives[0].alpha"].startswith("must be >= 0")
+    assert p["quantization.bits"] == "must be one of 2, 3, 4 or 8 (got 5)"
+    assert p["quantization.damp"] == "must be > 0 (got 0)"
+    assert p["quantization.group_size"].startswith("must be -1 (one group per row) or a positive integer")
+    assert "objectives[0].alpha: must be >= 0" in str(PipelineError("p.yaml", list(p.items())))
+
+
+def test_alpha_mapping_is_checked_per_role(raw):
+    raw["objectives"][0]["alpha"] = {"attn_out": 0.1, "mlp_outt": 0.2}
+    assert "unknown role(s) ['mlp_outt']" in problems(raw)["objectives[0].alpha"]
+
+
+def test_missing_required_sections(raw):
+    del raw["model"]
+    assert problems(raw) == {"model": "required key is missing"}
+
+
+def test_missing_files(raw, tmp_path):
+    raw["calibration"]["pairs"]["mine"]["params"]["path"] = str(tmp_path / "nope.jsonl")
+    raw["model"]["name"] = str(tmp_path / "no-model")
+    raw["evaluation"] = {"tasks": ["crows_pairs"], "paths": {"crows_pairs": str(tmp_path / "c.csv")}}
+    p = problems(raw)
+    assert p["calibration.pairs.mine.params.path"] == f"file not found: {tmp_path / 'nope.jsonl'}"
+    assert p["model.name"].startswith("model path not found")
+    assert p["evaluation.paths.crows_pairs"].startswith("file not found")
+
+
+def test_unknown_plugins_and_tasks(raw):
+    raw["objectives"][0]["name"] = "fair_pair"
+    raw["calibration"]["pairs"]["mine"]["source"] = "stereo_set"
+    raw["backend"] = {"name": "tpu"}
+    raw["evaluation"] = {"tasks": ["wikitext2", "crows"]}
+    raw["plugins"] = ["no_such_module_xyz"]
+    p = problems(raw)
+    assert p["objectives[0].name"].startswith("unknown objective 'fair_pair'; available: fair_pairs")
+    assert p["calibration.pairs.mine.source"].startswith("unknown pair source 'stereo_set'; available:")
+    assert p["backend.name"].startswith("unknown backend 'tpu'; available: ")
+    assert p["evaluation.tasks[1]"].startswith("unknown task 'crows'")
+    assert "no_such_module_xyz" in p["plugins[0]"]
+
+
+def test_plugin_parameters_are_checked(raw):
+    raw["calibration"]["pairs"]["mine"]["params"]["colour"] = "red"
+    raw["objectives"][0]["params"] = {"beta": 1}
+    raw["backend"] = {"name": "cpu", "params": {"gpu": True}}
+    p = problems(raw)
+    assert "colour" in p["calibration.pairs.mine.params"]
+    assert p["objectives[0].params"].startswith("objective 'fair_pairs' has no parameter(s) ['beta']")
+    assert "gpu" in p["backend.params"]
+
+
+def test_references_between_sections(raw):
+    raw["objectives"][0]["pairs"] = "theirs"
+    assert problems(raw)["objectives[0].pairs"] == "no pair set 'theirs' under calibration.pairs; defined: mine"
+
+
+def test_no_hessian_data_is_refused(raw):
+    raw["objectives"][0]["calibrate_with_pairs"] = False
+    assert problems(raw)["calibration"].startswith("no data for H")
+
+
+def test_every_problem_is_reported_at_once(raw):
+    raw["quantization"].update(bits=7, sym="x")
+    raw["objectives"][0]["alpha"] = -2
+    with pytest.raises(PipelineError) as e:
+        validate(raw, "p.yaml")
+    assert str(e.value).startswith("p.yaml: 3 problems\n")
+    assert isinstance(e.value, FairGPTQError)
+
+
+def test_validation_loads_no_model(raw, tmp_path, monkeypatch):
+    import fairgptq.core.model_loading as ml
+    monkeypatch.setattr(ml, "load_model", lambda *a, **k: pytest.fail("validation loaded a model"))
+    load_pipeline(write_yaml(tmp_path / "p.yaml", raw))
+
+
+def test_overrides(raw, tmp_path):
+    out = apply_overrides(raw, ["objectives[0].alpha=0.5", "quantization.sym=false", "evaluation.tasks=[crows_pairs]"])
+    assert out["objectives"][0]["alpha"] == 0.5 and out["quantization"]["sym"] is False
+    assert out["evaluation"]["tasks"] == ["crows_pairs"] and raw["objectives"][0]["alpha"] == 0.1
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides(raw, ["objectives[0].alpha"])
+    with pytest.raises(ConfigError, match=r"objectives\[3\]: no such list item"):
+        apply_overrides(raw, ["objectives[3].alpha=1"])
+    path = write_yaml(tmp_path / "p.yaml", raw)
+    with pytest.raises(PipelineError, match=r"objectives\[0\]\.alpha: must be >= 0"):
+        load_pipeline(path, ["objectives[0].alpha=-0.5"])
+
+
+def test_sweep_keys_and_point_values_are_validated(raw, tmp_path):
+    bad_key = dict(raw, sweep={"grid": {"objectives[0].alpa": [0.1]}})
+    with pytest.raises(PipelineError, match=r"sweep.grid\['objectives\[0\].alpa'\]: no such key"):
+        load_pipeline(write_yaml(tmp_path / "a.yaml", bad_key))
+    bad_value = dict(raw, sweep={"grid": {"objectives[0].alpha": [0.1, -1]}})
+    with pytest.raises(PipelineError, match=r"sweep point 001_alpha=-1: objectives\[0\]\.alpha: must be >= 0"):
+        load_pipeline(write_yaml(tmp_path / "b.yaml", bad_value))
+    with pytest.raises(PipelineError, match="a sweep needs a grid or cases"):
+        validate(dict(raw, sweep={}))
+
+
+def test_yaml_problems_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="pipeline file not found"):
+        load_pipeline(tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_pipeline(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="a pipeline file is a mapping"):
+        load_pipeline(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize("path,parts", [("a.b[0].c", ["a", "b", 0, "c"]), ("x", ["x"]), ("l[-1]", ["l", -1])])
+def test_keypaths_round_trip(path, parts):
+    assert keypath.parse(path) == parts and keypath.render(parts) == path
+    data = {"a": {"b": [{"c": 1}]}, "x": 2, "l": [3, 4]}
+    assert keypath.get(copy.deepcopy(data), path) == {"a.b[0].c": 1, "x": 2, "l[-1]": 4}[path]
+
+
+@pytest.mark.parametrize("bad", ["", "a..b", ".a", "a[x]", "a.[0]"])
+def test_malformed_keypaths(bad):
+    with pytest.raises(ConfigError, match="malformed key path"):
+        keypath.parse(bad)

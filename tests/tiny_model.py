@@ -1,0 +1,78 @@
+"""A tiny random Llama with a word-level tokenizer, saved as a normal model folder (fast tests)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+WORDS = ("the he she man woman nurse doctor engineer teacher is was a an good bad smart kind lazy strong "
+         "weak people they were very not and of to in").split()
+PAIRS = [("he is a good doctor", "she is a good doctor"), ("the man was smart", "the woman was smart"),
+         ("he is a lazy nurse", "she is a lazy nurse"), ("the man is strong", "the woman is strong"),
+         ("he was a kind teacher", "she was a kind teacher"), ("the man was very weak", "the woman was very weak"),
+         ("he is an engineer", "she is an engineer"), ("they were not good people", "they were very good people")]
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>", "<pad>", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+
+
+def tiny_llama(seed: int = 0, hidden: int = 64, layers: int = 2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    return model, tok
+
+
+def save_tiny_llama(folder: Path, **kw) -> Path:
+    """Save the tiny model as a standard folder (config.json + safetensors + tokenizer)."""
+    model, tok = tiny_llama(**kw)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def write_pair_file(path: Path) -> Path:
+    path.write_text("".join(json.dumps({"stereo": s, "anti": a, "category": "gender"}) + "\n" for s, a in PAIRS))
+    return path
+
+
+def token_batches(tok, texts, batch_size: int = 4):
+    from fairgptq.core.objective import TokenBatch
+
+    enc = tok(list(texts), return_tensors="pt", padding=True)
+    return [TokenBatch(enc.input_ids[i:i + batch_size], enc.attention_mask[i:i + batch_size])
+            for i in range(0, len(texts), batch_size)]
+
+
+def tiny_pipeline(model_dir: Path, pair_file: Path, **sections) -> dict:
+    """A valid pipeline dict for the tiny model (quantize + export, no evaluation); sections override."""
+    raw = {"name": "tiny", "model": {"name": str(model_dir)},
+           "calibration": {"pairs": {"mine": {"source": "pair_file",
+                                              "params": {"path": str(pair_file), "category_col": "category"}}}},
+           "quantization": {"bits": 4, "group_size": 32},
+           "objectives": [{"name": "fair_pairs", "pairs": "mine", "alpha": 0.1}],
+           "export": {"enabled": True, "verify": True}}
+    raw.update(sections)
+    return raw
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
