@@ -59,3 +59,23 @@ def test_existing_run_is_not_overwritten_without_force(run_dir):
     with pytest.raises(RunDirError, match="already exists"):
         run_pipeline(pipe, out)
     assert (out / "results.json").read_text() == before
+
+
+def test_external_plugin_used_by_name_from_a_pipeline(tmp_path, monkeypatch):
+    """A pair source that lives outside the package (examples/plugins) runs from YAML, no edit to fairgptq."""
+    from pathlib import Path
+
+    from fairgptq.registry import default_registry
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples" / "plugins"))
+    assert "name_swap" not in default_registry().names("pair_sources")
+    raw = tiny_pipeline(save_tiny_llama(tmp_path / "model"), write_pair_file(tmp_path / "unused.jsonl"),
+                        plugins=["name_swap_pairs"],
+                        calibration={"pairs": {"names": {"source": "name_swap", "params": {"swaps": [["man", "woman"], ["he", "she"]]}}}},
+                        objectives=[{"name": "fair_pairs", "pairs": "names", "alpha": 0.2}],
+                        export={"enabled": False})
+    out = run_pipeline(load_pipeline(write_yaml(tmp_path / "ext.yaml", raw)), tmp_path / "out")
+    r = json.loads((out / "results.json").read_text())
+    assert r["pair_sets"]["names"]["source"] == "name_swap" and r["pair_sets"]["names"]["n"] == 6
+    assert r["objectives"][0]["pair_set"] == "names"
+    assert sum(m["delta_w_rel"] is not None and m["delta_w_rel"] > 0 for m in r["quantization"]["modules"]) == 4

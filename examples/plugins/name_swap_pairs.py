@@ -6,8 +6,11 @@ pipeline with
     plugins: [name_swap_pairs]            # the module must be importable (PYTHONPATH)
     calibration:
       pairs:
-        - source: name_swap
+        names:
+          source: name_swap
           params: {sentences_file: my_sentences.txt}
+    objectives:
+      - {name: fair_pairs, pairs: names, alpha: 0.1}
 
 or package it with an entry point in its own pyproject.toml:
 
