@@ -163,3 +163,28 @@ def test_reloaded_checkpoint_gives_identical_logits(quantized_tiny, tmp_path):
     for name, qw in result.qweights.items():
         assert torch.equal(loaded.get_submodule(name).weight.data, qw.dequantize())
     assert tok2("he is a good doctor").input_ids == tok("he is a good doctor").input_ids
+
+
+def test_outlier_channels_are_saved_and_reload_exactly(tmp_path):
+    """Backend ``outlier``: the fp16 kept columns travel as two extra tensors and come back bit-exact."""
+    from fairgptq.backends import OutlierBackend
+
+    model, tok = tiny_llama()
+    calib = token_batches(tok, [s for p in PAIRS for s in p])
+    result = quantize_model(model, calib, QuantConfig(bits=4, group_size=32), backend=OutlierBackend(k=0.05),
+                            progress=False)
+    snap_to_checkpoint_precision(model, result)
+    qc = export_checkpoint(model, tok, result, tmp_path)
+    t = load_file(str(tmp_path / "model.safetensors"))
+    name = "model.layers.0.mlp.down_proj"
+    kept = result.qweights[name].outlier_idx
+    assert kept.numel() == 6  # 5 % of 128 input channels, rounded
+    assert torch.equal(t[f"{name}.outlier_idx"], kept) and t[f"{name}.outlier_weight"].dtype == torch.float16
+    assert t[f"{name}.outlier_weight"].shape == (64, 6)
+    assert qc["fairgptq"]["outlier_channels"]["modules"][name] == 6
+    loaded, _, _ = load_gptq_checkpoint(tmp_path)
+    ids = tok(["the woman is a good engineer and the man is a kind nurse"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    for n, qw in result.qweights.items():
+        assert torch.equal(loaded.get_submodule(n).weight.data, qw.dequantize())

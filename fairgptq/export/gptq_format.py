@@ -8,7 +8,14 @@ Per quantized linear ``<name>`` (weight W, out x in):
   what AutoGPTQ wrote and every loader reads) or as ``zero`` in ``gptq_v2`` (GPTQModel only);
 - ``<name>.scales``  float16 (n_groups, out);
 - ``<name>.g_idx``   int32 (in,): group of every input column (act-order permutes it);
-- ``<name>.bias`` kept as is; every other tensor (embeddings, norms, lm_head) saved normally.
+- ``<name>.bias`` kept as is; every other tensor (embeddings, norms, lm_head) saved normally;
+- outlier channels (backend ``outlier``), only where a module kept some:
+  ``<name>.outlier_idx`` int32 (k,) ascending input columns and ``<name>.outlier_weight``
+  float16 (out, k) their values.  The codes of those columns hold their group's zero point, so
+  the packed part reads back as exactly 0 there and Weight = GPTQ part + the fp16 columns
+  scattered in.  A plain GPTQ loader ignores the two extra tensors (it warns about unexpected
+  keys) and so computes without the kept channels: load such a checkpoint with fairgptq
+  (``load_gptq_checkpoint`` / ``fairgptq eval``), which adds them back.
 
 Weight = scales[g_idx] * (code - zero), per input column.  v1 cannot store a zero point of 0
 (it would underflow to 2^bits - 1), which only asymmetric grids produce; ``auto`` then picks
@@ -43,6 +50,7 @@ CHECKPOINT_FORMATS = ("gptq", "gptq_v2")
 WEIGHTS_FILE = "model.safetensors"
 QUANTIZE_CONFIG = "quantize_config.json"
 QUANTIZED_SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
+OUTLIER_SUFFIXES = ("outlier_idx", "outlier_weight")
 _FP16_MAX = float(torch.finfo(torch.float16).max)
 
 
@@ -96,12 +104,16 @@ def pack_weight(qw: QuantizedWeight, checkpoint_format: str = "gptq") -> dict[st
     if checkpoint_format not in CHECKPOINT_FORMATS:
         raise ExportError(f"checkpoint_format {checkpoint_format!r}: use one of {CHECKPOINT_FORMATS}")
     zeros = qw.zeros.to(torch.int64) - (1 if checkpoint_format == "gptq" else 0)
-    return {
+    packed = {
         "qweight": pack_last(qw.codes.to(torch.int64), qw.bits).T.contiguous(),
         "qzeros": pack_last(zeros, qw.bits).contiguous(),
         "scales": qw.scales.to(torch.float16).contiguous(),
         "g_idx": qw.g_idx.to(torch.int32).contiguous(),
     }
+    if qw.outlier_idx is not None and qw.outlier_idx.numel():
+        packed["outlier_idx"] = qw.outlier_idx.to(torch.int32).contiguous()
+        packed["outlier_weight"] = qw.outlier_weight.to(torch.float16).contiguous()
+    return packed
 
 
 def unpack_weight(tensors: Mapping[str, torch.Tensor], *, bits: int, group_size: int, sym: bool,
@@ -110,8 +122,11 @@ def unpack_weight(tensors: Mapping[str, torch.Tensor], *, bits: int, group_size:
     out = tensors["scales"].shape[1]
     codes = unpack_last(tensors["qweight"].T.contiguous(), bits)
     zeros = unpack_last(tensors["qzeros"], bits)[:, :out] + (1 if checkpoint_format == "gptq" else 0)
+    has_outliers = "outlier_idx" in tensors
     return QuantizedWeight(codes=codes.to(torch.uint8), scales=tensors["scales"].float(), zeros=zeros.to(torch.int32),
-                           g_idx=tensors["g_idx"].to(torch.int32), bits=bits, group_size=group_size, sym=sym)
+                           g_idx=tensors["g_idx"].to(torch.int32), bits=bits, group_size=group_size, sym=sym,
+                           outlier_idx=tensors["outlier_idx"].to(torch.int32) if has_outliers else None,
+                           outlier_weight=tensors["outlier_weight"] if has_outliers else None)
 
 
 def quantize_config(result: QuantizationResult, checkpoint_format: str, fairgptq_meta: Mapping[str, Any]) -> dict:
@@ -124,6 +139,11 @@ def quantize_config(result: QuantizationResult, checkpoint_format: str, fairgptq
         "model_file_base_name": Path(WEIGHTS_FILE).stem,
         "meta": {"quantizer": [f"fairgptq:{__version__}"], "mse": c.mse, "block_size": c.block_size},
         "fairgptq": {"version": __version__, "objectives": result.objectives,
+                     "outlier_channels": {
+                         "layout": "<name>.outlier_idx int32 (k,), <name>.outlier_weight float16 (out, k); "
+                                   "weight = GPTQ part (0 at those columns) + these columns",
+                         "modules": {n: int(qw.outlier_idx.numel()) for n, qw in result.qweights.items()
+                                     if qw.outlier_idx is not None and qw.outlier_idx.numel()}},
                      "modules": [r.to_dict() for r in result.reports], **fairgptq_meta},
     }
 

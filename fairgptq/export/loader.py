@@ -15,7 +15,8 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 from ..core.model_loading import _DTYPES
-from .gptq_format import CHECKPOINT_FORMATS, QUANTIZE_CONFIG, WEIGHTS_FILE, ExportError, unpack_weight
+from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG, QUANTIZED_SUFFIXES, WEIGHTS_FILE,
+                          ExportError, unpack_weight)
 
 
 def is_gptq_checkpoint(path: str | Path) -> bool:
@@ -57,7 +58,9 @@ def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: 
     tensors = load_file(str(path / WEIGHTS_FILE))
     prefixes = sorted(k[: -len(".qweight")] for k in tensors if k.endswith(".qweight"))
     for name in prefixes:
-        qw = unpack_weight({s: tensors.pop(f"{name}.{s}") for s in ("qweight", "qzeros", "scales", "g_idx")},
+        parts = {s: tensors.pop(f"{name}.{s}") for s in QUANTIZED_SUFFIXES}
+        parts.update({s: tensors.pop(f"{name}.{s}") for s in OUTLIER_SUFFIXES if f"{name}.{s}" in tensors})
+        qw = unpack_weight(parts,
                            bits=qc["bits"], group_size=qc["group_size"], sym=qc["sym"], checkpoint_format=fmt)
         module = model.get_submodule(name)
         W = qw.dequantize()
