@@ -102,6 +102,13 @@ def test_unknown_plugins_and_tasks(raw):
     assert "no_such_module_xyz" in p["plugins[0]"]
 
 
+def test_per_task_limits_name_tasks_of_the_pipeline(raw):
+    raw["evaluation"] = {"tasks": ["wikitext2", "boolq"], "limit": {"boolq": 200, "piqa": 100}}
+    assert problems(raw)["evaluation.limit.piqa"].startswith("not one of this pipeline's tasks (wikitext2, boolq)")
+    raw["evaluation"]["limit"] = {"boolq": 0}
+    assert problems(raw)["evaluation.limit.boolq"] == "must be > 0 (got 0)"
+
+
 def test_plugin_parameters_are_checked(raw):
     raw["calibration"]["pairs"]["mine"]["params"]["colour"] = "red"
     raw["objectives"][0]["params"] = {"beta": 1}

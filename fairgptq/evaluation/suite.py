@@ -23,7 +23,7 @@ TASKS: tuple[str, ...] = ("wikitext2", "crows_pairs", "stereoset", *ZERO_SHOT_TA
 
 
 def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitext2", "crows_pairs"), *,
-             batch_size: int = 16, progress: bool = True, limit: int | None = None,
+             batch_size: int = 16, progress: bool = True, limit: int | Mapping[str, int] | None = None,
              paths: Mapping[str, str | Path] | None = None,
              max_tokens: int | None = None, seqlen: int | None = None,
              crows_scoring: str = "lm_eval", language: str | None = None,
@@ -34,7 +34,8 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
     ``model`` is a loaded model (full precision or quantized in memory; then ``tokenizer``
     is required) or a name / checkpoint folder for :func:`~fairgptq.core.model_loading.load_model`.
     Options: ``batch_size`` (scoring batch; perplexity windows go one at a time),
-    ``progress`` (rich bars), ``limit`` (first N items of each likelihood task), ``paths``
+    ``progress`` (rich bars), ``limit`` (first N items of each likelihood task, or a mapping
+    task → N for some tasks only: BoolQ's long passages cost 5x PIQA's items), ``paths``
     (task name → data file, overriding the local copies), ``max_tokens`` / ``seqlen``
     (WikiText-2), ``crows_scoring`` ("lm_eval" or "bias_bench") and ``language`` (label
     only), ``stereoset_split`` / ``holdout_fraction`` / ``calibration`` / ``on_overlap``
@@ -53,30 +54,35 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
         model, tokenizer = load_model(model)
     elif tokenizer is None:
         raise ConfigError("a model object needs its tokenizer: evaluate(model, tokenizer, tasks)")
+    bad_limits = [t for t in limit if t not in TASKS] if isinstance(limit, Mapping) else []
+    if bad_limits:
+        raise ConfigError(f"limit given for unknown task(s) {bad_limits}; valid task names: {list(TASKS)}")
     paths = dict(paths or {})
+    limits = {t: (limit.get(t) if isinstance(limit, Mapping) else limit) for t in tasks}
     common = {"batch_size": batch_size, "progress": progress}
     runners = {
         "wikitext2": lambda: evaluate_wikitext2(model, tokenizer, path=paths.get("wikitext2"), seqlen=seqlen,
                                                 max_tokens=max_tokens, progress=progress),
         "crows_pairs": lambda: evaluate_crows_pairs(model, tokenizer, path=paths.get("crows_pairs"),
-                                                    language=language, scoring=crows_scoring, limit=limit, **common),
+                                                    language=language, scoring=crows_scoring, limit=limits["crows_pairs"],
+                                                    **common),
         "stereoset": lambda: evaluate_stereoset(model, tokenizer, path=paths.get("stereoset"), split=stereoset_split,
                                                 holdout_fraction=holdout_fraction, calibration=calibration,
-                                                on_overlap=on_overlap, limit=limit, **common),
+                                                on_overlap=on_overlap, limit=limits["stereoset"], **common),
     }
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     for task in tasks:
         t0 = time.perf_counter()
         run = runners.get(task) or (lambda task=task: evaluate_zeroshot(model, tokenizer, task, path=paths.get(task),
-                                                                         limit=limit, **common))
+                                                                         limit=limits[task], **common))
         results[task] = run()
         seconds[task] = round(time.perf_counter() - t0, 2)
     dtype = next(model.parameters()).dtype
     return {"fairgptq_version": __version__,
             "model": {"name": model_name, "dtype": str(dtype).removeprefix("torch."),
                       "parameters": sum(p.numel() for p in model.parameters())},
-            "settings": {"batch_size": batch_size, "limit": limit, "paths": {k: str(v) for k, v in paths.items()},
+            "settings": {"batch_size": batch_size, "limit": dict(limit) if isinstance(limit, Mapping) else limit, "paths": {k: str(v) for k, v in paths.items()},
                          "max_tokens": max_tokens, "seqlen": seqlen, "crows_scoring": crows_scoring,
                          "stereoset_split": stereoset_split, "holdout_fraction": holdout_fraction,
                          "on_overlap": on_overlap},

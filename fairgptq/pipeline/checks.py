@@ -102,4 +102,9 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
         if task not in TASKS:
             problems.append((f"evaluation.paths.{task}", f"unknown task {task!r}; tasks: {', '.join(TASKS)}"))
         _file(value, f"evaluation.paths.{task}", problems)
+    if isinstance(spec.evaluation.limit, dict):
+        for task in spec.evaluation.limit:
+            if task not in spec.evaluation.tasks:
+                problems.append((f"evaluation.limit.{task}", f"not one of this pipeline's tasks "
+                                                             f"({', '.join(spec.evaluation.tasks) or 'none'})"))
     return problems

@@ -145,7 +145,7 @@ class EvaluationSpec(Strict):
     tasks: list[str] = Field(default_factory=list)
     float_baseline: bool = False
     batch_size: PositiveInt = 16
-    limit: PositiveInt | None = None
+    limit: PositiveInt | dict[str, PositiveInt] | None = None  # every likelihood task, or per task name
     max_tokens: PositiveInt | None = None
     seqlen: PositiveInt | None = None
     crows_scoring: Literal["lm_eval", "bias_bench"] = "lm_eval"
