@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .core.errors import FairGPTQError
+from .core.errors import ConfigError, FairGPTQError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 console = Console()
@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a setting, e.g. --set objectives[0].alpha=0.5 (repeatable)")
     run.add_argument("--out", help="run directory (default: the pipeline's output, else runs/<name>)")
     run.add_argument("--force", action="store_true", help="replace an existing run directory")
+    run.add_argument("--shard", metavar="I/N", help="sweeps: run only points with index = I mod N (split a sweep "
+                                                    "across processes or machines sharing the output folder)")
     val = sub.add_parser("validate", help="check a pipeline file without loading any model")
     val.add_argument("file")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
@@ -68,7 +70,9 @@ def _cmd_run(args) -> int:
     from .pipeline import load_pipeline
     from .pipeline.runner import run_pipeline
     pipe = load_pipeline(args.file, args.overrides)
-    target = run_pipeline(pipe, args.out, force=args.force, console=console)
+    target = run_pipeline(pipe, args.out, force=args.force, console=console, shard=_shard(args.shard))
+    if not (target / "results.json").is_file():
+        return EXIT_OK  # a shard whose sweep still has points on other shards
     results = json.loads((target / "results.json").read_text())
     if "points" in results:
         for p in results["points"]:
@@ -80,6 +84,18 @@ def _cmd_run(args) -> int:
                           f"({results['export'].get('reload_check', 'not verified')})")
     console.print(f"[bold green]Report:[/] {target / 'report.md'}   (all numbers: {target / 'results.json'})")
     return EXIT_OK
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        i = n = -1
+    if not 0 <= i < n:
+        raise ConfigError(f"--shard {text!r}: give I/N with 0 <= I < N, e.g. --shard 0/2")
+    return i, n
 
 
 def _cmd_eval(args) -> int:

@@ -87,3 +87,21 @@ def test_complete_sweep_is_not_overwritten_without_force(sweep_file, tmp_path, m
     runner.run_pipeline(other, out, force=True)
     assert ran == [0.0, 0.2]
     shutil.rmtree(out)
+
+
+def test_shards_split_a_sweep_and_the_last_one_writes_the_summary(sweep_file, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    ran = _ran_points(monkeypatch)
+    pipe = load_pipeline(sweep_file)
+    runner.run_pipeline(pipe, out, shard=(1, 2))
+    assert ran == [0.2] and not is_complete(out) and not (out / "results.json").exists()
+    runner.run_pipeline(pipe, out, shard=(0, 2))
+    assert ran == [0.2, 0.0] and is_complete(out)
+    summary = json.loads((out / "results.json").read_text())
+    assert [p["name"] for p in summary["points"]] == ["000_alpha=0.0", "001_alpha=0.2"]
+
+
+def test_bad_shard_is_bad_input(sweep_file, capsys):
+    from fairgptq import cli
+    assert cli.main(["run", str(sweep_file), "--shard", "2/2"]) == 2
+    assert "--shard '2/2': give I/N with 0 <= I < N" in capsys.readouterr().err

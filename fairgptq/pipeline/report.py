@@ -179,13 +179,15 @@ def sweep_report(summary: dict) -> str:
     rows = []
     base = headline_metrics(summary.get("baseline"))
     if base:
-        rows.append(["float baseline", *(["–"] * len(keys)), *(base.get(m) for m in metric_names), "–"])
+        rows.append(["float baseline", *(["–"] * len(keys)), *(base.get(m) for m in metric_names), "–", "–"])
     for p in summary["points"]:
         rows.append([f"[{p['name']}](points/{p['name']}/report.md)", *(json.dumps(p["values"].get(k)) for k in keys),
-                     *(p["metrics"].get(m) for m in metric_names), p.get("max_delta_w_rel")])
+                     *(p["metrics"].get(m) for m in metric_names), p.get("max_delta_w_rel"), p.get("overshoots")])
     parts = [f"# fairgptq sweep: {summary['pipeline']}", "",
              f"{len(summary['points'])} points over " + " x ".join(f"`{k}`" for k in keys) + ".", "",
-             _table(["point", *keys, *metric_names, "max ‖ΔW‖/‖W‖"], rows), ""]
+             _table(["point", *keys, *metric_names, "max ‖ΔW‖/‖W‖", "overshoots"], rows), "",
+             "overshoots: modules where the spectral radius of H_bias (H+λI)⁻¹ is >= 1, i.e. where the "
+             "first-order update over-corrects (the exact mode is the stable alternative).", ""]
     if "sweep.png" in summary.get("plots", []):
         parts += ["![sweep](sweep.png)", ""]
     return "\n".join(parts)

@@ -123,7 +123,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
         backend = build.create(registry, "backends", spec.backend.name, spec.backend.params)
     calib_pairs = [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs]
     tasks = spec.evaluation.tasks
-    if spec.evaluation.float_baseline and tasks and baseline is None:
+    if spec.evaluation.float_baseline and tasks and baseline is None and point is None:  # sweeps: once, outside
         from ..evaluation import evaluate
         with step("eval_float", f"evaluating the float model: {', '.join(tasks)}"):
             baseline = evaluate(model, tok, tasks, **build.evaluation_options(spec, calib_pairs))
@@ -181,13 +181,20 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
 
 
 def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bool = False,
-                 console: Console | None = None) -> Path:
-    """Run a validated pipeline (or its sweep); returns the run directory."""
+                 console: Console | None = None, shard: tuple[int, int] | None = None) -> Path:
+    """Run a validated pipeline (or its sweep); returns the run directory.
+
+    ``shard=(i, n)`` runs only the sweep points whose index is i mod n, so n processes (or
+    machines sharing the folder) can split a sweep; whichever finishes last writes the summary.
+    """
     console = console or Console()
     spec = pipeline.spec
     target = Path(out or spec.output or Path("runs") / spec.name)
     if pipeline.points:
-        return _run_sweep(pipeline, target, force, console)
+        return _run_sweep(pipeline, target, force, console, shard)
+    if shard is not None:
+        from ..core.errors import ConfigError
+        raise ConfigError("--shard splits the points of a sweep; this pipeline has no sweep section")
     with atomic_run_dir(target, force=force) as tmp, run_log(tmp / "run.log"):
         logger.info("pipeline %s from %s", spec.name, pipeline.source)
         _logged(execute, spec, pipeline.resolved(), tmp, console)
@@ -203,39 +210,50 @@ def _logged(fn, *args, **kwargs):
         raise
 
 
-def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console) -> Path:
+def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
+               shard: tuple[int, int] | None = None) -> Path:
     from .loading import validate
+
+    index, count = shard or (0, 1)
 
     config_text = yaml.safe_dump(pipeline.resolved(), sort_keys=False)
     resumed = prepare_sweep_dir(target, config_text, force=force)
     if resumed:
         console.print(f"[yellow]resuming the interrupted sweep in {target}[/]")
     spec = pipeline.spec
-    summary_points: list[dict] = []
     with run_log(target / "sweep.log"):
         shared = None
         baseline = _load_json(target / "baseline.json")
         for point in pipeline.points:
             folder = target / "points" / point.name
+            if point.index % count != index:
+                continue
             if is_complete(folder):
                 console.print(f"[green]✓[/] {point.name}: already complete, skipped")
                 logger.info("point %s complete, skipped", point.name)
-                summary_points.append(_point_summary(point, _load_json(folder / "results.json")))
                 continue
             console.rule(f"sweep point {point.index + 1}/{len(pipeline.points)}: {point.name}")
             point_spec = validate(point.raw, pipeline.source, environment=False)
             if shared is None:
                 shared = load_model(spec.model.name, spec.model.dtype, spec.model.device)
-            if point_spec.evaluation.float_baseline and point_spec.evaluation.tasks and baseline is None:
+            if point_spec.evaluation.float_baseline and point_spec.evaluation.tasks and baseline is None \
+                    and index == 0:  # one shard evaluates the float model
                 from ..evaluation import evaluate
                 console.print("[bold cyan]▶[/] evaluating the float model (once per sweep)")
                 baseline = evaluate(shared[0], shared[1], point_spec.evaluation.tasks,
                                     **build.evaluation_options(point_spec, []))
                 write_atomic(target / "baseline.json", json.dumps(baseline, indent=2, default=str))
             with atomic_run_dir(folder, force=True) as tmp, run_log(tmp / "run.log"):
-                results = _logged(execute, point_spec, point_spec.model_dump(mode="json"), tmp, console,
-                                  model_and_tok=shared, baseline=baseline, point=point.values)
-            summary_points.append(_point_summary(point, results))
+                _logged(execute, point_spec, point_spec.model_dump(mode="json"), tmp, console,
+                        model_and_tok=shared, baseline=baseline, point=point.values)
+        pending = [p.name for p in pipeline.points if not is_complete(target / "points" / p.name)]
+        if pending:
+            console.print(f"[yellow]shard {index}/{count} done; {len(pending)} point(s) left to other shards:[/] "
+                          f"{', '.join(pending)}")
+            return target
+        baseline = baseline or _load_json(target / "baseline.json")
+        summary_points = [_point_summary(p, _load_json(target / "points" / p.name / "results.json"))
+                          for p in pipeline.points]
         summary = {"pipeline": spec.name, "keys": spec.sweep.keys(), "baseline": baseline, "points": summary_points,
                    "plots": []}
         if plot_sweep(summary_points, spec.sweep.keys(), target / "sweep.png"):
