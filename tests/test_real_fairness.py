@@ -34,9 +34,9 @@ def plain_and_fair(smollm2_base, real_data_dir):
     out = {}
     for name, alpha in (("plain", 0.0), ("fair", FAIR["alpha"])):
         model = copy.deepcopy(base)
-        obj = FairPairObjective(pairs, **{**FAIR, "alpha": alpha}, pair_set="stereoset-intrasentence")
+        obj = FairPairObjective(pairs, **{**FAIR, "alpha": alpha}, max_length=64, pair_set="stereoset-intrasentence")
         res = quantize_model(model, None, CONFIG, objectives=[obj], tokenizer=tok, progress=False)
-        crows = evaluate_crows_pairs(model, tok, batch_size=32, progress=False)
+        crows = evaluate_crows_pairs(model, tok, batch_size=16, progress=False)
         ppl = evaluate_wikitext2(model, tok, max_tokens=16384, seqlen=2048, progress=False)["perplexity"]
         out[name] = (res, crows, ppl)
     return out

@@ -187,7 +187,8 @@ def sweep_report(summary: dict) -> str:
              f"{len(summary['points'])} points over " + " x ".join(f"`{k}`" for k in keys) + ".", "",
              _table(["point", *keys, *metric_names, "max ‖ΔW‖/‖W‖", "overshoots"], rows), "",
              "overshoots: modules where the spectral radius of H_bias (H+λI)⁻¹ is >= 1, i.e. where the "
-             "first-order update over-corrects (the exact mode is the stable alternative).", ""]
+             "first-order update over-corrects (in exact mode: where it would have; exact itself is a stable "
+             "shrinkage).", ""]
     if "sweep.png" in summary.get("plots", []):
         parts += ["![sweep](sweep.png)", ""]
     return "\n".join(parts)
