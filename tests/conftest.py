@@ -9,11 +9,16 @@ import copy
 import importlib.util
 
 import pytest
-import torch
 
+from fairgptq.backends.cpu import num_threads
 from fairgptq.datasets_adapters.wikitext import data_dir
 
-torch.set_num_threads(max(1, torch.get_num_threads()))
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small matrices: one BLAS thread is faster, and far faster on a shared, oversubscribed CPU."""
+    with num_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

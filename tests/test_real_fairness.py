@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-import torch
 
 from fairgptq import QuantConfig, quantize_model
 from fairgptq.backends import CpuBackend
@@ -46,13 +45,8 @@ def plain_and_fair(smollm2_base, real_data_dir) -> dict:
     for name, alpha in (("plain", 0.0), ("fair", FAIR["alpha"])):
         model = copy.deepcopy(base)
         obj = FairPairObjective(pairs, **{**FAIR, "alpha": alpha}, max_length=64, pair_set="stereoset-intrasentence")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            res = quantize_model(model, None, CONFIG, objectives=[obj], tokenizer=tok, progress=False,
-                                 backend=CpuBackend())
-        finally:
-            torch.set_num_threads(threads)
+        res = quantize_model(model, None, CONFIG, objectives=[obj], tokenizer=tok, progress=False,
+                             backend=CpuBackend(threads=1))
         snap_to_checkpoint_precision(model, res)  # as a pipeline run does: the model is the exported one
         crows = evaluate_crows_pairs(model, tok, batch_size=16, progress=False)
         ppl = evaluate_wikitext2(model, tok, max_tokens=16384, seqlen=2048, progress=False)["perplexity"]

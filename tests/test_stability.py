@@ -21,12 +21,7 @@ from fairgptq.core.stability import DAMP_ESCALATION, StabilityRecord, damp_sched
 MOD = "model.layers.7.self_attn.o_proj"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _with_spectrum(evals, seed=0) -> torch.Tensor:
