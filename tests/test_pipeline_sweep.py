@@ -105,3 +105,33 @@ def test_bad_shard_is_bad_input(sweep_file, capsys):
     from fairgptq import cli
     assert cli.main(["run", str(sweep_file), "--shard", "2/2"]) == 2
     assert "--shard '2/2': give I/N with 0 <= I < N" in capsys.readouterr().err
+
+
+def _point(values: dict, stereo: float, ppl: float) -> dict:
+    return {"values": values, "metrics": {"crows_pairs.pct_stereotype": stereo, "wikitext2.perplexity": ppl}}
+
+
+def test_sweep_plot_draws_the_alpha_zero_case_and_float_model_as_references(tmp_path, monkeypatch):
+    from fairgptq.pipeline import report
+
+    import matplotlib.axes
+
+    drawn: list[tuple[str, float, str]] = []
+    real_axhline = matplotlib.axes.Axes.axhline
+
+    def spy(self, y=0, *args, **kwargs):
+        drawn.append((self.get_ylabel(), y, kwargs.get("label", "")))
+        return real_axhline(self, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", spy)
+    keys = ["o.alpha", "o.layers"]
+    points = [_point({"o.alpha": 0.0}, 54.2, 29.3),
+              _point({"o.alpha": 0.1, "o.layers": "all"}, 53.0, 30.0),
+              _point({"o.alpha": 0.5, "o.layers": "all"}, 48.0, 3750.0)]
+    baseline = {"tasks": {"crows_pairs": {"pct_stereotype": 55.6}, "wikitext2": {"perplexity": 17.0}}}
+    assert report.plot_sweep(points, keys, tmp_path / "sweep.png", baseline)
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    labels = {label for _, _, label in drawn}
+    assert {"alpha=0.0", "float model", "ideal (50)"} <= labels
+    assert ("crows_pairs.pct_stereotype", 54.2, "alpha=0.0") in drawn    # plain GPTQ: a line, not a series
+    assert not report.plot_sweep([_point({"o.layers": "all"}, 50, 20)], ["o.layers"], tmp_path / "x.png")

@@ -130,8 +130,17 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def plot_sweep(points: list[dict], keys: list[str], path: Path) -> bool:
-    """First numeric swept key (α) vs stereotype score and vs perplexity, one line per other setting."""
+IDEAL = {"crows_pairs.pct_stereotype": 50.0, "stereoset.SS": 50.0}
+
+
+def plot_sweep(points: list[dict], keys: list[str], path: Path, baseline: dict | None = None) -> bool:
+    """First numeric swept key (α) vs stereotype score and vs perplexity, one line per other setting.
+
+    A point that sets only that key (α = 0, plain GPTQ) belongs to no series: it is drawn as a
+    dashed reference line, like the float baseline (dotted) and the ideal score 50 (grey), because
+    "better than plain GPTQ" is the comparison every reader makes.  Perplexity goes to a log axis
+    when the points span more than 20x (one broken setting would otherwise flatten the rest).
+    """
     x_key = next((k for k in keys if all(_numeric(p["values"].get(k)) for p in points)), None)
     metric_bias = next((m for m in ("crows_pairs.pct_stereotype", "stereoset.SS")
                         if any(m in p["metrics"] for p in points)), None)
@@ -139,33 +148,61 @@ def plot_sweep(points: list[dict], keys: list[str], path: Path) -> bool:
     panels = [m for m in (metric_bias, metric_ppl) if m]
     if x_key is None or not panels:
         return False
+    x_name = x_key.split(".")[-1]
+    series: dict[str, list[dict]] = {}
+    references: list[dict] = []
+    for p in points:
+        label = ", ".join(f"{k.split('.')[-1]}={p['values'][k]}" for k in keys if k != x_key and k in p["values"])
+        if not label and len(keys) > 1:
+            references.append(p)
+        else:
+            series.setdefault(label or x_name, []).append(p)
+    base = headline_metrics(baseline)
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels) + (1 if len(panels) == 2 else 0), figsize=(5 * (len(panels) + 1), 3.8))
     axes = list(axes) if hasattr(axes, "__len__") else [axes]
-    series: dict[str, list[dict]] = {}
-    for p in points:
-        label = ", ".join(f"{k.split('.')[-1]}={p['values'][k]}" for k in keys if k != x_key and k in p["values"]) \
-            or "all"
-        series.setdefault(label, []).append(p)
+
+    def guides(ax: Any, metric: str, horizontal: bool = True) -> None:
+        line = ax.axhline if horizontal else ax.axvline
+        for ref in references:
+            if metric in ref["metrics"]:
+                line(ref["metrics"][metric], color="k", ls="--", lw=1, label=f"{x_name}={ref['values'][x_key]}")
+        if metric in base:
+            line(base[metric], color="k", ls=":", lw=1, label="float model")
+        if horizontal and metric in IDEAL:
+            ax.axhline(IDEAL[metric], color="grey", lw=3, alpha=0.3, label=f"ideal ({IDEAL[metric]:g})")
+
+    def log_if_spread(values: list[float]) -> str:
+        return "log" if values and min(values) > 0 and max(values) / min(values) > 20 else "linear"
+
     for ax, metric in zip(axes, panels):
         for label, pts in series.items():
             pts = sorted((q for q in pts if metric in q["metrics"]), key=lambda q: q["values"][x_key])
             ax.plot([q["values"][x_key] for q in pts], [q["metrics"][metric] for q in pts], marker="o", label=label)
         ax.set_xlabel(x_key)
         ax.set_ylabel(metric)
+        guides(ax, metric)
+        ax.set_yscale(log_if_spread([q["metrics"][metric] for q in points if metric in q["metrics"]]))
         ax.grid(alpha=0.3)
     if len(panels) == 2:
         ax = axes[2]
+        both = [q for q in points if metric_bias in q["metrics"] and metric_ppl in q["metrics"]]
         for label, pts in series.items():
-            pts = [q for q in pts if metric_bias in q["metrics"] and metric_ppl in q["metrics"]]
+            pts = [q for q in pts if q in both]
             ax.scatter([q["metrics"][metric_ppl] for q in pts], [q["metrics"][metric_bias] for q in pts], label=label)
             for q in pts:
                 ax.annotate(str(q["values"][x_key]), (q["metrics"][metric_ppl], q["metrics"][metric_bias]), fontsize=7)
+        for ref in (r for r in references if r in both):
+            ax.scatter([ref["metrics"][metric_ppl]], [ref["metrics"][metric_bias]], color="k", marker="x")
+        if metric_bias in IDEAL:
+            ax.axhline(IDEAL[metric_bias], color="grey", lw=3, alpha=0.3)
+        ax.set_xscale(log_if_spread([q["metrics"][metric_ppl] for q in both]))
         ax.set_xlabel(metric_ppl)
         ax.set_ylabel(metric_bias)
-        ax.set_title(f"trade-off (labels: {x_key.split('.')[-1]})")
+        ref_note = "".join(f"; ×: {x_name}={r['values'][x_key]}" for r in references[:1])
+        ax.set_title(f"trade-off (labels: {x_name}{ref_note})")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

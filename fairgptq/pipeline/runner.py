@@ -256,7 +256,7 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
                           for p in pipeline.points]
         summary = {"pipeline": spec.name, "keys": spec.sweep.keys(), "baseline": baseline, "points": summary_points,
                    "plots": []}
-        if plot_sweep(summary_points, spec.sweep.keys(), target / "sweep.png"):
+        if plot_sweep(summary_points, spec.sweep.keys(), target / "sweep.png", baseline):
             summary["plots"].append("sweep.png")
         write_atomic(target / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
         write_atomic(target / "report.md", sweep_report(summary))
