@@ -131,7 +131,7 @@ def test_fairgptq_vs_llmcompressor(benchmark, smollm2, tmp_path):
     ours: dict = {}
 
     def run_ours():
-        ours["model"], ours["s"] = quantize_timed(model, tok, calibration, config)
+        ours["model"], ours["s"], _ = quantize_timed(model, tok, calibration, config)
 
     benchmark.pedantic(run_ours, rounds=1, iterations=1)
     load_between = cpu_load()
