@@ -1,6 +1,8 @@
 """Evaluation suite, fast: a tiny random Llama and a tiny byte-level BPE tokenizer, built in memory."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import warnings
@@ -185,6 +187,16 @@ def test_stereoset_holdout_split_is_deterministic_and_disjoint():
     assert 30 < len(hold) < 90
     with pytest.raises(ConfigError, match="split"):
         split_items(items, "test", 0.3)
+
+
+def test_stereoset_holdout_drops_items_that_repeat_a_calibration_sentence():
+    items = _stereo_items(200)
+    calib = split_items(items, "calibration", 0.3)
+    twin = dataclasses.replace(split_items(items, "holdout", 0.3)[0], stereo=calib[0].stereo)
+    items = [twin if p.source_id == twin.source_id else p for p in items]
+    assert split_items(items, "calibration", 0.3) == calib            # the calibration half is untouched
+    hold = split_items(items, "holdout", 0.3)
+    assert twin not in hold and not find_overlap(hold, calib)
 
 
 def test_stereoset_refuses_or_warns_on_calibration_overlap(tiny):
