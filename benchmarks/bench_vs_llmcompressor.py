@@ -1,7 +1,7 @@
 """fairgptq against an established GPTQ implementation (llm-compressor's GPTQModifier), same run.
 
 Same model (SmolLM2-135M-Instruct, float32), same 4-bit symmetric grid with group 64, damp
-0.01, block 128, the same 64 WikiText-2 validation windows of 512 tokens (the token ids are
+0.01, block 128, static activation ordering (llm-compressor's default, named explicitly), the same 64 WikiText-2 validation windows of 512 tokens (the token ids are
 handed to the peer, so the calibration is identical), the same threads.  The peer runs in a
 subprocess with ``$FAIRGPTQ_PEER_PYTHON`` (default: this interpreter), because llm-compressor
 pins its own transformers and lives best in its own venv:
@@ -52,7 +52,7 @@ ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_
 scheme = {"targets": ["Linear"], "weights": {"num_bits": args["bits"], "type": "int", "symmetric": True,
                                              "strategy": "group", "group_size": args["group_size"]}}
 recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], dampening_frac=args["damp"],
-                      block_size=128)
+                      block_size=128, actorder="static")
 t0 = time.perf_counter()
 oneshot(model=model, dataset=ds, recipe=recipe, max_seq_length=ids.shape[1], num_calibration_samples=ids.shape[0])
 seconds = time.perf_counter() - t0
@@ -125,7 +125,10 @@ def test_fairgptq_vs_llmcompressor(benchmark, smollm2, tmp_path):
     model_dir = tmp_path / "smollm2"
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
-    config = QuantConfig(bits=BITS, group_size=GROUP, sym=True, damp=DAMP, block_size=128)
+    # llm-compressor's default is "static" activation ordering (act-order with groups fixed before
+    # the column loop); it is named in the peer's recipe and matched here, so the grids are the same.
+    config = QuantConfig(bits=BITS, group_size=GROUP, sym=True, damp=DAMP, block_size=128, act_order=True,
+                         static_groups=True)
 
     load_before = cpu_load()
     ours: dict = {}
@@ -139,7 +142,7 @@ def test_fairgptq_vs_llmcompressor(benchmark, smollm2, tmp_path):
     load_after = cpu_load()
     ppl_ours, ppl_peer = ppl(ours["model"], tok), ppl(load_linear_weights(model, weights), tok)
 
-    data = {"model": "SmolLM2-135M-Instruct", "bits": BITS, "group_size": GROUP, "sym": True, "damp": DAMP,
+    data = {"model": "SmolLM2-135M-Instruct", "bits": BITS, "group_size": GROUP, "sym": True, "damp": DAMP, "actorder": "static",
             "calibration": f"{N_CAL} x {SEQLEN} WikiText-2 valid (seed 0), same ids", "threads": threads,
             "fairgptq_s": ours["s"], "peer_s": peer["seconds"], "time_ratio": ours["s"] / peer["seconds"],
             "fairgptq_ppl": ppl_ours, "peer_ppl": ppl_peer, "ppl_rel_diff": ppl_ours / ppl_peer - 1.0,
