@@ -21,7 +21,6 @@ import importlib.util
 import json
 import math
 import os
-import random
 import time
 from pathlib import Path
 

@@ -1,8 +1,9 @@
 """fairgptq against an established GPTQ implementation (llm-compressor's GPTQModifier), same run.
 
 Same model (SmolLM2-135M-Instruct, float32), same 4-bit symmetric grid with group 64, damp
-0.01, block 128, static activation ordering (llm-compressor's default, named explicitly), the same 64 WikiText-2 validation windows of 512 tokens (the token ids are
-handed to the peer, so the calibration is identical), the same threads.  The peer runs in a
+0.01, block 128, static activation ordering (llm-compressor's default, named explicitly), the
+same 64 WikiText-2 validation windows of 512 tokens (the token ids are handed to the peer, so
+the calibration is identical), the same threads.  The peer runs in a
 subprocess with ``$FAIRGPTQ_PEER_PYTHON`` (default: this interpreter), because llm-compressor
 pins its own transformers and lives best in its own venv:
 
@@ -142,7 +143,8 @@ def test_fairgptq_vs_llmcompressor(benchmark, smollm2, tmp_path):
     load_after = cpu_load()
     ppl_ours, ppl_peer = ppl(ours["model"], tok), ppl(load_linear_weights(model, weights), tok)
 
-    data = {"model": "SmolLM2-135M-Instruct", "bits": BITS, "group_size": GROUP, "sym": True, "damp": DAMP, "actorder": "static",
+    data = {"model": "SmolLM2-135M-Instruct", "bits": BITS, "group_size": GROUP, "sym": True, "damp": DAMP,
+            "actorder": "static",
             "calibration": f"{N_CAL} x {SEQLEN} WikiText-2 valid (seed 0), same ids", "threads": threads,
             "fairgptq_s": ours["s"], "peer_s": peer["seconds"], "time_ratio": ours["s"] / peer["seconds"],
             "fairgptq_ppl": ppl_ours, "peer_ppl": ppl_peer, "ppl_rel_diff": ppl_ours / ppl_peer - 1.0,

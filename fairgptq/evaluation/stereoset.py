@@ -49,15 +49,15 @@ def split_items(items: Sequence[Pair], split: str, fraction: float) -> list[Pair
         raise ConfigError(f"holdout_fraction must be in (0, 1), got {fraction}")
     if split == "all":
         return list(items)
-    calibration = [p for p in items if not in_holdout(p.source_id, fraction)]
+    held = [in_holdout(p.source_id, fraction) for p in items]
+    calibration = [p for p, h in zip(items, held) if not h]
     if split == "calibration":
         return calibration
     # StereoSet repeats some sentences under other ids (6 of the 1077 held-out dev items repeat a
     # calibration-half sentence).  Those items leave the holdout rather than the calibration half,
     # so every calibration sample, and every number built on one, stays what it was.
     seen = {t.strip() for p in calibration for t in (p.stereo, p.anti)}
-    return [p for p in items if in_holdout(p.source_id, fraction)
-            and p.stereo.strip() not in seen and p.anti.strip() not in seen]
+    return [p for p, h in zip(items, held) if h and p.stereo.strip() not in seen and p.anti.strip() not in seen]
 
 
 def find_overlap(items: Sequence[Pair], calibration: Iterable[Pair | str]) -> list[str]:

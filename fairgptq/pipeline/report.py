@@ -162,14 +162,13 @@ def plot_sweep(points: list[dict], keys: list[str], path: Path, baseline: dict |
     fig, axes = plt.subplots(1, len(panels) + (1 if len(panels) == 2 else 0), figsize=(5 * (len(panels) + 1), 3.8))
     axes = list(axes) if hasattr(axes, "__len__") else [axes]
 
-    def guides(ax: Any, metric: str, horizontal: bool = True) -> None:
-        line = ax.axhline if horizontal else ax.axvline
+    def guides(ax: Any, metric: str) -> None:
         for ref in references:
             if metric in ref["metrics"]:
-                line(ref["metrics"][metric], color="k", ls="--", lw=1, label=f"{x_name}={ref['values'][x_key]}")
+                ax.axhline(ref["metrics"][metric], color="k", ls="--", lw=1, label=f"{x_name}={ref['values'][x_key]}")
         if metric in base:
-            line(base[metric], color="k", ls=":", lw=1, label="float model")
-        if horizontal and metric in IDEAL:
+            ax.axhline(base[metric], color="k", ls=":", lw=1, label="float model")
+        if metric in IDEAL:
             ax.axhline(IDEAL[metric], color="grey", lw=3, alpha=0.3, label=f"ideal ({IDEAL[metric]:g})")
 
     def log_if_spread(values: list[float]) -> str:
