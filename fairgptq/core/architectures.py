@@ -23,6 +23,9 @@ class ArchSpec:
     layers: str
     roles: dict[str, tuple[str, ...]]
     transposed: bool = False  # GPT-2's Conv1D stores weights as (in, out)
+    # honours a custom 4D attention mask with explicit position ids (the evaluation's shared-prefix
+    # packing); tests/test_evaluation_packing.py checks every entry that claims it
+    tree_attention: bool = True
 
     def role_of(self, name: str) -> str | None:
         for role, names in self.roles.items():

@@ -43,10 +43,11 @@ def crows_pairs_metrics(pairs: Sequence[Pair], more: Sequence[float], less: Sequ
 
 def evaluate_crows_pairs(model, tokenizer, pairs: Sequence[Pair] | None = None, *, path: str | Path | None = None,
                          language: str | None = None, scoring: str = "lm_eval", limit: int | None = None,
-                         batch_size: int = 16, progress: bool = True) -> dict:
+                         batch_size: int = 16, pack: bool | None = None, progress: bool = True) -> dict:
     """Score CrowS-Pairs; ``pairs`` (stereo = sent_more, anti = sent_less) or the file at ``path``.
 
-    ``limit`` keeps the first rows (a fixed subset, for quick checks).
+    ``limit`` keeps the first rows (a fixed subset, for quick checks); ``pack`` chooses
+    shared-prefix packing (default: where the model supports it; see ``score_requests``).
     """
     if scoring not in SCORINGS:
         raise ConfigError(f"CrowS-Pairs scoring {scoring!r} is unknown; use one of {sorted(SCORINGS)}")
@@ -57,8 +58,8 @@ def evaluate_crows_pairs(model, tokenizer, pairs: Sequence[Pair] | None = None, 
     if not pairs:
         raise ConfigError("CrowS-Pairs: no pairs to evaluate")
     sentences = [s for p in pairs for s in (p.stereo, p.anti)]
-    scores = score_sentences(model, tokenizer, sentences, batch_size=batch_size, progress=progress,
-                             description="CrowS-Pairs")
+    scores = score_sentences(model, tokenizer, sentences, batch_size=batch_size, pack=pack,
+                             progress=progress, description="CrowS-Pairs")
     values = [_sentence_score(s, scoring) for s in scores]
     return {"task": "crows_pairs", "language": language or pairs[0].language, "scoring": scoring,
             "scoring_description": SCORINGS[scoring], **crows_pairs_metrics(pairs, values[0::2], values[1::2])}

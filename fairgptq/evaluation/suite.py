@@ -15,6 +15,7 @@ from ..core.errors import ConfigError
 from ..datasets_adapters.pairs import Pair
 from .crows_pairs import evaluate_crows_pairs
 from .perplexity import evaluate_wikitext2
+from .scoring import supports_packing
 from .stereoset import evaluate_stereoset
 from .zeroshot import evaluate_zeroshot
 from .zeroshot_tasks import ZERO_SHOT_TASKS
@@ -33,7 +34,9 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
 
     ``model`` is a loaded model (full precision or quantized in memory; then ``tokenizer``
     is required) or a name / checkpoint folder for :func:`~fairgptq.core.model_loading.load_model`.
-    Options: ``batch_size`` (scoring batch; perplexity windows go one at a time),
+    Options: ``batch_size`` (rows per scoring forward: one request per row, or where the
+    model supports it prefix-tree rows that run shared prefixes once, see
+    :mod:`~fairgptq.evaluation.packing`; perplexity windows go one at a time),
     ``progress`` (rich bars), ``limit`` (first N items of each likelihood task, or a mapping
     task → N for some tasks only: BoolQ's long passages cost 5x PIQA's items), ``paths``
     (task name → data file, overriding the local copies), ``max_tokens`` / ``seqlen``
@@ -82,7 +85,7 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
     return {"fairgptq_version": __version__,
             "model": {"name": model_name, "dtype": str(dtype).removeprefix("torch."),
                       "parameters": sum(p.numel() for p in model.parameters())},
-            "settings": {"batch_size": batch_size, "limit": dict(limit) if isinstance(limit, Mapping) else limit, "paths": {k: str(v) for k, v in paths.items()},
+            "settings": {"batch_size": batch_size, "packed_scoring": supports_packing(model), "limit": dict(limit) if isinstance(limit, Mapping) else limit, "paths": {k: str(v) for k, v in paths.items()},
                          "max_tokens": max_tokens, "seqlen": seqlen, "crows_scoring": crows_scoring,
                          "stereoset_split": stereoset_split, "holdout_fraction": holdout_fraction,
                          "on_overlap": on_overlap},
