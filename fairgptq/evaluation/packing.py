@@ -27,6 +27,8 @@ from typing import Sequence
 
 import torch
 
+from ..core.sequences import common_prefix_length
+
 
 @dataclass
 class PackedRow:
@@ -51,15 +53,6 @@ class PackedRow:
         return allowed
 
 
-def _shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def pack_sequences(sequences: Sequence[Sequence[int]], max_tokens: int) -> list[PackedRow]:
     """Pack token sequences into prefix-tree rows of at most ``max_tokens`` nodes (longer sequences alone)."""
     rows: list[PackedRow] = []
@@ -68,7 +61,7 @@ def pack_sequences(sequences: Sequence[Sequence[int]], max_tokens: int) -> list[
     prev_path: list[int] = []
     for i in sorted(range(len(sequences)), key=lambda k: tuple(sequences[k])):
         seq = sequences[i]
-        shared = _shared_prefix(prev, seq) if row is not None else 0
+        shared = common_prefix_length(prev, seq) if row is not None else 0
         if row is None or (row.members and len(row) + len(seq) - shared > max_tokens):
             row, shared = PackedRow(), 0
             rows.append(row)

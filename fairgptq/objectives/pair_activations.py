@@ -20,6 +20,7 @@ import torch
 
 from ..core.errors import ConfigError
 from ..core.objective import Captured, TokenBatch
+from ..core.sequences import common_prefix_length
 from ..datasets_adapters.pairs import Pair
 
 ALIGNMENTS = ("aligned", "positional")
@@ -38,15 +39,6 @@ class PairAlignment:
     n_spans: int
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def plan_alignment(ids0: list[list[int]], ids1: list[list[int]], seq0: int, seq1: int, mode: str) -> PairAlignment:
     """Index plan for a batch of pairs (token id lists without padding, padded lengths seq0/seq1)."""
     if mode not in ALIGNMENTS:
@@ -60,8 +52,8 @@ def plan_alignment(ids0: list[list[int]], ids1: list[list[int]], seq0: int, seq1
             t0 += [row * seq0 + t for t in range(m)]
             t1 += [row * seq1 + t for t in range(m)]
             continue
-        p = _common_prefix(a, b)
-        s = _common_prefix(a[::-1], b[::-1])
+        p = common_prefix_length(a, b)
+        s = common_prefix_length(a[::-1], b[::-1])
         s = min(s, n0 - p, n1 - p)
         t0 += [row * seq0 + n0 - k for k in range(1, s + 1)]
         t1 += [row * seq1 + n1 - k for k in range(1, s + 1)]
