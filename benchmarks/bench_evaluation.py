@@ -20,7 +20,7 @@ import pytest
 from fairgptq.core.errors import DataError
 from fairgptq.evaluation import encode_request, evaluate_crows_pairs
 from fairgptq.evaluation.packing import batch_rows, pack_sequences
-from fairgptq.evaluation.scoring import DEFAULT_PACK_TOKENS
+from fairgptq.evaluation.scoring import DEFAULT_PACK_TOKENS, model_context_length, model_inputs, padded_batches
 
 GOAL_SECONDS = 120.0
 
@@ -39,17 +39,13 @@ def smollm2_and_pairs():
     return model, tok, pairs
 
 
-def _positions(tok, pairs, pack: bool) -> int:
+def _positions(model, tok, pairs, pack: bool) -> int:
     """Token positions the model runs for the file: prefix-tree rows, or one padded row per sentence."""
-    inputs = [r.context + r.continuation[:-1]
-              for r in (encode_request(tok, "", s) for p in pairs for s in (p.stereo, p.anti))]
+    requests = [encode_request(tok, "", s) for p in pairs for s in (p.stereo, p.anti)]
+    inputs = model_inputs(requests, model_context_length(model))
     if pack:
-        batches = batch_rows(pack_sequences(inputs, DEFAULT_PACK_TOKENS), 16)
-    else:
-        batches = [[inputs[i] for i in chunk]
-                   for chunk in (sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))[k:k + 16]
-                                 for k in range(0, len(inputs), 16))]
-    return sum(len(b) * max(len(x) for x in b) for b in batches)
+        return sum(len(b) * len(b[0]) for b in batch_rows(pack_sequences(inputs, DEFAULT_PACK_TOKENS), 16))
+    return sum(len(b) * len(inputs[b[0]]) for b in padded_batches(inputs, 16))  # longest row first
 
 
 @pytest.mark.parametrize("pack", [True, False], ids=["packed", "padded"])
@@ -61,7 +57,7 @@ def test_crows_pairs_full_file_batched(benchmark, smollm2_and_pairs, pack):
     benchmark.extra_info.update(n_pairs=result["n"], pct_stereotype=result["pct_stereotype"], seconds=seconds)
     print(f"\nCrowS-Pairs {result['n']} pairs ({'packed' if pack else 'padded'}): "
           f"pct_stereotype {result['pct_stereotype']:.2f} in {seconds:.1f} s")
-    print(f"positions run by the model: {_positions(tok, pairs, pack)} (padding included)")
+    print(f"positions run by the model: {_positions(model, tok, pairs, pack)} (padding included)")
     assert result["n"] == 1508
     assert result["pct_stereotype"] == pytest.approx(55.57, abs=0.2)
     if pack and seconds > GOAL_SECONDS:

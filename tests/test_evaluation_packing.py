@@ -11,6 +11,7 @@ from fairgptq.core.errors import ConfigError, DataError
 from fairgptq.evaluation import Request, score_requests
 from fairgptq.evaluation.packing import batch_rows, pack_sequences, row_tensors
 from fairgptq.evaluation.scoring import supports_packing
+from tiny_model import BareForward
 
 VOCAB = 96
 SEQUENCES = [(1, 5, 6, 7), (1, 5, 6, 8, 9), (1, 5), (1, 10, 11), (1, 5, 6, 7), (2, 3), (1, 5, 6, 8, 4, 4, 4)]
@@ -118,16 +119,7 @@ def test_packing_is_the_default_where_supported():
 
 def test_packing_refused_where_masks_are_not_honoured():
     model = _model("llama")
-
-    class NoPositions(torch.nn.Module):  # a wrapper whose forward takes no position ids
-        def __init__(self, inner):
-            super().__init__()
-            self.inner, self.config = inner, inner.config
-
-        def forward(self, input_ids, attention_mask=None, use_cache=False):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
-
-    wrapped = NoPositions(model)
+    wrapped = BareForward(model)
     assert not supports_packing(wrapped)
     with pytest.raises(ConfigError, match="pack=False"):
         score_requests(wrapped, _requests(), pack=True, progress=False)

@@ -16,6 +16,7 @@ from fairgptq.evaluation import (TASKS, MultipleChoiceItem, encode_request, eval
                                  results_table, save_json, score_requests, score_sentences)
 from fairgptq.evaluation.crows_pairs import crows_pairs_metrics
 from fairgptq.evaluation.stereoset import find_overlap, split_items, stereoset_metrics
+from tiny_model import BareForward
 
 CORPUS = ["The man was a doctor. The woman was a nurse. He is strong, she is kind.",
           "Question: how do you open a jar?\nAnswer: twist the lid. Q: A: no yes"]
@@ -92,17 +93,8 @@ def test_scores_do_not_depend_on_batch_size(tiny):
 
 def test_models_without_logits_to_keep_give_the_same_scores(tiny):
     model, tok = tiny
-
-    class Plain(torch.nn.Module):  # a wrapper whose forward lacks logits_to_keep (e.g. a custom quantized model)
-        def __init__(self, inner):
-            super().__init__()
-            self.inner, self.config = inner, inner.config
-
-        def forward(self, input_ids, attention_mask=None, use_cache=False):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
-
     a = score_sentences(model, tok, SENTENCES, batch_size=4, progress=False)
-    b = score_sentences(Plain(model), tok, SENTENCES, batch_size=4, progress=False)
+    b = score_sentences(BareForward(model), tok, SENTENCES, batch_size=4, progress=False)
     assert [s.logprob for s in a] == pytest.approx([s.logprob for s in b], abs=1e-5)
 
 

@@ -76,3 +76,15 @@ def write_yaml(path: Path, data: dict) -> Path:
 
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+class BareForward(torch.nn.Module):
+    """A wrapper whose forward takes only ids, mask and use_cache (no logits_to_keep, no position ids),
+    as a custom or quantized model's might."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def forward(self, input_ids, attention_mask=None, use_cache=False):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)

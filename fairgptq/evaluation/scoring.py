@@ -130,7 +130,7 @@ def supports_packing(model) -> bool:
             and "position_ids" in inspect.signature(model.forward).parameters)
 
 
-def _model_inputs(requests: Sequence[Request], max_len: int) -> list[tuple[int, ...]]:
+def model_inputs(requests: Sequence[Request], max_len: int) -> list[tuple[int, ...]]:
     """The tokens each request feeds the model: all but the last, left-truncated to the context."""
     inputs = []
     for req in requests:
@@ -150,12 +150,16 @@ def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+def padded_batches(inputs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Request indices, one per row, batched by length, longest first (small padding, early OOM)."""
+    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
 def _score_padded(model, requests, inputs, batch_size, keep_logits, device, advance) -> list[ContinuationScore]:
-    """One request per row, right-padded; rows sorted by length, longest first."""
-    order = sorted(range(len(requests)), key=lambda i: -len(inputs[i]))
+    """One request per row, right-padded (see ``padded_batches``)."""
     scores: list[ContinuationScore | None] = [None] * len(requests)
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
+    for batch in padded_batches(inputs, batch_size):
         lengths = [len(inputs[i]) for i in batch]
         n_cont = [len(requests[i].continuation) for i in batch]
         width = max(lengths)
@@ -242,7 +246,7 @@ def score_requests(model, requests: Sequence[Request], *, batch_size: int = 16, 
         raise ConfigError(f"shared-prefix packing needs a custom-4D-mask-capable model (a table architecture with "
                           f"eager or SDPA attention); {model_type!r} is not one; score with pack=False")
     device = next(model.parameters()).device
-    inputs = _model_inputs(requests, model_context_length(model))
+    inputs = model_inputs(requests, model_context_length(model))
     keep_logits = _accepts_logits_to_keep(model)
     with progress_bar(len(requests), description, progress) as advance:
         if pack:
