@@ -43,7 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-tokens", type=int, help="WikiText-2: first N tokens only")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
-    ev.add_argument("--out", help="write the results JSON here")
+    ev.add_argument("--out", help="a folder for results.json and items/<task>.jsonl, or a .json file (its item "
+                                  "records then go to <stem>_items/)")
+    cmp = sub.add_parser("compare", help="paired differences of evaluated runs against a baseline, with 95 %% "
+                                         "intervals and p-values")
+    cmp.add_argument("runs", nargs="+", metavar="RUN", help="run directories or `fairgptq eval --out` outputs")
+    cmp.add_argument("--baseline", required=True, metavar="RUN", help="the run every other run is compared with")
+    cmp.add_argument("--out", help="folder for compare.json, compare.md and forest.png")
+    cmp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
     pl = sub.add_parser("plugins", help="list pair sources, objectives and backends")
     pl.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
     return p
@@ -101,6 +109,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 def _cmd_eval(args) -> int:
     from .core.model_loading import load_model
     from .evaluation import evaluate
+    from .evaluation.items import ITEMS_DIR, split_evaluation, write_items
     from .evaluation.report import print_table, save_json
     from .export import is_gptq_checkpoint, load_gptq_checkpoint
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -108,11 +117,32 @@ def _cmd_eval(args) -> int:
         model, tok, _ = load_gptq_checkpoint(args.model, dtype=args.dtype)
     else:
         model, tok = load_model(args.model, args.dtype or "float32")
+    if args.limit is not None and args.limit <= 0:
+        raise ConfigError(f"--limit must be a positive number of items (got {args.limit})")
     results = evaluate(model, tok, tasks, batch_size=args.batch_size, limit=args.limit, max_tokens=args.max_tokens)
     results["model"]["name"] = args.model
+    results, items = split_evaluation(results)
     print_table(results, console=console)
     if args.out:
-        console.print(f"results: {save_json(results, args.out)}")
+        out = Path(args.out)
+        json_file, items_dir = ((out, out.with_name(f"{out.stem}_items")) if out.suffix == ".json"
+                                else (out / "results.json", out / ITEMS_DIR))
+        console.print(f"results: {save_json(results, json_file)}")
+        console.print(f"item records: {', '.join(map(str, write_items(items_dir, items)))}")
+    return EXIT_OK
+
+
+def _cmd_compare(args) -> int:
+    from .comparison import compare_runs, load_run, rich_table, write_outputs
+    if args.bootstrap < 100:
+        raise ConfigError(f"--bootstrap needs at least 100 resamples for a 95 % interval (got {args.bootstrap})")
+    baseline = load_run(args.baseline)
+    runs = [load_run(r) for r in args.runs]
+    result = compare_runs(baseline, runs, n_boot=args.bootstrap, seed=args.seed)
+    console.print(rich_table(result))
+    if args.out:
+        for path in write_outputs(result, Path(args.out)):
+            console.print(f"wrote {path}")
     return EXIT_OK
 
 
@@ -130,7 +160,8 @@ def _cmd_plugins(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "eval": _cmd_eval, "plugins": _cmd_plugins}
+COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "eval": _cmd_eval, "compare": _cmd_compare,
+            "plugins": _cmd_plugins}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,8 @@ from fairgptq.datasets_adapters.pairs import Pair
 from fairgptq.evaluation import (TASKS, MultipleChoiceItem, encode_request, evaluate, evaluate_crows_pairs,
                                  evaluate_multiple_choice, evaluate_stereoset, load_zeroshot, perplexity_of_ids,
                                  results_table, save_json, score_requests, score_sentences)
-from fairgptq.evaluation.crows_pairs import crows_pairs_metrics
-from fairgptq.evaluation.stereoset import find_overlap, split_items, stereoset_metrics
+from fairgptq.evaluation.crows_pairs import crows_pairs_items, crows_pairs_metrics
+from fairgptq.evaluation.stereoset import find_overlap, split_items, stereoset_items, stereoset_metrics
 from tiny_model import BareForward
 
 CORPUS = ["The man was a doctor. The woman was a nurse. He is strong, she is kind.",
@@ -112,7 +112,7 @@ def test_too_long_inputs_are_left_truncated(tiny):
 
 def test_crows_metrics_by_hand():
     pairs = [Pair("a", "b", "race-color"), Pair("c", "d", "race-color"), Pair("e", "f", "gender")]
-    m = crows_pairs_metrics(pairs, more=[-1.0, -5.0, -2.0], less=[-2.0, -3.0, -2.0])
+    m = crows_pairs_metrics(crows_pairs_items(pairs, more=[-1.0, -5.0, -2.0], less=[-2.0, -3.0, -2.0]))
     assert m["pct_stereotype"] == pytest.approx(100 / 3)  # ties are not stereotyped (strict >)
     assert m["likelihood_diff"] == pytest.approx(1.0)
     assert m["by_category"]["race-color"] == {"n": 2, "pct_stereotype": 50.0, "likelihood_diff": 1.5}
@@ -162,7 +162,7 @@ def _stereo_items(n: int = 40) -> list[Pair]:
 def test_stereoset_metrics_by_hand():
     items = [Pair("s", "a", "gender", meta={"target": "mother"}), Pair("s", "a", "gender", meta={"target": "mother"}),
              Pair("s", "a", "race", meta={"target": "Iraq"})]
-    m = stereoset_metrics(items, stereo=[-1, -3, -1], anti=[-2, -2, -2], unrelated=[-1.5, -4, -9])
+    m = stereoset_metrics(stereoset_items(items, stereo=[-1, -3, -1], anti=[-2, -2, -2], unrelated=[-1.5, -4, -9]))
     # mother: SS 50, LMS (1+0 + 1+1)/4 = 75; Iraq: SS 100, LMS 100 → macro SS 75, LMS 87.5
     assert (m["SS"], m["LMS"]) == (75.0, 87.5)
     assert m["ICAT"] == pytest.approx(87.5 * 25 / 50)

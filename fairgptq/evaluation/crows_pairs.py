@@ -27,18 +27,27 @@ def _sentence_score(score: ContinuationScore, scoring: str) -> float:
     return score.logprob if scoring == "lm_eval" else score.mean_logprob
 
 
-def crows_pairs_metrics(pairs: Sequence[Pair], more: Sequence[float], less: Sequence[float]) -> dict:
-    """pct_stereotype (0–100, ideal 50) and mean likelihood_diff, overall and per bias type."""
-    def summary(idx: list[int]) -> dict:
-        return {"n": len(idx),
-                "pct_stereotype": 100.0 * fmean(1.0 if more[i] > less[i] else 0.0 for i in idx),
-                "likelihood_diff": fmean(abs(more[i] - less[i]) for i in idx)}
+def crows_pairs_items(pairs: Sequence[Pair], more: Sequence[float], less: Sequence[float]) -> list[dict]:
+    """One record per pair: its id, bias type, the two sentence scores and the model's choice.
 
-    by_category: dict[str, list[int]] = {}
-    for i, p in enumerate(pairs):
-        by_category.setdefault(p.category, []).append(i)
-    return {**summary(list(range(len(pairs)))),
-            "by_category": {c: summary(idx) for c, idx in sorted(by_category.items())}}
+    ``choice`` is 1 when the model prefers the more stereotypical sentence; it is the
+    binary outcome that :mod:`fairgptq.statistics` compares between two models pair by pair.
+    """
+    return [{"id": p.source_id or f"row:{i}", "bias_type": p.category, "ll_more": m, "ll_less": l,
+             "choice": int(m > l)} for i, (p, m, l) in enumerate(zip(pairs, more, less))]
+
+
+def crows_pairs_metrics(items: Sequence[dict]) -> dict:
+    """pct_stereotype (0–100, ideal 50) and mean likelihood_diff, overall and per bias type, from item records."""
+    def summary(group: list[dict]) -> dict:
+        return {"n": len(group),
+                "pct_stereotype": 100.0 * fmean(float(it["choice"]) for it in group),
+                "likelihood_diff": fmean(abs(it["ll_more"] - it["ll_less"]) for it in group)}
+
+    by_category: dict[str, list[dict]] = {}
+    for it in items:
+        by_category.setdefault(it["bias_type"], []).append(it)
+    return {**summary(list(items)), "by_category": {c: summary(g) for c, g in sorted(by_category.items())}}
 
 
 def evaluate_crows_pairs(model, tokenizer, pairs: Sequence[Pair] | None = None, *, path: str | Path | None = None,
@@ -61,5 +70,6 @@ def evaluate_crows_pairs(model, tokenizer, pairs: Sequence[Pair] | None = None, 
     scores = score_sentences(model, tokenizer, sentences, batch_size=batch_size, pack=pack,
                              progress=progress, description="CrowS-Pairs")
     values = [_sentence_score(s, scoring) for s in scores]
+    items = crows_pairs_items(pairs, values[0::2], values[1::2])
     return {"task": "crows_pairs", "language": language or pairs[0].language, "scoring": scoring,
-            "scoring_description": SCORINGS[scoring], **crows_pairs_metrics(pairs, values[0::2], values[1::2])}
+            "scoring_description": SCORINGS[scoring], **crows_pairs_metrics(items), "items": items}

@@ -29,17 +29,23 @@ def perplexity_of_ids(model, ids: torch.Tensor, seqlen: int, *, batch_size: int 
         raise DataError(f"{ids.numel()} tokens are fewer than one window of {seqlen}")
     device = next(model.parameters()).device
     windows = ids[: n_windows * seqlen].view(n_windows, seqlen)
-    nll = 0.0
+    items: list[dict] = []
     with progress_bar(n_windows, "perplexity", progress) as advance:
         for start in range(0, n_windows, batch_size):
             batch = windows[start:start + batch_size].to(device)
             logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-            nll += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                           batch[:, 1:].reshape(-1), reduction="sum"))
+            token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+            items += [{"id": f"window:{start + r}", "nll": float(row.sum()), "tokens": seqlen - 1}
+                      for r, row in enumerate(token_nll)]
             advance(batch.shape[0])
-    n_predicted = n_windows * (seqlen - 1)
-    return {"perplexity": math.exp(nll / n_predicted), "nll": nll / n_predicted, "n_windows": n_windows,
-            "seqlen": seqlen, "n_predicted_tokens": n_predicted}
+    return {**perplexity_metrics(items), "n_windows": n_windows, "seqlen": seqlen, "items": items}
+
+
+def perplexity_metrics(items: list[dict]) -> dict:
+    """Perplexity = exp(total NLL / predicted tokens) from per-window records (``nll`` summed, ``tokens``)."""
+    nll = math.fsum(it["nll"] for it in items)
+    n_predicted = sum(it["tokens"] for it in items)
+    return {"perplexity": math.exp(nll / n_predicted), "nll": nll / n_predicted, "n_predicted_tokens": n_predicted}
 
 
 def evaluate_wikitext2(model, tokenizer, *, split: str = "test", path: str | Path | None = None,

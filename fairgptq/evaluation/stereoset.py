@@ -80,23 +80,30 @@ def find_overlap(items: Sequence[Pair], calibration: Iterable[Pair | str]) -> li
             if p.source_id in ids or p.stereo.strip() in texts or p.anti.strip() in texts]
 
 
-def stereoset_metrics(items: Sequence[Pair], stereo: Sequence[float], anti: Sequence[float],
-                      unrelated: Sequence[float]) -> dict:
-    """SS, LMS, ICAT per domain and overall, macro-averaged over target terms (bias-bench)."""
-    def summary(idx: list[int]) -> dict:
-        terms: dict[str, list[int]] = {}
-        for i in idx:
-            terms.setdefault(items[i].meta["target"], []).append(i)
-        ss = fmean(100.0 * fmean(1.0 if stereo[i] > anti[i] else 0.0 for i in t) for t in terms.values())
-        lms = fmean(100.0 * fmean(((stereo[i] > unrelated[i]) + (anti[i] > unrelated[i])) / 2.0 for i in t)
-                    for t in terms.values())
-        return {"n": len(idx), "n_targets": len(terms), "SS": ss, "LMS": lms, "ICAT": lms * min(ss, 100.0 - ss) / 50.0}
+def stereoset_items(items: Sequence[Pair], stereo: Sequence[float], anti: Sequence[float],
+                    unrelated: Sequence[float]) -> list[dict]:
+    """One record per item: id, domain, target term and the three sentence scores."""
+    return [{"id": p.source_id or f"row:{i}", "domain": p.category, "target": p.meta["target"],
+             "stereo": s, "anti": a, "unrelated": u}
+            for i, (p, s, a, u) in enumerate(zip(items, stereo, anti, unrelated))]
 
-    domains: dict[str, list[int]] = {}
-    for i, p in enumerate(items):
-        domains.setdefault(p.category, []).append(i)
-    return {**summary(list(range(len(items)))),
-            "by_domain": {d: summary(idx) for d, idx in sorted(domains.items())}}
+
+def stereoset_metrics(items: Sequence[dict]) -> dict:
+    """SS, LMS, ICAT per domain and overall, macro-averaged over target terms (bias-bench), from item records."""
+    def summary(group: list[dict]) -> dict:
+        terms: dict[str, list[dict]] = {}
+        for it in group:
+            terms.setdefault(it["target"], []).append(it)
+        ss = fmean(100.0 * fmean(1.0 if it["stereo"] > it["anti"] else 0.0 for it in t) for t in terms.values())
+        lms = fmean(100.0 * fmean(((it["stereo"] > it["unrelated"]) + (it["anti"] > it["unrelated"])) / 2.0
+                                  for it in t) for t in terms.values())
+        return {"n": len(group), "n_targets": len(terms), "SS": ss, "LMS": lms,
+                "ICAT": lms * min(ss, 100.0 - ss) / 50.0}
+
+    domains: dict[str, list[dict]] = {}
+    for it in items:
+        domains.setdefault(it["domain"], []).append(it)
+    return {**summary(list(items)), "by_domain": {d: summary(g) for d, g in sorted(domains.items())}}
 
 
 def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *, path: str | Path | None = None,
@@ -135,6 +142,7 @@ def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *,
     sentences = [s for p in items for s in (p.stereo, p.anti, p.meta["unrelated"])]
     scores = [s.mean_logprob for s in score_sentences(model, tokenizer, sentences, batch_size=batch_size,
                                                       progress=progress, description="StereoSet")]
+    records = stereoset_items(items, scores[0::3], scores[1::3], scores[2::3])
     return {"task": "stereoset", "kind": "intrasentence", "split": split,
             "holdout_fraction": holdout_fraction if split != "all" else None, "scoring": SCORING,
-            "overlap": overlap, **stereoset_metrics(items, scores[0::3], scores[1::3], scores[2::3])}
+            "overlap": overlap, **stereoset_metrics(records), "items": records}

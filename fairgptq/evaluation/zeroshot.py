@@ -27,13 +27,20 @@ def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoiceIte
         raise ConfigError(f"{task}: no items to evaluate")
     requests = [encode_request(tokenizer, it.context, it.target_delimiter + c) for it in items for c in it.choices]
     scores = score_requests(model, requests, batch_size=batch_size, progress=progress, description=task)
-    correct, correct_norm, k = [], [], 0
-    for it in items:
+    records, k = [], 0
+    for i, it in enumerate(items):
         lls = [s.logprob for s in scores[k:k + len(it.choices)]]
         k += len(it.choices)
-        correct.append(float(_argmax(lls) == it.gold))
-        correct_norm.append(float(_argmax([ll / len(c) for ll, c in zip(lls, it.choices)]) == it.gold))
-    return {"task": task, "n": len(items), "acc": fmean(correct), "acc_norm": fmean(correct_norm)}
+        records.append({"id": it.source_id or f"row:{i}",
+                        "correct": int(_argmax(lls) == it.gold),
+                        "correct_norm": int(_argmax([ll / len(c) for ll, c in zip(lls, it.choices)]) == it.gold)})
+    return {"task": task, **multiple_choice_metrics(records), "items": records}
+
+
+def multiple_choice_metrics(items: Sequence[dict]) -> dict:
+    """acc and acc_norm from item records (``correct`` / ``correct_norm`` are 0 or 1)."""
+    return {"n": len(items), "acc": fmean(it["correct"] for it in items),
+            "acc_norm": fmean(it["correct_norm"] for it in items)}
 
 
 def evaluate_zeroshot(model, tokenizer, task: str, *, path: str | Path | None = None, limit: int | None = None,

@@ -5,6 +5,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.errors import ConfigError
 from ..core.objective import Objective, TokenBatch
 from ..core.quantizer import QuantConfig
 from ..datasets_adapters.pairs import Pair
@@ -12,9 +13,10 @@ from ..datasets_adapters.sampling import sample_pairs
 from ..datasets_adapters.validation import LoadedPairs
 from ..evaluation.stereoset import split_items
 from ..objectives.fair_pairs import pairs_hash
+from ..objectives.targets import DEFAULT_ROLES
 from ..registry import Registry
 from .arguments import expand_path, objective_arguments, with_expanded_paths
-from .schema import PipelineSpec
+from .schema import PairSetSpec, PipelineSpec
 
 
 def create(registry: Registry, kind: str, name: str, params: dict[str, Any]) -> Any:
@@ -34,21 +36,40 @@ class PairSet:
 
 def pair_sets(spec: PipelineSpec, registry: Registry) -> dict[str, PairSet]:
     """Load, split and sample every named pair set; ``info`` (size, hash, skipped rows) goes in the record."""
-    out: dict[str, PairSet] = {}
-    for name, ps in spec.calibration.pairs.items():
-        loaded = create(registry, "pair_sources", ps.source, with_expanded_paths(ps.params))
-        bad_rows = getattr(loaded, "bad_rows", ())
-        total = len(loaded)
-        if ps.split != "all":
-            loaded = LoadedPairs(split_items(loaded, ps.split, ps.holdout_fraction), bad_rows,
-                                 getattr(loaded, "source", ""))
-        pairs = list(sample_pairs(loaded, ps.n, ps.seed, ps.stratify))
-        out[name] = PairSet(pairs, {
-            "source": ps.source, "params": ps.params, "origin": getattr(loaded, "source", ""), "rows_read": total,
-            "bad_rows": len(bad_rows), "bad_row_examples": [str(b) for b in bad_rows[:5]], "split": ps.split,
-            "n": len(pairs), "seed": ps.seed, "stratify": ps.stratify, "sha256_16": pairs_hash(pairs),
-            "categories": dict(sorted(Counter(p.category for p in pairs).items()))})
-    return out
+    return {name: load_pair_set(ps, registry) for name, ps in spec.calibration.pairs.items()}
+
+
+def load_pair_set(ps: PairSetSpec, registry: Registry) -> PairSet:
+    """One pair set: the source plugin's pairs, the chosen split, then a deterministic sample."""
+    loaded = create(registry, "pair_sources", ps.source, with_expanded_paths(ps.params))
+    bad_rows = getattr(loaded, "bad_rows", ())
+    total = len(loaded)
+    if ps.split != "all":
+        loaded = LoadedPairs(split_items(loaded, ps.split, ps.holdout_fraction), bad_rows,
+                             getattr(loaded, "source", ""))
+    pairs = list(sample_pairs(loaded, ps.n, ps.seed, ps.stratify))
+    return PairSet(pairs, {
+        "source": ps.source, "params": ps.params, "origin": getattr(loaded, "source", ""), "rows_read": total,
+        "bad_rows": len(bad_rows), "bad_row_examples": [str(b) for b in bad_rows[:5]], "split": ps.split,
+        "n": len(pairs), "seed": ps.seed, "stratify": ps.stratify, "sha256_16": pairs_hash(pairs),
+        "categories": dict(sorted(Counter(p.category for p in pairs).items()))})
+
+
+def pair_gap(spec: PipelineSpec, registry: Registry, model, tokenizer, calibration_pairs: list[Pair],
+             objectives: list[Objective]):
+    """The held-out pair-gap yardstick, built on the float model; refuses pairs that calibration used."""
+    from ..evaluation.pair_gap import PairGap
+    from ..evaluation.stereoset import find_overlap
+    g = spec.evaluation.pair_gap
+    held_out = load_pair_set(g.pairs, registry)
+    overlap = find_overlap(held_out.pairs, calibration_pairs)
+    if overlap:
+        raise ConfigError(f"evaluation.pair_gap.pairs: {len(overlap)} of its {len(held_out.pairs)} pairs were used "
+                          f"for calibration (e.g. {overlap[:3]}); draw them from a held-out split "
+                          f"(split: holdout while calibration uses split: calibration)")
+    roles = g.roles or sorted({r for o in spec.objectives for r in o.roles}) or list(DEFAULT_ROLES)
+    return PairGap(model, tokenizer, held_out.pairs, roles, alignment=g.alignment,
+                   batch_size=spec.calibration.batch_size, max_length=spec.calibration.max_length)
 
 
 def text_calibration(spec: PipelineSpec, tokenizer) -> list[TokenBatch] | None:

@@ -14,7 +14,7 @@ from . import keypath
 from .checks import Problem, check
 from .messages import problems_from
 from .schema import PipelineSpec
-from .sweep import SweepPoint, expand
+from .sweep import SweepPoint, expand, single, with_repeats
 
 
 class PipelineError(ConfigError):
@@ -86,7 +86,8 @@ def validate(raw: dict, source: str = "pipeline", *, environment: bool = True) -
 
 def _validate_points(spec: PipelineSpec, raw: dict, source: str, environment: bool) -> list[SweepPoint]:
     if spec.sweep is None:
-        return []
+        return [] if spec.repeats is None else _validated(with_repeats(single(raw), spec.repeats.seeds), source,
+                                                          environment)
     resolved = spec.model_dump(mode="json")
     problems: list[Problem] = []
     for key in spec.sweep.keys():
@@ -99,6 +100,12 @@ def _validate_points(spec: PipelineSpec, raw: dict, source: str, environment: bo
     if problems:
         raise PipelineError(source, problems)
     points = expand(raw, spec.sweep.grid, spec.sweep.cases)
+    if spec.repeats is not None:
+        points = with_repeats(points, spec.repeats.seeds)
+    return _validated(points, source, environment)
+
+
+def _validated(points: list[SweepPoint], source: str, environment: bool) -> list[SweepPoint]:
     for point in points:
         try:
             validate(point.raw, source, environment=environment)

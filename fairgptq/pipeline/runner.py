@@ -27,8 +27,10 @@ from ..registry import default_registry
 from . import build
 from .loading import Pipeline
 from .report import headline_metrics, plot_delta_w, plot_sweep, run_report, stability_summary, sweep_report
+from ..evaluation.items import ITEMS_DIR, split_evaluation, write_items
 from .rundir import atomic_run_dir, is_complete, mark_complete, prepare_sweep_dir, write_atomic
 from .schema import PipelineSpec
+from .seeds import group_statistics, groups_report, is_plain, plot_groups, unit_comparisons
 
 logger = logging.getLogger("fairgptq.pipeline")
 VERIFY_PROMPT = "The doctor said that the nurse would bring the results of the test in the morning."
@@ -126,7 +128,13 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     if spec.evaluation.float_baseline and tasks and baseline is None and point is None:  # sweeps: once, outside
         from ..evaluation import evaluate
         with step("eval_float", f"evaluating the float model: {', '.join(tasks)}"):
-            baseline = evaluate(model, tok, tasks, **build.evaluation_options(spec, calib_pairs))
+            baseline, float_items = split_evaluation(evaluate(model, tok, tasks,
+                                                              **build.evaluation_options(spec, calib_pairs)))
+            write_items(run_dir / "float" / ITEMS_DIR, float_items)
+    gap = None
+    if spec.evaluation.pair_gap is not None:
+        with step("pair_gap_float", "held-out pair gaps of the float model"):
+            gap = build.pair_gap(spec, registry, model, tok, calib_pairs, objectives)
 
     config = build.quant_config(spec)
     with step("quantize", f"quantizing ({config.bits}-bit, group {config.group_size}, "
@@ -135,12 +143,18 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
                                 backend=backend, progress=True)
         snap_to_checkpoint_precision(model, result)
     modules = [r.to_dict() for r in result.reports]
+    pair_gap = None
+    if gap is not None:
+        n_layers = gap.n_layers
+        pair_gap = gap.measure(model, lambda li, role: any(o.applies(li, role, n_layers) for o in objectives))
 
     evaluation = None
     if tasks:
         from ..evaluation import evaluate
         with step("evaluate", f"evaluating: {', '.join(tasks)}"):
-            evaluation = evaluate(model, tok, tasks, **build.evaluation_options(spec, calib_pairs))
+            evaluation, items = split_evaluation(evaluate(model, tok, tasks,
+                                                          **build.evaluation_options(spec, calib_pairs)))
+            write_items(run_dir / ITEMS_DIR, items)
 
     export = None
     if spec.export.enabled:
@@ -167,7 +181,8 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
         "backend": backend.describe() if hasattr(backend, "describe") else {"name": spec.backend.name},
         "quantization": {"config": config.to_dict(), "seconds": round(result.seconds, 2),
                          "summary": stability_summary(modules), "modules": modules},
-        "metrics": headline_metrics(evaluation), "evaluation": evaluation, "baseline": baseline, "export": export,
+        "metrics": {**headline_metrics(evaluation), **gap_metrics(pair_gap)}, "evaluation": evaluation,
+        "pair_gap": pair_gap, "plain": is_plain(resolved), "baseline": baseline, "export": export,
         "timings": timings, "versions": versions(),
         "seeds": {"pipeline": spec.seed, **{f"pairs.{n}": p.seed for n, p in spec.calibration.pairs.items()},
                   **({"text": spec.calibration.text.seed} if spec.calibration.text else {})},
@@ -178,6 +193,13 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     write_atomic(run_dir / "report.md", run_report(results))
     return results
+
+
+def gap_metrics(pair_gap: dict | None) -> dict[str, float]:
+    """The pair gap's pooled ratios as headline metrics (``pair_gap.ratio_targeted`` only where a term applied)."""
+    if not pair_gap:
+        return {}
+    return {f"pair_gap.{k}": v for k, v in pair_gap.items() if k.startswith("ratio_") and v is not None}
 
 
 def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bool = False,
@@ -240,8 +262,9 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
                     and index == 0:  # one shard evaluates the float model
                 from ..evaluation import evaluate
                 console.print("[bold cyan]▶[/] evaluating the float model (once per sweep)")
-                baseline = evaluate(shared[0], shared[1], point_spec.evaluation.tasks,
-                                    **build.evaluation_options(point_spec, []))
+                baseline, float_items = split_evaluation(evaluate(shared[0], shared[1], point_spec.evaluation.tasks,
+                                                                  **build.evaluation_options(point_spec, [])))
+                write_items(target / "float" / ITEMS_DIR, float_items)
                 write_atomic(target / "baseline.json", json.dumps(baseline, indent=2, default=str))
             with atomic_run_dir(folder, force=True) as tmp, run_log(tmp / "run.log"):
                 _logged(execute, point_spec, point_spec.model_dump(mode="json"), tmp, console,
@@ -254,12 +277,22 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
         baseline = baseline or _load_json(target / "baseline.json")
         summary_points = [_point_summary(p, _load_json(target / "points" / p.name / "results.json"))
                           for p in pipeline.points]
-        summary = {"pipeline": spec.name, "keys": spec.sweep.keys(), "baseline": baseline, "points": summary_points,
+        keys = spec.sweep.keys() if spec.sweep else []
+        unit_comparisons(summary_points, target)
+        summary = {"pipeline": spec.name, "keys": keys, "baseline": baseline, "points": summary_points,
                    "plots": []}
-        if plot_sweep(summary_points, spec.sweep.keys(), target / "sweep.png", baseline):
+        report_extra = ""
+        if spec.repeats is not None:
+            summary["seeds"] = spec.repeats.seeds
+            summary["groups"] = group_statistics(summary_points)
+            report_extra = groups_report(summary["groups"])
+            if plot_groups(summary["groups"], target / "seeds.png"):
+                summary["plots"].append("seeds.png")
+                report_extra += "\n![means over seeds](seeds.png)\n"
+        elif keys and plot_sweep(summary_points, keys, target / "sweep.png", baseline):
             summary["plots"].append("sweep.png")
         write_atomic(target / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
-        write_atomic(target / "report.md", sweep_report(summary))
+        write_atomic(target / "report.md", sweep_report(summary) + "\n" + report_extra)
     mark_complete(target)
     return target
 
@@ -269,6 +302,7 @@ def _load_json(path: Path) -> Any:
 
 
 def _point_summary(point, results: dict) -> dict:
-    return {"name": point.name, "values": point.values, "metrics": results["metrics"],
+    return {"name": point.name, "group": point.group, "seed": point.seed, "values": point.values,
+            "plain": is_plain(results["config"]), "metrics": results["metrics"],
             "max_delta_w_rel": results["quantization"]["summary"]["max_delta_w_rel"],
             "overshoots": results["quantization"]["summary"]["overshoots"], "seconds": results["timings"]["total"]}

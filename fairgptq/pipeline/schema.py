@@ -139,6 +139,23 @@ class BackendSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+def _default_gap_pairs() -> "PairSetSpec":
+    return PairSetSpec(source="stereoset", params={"kind": "intrasentence"}, split="holdout", n=512, seed=0,
+                       stratify=True)
+
+
+class PairGapSpec(Strict):
+    """The held-out pair-gap metric (fairgptq.evaluation.pair_gap): pairs never used for calibration.
+
+    The pair set is fixed by its own seed: repeats over seeds vary the calibration, never
+    the yardstick.  ``roles`` defaults to the roles the objectives target (else o_proj/down_proj).
+    """
+
+    pairs: PairSetSpec = Field(default_factory=_default_gap_pairs)
+    roles: list[Role] | None = None
+    alignment: Literal[ALIGNMENTS] = "aligned"  # type: ignore[valid-type]
+
+
 class EvaluationSpec(Strict):
     """Tasks for :func:`fairgptq.evaluation.evaluate` and its options."""
 
@@ -152,6 +169,7 @@ class EvaluationSpec(Strict):
     stereoset_split: Literal["all", "holdout", "calibration"] = "holdout"
     holdout_fraction: float = Field(0.5, gt=0, lt=1)
     paths: dict[str, str] = Field(default_factory=dict)
+    pair_gap: PairGapSpec | None = None
 
 
 class ExportSpec(Strict):
@@ -181,6 +199,22 @@ class SweepSpec(Strict):
         return list(dict.fromkeys([*self.grid, *(k for case in self.cases for k in case)]))
 
 
+class RepeatsSpec(Strict):
+    """Run every point once per seed: the pipeline seed and every calibration sample's seed become it.
+
+    One run is one draw of GPTQ's rounding noise; fairness claims are made across draws
+    (mean, SD, t-interval, and the paired comparison with the same seed's plain GPTQ).
+    """
+
+    seeds: list[int] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "RepeatsSpec":
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct (got {self.seeds})")
+        return self
+
+
 class PipelineSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
@@ -195,3 +229,4 @@ class PipelineSpec(Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
     sweep: SweepSpec | None = None
+    repeats: RepeatsSpec | None = None

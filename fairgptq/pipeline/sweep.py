@@ -16,10 +16,14 @@ from . import keypath
 
 @dataclass(frozen=True)
 class SweepPoint:
+    """One run of a sweep; with repeats, one (point, seed) unit: ``group`` names the point, ``seed`` the draw."""
+
     index: int
     name: str
     values: dict[str, Any]
     raw: dict
+    group: str = ""
+    seed: int | None = None
 
 
 def _short_keys(keys: list[str]) -> dict[str, str]:
@@ -43,8 +47,36 @@ def expand(raw: dict, grid: dict[str, list[Any]], cases: list[dict[str, Any]] = 
     for i, values in enumerate({**case, **combo} for case in (cases or [{}]) for combo in combos):
         point = copy.deepcopy(raw)
         point.pop("sweep", None)
+        point.pop("repeats", None)
         for key, value in values.items():
             keypath.set_(point, key, copy.deepcopy(value))
         name = f"{i:03d}_" + "_".join(f"{_slug(short[k])}={_slug(v)}" for k, v in values.items() if k in short)
-        points.append(SweepPoint(i, name, values, point))
+        points.append(SweepPoint(i, name, values, point, group=name))
     return points
+
+
+def single(raw: dict) -> list[SweepPoint]:
+    """A pipeline without a sweep as one point (so that repeats can expand it)."""
+    point = copy.deepcopy(raw)
+    point.pop("sweep", None)
+    point.pop("repeats", None)
+    return [SweepPoint(0, "run", {}, point, group="run")]
+
+
+def with_repeats(points: list[SweepPoint], seeds: list[int]) -> list[SweepPoint]:
+    """Each point once per seed, as ``<point>/seed=<s>``: the pipeline seed and every calibration sample's seed
+    (pair subsets and their order, text windows) become ``s``; evaluation sets keep their own seeds."""
+    out: list[SweepPoint] = []
+    for seed in seeds:  # seed-major: an unfinished (or sharded) run has whole seeds of every point first
+        for p in points:
+            raw = copy.deepcopy(p.raw)
+            raw["seed"] = seed
+            calibration = raw.get("calibration") or {}
+            for pair_set in (calibration.get("pairs") or {}).values():
+                if isinstance(pair_set, dict):
+                    pair_set["seed"] = seed
+            if isinstance(calibration.get("text"), dict):
+                calibration["text"]["seed"] = seed
+            out.append(SweepPoint(len(out), f"{p.name}/seed={seed}", {**p.values, "seed": seed}, raw,
+                                  group=p.name, seed=seed))
+    return out

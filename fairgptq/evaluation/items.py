@@ -1,0 +1,100 @@
+"""Per-item records: every likelihood task's individual outcomes, kept beside its summary.
+
+A summary (pct_stereotype 54.3) cannot say whether it differs from another model's 54.7;
+the pair-by-pair outcomes can (:mod:`fairgptq.statistics`).  So every task returns an
+``items`` list, the run directory keeps it as ``items/<task>.jsonl``, and each summary is
+*computed from* those records by the function registered for their kind below, which is
+what lets a test (and a sceptical reader) recompute every figure from the files.
+
+Item kinds, recognised by their fields so that a new task (French CrowS-Pairs, RedditBias,
+a plugin's own) gets statistics for free by writing records of a known shape:
+
+- ``pair_choice``: ``choice`` (1 = the more stereotypical side preferred), ``ll_more``,
+  ``ll_less``, ``bias_type`` (CrowS-Pairs and any pair-preference task)
+- ``stereoset``: ``stereo``, ``anti``, ``unrelated`` scores, ``domain``, ``target``
+- ``multiple_choice``: ``correct``, ``correct_norm`` (0 or 1)
+- ``windows``: ``nll`` (summed over the window) and ``tokens`` (perplexity)
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..core.errors import ConfigError, DataError
+from .crows_pairs import crows_pairs_metrics
+from .perplexity import perplexity_metrics
+from .stereoset import stereoset_metrics
+from .zeroshot import multiple_choice_metrics
+
+ITEMS_DIR = "items"
+
+KINDS: dict[str, tuple[frozenset[str], Callable[[Sequence[dict]], dict]]] = {
+    "pair_choice": (frozenset({"choice", "ll_more", "ll_less"}), crows_pairs_metrics),
+    "stereoset": (frozenset({"stereo", "anti", "unrelated"}), stereoset_metrics),
+    "multiple_choice": (frozenset({"correct", "correct_norm"}), multiple_choice_metrics),
+    "windows": (frozenset({"nll", "tokens"}), perplexity_metrics),
+}
+
+
+def item_kind(items: Sequence[dict]) -> str:
+    """The kind whose fields the records carry (checked on the first record)."""
+    if not items:
+        raise DataError("no item records")
+    for kind, (fields, _) in KINDS.items():
+        if fields <= items[0].keys():
+            return kind
+    raise DataError(f"item records with fields {sorted(items[0])} are of no known kind; "
+                    f"known kinds and their fields: { {k: sorted(f) for k, (f, _) in KINDS.items()} }")
+
+
+def summarize(items: Sequence[dict]) -> dict:
+    """The task summary recomputed from its item records."""
+    return KINDS[item_kind(items)][1](items)
+
+
+def split_evaluation(evaluation: dict | None) -> tuple[dict | None, dict[str, list[dict]]]:
+    """An :func:`evaluate` result without its item lists (for results.json), and the lists by task."""
+    if evaluation is None:
+        return None, {}
+    tasks, items = {}, {}
+    for task, res in evaluation.get("tasks", {}).items():
+        res = dict(res)
+        if "items" in res:
+            items[task] = res.pop("items")
+        tasks[task] = res
+    return {**evaluation, "tasks": tasks}, items
+
+
+def write_items(folder: Path, items: dict[str, list[dict]]) -> list[Path]:
+    """``folder/<task>.jsonl``, one record a line, each file written whole then renamed into place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task, records in items.items():
+        path = folder / f"{task}.jsonl"
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def read_items(folder: Path) -> dict[str, list[dict]]:
+    """Every ``<task>.jsonl`` in ``folder`` (an items directory)."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no per-item records here (an items/ directory written by `fairgptq run` "
+                          f"or `fairgptq eval --out`); re-run the evaluation with this version of fairgptq")
+    out = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        records = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n}: not a JSON record ({e})") from None
+        out[path.stem] = records
+    return out

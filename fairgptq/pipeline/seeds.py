@@ -1,0 +1,179 @@
+"""A sweep's statistics: each point against its plain-GPTQ reference, and every point across seeds.
+
+The reference of a point is the *plain* point (every objective's α is 0, or no objective)
+that shares its seed and every swept value outside ``objectives`` — the natural pair, since
+it saw the same calibration sample and differs only by the fairness term.  Each unit is
+compared with it item by item (McNemar / paired bootstrap, :mod:`fairgptq.comparison`);
+with repeats, every metric gets mean, SD and a t-interval across seeds, and the per-seed
+differences from the reference a paired t-interval, plus McNemar pooled over all seeds'
+pairs (which treats seeds' pairs as independent draws: say so where it is quoted).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from scipy import stats
+
+from ..comparison import compare_items
+from ..evaluation.items import read_items
+from ..evaluation.pair_gap import pooled_ratio
+from ..statistics import paired_t, t_interval, verdict
+
+
+def is_plain(config: dict) -> bool:
+    """True when no objective adds a term (all α are 0): plain GPTQ on the same calibration."""
+    def zero(alpha: Any) -> bool:
+        return all(v == 0 for v in alpha.values()) if isinstance(alpha, dict) else alpha == 0
+
+    return all(zero(o.get("alpha", 0)) and not any((o.get("layer_alpha") or {}).values())
+               for o in config.get("objectives", []))
+
+
+def _shared_values(unit: dict) -> dict:
+    return {k: v for k, v in unit["values"].items() if not k.startswith("objectives")}
+
+
+def reference_of(unit: dict, units: list[dict]) -> dict | None:
+    """The unique plain unit with the same seed and the same non-objective values (None if 0 or > 1)."""
+    if unit["plain"]:
+        return None
+    found = [u for u in units if u["plain"] and u["seed"] == unit["seed"] and _shared_values(u) == _shared_values(unit)]
+    return found[0] if len(found) == 1 else None
+
+
+def _gap_on(results: dict, names: list[str]) -> float | None:
+    gap = results.get("pair_gap")
+    return pooled_ratio(gap["modules"], names) if gap else None
+
+
+def _items(unit_dir: Path) -> dict[str, list[dict]]:
+    """A unit's item records; none when the pipeline evaluates no task."""
+    return read_items(unit_dir / "items") if (unit_dir / "items").is_dir() else {}
+
+
+def unit_comparisons(units: list[dict], folder: Path, *, n_boot: int = 2000) -> None:
+    """Add ``vs_reference`` (rows per metric, pair gap on the unit's targeted modules) to each unit."""
+    for unit in units:
+        ref = reference_of(unit, units)
+        if ref is None:
+            continue
+        a_dir, b_dir = folder / "points" / ref["name"], folder / "points" / unit["name"]
+        a_items, b_items = _items(a_dir), _items(b_dir)
+        rows = [row for t in a_items if t in b_items
+                for row in compare_items(t, a_items[t], b_items[t], n_boot=n_boot, labels=(ref["name"], unit["name"]))]
+        b_res = json.loads((b_dir / "results.json").read_text())
+        a_res = json.loads((a_dir / "results.json").read_text())
+        if b_res.get("pair_gap"):
+            mods = b_res["pair_gap"]["modules"]
+            names = [n for n, m in mods.items() if m["targeted"]] or list(mods)
+            a, b = _gap_on(a_res, names), _gap_on(b_res, names)
+            if a is not None and b is not None:
+                rows.append({"task": "pair_gap", "metric": "ratio_targeted", "n": len(names), "a": a, "b": b,
+                             "diff": b - a, "lo": None, "hi": None, "p": None, "test": "none (one seed)",
+                             "verdict": "no test (one seed)"})
+        unit["vs_reference"] = {"reference": ref["name"], "rows": rows}
+
+
+def group_statistics(units: list[dict]) -> list[dict]:
+    """Per point (group of seeds): t-intervals of every metric, and the paired comparison with the reference."""
+    groups: dict[str, list[dict]] = {}
+    for u in units:
+        groups.setdefault(u["group"], []).append(u)
+    out = []
+    for name, members in groups.items():
+        metric_names = sorted({m for u in members for m in u["metrics"]})
+        entry = {"group": name, "values": {k: v for k, v in members[0]["values"].items() if k != "seed"},
+                 "plain": members[0]["plain"], "seeds": [u["seed"] for u in members],
+                 "metrics": {m: t_interval([u["metrics"].get(m) for u in members]) for m in metric_names}}
+        with_ref = [u for u in members if "vs_reference" in u]
+        if with_ref:
+            entry["reference"] = with_ref[0]["vs_reference"]["reference"].split("/")[0]
+            diffs: dict[str, list[float]] = {}
+            pooled = {"a_only": 0, "b_only": 0}
+            for u in with_ref:
+                for r in u["vs_reference"]["rows"]:
+                    diffs.setdefault(f"{r['task']}.{r['metric']}", []).append(r["diff"])
+                    if "discordant" in r:
+                        pooled["a_only"] += r["discordant"]["a_only"]
+                        pooled["b_only"] += r["discordant"]["b_only"]
+            comparison = {}
+            for metric, values in diffs.items():
+                c = paired_t(values)
+                c["verdict"] = verdict(c["p"], c["lo"], c["hi"])
+                comparison[metric] = c
+            n = pooled["a_only"] + pooled["b_only"]
+            pooled["p"] = 1.0 if n == 0 else float(stats.binomtest(pooled["b_only"], n, 0.5).pvalue)
+            entry["vs_reference"] = {"across_seeds": comparison, "pooled_mcnemar_crows_pairs": pooled}
+        out.append(entry)
+    return out
+
+
+def _ci(s: dict, digits: int = 2) -> str:
+    if s.get("mean") is None:
+        return "–"
+    if s.get("lo") is None:
+        return f"{s['mean']:.{digits}f}"
+    return f"{s['mean']:.{digits}f} [{s['lo']:.{digits}f}, {s['hi']:.{digits}f}]"
+
+
+def groups_report(groups: list[dict]) -> str:
+    """Markdown: means with t-intervals per point, then each point against its reference across seeds."""
+    metric_names = sorted({m for g in groups for m in g["metrics"]})
+    lines = ["## Across seeds (mean [95 % t-interval])", "",
+             "| point | seeds | " + " | ".join(metric_names) + " |", "|---|---|" + "---|" * len(metric_names)]
+    for g in groups:
+        lines.append(f"| {g['group']} | {len(g['seeds'])} | "
+                     + " | ".join(_ci(g["metrics"][m], 4 if "pair_gap" in m else 2) if m in g["metrics"] else "–"
+                                  for m in metric_names) + " |")
+    compared = [g for g in groups if "vs_reference" in g]
+    if compared:
+        lines += ["", "## Against plain GPTQ on the same seeds (point − reference; paired t over seeds)", "",
+                  "| point | reference | metric | mean difference [95 % CI] | SD | p | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in compared:
+            for metric, c in g["vs_reference"]["across_seeds"].items():
+                sd = "–" if c.get("sd") is None else f"{c['sd']:.3g}"
+                p = "–" if c.get("p") is None else f"{c['p']:.3g}"
+                lines.append(f"| {g['group']} | {g['reference']} | {metric} | {_ci(c, 4 if 'pair_gap' in metric else 2)}"
+                             f" | {sd} | {p} | {c['verdict']} |")
+        lines += ["", "CrowS-Pairs McNemar pooled over the seeds' pairs (treats every seed's choices as independent "
+                      "draws; the across-seed rows above do not):", ""]
+        for g in compared:
+            m = g["vs_reference"]["pooled_mcnemar_crows_pairs"]
+            if m["a_only"] + m["b_only"]:
+                lines.append(f"- {g['group']}: {m['a_only']} pairs stereotyped only under plain GPTQ, "
+                             f"{m['b_only']} only under this point; p = {m['p']:.3g}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_groups(groups: list[dict], path: Path) -> bool:
+    """One panel per headline metric: each point's seed mean with its 95 % t-interval."""
+    from .report import _plt
+    metrics = [m for m in ("crows_pairs.pct_stereotype", "wikitext2.perplexity", "pair_gap.ratio_targeted",
+                           "stereoset.SS") if any(m in g["metrics"] and g["metrics"][m]["mean"] is not None
+                                                  for g in groups)]
+    if not metrics:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.9 + 0.4 * len(groups)), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for y, g in enumerate(groups):
+            s = g["metrics"].get(metric)
+            if not s or s["mean"] is None:
+                continue
+            err = [[s["mean"] - s["lo"]], [s["hi"] - s["mean"]]] if s["lo"] is not None else None
+            ax.errorbar(s["mean"], y, xerr=err, fmt="o", color="k" if g["plain"] else "tab:blue", capsize=3)
+        if metric in ("crows_pairs.pct_stereotype", "stereoset.SS"):
+            ax.axvline(50, color="grey", lw=3, alpha=0.3)
+        ax.set_yticks(range(len(groups)), [g["group"] for g in groups], fontsize=7)
+        ax.set_title(f"{metric}\n(mean, 95 % t-interval over seeds)", fontsize=8)
+        ax.grid(alpha=0.3, axis="x")
+        if not math.isclose(ax.get_xlim()[0], ax.get_xlim()[1]):
+            ax.margins(x=0.1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
