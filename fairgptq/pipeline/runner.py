@@ -30,7 +30,7 @@ from .report import headline_metrics, plot_delta_w, plot_sweep, run_report, stab
 from ..evaluation.items import ITEMS_DIR, split_evaluation, write_items
 from .rundir import atomic_run_dir, is_complete, mark_complete, prepare_sweep_dir, write_atomic
 from .schema import PipelineSpec
-from .seeds import group_statistics, groups_report, is_plain, plot_groups, unit_comparisons
+from .seeds import group_statistics, groups_report, is_plain, plot_groups, unit_comparisons, units_report
 
 logger = logging.getLogger("fairgptq.pipeline")
 VERIFY_PROMPT = "The doctor said that the nurse would bring the results of the test in the morning."
@@ -281,11 +281,11 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
         unit_comparisons(summary_points, target)
         summary = {"pipeline": spec.name, "keys": keys, "baseline": baseline, "points": summary_points,
                    "plots": []}
-        report_extra = ""
+        report_extra = units_report(summary_points)
         if spec.repeats is not None:
             summary["seeds"] = spec.repeats.seeds
             summary["groups"] = group_statistics(summary_points)
-            report_extra = groups_report(summary["groups"])
+            report_extra = groups_report(summary["groups"]) + "\n" + report_extra
             if plot_groups(summary["groups"], target / "seeds.png"):
                 summary["plots"].append("seeds.png")
                 report_extra += "\n![means over seeds](seeds.png)\n"

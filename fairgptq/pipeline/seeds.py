@@ -111,6 +111,25 @@ def group_statistics(units: list[dict]) -> list[dict]:
     return out
 
 
+def units_report(units: list[dict]) -> str:
+    """Markdown: each point (each seed) against its plain reference, item by item."""
+    compared = [u for u in units if u.get("vs_reference")]
+    if not compared:
+        return ""
+    lines = ["## Each point against plain GPTQ (paired over items; B − A with 95 % CI)", "",
+             "| point | reference | metric | reference value | point value | difference [95 % CI] | p | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for u in compared:
+        for r in u["vs_reference"]["rows"]:
+            if r["metric"] not in ("pct_stereotype", "perplexity", "SS", "ICAT", "acc", "ratio_targeted"):
+                continue
+            ci = f" [{r['lo']:.3g}, {r['hi']:.3g}]" if r["lo"] is not None else ""
+            p = "–" if r["p"] is None else f"{r['p']:.3g}"
+            lines.append(f"| {u['name']} | {u['vs_reference']['reference']} | {r['task']}.{r['metric']} | "
+                         f"{r['a']:.4g} | {r['b']:.4g} | {r['diff']:.3g}{ci} | {p} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
 def _ci(s: dict, digits: int = 2) -> str:
     if s.get("mean") is None:
         return "–"
@@ -143,9 +162,8 @@ def groups_report(groups: list[dict]) -> str:
                       "draws; the across-seed rows above do not):", ""]
         for g in compared:
             m = g["vs_reference"]["pooled_mcnemar_crows_pairs"]
-            if m["a_only"] + m["b_only"]:
-                lines.append(f"- {g['group']}: {m['a_only']} pairs stereotyped only under plain GPTQ, "
-                             f"{m['b_only']} only under this point; p = {m['p']:.3g}")
+            lines.append(f"- {g['group']}: {m['a_only']} pairs stereotyped only under plain GPTQ, "
+                         f"{m['b_only']} only under this point; p = {m['p']:.3g}")
     return "\n".join(lines) + "\n"
 
 
