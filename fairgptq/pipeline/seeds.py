@@ -130,22 +130,23 @@ def units_report(units: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ci(s: dict, digits: int = 2) -> str:
+def _ci(s: dict, digits: int = 2, sd: bool = False) -> str:
     if s.get("mean") is None:
         return "–"
     if s.get("lo") is None:
         return f"{s['mean']:.{digits}f}"
-    return f"{s['mean']:.{digits}f} [{s['lo']:.{digits}f}, {s['hi']:.{digits}f}]"
+    spread = f" (SD {s['sd']:.{digits}f})" if sd else ""
+    return f"{s['mean']:.{digits}f} [{s['lo']:.{digits}f}, {s['hi']:.{digits}f}]{spread}"
 
 
 def groups_report(groups: list[dict]) -> str:
     """Markdown: means with t-intervals per point, then each point against its reference across seeds."""
     metric_names = sorted({m for g in groups for m in g["metrics"]})
-    lines = ["## Across seeds (mean [95 % t-interval])", "",
+    lines = ["## Across seeds (mean [95 % t-interval] (SD))", "",
              "| point | seeds | " + " | ".join(metric_names) + " |", "|---|---|" + "---|" * len(metric_names)]
     for g in groups:
         lines.append(f"| {g['group']} | {len(g['seeds'])} | "
-                     + " | ".join(_ci(g["metrics"][m], 4 if "pair_gap" in m else 2) if m in g["metrics"] else "–"
+                     + " | ".join(_ci(g["metrics"][m], 4 if "pair_gap" in m else 2, sd=True) if m in g["metrics"] else "–"
                                   for m in metric_names) + " |")
     compared = [g for g in groups if "vs_reference" in g]
     if compared:
