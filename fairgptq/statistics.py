@@ -73,8 +73,15 @@ def _stereoset(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.nda
     return {"SS": lambda w: macro(w, ss), "LMS": lambda w: macro(w, lms), "ICAT": icat}
 
 
+def _decomposition(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    span = np.array([it["span_more"] - it["span_less"] for it in items])
+    rest = np.array([it["rest_more"] - it["rest_less"] for it in items])
+    return {"span_diff": lambda w: (w @ span) / w.sum(1), "continuation_diff": lambda w: (w @ rest) / w.sum(1)}
+
+
 METRICS_BY_KIND: dict[str, Callable[[Sequence[dict]], dict[str, Callable[[np.ndarray], np.ndarray]]]] = {
     "pair_choice": _pair_choice, "multiple_choice": _multiple_choice, "windows": _windows, "stereoset": _stereoset,
+    "decomposition": _decomposition,
 }
 # metrics where a smaller value is the better model, and where the ideal is 50 (bias scores)
 LOWER_IS_BETTER = frozenset({"perplexity"})

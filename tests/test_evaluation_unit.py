@@ -341,3 +341,21 @@ def test_suite_runs_and_reports(tiny, tmp_path):
     assert table.row_count == 2 + 2 * 2 + 2 + 1  # crows all + 2 types (2 metrics each), piqa 2, wikitext 1
     with pytest.raises(ConfigError, match="unknown task"):
         evaluate(model, tok, ["piqa"], paths={"pica": piqa}, progress=False)
+
+
+def test_crows_decomposition_parts_add_up_to_the_pair_difference(tiny, tmp_path):
+    """span part + continuation part = LL(more) − LL(less) of the lm-eval protocol, pair by pair."""
+    from fairgptq.evaluation.crows_decomposition import evaluate_crows_decomposition
+    from fairgptq.evaluation.items import summarize
+    model, tok = tiny
+    pairs = [Pair("The man was a doctor at home.", "The woman was a doctor at home.", "gender", "en", "c:1"),
+             Pair("He is strong.", "She is strong.", "gender", "en", "c:2"),
+             Pair("Old people are slow.", "Young people are slow today.", "age", "en", "c:3"),
+             Pair("The tall man", "The tall woman", "gender", "en", "c:4")]  # nothing after the span
+    dec = evaluate_crows_decomposition(model, tok, pairs, batch_size=3, progress=False)
+    crows = evaluate_crows_pairs(model, tok, pairs, batch_size=3, progress=False)
+    for d, c in zip(dec["items"], crows["items"]):
+        parts = (d["span_more"] - d["span_less"]) + (d["rest_more"] - d["rest_less"])
+        assert parts == pytest.approx(c["ll_more"] - c["ll_less"], abs=1e-3)
+    assert dec["items"][3]["rest_more"] == dec["items"][3]["rest_less"] == 0.0
+    assert summarize(dec["items"]) == {k: v for k, v in dec.items() if k not in ("task", "items")}

@@ -14,6 +14,8 @@ a plugin's own) gets statistics for free by writing records of a known shape:
 - ``stereoset``: ``stereo``, ``anti``, ``unrelated`` scores, ``domain``, ``target``
 - ``multiple_choice``: ``correct``, ``correct_norm`` (0 or 1)
 - ``windows``: ``nll`` (summed over the window) and ``tokens`` (perplexity)
+- ``decomposition``: a pair's span and continuation log-likelihoods (``span_more`` ...
+  ``rest_less``; see :mod:`fairgptq.evaluation.crows_decomposition`)
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..core.errors import ConfigError, DataError
+from .crows_decomposition import decomposition_metrics
 from .crows_pairs import crows_pairs_metrics
 from .perplexity import perplexity_metrics
 from .stereoset import stereoset_metrics
@@ -35,6 +38,7 @@ KINDS: dict[str, tuple[frozenset[str], Callable[[Sequence[dict]], dict]]] = {
     "stereoset": (frozenset({"stereo", "anti", "unrelated"}), stereoset_metrics),
     "multiple_choice": (frozenset({"correct", "correct_norm"}), multiple_choice_metrics),
     "windows": (frozenset({"nll", "tokens"}), perplexity_metrics),
+    "decomposition": (frozenset({"span_more", "span_less", "rest_more", "rest_less"}), decomposition_metrics),
 }
 
 

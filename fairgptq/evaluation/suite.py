@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 from .. import __version__
 from ..core.errors import ConfigError
 from ..datasets_adapters.pairs import Pair
+from .crows_decomposition import evaluate_crows_decomposition
 from .crows_pairs import evaluate_crows_pairs
 from .perplexity import evaluate_wikitext2
 from .scoring import supports_packing
@@ -20,7 +21,7 @@ from .stereoset import evaluate_stereoset
 from .zeroshot import evaluate_zeroshot
 from .zeroshot_tasks import ZERO_SHOT_TASKS
 
-TASKS: tuple[str, ...] = ("wikitext2", "crows_pairs", "stereoset", *ZERO_SHOT_TASKS)
+TASKS: tuple[str, ...] = ("wikitext2", "crows_pairs", "stereoset", "crows_pairs_decomposed", *ZERO_SHOT_TASKS)
 
 
 def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitext2", "crows_pairs"), *,
@@ -69,6 +70,9 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
         "crows_pairs": lambda: evaluate_crows_pairs(model, tokenizer, path=paths.get("crows_pairs"),
                                                     language=language, scoring=crows_scoring, limit=limits["crows_pairs"],
                                                     **common),
+        "crows_pairs_decomposed": lambda: evaluate_crows_decomposition(
+            model, tokenizer, path=paths.get("crows_pairs_decomposed"), limit=limits["crows_pairs_decomposed"],
+            **common),
         "stereoset": lambda: evaluate_stereoset(model, tokenizer, path=paths.get("stereoset"), split=stereoset_split,
                                                 holdout_fraction=holdout_fraction, calibration=calibration,
                                                 on_overlap=on_overlap, limit=limits["stereoset"], **common),
