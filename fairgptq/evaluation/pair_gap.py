@@ -18,6 +18,7 @@ float weights need not be copied: the denominators are taken before quantization
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -76,12 +77,14 @@ class PairGap:
 
         handles = [mod.register_forward_pre_hook(hook(name)) for _, _, name, mod in targets]
         device = next(model.parameters()).device
+        # only the decoder's activations matter: skip the vocabulary projection where the model allows
+        extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
         try:
             with torch.inference_mode(), progress_bar(len(streams.plans), "pair gap (float)", progress) as advance:
                 for b0, b1, plan in zip(streams.stereo, streams.anti, streams.plans):
-                    model(input_ids=b0.input_ids.to(device), attention_mask=b0.attention_mask.to(device))
+                    model(input_ids=b0.input_ids.to(device), attention_mask=b0.attention_mask.to(device), **extra)
                     x0 = dict(captured)
-                    model(input_ids=b1.input_ids.to(device), attention_mask=b1.attention_mask.to(device))
+                    model(input_ids=b1.input_ids.to(device), attention_mask=b1.attention_mask.to(device), **extra)
                     for name in grams:
                         d = pair_differences(Captured(x0[name], b0.attention_mask), Captured(captured[name],
                                                                                               b1.attention_mask), plan)

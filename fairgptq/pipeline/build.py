@@ -56,8 +56,13 @@ def load_pair_set(ps: PairSetSpec, registry: Registry) -> PairSet:
 
 
 def pair_gap(spec: PipelineSpec, registry: Registry, model, tokenizer, calibration_pairs: list[Pair],
-             objectives: list[Objective]):
-    """The held-out pair-gap yardstick, built on the float model; refuses pairs that calibration used."""
+             cache: dict | None = None):
+    """The held-out pair-gap yardstick, built on the float model; refuses pairs that calibration used.
+
+    Building it costs a float forward pass over every held-out pair; the points of a sweep share
+    the float model and the yardstick, so ``cache`` (one per sweep process) keeps it by settings.
+    """
+    import json as _json
     from ..evaluation.pair_gap import PairGap
     from ..evaluation.stereoset import find_overlap
     g = spec.evaluation.pair_gap
@@ -68,8 +73,15 @@ def pair_gap(spec: PipelineSpec, registry: Registry, model, tokenizer, calibrati
                           f"for calibration (e.g. {overlap[:3]}); draw them from a held-out split "
                           f"(split: holdout while calibration uses split: calibration)")
     roles = g.roles or sorted({r for o in spec.objectives for r in o.roles}) or list(DEFAULT_ROLES)
-    return PairGap(model, tokenizer, held_out.pairs, roles, alignment=g.alignment,
-                   batch_size=spec.calibration.batch_size, max_length=spec.calibration.max_length)
+    key = _json.dumps([g.model_dump(mode="json"), roles, spec.model.model_dump(mode="json"),
+                       spec.calibration.max_length, held_out.info["sha256_16"]], sort_keys=True)
+    if cache is not None and key in cache:
+        return cache[key]
+    built = PairGap(model, tokenizer, held_out.pairs, roles, alignment=g.alignment,
+                    batch_size=spec.calibration.batch_size, max_length=spec.calibration.max_length)
+    if cache is not None:
+        cache[key] = built
+    return built
 
 
 def text_calibration(spec: PipelineSpec, tokenizer) -> list[TokenBatch] | None:

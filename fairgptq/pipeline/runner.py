@@ -98,7 +98,7 @@ def _verify_export(model, tok, folder: Path) -> dict:
 
 
 def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console, *, model_and_tok=None,
-            baseline: dict | None = None, point: dict | None = None) -> dict:
+            baseline: dict | None = None, point: dict | None = None, cache: dict | None = None) -> dict:
     """One complete run into ``run_dir`` (already created); returns the results record."""
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -134,7 +134,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     gap = None
     if spec.evaluation.pair_gap is not None:
         with step("pair_gap_float", "held-out pair gaps of the float model"):
-            gap = build.pair_gap(spec, registry, model, tok, calib_pairs, objectives)
+            gap = build.pair_gap(spec, registry, model, tok, calib_pairs, cache)
 
     config = build.quant_config(spec)
     with step("quantize", f"quantizing ({config.bits}-bit, group {config.group_size}, "
@@ -245,6 +245,7 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
     spec = pipeline.spec
     with run_log(target / "sweep.log"):
         shared = None
+        cache: dict = {}  # float-model work that every point shares (the pair-gap yardstick)
         baseline = _load_json(target / "baseline.json")
         for point in pipeline.points:
             folder = target / "points" / point.name
@@ -268,7 +269,7 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
                 write_atomic(target / "baseline.json", json.dumps(baseline, indent=2, default=str))
             with atomic_run_dir(folder, force=True) as tmp, run_log(tmp / "run.log"):
                 _logged(execute, point_spec, point_spec.model_dump(mode="json"), tmp, console,
-                        model_and_tok=shared, baseline=baseline, point=point.values)
+                        model_and_tok=shared, baseline=baseline, point=point.values, cache=cache)
         pending = [p.name for p in pipeline.points if not is_complete(target / "points" / p.name)]
         if pending:
             console.print(f"[yellow]shard {index}/{count} done; {len(pending)} point(s) left to other shards:[/] "
