@@ -10,6 +10,8 @@ plumbing (items, intervals, splits, overlap guard), never quality.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from fairgptq.core.errors import ConfigError
@@ -89,6 +91,10 @@ def test_crows_task_items_intervals_and_registration(tiny, tmp_path):
     wins = sum(i["choice"] == "more" for i in result["items"])
     assert result["pct_stereotype"] == pytest.approx(100 * wins / 12)
     assert all(i["choice"] == ("more" if i["ll_more"] > i["ll_less"] else "less") for i in result["items"])
+    n_tokens = sum(len(tok.encode(t, add_special_tokens=False)) for p in load_task_pairs("crows_pairs_gender_fr", path)
+                   for t in (p.stereo, p.anti))
+    total = sum(i["ll_more"] + i["ll_less"] for i in result["items"])
+    assert result["sentence_perplexity"] == pytest.approx(math.exp(-total / n_tokens))
     low, high = result["pct_stereotype_ci95"]
     assert 0 <= low <= result["pct_stereotype"] <= high <= 100
 

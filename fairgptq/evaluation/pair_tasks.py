@@ -21,6 +21,7 @@ and text.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from ..datasets_adapters.pairs import Pair, split_key
 from ..datasets_adapters.wikitext import data_dir
 from .crows_pairs import SCORINGS, crows_pairs_metrics
 from .intervals import wilson_interval
-from .scoring import score_sentences
+from .scoring import ContinuationScore, score_sentences
 from .stereoset import ON_OVERLAP, SCORING as STEREOSET_SCORING, find_overlap, split_items, stereoset_metrics
 
 logger = logging.getLogger(__name__)
@@ -117,10 +118,20 @@ def evaluate_pair_task(model, tokenizer, task: str, *, path: str | Path | None =
     scores = score_sentences(model, tokenizer, sentences, batch_size=batch_size, progress=progress, description=task)
     values = [s.logprob if scoring == "lm_eval" else s.mean_logprob for s in scores]
     more, less = values[0::2], values[1::2]
-    head.update({"scoring": scoring, "scoring_description": SCORINGS[scoring]})
+    head.update({"scoring": scoring, "scoring_description": SCORINGS[scoring],
+                 "sentence_perplexity": sentence_perplexity(scores)})
     if spec.scoring == "crows":
         return {**head, **_crows(pairs, more, less)}
     return {**head, **_preference(pairs, more, less)}
+
+
+def sentence_perplexity(scores: Sequence[ContinuationScore]) -> float:
+    """Per-token perplexity over every scored sentence (after the prefix token).
+
+    A model trained mostly on English can score a language it barely knows; a perplexity
+    far above its English one says that language's bias score measures little.
+    """
+    return math.exp(-sum(s.logprob for s in scores) / sum(s.n_tokens for s in scores))
 
 
 def _task(task: str) -> PairTask:
@@ -161,13 +172,13 @@ def _preference(pairs: Sequence[Pair], biased: Sequence[float], other: Sequence[
 
 def _stereoset(model, tokenizer, items: Sequence[Pair], batch_size: int, progress: bool, task: str) -> dict:
     sentences = [s for p in items for s in (p.stereo, p.anti, p.meta["unrelated"])]
-    scores = [s.mean_logprob for s in score_sentences(model, tokenizer, sentences, batch_size=batch_size,
-                                                      progress=progress, description=task)]
+    scored = score_sentences(model, tokenizer, sentences, batch_size=batch_size, progress=progress, description=task)
+    scores = [s.mean_logprob for s in scored]
     stereo, anti, unrelated = scores[0::3], scores[1::3], scores[2::3]
     wins = sum(s > a for s, a in zip(stereo, anti))
     records = [{"id": _item_id(p), "bias_type": p.category, "target": p.meta["target"], "ll_stereo": s,
                 "ll_anti": a, "ll_unrelated": u} for p, s, a, u in zip(items, stereo, anti, unrelated)]
-    return {"kind": "intrasentence", "scoring": STEREOSET_SCORING,
+    return {"kind": "intrasentence", "scoring": STEREOSET_SCORING, "sentence_perplexity": sentence_perplexity(scored),
             **stereoset_metrics(items, stereo, anti, unrelated),
             "pct_items_stereotype": 100.0 * wins / len(items),
             "pct_items_stereotype_ci95": wilson_interval(wins, len(items)), "items": records}
