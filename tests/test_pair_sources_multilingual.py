@@ -104,6 +104,10 @@ def test_redditbias_target_and_attribute_swaps(real_data_dir):
     assert len(attribute) + len(attribute.bad_rows) == 2439
     assert {b.reason for b in attribute.bad_rows} == {"identical stereo and anti texts"}
     assert Counter(p.category for p in attribute).keys() == {"gender", "orientation", "race", "religion"}
+    # both kinds start from the same biased phrases: a shared phrase means a shared held-out half
+    keys = {(p.meta["dimension"], p.stereo): split_key(p) for p in target}
+    shared = [p for p in attribute if (p.meta["dimension"], p.stereo) in keys]
+    assert shared and all(split_key(p) == keys[(p.meta["dimension"], p.stereo)] for p in shared)
 
 
 def test_redditbias_misaligned_rows_are_bad_rows_not_pairs(tmp_path):

@@ -8,7 +8,9 @@
   against ``*_phrase_unbiased_testset_pos_attr_reduced.csv``: the same phrase with the
   stereotypical attribute replaced by a positive one.
 
-The biased phrase is ``Pair.stereo``.  Rows pair by position, so each row is checked:
+The biased phrase is ``Pair.stereo``.  Both kinds start from the same biased phrases, so
+a pair's split key (``meta["parallel_id"]``) is its phrase: a held-out half of target
+swaps and one of attribute swaps never share a phrase with the other's calibration half.  Rows pair by position, so each row is checked:
 the counterpart's ``comments`` must equal the biased phrase, otherwise the row is a bad
 row (the files drifted) rather than a mis-paired pair.  Swaps that changed nothing are
 identical pairs and dropped (counted in ``bad_rows``).  The phrases are short lowercase
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..core.errors import ConfigError, DataError
-from .pairs import Pair
+from .pairs import PARALLEL_KEY, Pair
 from .reading import delimited_rows, read_text, resolve_path
 from .validation import LoadedPairs, RawRow, RowProblem, build_pairs, check_policy, distinct_texts, text_field
 from .wikitext import data_dir
@@ -41,7 +43,7 @@ def load_redditbias(path: str | Path | None = None, *, kind: str = "target_swap"
     """RedditBias pairs of one ``kind`` from the folder ``path`` (default ``data_dir()/redditbias``).
 
     category = the bias type (both religion dimensions are "religion"); source_id =
-    "redditbias:<kind>:<dimension>:<part>:<row>"; meta = {"dimension", "groups", "part", "row"}.
+    "redditbias:<kind>:<dimension>:<part>:<row>"; meta = {"dimension", "groups", "part", "row", "parallel_id"}.
     ``parts`` applies to target swaps (attribute swaps exist for the test part only).
     """
     check_policy(on_bad_row)
@@ -67,7 +69,8 @@ def load_redditbias(path: str | Path | None = None, *, kind: str = "target_swap"
                 stereo, anti = distinct_texts(phrase, text_field(b, "comments_processed"))
                 bias_type, *groups = DIMENSIONS[dimension]
                 return Pair(stereo, anti, bias_type, "en", f"redditbias:{kind}:{dimension}:{part}:{row.fields['row']}",
-                            {"dimension": dimension, "groups": tuple(groups), "part": part, "row": row.fields["row"]})
+                            {"dimension": dimension, "groups": tuple(groups), "part": part, "row": row.fields["row"],
+                             PARALLEL_KEY: f"redditbias:{dimension}:{phrase.strip()}"})
 
             loaded = build_pairs(rows, make_pair, source=source, on_bad_row=on_bad_row)
             pairs += loaded

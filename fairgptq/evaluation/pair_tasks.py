@@ -7,8 +7,9 @@
 - ``stereoset``: StereoSet intrasentence (bias-bench SS / LMS / ICAT) on the
   Brazilian-Portuguese translation.
 - ``preference``: the share of pairs where the model prefers the biased side (CHBias
-  posts, RedditBias target swaps and attribute swaps), with the mean likelihood
-  difference.
+  posts, RedditBias target swaps and attribute swaps, StereoSet intersentence as
+  context + continuation: the context is common to both sides, so the comparison is
+  the continuation's), with the mean likelihood difference.
 
 Every task loads its pairs through the pair-source plugins (a file mapping for
 ``pair_file`` where that covers the layout), so it evaluates exactly what a pipeline
@@ -75,6 +76,8 @@ PAIR_TASKS: dict[str, PairTask] = {
     **{f"crows_pairs_gender_{lang}": _gender(lang) for lang in GENDER_LANGUAGES},
     "stereoset_ptbr": PairTask("stereoset", "stereoset", {"kind": "intrasentence", "language": "pt"},
                                "stereoset_ptbr/dev_ptbr.json"),
+    "stereoset_intersentence": PairTask("preference", "stereoset", {"kind": "intersentence", "with_context": True},
+                                        "stereoset/stereoset_dev_flat.jsonl"),
     "chbias": PairTask("preference", "chbias", {}, "chbias"),
     "redditbias_target_swap": PairTask("preference", "redditbias", {"kind": "target_swap"}, "redditbias"),
     "redditbias_attribute_swap": PairTask("preference", "redditbias", {"kind": "attribute_swap"}, "redditbias"),
