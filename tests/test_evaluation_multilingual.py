@@ -130,3 +130,20 @@ def test_unknown_pair_task_is_refused_before_any_work(tiny):
     model, tok = tiny
     with pytest.raises(ConfigError, match="crows_pairs_french"):
         evaluate(model, tok, ["crows_pairs_klingon"], progress=False)
+
+
+def test_cli_eval_scores_french_and_gender_sets(real_data_dir, tmp_path, capsys):
+    import json
+
+    from fairgptq import cli
+    from tiny_model import save_tiny_llama
+
+    model = save_tiny_llama(tmp_path / "model")
+    out = tmp_path / "eval.json"
+    tasks = "crows_pairs_french,crows_pairs_gender_de,redditbias_target_swap,stereoset_ptbr"
+    assert cli.main(["eval", str(model), "--tasks", tasks, "--limit", "6", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "pct_stereotype" in printed and "pct_prefer_biased" in printed and "ICAT" in printed
+    results = json.loads(out.read_text())["tasks"]
+    assert results["crows_pairs_french"]["language"] == "fr" and results["crows_pairs_gender_de"]["language"] == "de"
+    assert all(r["n"] == 6 and len(r["items"]) == 6 for r in results.values())

@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 # the metrics worth a row, per result kind; anything else stays in the JSON
-_HEADLINES = ("perplexity", "pct_stereotype", "likelihood_diff", "SS", "LMS", "ICAT", "acc", "acc_norm")
+_HEADLINES = ("perplexity", "pct_stereotype", "pct_prefer_biased", "likelihood_diff", "SS", "LMS", "ICAT", "acc",
+              "acc_norm", "sentence_perplexity")
 
 
 def save_json(results: dict, path: str | Path) -> Path:
