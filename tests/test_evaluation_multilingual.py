@@ -147,3 +147,23 @@ def test_cli_eval_scores_french_and_gender_sets(real_data_dir, tmp_path, capsys)
     results = json.loads(out.read_text())["tasks"]
     assert results["crows_pairs_french"]["language"] == "fr" and results["crows_pairs_gender_de"]["language"] == "de"
     assert all(r["n"] == 6 and len(r["items"]) == 6 for r in results.values())
+
+
+def test_pipeline_runs_a_pair_task_on_its_held_out_half(tmp_path):
+    import json
+
+    from fairgptq.pipeline.loading import load_pipeline
+    from fairgptq.pipeline.runner import run_pipeline
+    from tiny_model import save_tiny_llama, tiny_pipeline, write_pair_file, write_yaml
+
+    gender = _gender_file(tmp_path / "de.csv", n=16)
+    raw = tiny_pipeline(save_tiny_llama(tmp_path / "model"), write_pair_file(tmp_path / "pairs.jsonl"),
+                        evaluation={"tasks": ["crows_pairs_gender_de"], "pair_split": "holdout",
+                                    "paths": {"crows_pairs_gender_de": str(gender)}},
+                        export={"enabled": False})
+    out = run_pipeline(load_pipeline(write_yaml(tmp_path / "p.yaml", raw)), tmp_path / "out")
+    result = json.loads((out / "results.json").read_text())
+    task = result["evaluation"]["tasks"]["crows_pairs_gender_de"]
+    held = split_items(load_task_pairs("crows_pairs_gender_de", gender), "holdout", 0.5)
+    assert task["split"] == "holdout" and task["n"] == len(held) < 16
+    assert task["overlap"]["checked"] and task["overlap"]["n_overlapping"] == 0

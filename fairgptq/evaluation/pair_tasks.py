@@ -143,14 +143,10 @@ def _task(task: str) -> PairTask:
     return PAIR_TASKS[task]
 
 
-def _item_id(pair: Pair) -> str:
-    return pair.source_id
-
-
 def _crows(pairs: Sequence[Pair], more: Sequence[float], less: Sequence[float]) -> dict:
     metrics = crows_pairs_metrics(pairs, more, less)
     wins = sum(m > x for m, x in zip(more, less))
-    items = [{"id": _item_id(p), "bias_type": p.category, "ll_more": m, "ll_less": x,
+    items = [{"id": p.source_id, "bias_type": p.category, "ll_more": m, "ll_less": x,
               "choice": "more" if m > x else "less"} for p, m, x in zip(pairs, more, less)]
     return {**metrics, "pct_stereotype_ci95": wilson_interval(wins, len(pairs)), "items": items}
 
@@ -167,7 +163,7 @@ def _preference(pairs: Sequence[Pair], biased: Sequence[float], other: Sequence[
     by_category: dict[str, list[int]] = {}
     for i, p in enumerate(pairs):
         by_category.setdefault(p.category, []).append(i)
-    items = [{"id": _item_id(p), "bias_type": p.category, "ll_biased": b, "ll_other": o,
+    items = [{"id": p.source_id, "bias_type": p.category, "ll_biased": b, "ll_other": o,
               "choice": "biased" if b > o else "other"} for p, b, o in zip(pairs, biased, other)]
     return {**summary(list(range(len(pairs)))),
             "by_category": {c: summary(ix) for c, ix in sorted(by_category.items())}, "items": items}
@@ -179,7 +175,7 @@ def _stereoset(model, tokenizer, items: Sequence[Pair], batch_size: int, progres
     scores = [s.mean_logprob for s in scored]
     stereo, anti, unrelated = scores[0::3], scores[1::3], scores[2::3]
     wins = sum(s > a for s, a in zip(stereo, anti))
-    records = [{"id": _item_id(p), "bias_type": p.category, "target": p.meta["target"], "ll_stereo": s,
+    records = [{"id": p.source_id, "bias_type": p.category, "target": p.meta["target"], "ll_stereo": s,
                 "ll_anti": a, "ll_unrelated": u} for p, s, a, u in zip(items, stereo, anti, unrelated)]
     return {"kind": "intrasentence", "scoring": STEREOSET_SCORING, "sentence_perplexity": sentence_perplexity(scored),
             **stereoset_metrics(items, stereo, anti, unrelated),
