@@ -17,7 +17,7 @@ import numpy as np
 
 from .core.errors import ConfigError
 from .evaluation.items import ITEMS_DIR, item_kind, read_items
-from .statistics import METRICS_BY_KIND, bootstrap_weights, mcnemar, paired_bootstrap, verdict
+from .statistics import BINARY_CHOICE_METRICS, METRICS_BY_KIND, bootstrap_weights, mcnemar, paired_bootstrap, verdict
 
 N_BOOT = 2000
 
@@ -89,7 +89,7 @@ def compare_items(task: str, base: list[dict], other: list[dict], *, n_boot: int
         row = {"task": task, "metric": metric, "n": len(a), "a": float(fa[metric](full)[0]),
                "b": float(fb[metric](full)[0]), "diff": diff, "lo": lo, "hi": hi, "p": p,
                "test": f"paired bootstrap over {'windows' if kind == 'windows' else 'items'} ({n_boot})"}
-        if metric == "pct_stereotype":
+        if metric in BINARY_CHOICE_METRICS:
             m = mcnemar([it["choice"] for it in a], [it["choice"] for it in b])
             row.update(p=m.p, test=f"exact McNemar ({m.a_only} + {m.b_only} discordant); CI: paired bootstrap",
                        discordant={"a_only": m.a_only, "b_only": m.b_only})

@@ -39,6 +39,13 @@ def _pair_choice(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.n
             "likelihood_diff": lambda w: (w @ diff) / w.sum(1)}
 
 
+def _preference(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    choice = np.array([float(it["choice"]) for it in items])
+    diff = np.array([it["ll_biased"] - it["ll_other"] for it in items])
+    return {"pct_prefer_biased": lambda w: 100.0 * (w @ choice) / w.sum(1),
+            "likelihood_diff": lambda w: (w @ diff) / w.sum(1)}
+
+
 def _multiple_choice(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     acc = np.array([float(it["correct"]) for it in items])
     norm = np.array([float(it["correct_norm"]) for it in items])
@@ -80,12 +87,14 @@ def _decomposition(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np
 
 
 METRICS_BY_KIND: dict[str, Callable[[Sequence[dict]], dict[str, Callable[[np.ndarray], np.ndarray]]]] = {
-    "pair_choice": _pair_choice, "multiple_choice": _multiple_choice, "windows": _windows, "stereoset": _stereoset,
+    "pair_choice": _pair_choice, "preference": _preference, "multiple_choice": _multiple_choice, "windows": _windows, "stereoset": _stereoset,
     "decomposition": _decomposition,
 }
 # metrics where a smaller value is the better model, and where the ideal is 50 (bias scores)
 LOWER_IS_BETTER = frozenset({"perplexity"})
 IDEAL_50 = frozenset({"pct_stereotype", "SS"})
+# binary per-pair outcomes (the ``choice`` field): tested by exact McNemar
+BINARY_CHOICE_METRICS = frozenset({"pct_stereotype", "pct_prefer_biased"})
 
 
 # --- tests ----------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Iterator
 
 from ..core.errors import ConfigError
 from .hub import hub_rows, hub_source
-from .pairs import Pair
+from .pairs import PARALLEL_KEY, Pair
 from .reading import FORMATS, delimited_rows, json_array_rows, jsonl_rows, read_text, resolve_path
 from .validation import LoadedPairs, RawRow, RowProblem, build_pairs, check_policy, distinct_texts, text_field
 
@@ -21,13 +21,20 @@ def load_pair_file(path: str | Path | None = None, *, stereo_col: str = "stereo"
                    category_col: str | None = None, language: str = "en", default_category: str = "unknown",
                    id_col: str | None = None, fmt: str | None = None, on_bad_row: str = "skip",
                    hub_name: str | None = None, hub_config: str | None = None,
-                   hub_split: str = "train") -> LoadedPairs:
+                   hub_split: str = "train", parallel_prefix: str | None = None) -> LoadedPairs:
     """Pairs from a local file (``fmt`` inferred from the suffix) or from ``hub_name``.
 
     category = the ``category_col`` value, else ``default_category``; source_id =
     "<file stem or hub name>:<id_col value or line>"; meta = {"line", "columns": unmapped columns}.
+
+    ``parallel_prefix`` marks translations: meta["parallel_id"] = "<prefix><id_col value>", so
+    held-out splits keep every language's version of one pair in the same half (see
+    :func:`~fairgptq.datasets_adapters.pairs.split_key`).  It needs ``id_col``.
     """
     check_policy(on_bad_row)
+    if parallel_prefix is not None and id_col is None:
+        raise ConfigError("parallel_prefix needs id_col: the column whose value is shared by the translations "
+                          "of one pair (e.g. id_col: ID for the CrowS-Pairs row)")
     if hub_name is not None:
         hint = "download the set and pass its local path instead: load_pair_file(path=...)"
         source, name = hub_source(hub_name), hub_name
@@ -46,7 +53,10 @@ def load_pair_file(path: str | Path | None = None, *, stereo_col: str = "stereo"
         category = text_field(f, category_col).strip() if category_col is not None else default_category
         row_id = _id_value(f, id_col) if id_col is not None else row.line
         columns = {k: v for k, v in f.items() if k not in mapped}
-        return Pair(stereo, anti, category, language, f"{name}:{row_id}", {"line": row.line, "columns": columns})
+        meta = {"line": row.line, "columns": columns}
+        if parallel_prefix is not None:
+            meta[PARALLEL_KEY] = f"{parallel_prefix}{row_id}"
+        return Pair(stereo, anti, category, language, f"{name}:{row_id}", meta)
 
     return build_pairs(rows, make_pair, source=source, on_bad_row=on_bad_row)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+PARALLEL_KEY = "parallel_id"
 
 @dataclass(frozen=True)
 class Pair:
@@ -25,3 +26,13 @@ class Pair:
     language: str = "en"
     source_id: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def split_key(pair: Pair) -> str:
+    """The key held-out splits hash: ``meta["parallel_id"]`` where a set marks translations, else the source id.
+
+    Translations of one pair (French CrowS-Pairs row 12 and English row 12, or the same row
+    of the 10 gender files) carry the same ``parallel_id``, so a hash split puts all of
+    them in the same half and calibration never sees the translation of an evaluated pair.
+    """
+    return str(pair.meta.get(PARALLEL_KEY) or pair.source_id)

@@ -64,6 +64,7 @@ def json_array_rows(text: str, start: int, source: str) -> Iterator[RawRow]:
     numbers; a syntax error cannot be skipped past, so it is a DataError for the file.
     """
     decoder = json.JSONDecoder()
+    lines = _LineCounter(text)  # incremental: counting from the top for each element is quadratic in the file
     i = _skip_space(text, start)
     if text[i:i + 1] != "[":
         raise DataError(f"{source}:{line_at(text, i)}: expected a JSON array")
@@ -75,7 +76,7 @@ def json_array_rows(text: str, start: int, source: str) -> Iterator[RawRow]:
             value, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as e:
             raise DataError(f"{source}:{e.lineno}: invalid JSON ({e.msg}); the file cannot be read past it") from None
-        yield _object_row(line_at(text, i), value)
+        yield _object_row(lines.at(i), value)
         i = _skip_space(text, end)
         if text[i:i + 1] == "]":
             return
@@ -117,6 +118,20 @@ def delimited_rows(text: str, delimiter: str, source: str) -> Iterator[RawRow]:
             yield RawRow(start, None, UNDECODABLE_REASON)
         else:
             yield RawRow(start, dict(zip(header, record)))
+
+
+class _LineCounter:
+    """1-based line numbers of increasing offsets, counting each stretch of text once."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.offset, self.line = text, 0, 1
+
+    def at(self, offset: int) -> int:
+        if offset < self.offset:
+            return line_at(self.text, offset)
+        self.line += self.text.count("\n", self.offset, offset)
+        self.offset = offset
+        return self.line
 
 
 def _object_row(line: int, value: object) -> RawRow:

@@ -7,6 +7,14 @@ layout with columns instead of lists.  All three become the same flat fields, so
 function builds the pairs.  The pair holds the stereotype / anti-stereotype sentence
 alone (intrasentence: the context with BLANK filled), as the reference calibrates; the
 context, target and the "unrelated" sentence stay in ``meta`` for evaluation (LMS).
+``with_context`` makes intersentence pairs "context + continuation" instead: the
+multi-sentence, narrative form of the same contrast.
+
+Translations in the nested layout (StereoSet-PTBR, ``language="pt"``) keep the original
+item ids, so ``source_id`` matches the English dev.json's.  Machine translation left
+artefacts in some intersentence contexts: a stray " BLANK [MASK] <mask>" (stripped
+here) and an unfilled "BLANK" where the English has a word (intersentence has no blank
+to fill; with ``with_context`` such items are bad rows, since the text is broken).
 """
 from __future__ import annotations
 
@@ -25,19 +33,25 @@ DEFAULT_FILE = "stereoset/stereoset_dev_flat.jsonl"
 KINDS = ("intrasentence", "intersentence")
 DOMAINS = ("gender", "profession", "race", "religion")
 LABELS = ("stereotype", "anti-stereotype", "unrelated")
+_STRAY_MASK = re.compile(r"\s*BLANK \[MASK\] <mask>")
 
 
 def load_stereoset(path: str | Path | None = None, *, kind: str = "intrasentence",
                    domains: Iterable[str] | None = None, on_bad_row: str = "skip",
-                   hub_name: str | None = None) -> LoadedPairs:
+                   hub_name: str | None = None, language: str = "en", with_context: bool = False) -> LoadedPairs:
     """StereoSet pairs of one ``kind``, optionally only some bias ``domains``.
 
     category = bias_type; meta = {"target", "unrelated", "context", "kind"};
     source_id = "stereoset:<kind>:<item id>" (nested / hub) or "...:<line>" (flat file).
+    ``language`` labels the pairs; ``with_context`` (intersentence only) puts the context
+    before each sentence, stereo, anti and unrelated alike.
     """
     check_policy(on_bad_row)
     if kind not in KINDS:
         raise ConfigError(f"StereoSet kind must be one of {KINDS}, got {kind!r}")
+    if with_context and kind != "intersentence":
+        raise ConfigError("with_context applies to kind='intersentence' only: an intrasentence context is the "
+                          "sentence itself with a BLANK")
     wanted = _check_domains(domains)
     if hub_name is not None:
         hint = f"use the local copy instead: load_stereoset(path=...) or $FAIRGPTQ_DATA_DIR/{DEFAULT_FILE}"
@@ -58,9 +72,15 @@ def load_stereoset(path: str | Path | None = None, *, kind: str = "intrasentence
         if item_kind != kind or (wanted is not None and category not in wanted):
             return None
         stereo, anti = distinct_texts(text_field(f, "stereotype"), text_field(f, "anti-stereotype"))
-        meta = {"target": text_field(f, "target"), "unrelated": text_field(f, "unrelated"),
-                "context": text_field(f, "context"), "kind": kind}
-        return Pair(stereo, anti, category, "en", f"stereoset:{kind}:{f.get('id') or row.line}", meta)
+        unrelated, context = text_field(f, "unrelated"), text_field(f, "context")
+        if kind == "intersentence":
+            context = _STRAY_MASK.sub("", context)
+        if with_context:
+            if "BLANK" in context:
+                raise RowProblem(f"intersentence context holds an unfilled BLANK: {context!r}")
+            stereo, anti, unrelated = (f"{context.strip()} {s.strip()}" for s in (stereo, anti, unrelated))
+        meta = {"target": text_field(f, "target"), "unrelated": unrelated, "context": context, "kind": kind}
+        return Pair(stereo, anti, category, language, f"stereoset:{kind}:{f.get('id') or row.line}", meta)
 
     return build_pairs(rows, make_pair, source=source, on_bad_row=on_bad_row)
 

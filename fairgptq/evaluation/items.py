@@ -11,6 +11,8 @@ a plugin's own) gets statistics for free by writing records of a known shape:
 
 - ``pair_choice``: ``choice`` (1 = the more stereotypical side preferred), ``ll_more``,
   ``ll_less``, ``bias_type`` (CrowS-Pairs and any pair-preference task)
+- ``preference``: ``choice`` (1 = the biased side preferred), ``ll_biased``, ``ll_other``,
+  ``bias_type`` (CHBias, RedditBias, StereoSet intersentence as pairs)
 - ``stereoset``: ``stereo``, ``anti``, ``unrelated`` scores, ``domain``, ``target``
 - ``multiple_choice``: ``correct``, ``correct_norm`` (0 or 1)
 - ``windows``: ``nll`` (summed over the window) and ``tokens`` (perplexity)
@@ -27,6 +29,7 @@ from typing import Callable, Sequence
 from ..core.errors import ConfigError, DataError
 from .crows_decomposition import decomposition_metrics
 from .crows_pairs import crows_pairs_metrics
+from .pair_tasks import preference_metrics
 from .perplexity import perplexity_metrics
 from .stereoset import stereoset_metrics
 from .zeroshot import multiple_choice_metrics
@@ -35,6 +38,7 @@ ITEMS_DIR = "items"
 
 KINDS: dict[str, tuple[frozenset[str], Callable[[Sequence[dict]], dict]]] = {
     "pair_choice": (frozenset({"choice", "ll_more", "ll_less"}), crows_pairs_metrics),
+    "preference": (frozenset({"choice", "ll_biased", "ll_other"}), preference_metrics),
     "stereoset": (frozenset({"stereo", "anti", "unrelated"}), stereoset_metrics),
     "multiple_choice": (frozenset({"correct", "correct_norm"}), multiple_choice_metrics),
     "windows": (frozenset({"nll", "tokens"}), perplexity_metrics),

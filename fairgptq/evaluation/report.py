@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 # the metrics worth a row, per result kind; anything else stays in the JSON
-_HEADLINES = ("perplexity", "pct_stereotype", "likelihood_diff", "SS", "LMS", "ICAT", "acc", "acc_norm",
-              "span_diff", "continuation_diff", "continuation_share")
+_HEADLINES = ("perplexity", "pct_stereotype", "pct_prefer_biased", "likelihood_diff", "SS", "LMS", "ICAT", "acc",
+              "acc_norm", "sentence_perplexity", "span_diff", "continuation_diff", "continuation_share")
 
 
 def save_json(results: dict, path: str | Path) -> Path:

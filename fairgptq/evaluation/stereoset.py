@@ -25,7 +25,7 @@ from statistics import fmean
 from typing import Iterable, Sequence
 
 from ..core.errors import ConfigError
-from ..datasets_adapters.pairs import Pair
+from ..datasets_adapters.pairs import Pair, split_key
 from .scoring import score_sentences
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def split_items(items: Sequence[Pair], split: str, fraction: float) -> list[Pair
         raise ConfigError(f"holdout_fraction must be in (0, 1), got {fraction}")
     if split == "all":
         return list(items)
-    held = [in_holdout(p.source_id, fraction) for p in items]
+    held = [in_holdout(split_key(p), fraction) for p in items]
     calibration = [p for p, h in zip(items, held) if not h]
     if split == "calibration":
         return calibration

@@ -15,13 +15,15 @@ from ..core.errors import ConfigError
 from ..datasets_adapters.pairs import Pair
 from .crows_decomposition import evaluate_crows_decomposition
 from .crows_pairs import evaluate_crows_pairs
+from .pair_tasks import PAIR_TASKS, evaluate_pair_task
 from .perplexity import evaluate_wikitext2
 from .scoring import supports_packing
 from .stereoset import evaluate_stereoset
 from .zeroshot import evaluate_zeroshot
 from .zeroshot_tasks import ZERO_SHOT_TASKS
 
-TASKS: tuple[str, ...] = ("wikitext2", "crows_pairs", "stereoset", "crows_pairs_decomposed", *ZERO_SHOT_TASKS)
+TASKS: tuple[str, ...] = ("wikitext2", "crows_pairs", "stereoset", "crows_pairs_decomposed", *ZERO_SHOT_TASKS,
+                          *PAIR_TASKS)
 
 
 def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitext2", "crows_pairs"), *,
@@ -30,7 +32,8 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
              max_tokens: int | None = None, seqlen: int | None = None,
              crows_scoring: str = "lm_eval", language: str | None = None,
              stereoset_split: str = "all", holdout_fraction: float = 0.5,
-             calibration: Iterable[Pair | str] | None = None, on_overlap: str = "error") -> dict:
+             calibration: Iterable[Pair | str] | None = None, on_overlap: str = "error",
+             pair_split: str = "all") -> dict:
     """Run ``tasks`` on a model and return one JSON-ready dict.
 
     ``model`` is a loaded model (full precision or quantized in memory; then ``tokenizer``
@@ -43,7 +46,8 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
     (task name → data file, overriding the local copies), ``max_tokens`` / ``seqlen``
     (WikiText-2), ``crows_scoring`` ("lm_eval" or "bias_bench") and ``language`` (label
     only), ``stereoset_split`` / ``holdout_fraction`` / ``calibration`` / ``on_overlap``
-    (see :func:`~fairgptq.evaluation.stereoset.evaluate_stereoset`).
+    (see :func:`~fairgptq.evaluation.stereoset.evaluate_stereoset`), ``pair_split`` (the split
+    the multilingual / narrative pair tasks score, see :mod:`~fairgptq.evaluation.pair_tasks`).
     """
     tasks = list(tasks)
     unknown = [t for t in tasks if t not in TASKS]
@@ -76,6 +80,10 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
         "stereoset": lambda: evaluate_stereoset(model, tokenizer, path=paths.get("stereoset"), split=stereoset_split,
                                                 holdout_fraction=holdout_fraction, calibration=calibration,
                                                 on_overlap=on_overlap, limit=limits["stereoset"], **common),
+        **{t: (lambda t=t: evaluate_pair_task(model, tokenizer, t, path=paths.get(t), scoring=crows_scoring,
+                                              split=pair_split, holdout_fraction=holdout_fraction,
+                                              calibration=calibration, on_overlap=on_overlap, limit=limits[t],
+                                              **common)) for t in PAIR_TASKS if t in tasks},
     }
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
@@ -92,5 +100,5 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
             "settings": {"batch_size": batch_size, "packed_scoring": supports_packing(model), "limit": dict(limit) if isinstance(limit, Mapping) else limit, "paths": {k: str(v) for k, v in paths.items()},
                          "max_tokens": max_tokens, "seqlen": seqlen, "crows_scoring": crows_scoring,
                          "stereoset_split": stereoset_split, "holdout_fraction": holdout_fraction,
-                         "on_overlap": on_overlap},
+                         "on_overlap": on_overlap, "pair_split": pair_split},
             "tasks": results, "seconds": seconds}

@@ -11,6 +11,7 @@ from ..core.quantizer import QuantConfig
 from ..datasets_adapters.pairs import Pair
 from ..datasets_adapters.sampling import sample_pairs
 from ..datasets_adapters.validation import LoadedPairs
+from ..evaluation.pair_tasks import PAIR_TASKS
 from ..evaluation.stereoset import split_items
 from ..objectives.fair_pairs import pairs_hash
 from ..objectives.targets import DEFAULT_ROLES
@@ -113,8 +114,8 @@ def evaluation_options(spec: PipelineSpec, calibration_pairs: list[Pair]) -> dic
     e = spec.evaluation
     opts: dict[str, Any] = {"batch_size": e.batch_size, "limit": e.limit, "max_tokens": e.max_tokens,
                             "seqlen": e.seqlen, "crows_scoring": e.crows_scoring, "stereoset_split": e.stereoset_split,
-                            "holdout_fraction": e.holdout_fraction,
+                            "holdout_fraction": e.holdout_fraction, "pair_split": e.pair_split,
                             "paths": {k: str(expand_path(v)) for k, v in e.paths.items()}}
-    if "stereoset" in e.tasks and calibration_pairs:
+    if calibration_pairs and ("stereoset" in e.tasks or any(t in PAIR_TASKS for t in e.tasks)):
         opts["calibration"] = calibration_pairs
     return opts

@@ -168,6 +168,7 @@ class EvaluationSpec(Strict):
     crows_scoring: Literal["lm_eval", "bias_bench"] = "lm_eval"
     stereoset_split: Literal["all", "holdout", "calibration"] = "holdout"
     holdout_fraction: float = Field(0.5, gt=0, lt=1)
+    pair_split: Literal["all", "holdout", "calibration"] = "all"  # split of the pair tasks (evaluation/pair_tasks.py)
     paths: dict[str, str] = Field(default_factory=dict)
     pair_gap: PairGapSpec | None = None
 

@@ -1,0 +1,121 @@
+"""Example third-party objective: an H_bias that is not built from pairs.
+
+Fair-GPTQ's term needs minimal pairs (the same sentence with the group swapped).  Many
+bias resources are not paired: sentences about one group and, separately, sentences
+about another (posts, stories, descriptions).  This objective uses what such sets do
+give: at every targeted module it takes the mean input activation over group A's
+sentences and over group B's, and penalises the output change along their difference
+
+    H_bias = 2α · d dᵀ,   d = mean_A(x) − mean_B(x)   (per-sentence means, pad tokens excluded)
+
+so the quantized layer is pushed to map both groups' average inputs alike (the rank-one
+analogue of the pair term, α‖Ŵ d‖²).  The groups need not have the same size or
+sentences in common.  By default their sentences also build H (``calibrate_with_texts``).
+
+It lives outside the package and registers through the same hook as the built-ins:
+
+    plugins: [group_contrast_hbias]            # importable module (PYTHONPATH)
+    objectives:
+      - name: group_contrast
+        alpha: 0.1
+        layers: upper
+        params: {group_a_file: women.txt, group_b_file: men.txt}
+
+or from Python: ``Registry().register_module("group_contrast_hbias")``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from fairgptq.core.errors import ConfigError
+from fairgptq.core.objective import Captured, FairSettings, Objective, TokenBatch
+from fairgptq.hookspecs import hookimpl
+from fairgptq.objectives.targets import DEFAULT_ROLES, Targets
+
+STREAMS = ("group_contrast:a", "group_contrast:b")
+
+
+class GroupContrastObjective(Objective):
+    """α‖Ŵ(mean_A x − mean_B x)‖² for the targeted modules, from two unpaired groups of sentences."""
+
+    name = "group_contrast"
+
+    def __init__(self, group_a: Sequence[str] | None = None, group_b: Sequence[str] | None = None, *,
+                 group_a_file: str | None = None, group_b_file: str | None = None, alpha: float = 0.1,
+                 roles: Sequence[str] = DEFAULT_ROLES, layers: str | Sequence[int] = "all", k: float | None = None,
+                 mode: str = "first_order", on_overshoot: str = "warn", calibrate_with_texts: bool = True,
+                 batch_size: int = 16, max_length: int = 128) -> None:
+        self.groups = (_sentences(group_a, group_a_file, "a"), _sentences(group_b, group_b_file, "b"))
+        self.targets = Targets(tuple(roles), layers if isinstance(layers, str) else tuple(layers), k, alpha)
+        self.settings = FairSettings(mode=mode, on_overshoot=on_overshoot)
+        self.calibrate_with_texts, self.batch_size, self.max_length = calibrate_with_texts, batch_size, max_length
+
+    def streams(self, tokenizer) -> dict[str, list[TokenBatch]]:
+        if tokenizer is None:
+            raise ConfigError("group_contrast needs the model's tokenizer (pass tokenizer= to quantize_model)")
+        return {name: _batches(tokenizer, texts, self.batch_size, self.max_length)
+                for name, texts in zip(STREAMS, self.groups)}
+
+    def hessian_streams(self) -> set[str]:
+        return set(STREAMS) if self.calibrate_with_texts else set()
+
+    def applies(self, layer: int, role: str, n_layers: int) -> bool:
+        return self.targets.applies(layer, role, n_layers) and self.targets.alpha_for(layer, role) > 0
+
+    def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
+        alpha = self.targets.alpha_for(layer, role)
+        if alpha == 0:
+            return None
+        d = _mean_sentence_input(inputs[STREAMS[0]]) - _mean_sentence_input(inputs[STREAMS[1]])
+        return (2.0 * alpha) * torch.outer(d, d)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "group_a": len(self.groups[0]), "group_b": len(self.groups[1]),
+                "mode": self.settings.mode, "calibrate_with_texts": self.calibrate_with_texts,
+                **self.targets.describe()}
+
+
+def _sentences(texts: Sequence[str] | None, path: str | None, which: str) -> list[str]:
+    if (texts is None) == (path is None):
+        raise ConfigError(f"group_contrast: give group_{which} (a list of sentences) or group_{which}_file, one of them")
+    if path is not None:
+        texts = Path(path).read_text(encoding="utf-8").splitlines()
+    kept = [t.strip() for t in texts if t.strip()]
+    if not kept:
+        raise ConfigError(f"group_contrast: group {which} has no sentences")
+    return kept
+
+
+def _batches(tokenizer, texts: list[str], batch_size: int, max_length: int) -> list[TokenBatch]:
+    """Right-padded batches; the mask keeps pad tokens out of every mean."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = []
+    for i in range(0, len(texts), batch_size):
+        ids = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts[i:i + batch_size]]
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for r, x in enumerate(ids):
+            input_ids[r, :len(x)] = torch.tensor(x)
+            mask[r, :len(x)] = 1
+        out.append(TokenBatch(input_ids, mask))
+    return out
+
+
+def _mean_sentence_input(captured: list[Captured]) -> torch.Tensor:
+    """Mean over sentences of each sentence's mean input vector (float32; long sentences do not dominate)."""
+    total, count = None, 0
+    for c in captured:
+        m = c.mask.to(torch.float32).unsqueeze(-1)
+        per_sentence = (c.x.to(torch.float32) * m).sum(1) / m.sum(1).clamp_min(1.0)
+        total = per_sentence.sum(0) if total is None else total + per_sentence.sum(0)
+        count += per_sentence.shape[0]
+    return total / count
+
+
+@hookimpl
+def fairgptq_objectives():
+    return {"group_contrast": GroupContrastObjective}
