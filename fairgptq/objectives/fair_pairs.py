@@ -54,6 +54,7 @@ class FairPairObjective(Objective):
         self.batch_size, self.max_length = batch_size, max_length
         self.label, self.pair_set = label, pair_set
         self._streams: PairStreams | None = None
+        self._alphas: dict[tuple[int, str], float] = {}
 
     @property
     def _names(self) -> tuple[str, str]:
@@ -71,10 +72,12 @@ class FairPairObjective(Objective):
         return set(self._names) if self.calibrate_with_pairs else set()
 
     def applies(self, layer: int, role: str, n_layers: int) -> bool:
-        return self.targets.applies(layer, role, n_layers) and self.targets.alpha_for(layer, role) > 0
+        # term() has no n_layers, which negative layer_alpha keys need: it uses the α decided here
+        self._alphas[layer, role] = self.targets.alpha_for(layer, role, n_layers)
+        return self.targets.applies(layer, role, n_layers) and self._alphas[layer, role] > 0
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
-        alpha = self.targets.alpha_for(layer, role)
+        alpha = self._alphas.get((layer, role), self.targets.alpha_for(layer, role))
         if alpha == 0 or self._streams is None:
             return None
         s, a = self._names
