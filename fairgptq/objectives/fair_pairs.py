@@ -85,7 +85,11 @@ class FairPairObjective(Objective):
         for c0, c1, plan in zip(inputs[s], inputs[a], self._streams.plans):
             D = pair_differences(c0, c1, plan)
             acc = D.T @ D if acc is None else acc.addmm_(D.T, D)
-        return acc * (2.0 * alpha / len(self.pairs))
+        scaled = acc * (2.0 * alpha / len(self.pairs))
+        if bool(torch.isfinite(acc).all()) and not bool(torch.isfinite(scaled).all()):
+            raise ConfigError(f"layer {layer} {role}: α={alpha:g} makes H_bias overflow float32 (the pair "
+                              f"differences alone are finite); use a far smaller α (the paper's are 0.1-0.5)")
+        return scaled
 
     def describe(self) -> dict:
         return {"name": self.name, "pair_set": self.pair_set, "pairs": len(self.pairs),

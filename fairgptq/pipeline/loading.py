@@ -212,4 +212,10 @@ def load_pipeline(path: str | Path, overrides: Iterable[str] = (), *, environmen
     source = str(path)
     raw = apply_overrides(read_yaml(path), overrides)
     spec = validate(raw, source, environment=environment)
-    return Pipeline(spec, raw, source, _validate_points(spec, raw, source, environment))
+    points = _validate_points(spec, raw, source, environment)
+    if environment and points:
+        from .preflight import output_problems
+        problems = output_problems(Path(spec.output or Path("runs") / spec.name), [p.name for p in points])
+        if problems:
+            raise PipelineError(source, problems)
+    return Pipeline(spec, raw, source, points)
