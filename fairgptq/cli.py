@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 from rich.console import Console
@@ -24,6 +25,7 @@ console = Console()
 errors = Console(stderr=True)
 
 
+@lru_cache(maxsize=1)  # building it looks up translations on disk: slow enough to matter for in-process callers
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fairgptq", description="GPTQ quantization with the Fair-GPTQ debiasing term.")
     p.add_argument("--debug", action="store_true", help="print the full traceback of a failure")

@@ -173,6 +173,11 @@ def test_two_real_runs_on_one_out_do_not_lose_a_result(proj, tmp_path):
 
 # (3) interrupts during --force ------------------------------------------------------------------
 
+def _default_sigint() -> None:
+    """A child of a background job inherits SIGINT ignored; a user's Ctrl-C is what is simulated here."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 SLOW_RUN = """
 import sys, time
 from fairgptq import cli
@@ -194,7 +199,7 @@ def test_interrupted_forced_replacement_keeps_the_old_run(proj, finished, tmp_pa
     before = (out / "results.json").read_text()
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, "run", str(proj / "t.yaml"), "--out", str(out), "--force",
                              "--set", "objectives[0].alpha=0.4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
+                            text=True, env=ENV, preexec_fn=_default_sigint)
     while "executed" not in proc.stdout.readline():
         assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(sig)

@@ -230,8 +230,8 @@ def atomic_run_dir(final: str | Path, *, force: bool = False, protect: Iterable[
     prepare_parent(final)
     with run_lock(final):
         _recover(final)
-        check_target(final, force=force, protect=protect)
         _remove_stale_partials(final)
+        check_target(final, force=force, protect=protect)
         tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
         tmp.mkdir()
         mark_fairgptq(tmp)
