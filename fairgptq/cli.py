@@ -1,8 +1,9 @@
 """The ``fairgptq`` command: run / validate pipelines, evaluate models, list plugins.
 
 Exit codes: 0 success, 2 bad input (any FairGPTQError: invalid pipeline, unknown plugin,
-missing file or model, existing run directory), 1 any other failure.  Bad input gets one
-clear message and no traceback.
+missing file or model, existing run directory, damaged checkpoint), 1 any other failure.  Both
+get one clear message and no traceback (``--debug`` prints it); SIGTERM unwinds like Ctrl-C
+(exit 130), so an exported model is kept and partial directories are left as partials.
 """
 from __future__ import annotations
 
@@ -179,7 +180,8 @@ def _dispatch(args) -> int:
                      soft_wrap=True, highlight=False)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as e:
-        errors.print("[yellow]interrupted[/]" + "".join(f"\n{n}" for n in getattr(e, "__notes__", [])))
+        errors.print(Text.assemble(("interrupted", "yellow"), *(f"\n{n}" for n in getattr(e, "__notes__", []))),
+                     soft_wrap=True, highlight=False)
         return 130
     except Exception as e:
         if args.debug:

@@ -57,7 +57,7 @@ scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.integers(
            | st.text(max_size=12) | st.sampled_from(WORDS_LIKE))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                       | st.dictionaries(st.sampled_from(WORDS_LIKE) | st.integers(-3, 99) | st.text(max_size=6),
-                                        inner, max_size=3), max_leaves=8)
+                                        inner, max_size=3), max_leaves=6)
 mutations = st.lists(st.tuples(st.sampled_from(KEYS), values | st.just(DELETE)), max_size=4)
 
 sentence = st.lists(st.sampled_from(WORDS), min_size=0, max_size=8).map(" ".join) | st.text(max_size=30)

@@ -156,21 +156,28 @@ def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
                                   f"or give evaluation.paths.{task}"))
 
 
-def _overlap_problems(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> None:
-    """StereoSet scored on sentences the model was calibrated on measures the fit, not debiasing."""
+def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> None:
+    """Read every pair set (as the run will), then check StereoSet overlap with the ones objectives use.
+
+    StereoSet scored on sentences the model was calibrated on measures the fit, not debiasing.
+    """
+    from .build import pair_sets
+    try:
+        sets = pair_sets(spec, registry)
+    except FairGPTQError as e:
+        problems.append(("calibration.pairs", str(e)))
+        return
     path = evaluation_files(spec).get("stereoset")
     used = {o.pairs for o in spec.objectives if o.pairs}
     if path is None or not path.is_file() or not used:
         return
-    from ..evaluation.stereoset import find_overlap, split_items
     from ..datasets_adapters.stereoset import load_stereoset
-    from .build import pair_sets
+    from ..evaluation.stereoset import find_overlap, split_items
     try:
-        sets = pair_sets(spec, registry)
         items = split_items(load_stereoset(path, kind="intrasentence"), spec.evaluation.stereoset_split,
                             spec.evaluation.holdout_fraction)
     except FairGPTQError as e:
-        problems.append(("calibration.pairs", str(e)))
+        problems.append(("evaluation.paths.stereoset", str(e)))
         return
     for name in sorted(used):
         hits = find_overlap(items, sets[name].pairs)
@@ -228,7 +235,7 @@ def environment_problems(spec: PipelineSpec, registry: Registry) -> list[Problem
     _memory_problems(spec, hidden, problems)
     _evaluation_problems(spec, problems)
     if not problems:
-        _overlap_problems(spec, registry, problems)
+        _pair_problems(spec, registry, problems)
     problems += output_problems(Path(spec.output or Path("runs") / spec.name), [])
     return problems
 
