@@ -1,14 +1,18 @@
 """The ``fairgptq`` command: run / validate pipelines, evaluate models, list plugins.
 
 Exit codes: 0 success, 2 bad input (any FairGPTQError: invalid pipeline, unknown plugin,
-missing file or model, existing run directory), 1 any other failure.  Bad input gets one
-clear message and no traceback.
+missing file or model, existing run directory, damaged checkpoint), 1 any other failure.  Both
+get one clear message and no traceback (``--debug`` prints it); SIGTERM unwinds like Ctrl-C
+(exit 130), so an exported model is kept and partial directories are left as partials.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from functools import lru_cache
 from pathlib import Path
 
 from rich.console import Console
@@ -22,8 +26,10 @@ console = Console()
 errors = Console(stderr=True)
 
 
+@lru_cache(maxsize=1)  # building it looks up translations on disk: slow enough to matter for in-process callers
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fairgptq", description="GPTQ quantization with the Fair-GPTQ debiasing term.")
+    p.add_argument("--debug", action="store_true", help="print the full traceback of a failure")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a pipeline file (quantize, evaluate, export, report)")
     run.add_argument("file", help="pipeline YAML")
@@ -39,9 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate an exported checkpoint or any model name")
     ev.add_argument("model", help="exported GPTQ folder, local model folder / .gguf, hub id, or 'smollm2'")
     ev.add_argument("--tasks", default="wikitext2,crows_pairs", help="comma-separated task names")
-    ev.add_argument("--limit", type=int, help="first N items of each likelihood task")
-    ev.add_argument("--max-tokens", type=int, help="WikiText-2: first N tokens only")
-    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--limit", type=_positive, help="first N items of each likelihood task")
+    ev.add_argument("--max-tokens", type=_positive, help="WikiText-2: first N tokens only")
+    ev.add_argument("--batch-size", type=_positive, default=16)
+    ev.add_argument("--no-verify", action="store_true",
+                    help="skip the content-hash check of a fairgptq checkpoint's tensor files")
     ev.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
     ev.add_argument("--out", help="a folder for results.json and items/<task>.jsonl, or a .json file (its item "
                                   "records then go to <stem>_items/)")
@@ -55,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plugins", help="list pair sources, objectives and backends")
     pl.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (got {text!r})")
+    return value
 
 
 def _cmd_validate(args) -> int:
@@ -113,8 +131,11 @@ def _cmd_eval(args) -> int:
     from .evaluation.report import print_table, save_json
     from .export import is_gptq_checkpoint, load_gptq_checkpoint
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.out and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
+        raise ConfigError(f"--out {args.out}: give a file path in an existing folder (the results JSON), not a "
+                          f"folder")
     if is_gptq_checkpoint(args.model):
-        model, tok, _ = load_gptq_checkpoint(args.model, dtype=args.dtype)
+        model, tok, _ = load_gptq_checkpoint(args.model, dtype=args.dtype, verify=not args.no_verify)
     else:
         model, tok = load_model(args.model, args.dtype or "float32")
     if args.limit is not None and args.limit <= 0:
@@ -164,19 +185,43 @@ COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "eval": _cmd_eval, "comp
             "plugins": _cmd_plugins}
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so run directories are cleaned up and exported models kept."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _dispatch(args)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args) -> int:
     try:
         return COMMANDS[args.command](args)
     except FairGPTQError as e:
-        errors.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True, highlight=False)
+        if args.debug:
+            errors.print_exception()
+        errors.print(Text.assemble(("error: ", "bold red"), "\n".join([str(e), *getattr(e, "__notes__", [])])),
+                     soft_wrap=True, highlight=False)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        errors.print("[yellow]interrupted[/]")
+    except KeyboardInterrupt as e:
+        errors.print(Text.assemble(("interrupted", "yellow"), *(f"\n{n}" for n in getattr(e, "__notes__", []))),
+                     soft_wrap=True, highlight=False)
         return 130
-    except Exception:
-        errors.print_exception(max_frames=8)
-        errors.print("[bold red]fairgptq failed[/] (a bug or an environment problem; the traceback is above)")
+    except Exception as e:
+        if args.debug:
+            errors.print_exception()
+        message = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else str(e)
+        errors.print(Text.assemble((f"fairgptq failed ({type(e).__name__}): ", "bold red"),
+                                   "\n".join([message, *getattr(e, "__notes__", [])])), soft_wrap=True,
+                     highlight=False)
+        errors.print("(an environment problem or a bug; run with --debug for the traceback)")
         return EXIT_FAILURE
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -14,6 +15,7 @@ from .core.errors import PluginError
 
 KINDS = {"pair_sources": "fairgptq_pair_sources", "objectives": "fairgptq_objectives", "backends": "fairgptq_backends"}
 ENTRY_POINT_GROUPS = tuple(f"fairgptq.{kind}" for kind in KINDS)
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 BUILTIN_MODULES = ("fairgptq.datasets_adapters.plugin", "fairgptq.objectives.plugin", "fairgptq.backends.plugin")
 
 
@@ -54,6 +56,9 @@ class Registry:
 
     def register_module(self, dotted: str) -> None:
         """Import a module by name and register it (a pipeline's ``plugins:`` list)."""
+        if not isinstance(dotted, str) or not _MODULE_NAME.fullmatch(dotted):
+            raise PluginError(f"plugin module {dotted!r} is not a Python module name (letters, digits, '_' "
+                              f"and dots, e.g. my_plugins.pairs); give the module, not a file path")
         if self.pm.has_plugin(dotted):
             return
         try:
@@ -61,6 +66,8 @@ class Registry:
         except ImportError as e:
             raise PluginError(f"plugin module {dotted!r} could not be imported ({e}); check the name and that "
                               f"it is on PYTHONPATH or installed") from e
+        except Exception as e:  # a SyntaxError or any error the module raises while importing
+            raise PluginError(f"plugin module {dotted!r} failed while importing: {type(e).__name__}: {e}") from e
         self.register(mod, name=dotted)
 
     def register(self, plugin: object, name: str | None = None) -> None:
@@ -87,13 +94,25 @@ class Registry:
             caller = getattr(self.pm.hook, hook)
             for impl in caller.get_hookimpls():
                 origin = self._origin(impl.plugin_name)
-                for name, factory in (impl.function() or {}).items():
+                for name, factory in self._declared(impl, kind).items():
                     if (kind, name) in seen:
                         raise PluginError(f"{kind[:-1]} name {name!r} is registered twice: by {seen[(kind, name)]} "
                                           f"and by {origin}; rename one of them")
                     seen[(kind, name)] = origin
                     infos.append(PluginInfo(kind, name, factory, origin))
         return infos
+
+    def _declared(self, impl: Any, kind: str) -> dict[str, Any]:
+        """What one hook implementation returns: a mapping name -> factory, or a clear error naming the plugin."""
+        try:
+            declared = impl.function() or {}
+        except Exception as e:
+            raise PluginError(f"plugin {impl.plugin_name}: its {KINDS[kind]} hook failed: {type(e).__name__}: "
+                              f"{e}") from e
+        if not isinstance(declared, dict) or not all(isinstance(n, str) and n for n in declared):
+            raise PluginError(f"plugin {impl.plugin_name}: its {KINDS[kind]} hook must return a dict mapping "
+                              f"names to factories, got {type(declared).__name__}")
+        return declared
 
     def _origin(self, plugin_name: str) -> str:
         for plugin, dist in self.pm.list_plugin_distinfo():

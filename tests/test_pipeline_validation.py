@@ -190,3 +190,11 @@ def test_keypaths_round_trip(path, parts):
 def test_malformed_keypaths(bad):
     with pytest.raises(ConfigError, match="malformed key path"):
         keypath.parse(bad)
+
+
+def test_yaml_merge_keys_work_and_duplicates_are_still_refused(tmp_path):
+    from fairgptq.pipeline.loading import parse_yaml
+    data = parse_yaml("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n", "t.yaml")
+    assert data["other"] == {"x": 1, "y": 3}
+    with pytest.raises(ConfigError, match="duplicate key 'y'"):
+        parse_yaml("a:\n  y: 1\n  y: 2\n", "t.yaml")

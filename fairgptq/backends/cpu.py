@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
+from ..core.errors import ConfigError
 from .base import Backend
 
 
@@ -53,6 +54,9 @@ class CpuBackend(Backend):
     def __init__(self, threads: int | None = None, loop_threads: int = 1, *, hessian_dtype: str = "float32",
                  factor_dtype: str = "float64") -> None:
         super().__init__("cpu", hessian_dtype=hessian_dtype, factor_dtype=factor_dtype)
+        for key, value in (("threads", threads), ("loop_threads", loop_threads)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{key} must be a whole number >= 1 (got {value!r})")
         self.threads, self.loop_threads = threads, loop_threads
 
     def run_threads(self) -> int:

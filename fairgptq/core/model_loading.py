@@ -27,6 +27,10 @@ class ModelNotFoundError(FairGPTQError):
     """No local file, mirror, cache entry or hub answer for a model name."""
 
 
+class ModelLoadError(FairGPTQError):
+    """A local model folder or file exists but cannot be loaded (corrupt or incomplete files)."""
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model's files are: a folder, plus the GGUF file name inside it when there is one."""
@@ -94,7 +98,13 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
         else:
             tok = AutoTokenizer.from_pretrained(src.folder, **kw)
             model = AutoModelForCausalLM.from_pretrained(src.folder, dtype=_DTYPES[dtype], **kw)
-    except OSError as e:
+    except Exception as e:
+        if not src.hub_id:  # a local folder or file that exists but does not load: say why, not "no hub"
+            where = Path(src.folder) / (src.gguf_file or "")
+            raise ModelLoadError(f"could not load the model in {where}: {type(e).__name__}: {e}. Check that "
+                                 f"config.json, the weights and the tokenizer files are complete") from e
+        if not isinstance(e, OSError):
+            raise
         raise ModelNotFoundError(
             f"could not load model {name!r}: not a local file or folder, not under ${MODELS_DIR_ENV}, not in the "
             f"Hugging Face cache, and the hub did not answer ({e.__class__.__name__}). Fix: download it on a "

@@ -136,7 +136,9 @@ def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *,
                    f"(e.g. {hits[:3]}); scores on them measure the calibration fit, not debiasing. Evaluate "
                    f"on split='holdout' with calibration drawn from split='calibration'")
             if on_overlap == "error":
-                raise ConfigError(msg + ", or pass on_overlap='warn' to score anyway.")
+                raise ConfigError(msg + " (in a pipeline: calibration.pairs.<set>.split: calibration and "
+                                        "evaluation.stereoset_split: holdout); from Python, on_overlap='warn' "
+                                        "scores anyway.")
             warnings.warn(msg, stacklevel=2)
             logger.warning(msg)
     sentences = [s for p in items for s in (p.stereo, p.anti, p.meta["unrelated"])]

@@ -44,6 +44,7 @@ from ..core.architectures import arch_for
 from ..core.driver import QuantizationResult
 from ..core.errors import FairGPTQError
 from ..core.gptq import QuantizedWeight
+from .integrity import file_hashes
 from .packing import pack_last, unpack_last
 
 CHECKPOINT_FORMATS = ("gptq", "gptq_v2")
@@ -187,6 +188,7 @@ def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, o
             tensors[f"{name}.{suffix}"] = t
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     qc = quantize_config(result, fmt, dict(fairgptq_meta or {}))
+    qc["fairgptq"]["integrity"] = file_hashes(out, [WEIGHTS_FILE])
     (out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
     config = json.loads(model.config.to_json_string(use_diff=False))
     config["quantization_config"] = {k: v for k, v in qc.items() if k != "fairgptq"}

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from ..core.model_loading import _DTYPES
 from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG, QUANTIZED_SUFFIXES, WEIGHTS_FILE,
                           ExportError, unpack_weight)
+from .integrity import CheckpointIntegrityError, check_quantized_tensors, verify_files
 
 
 def is_gptq_checkpoint(path: str | Path) -> bool:
@@ -41,12 +42,17 @@ def _is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D"
 
 
-def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: str = "cpu"):
-    """(model, tokenizer, quantize_config) of an exported GPTQ checkpoint folder."""
+def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: str = "cpu", verify: bool = True):
+    """(model, tokenizer, quantize_config) of an exported GPTQ checkpoint folder.
+
+    ``verify`` checks the content hashes fairgptq recorded at export (see :mod:`.integrity`).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     qc = read_quantize_config(path)
+    if verify:
+        verify_files(path, qc)
     fmt = qc.get("checkpoint_format", "gptq")
     config = AutoConfig.from_pretrained(path)
     if hasattr(config, "quantization_config"):
@@ -55,11 +61,15 @@ def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: 
     if isinstance(torch_dtype, str):
         torch_dtype = _DTYPES.get(torch_dtype, torch.float32)
     model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-    tensors = load_file(str(path / WEIGHTS_FILE))
+    try:
+        tensors = load_file(str(path / WEIGHTS_FILE))
+    except Exception as e:  # safetensors raises its own error type for truncated or garbage files
+        raise CheckpointIntegrityError(f"{path / WEIGHTS_FILE}: not a readable safetensors file ({e})") from e
     prefixes = sorted(k[: -len(".qweight")] for k in tensors if k.endswith(".qweight"))
     for name in prefixes:
-        parts = {s: tensors.pop(f"{name}.{s}") for s in QUANTIZED_SUFFIXES}
-        parts.update({s: tensors.pop(f"{name}.{s}") for s in OUTLIER_SUFFIXES if f"{name}.{s}" in tensors})
+        parts = {s: tensors.pop(f"{name}.{s}") for s in (*QUANTIZED_SUFFIXES, *OUTLIER_SUFFIXES)
+                 if f"{name}.{s}" in tensors}
+        check_quantized_tensors(name, parts, qc["bits"])
         qw = unpack_weight(parts,
                            bits=qc["bits"], group_size=qc["group_size"], sym=qc["sym"], checkpoint_format=fmt)
         module = model.get_submodule(name)

@@ -54,6 +54,7 @@ class FairPairObjective(Objective):
         self.batch_size, self.max_length = batch_size, max_length
         self.label, self.pair_set = label, pair_set
         self._streams: PairStreams | None = None
+        self._alphas: dict[tuple[int, str], float] = {}
 
     @property
     def _names(self) -> tuple[str, str]:
@@ -71,10 +72,12 @@ class FairPairObjective(Objective):
         return set(self._names) if self.calibrate_with_pairs else set()
 
     def applies(self, layer: int, role: str, n_layers: int) -> bool:
-        return self.targets.applies(layer, role, n_layers) and self.targets.alpha_for(layer, role) > 0
+        # term() has no n_layers, which negative layer_alpha keys need: it uses the α decided here
+        self._alphas[layer, role] = self.targets.alpha_for(layer, role, n_layers)
+        return self.targets.applies(layer, role, n_layers) and self._alphas[layer, role] > 0
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
-        alpha = self.targets.alpha_for(layer, role)
+        alpha = self._alphas.get((layer, role), self.targets.alpha_for(layer, role))
         if alpha == 0 or self._streams is None:
             return None
         s, a = self._names
@@ -82,7 +85,11 @@ class FairPairObjective(Objective):
         for c0, c1, plan in zip(inputs[s], inputs[a], self._streams.plans):
             D = pair_differences(c0, c1, plan)
             acc = D.T @ D if acc is None else acc.addmm_(D.T, D)
-        return acc * (2.0 * alpha / len(self.pairs))
+        scaled = acc * (2.0 * alpha / len(self.pairs))
+        if bool(torch.isfinite(acc).all()) and not bool(torch.isfinite(scaled).all()):
+            raise ConfigError(f"layer {layer} {role}: α={alpha:g} makes H_bias overflow float32 (the pair "
+                              f"differences alone are finite); use a far smaller α (the paper's are 0.1-0.5)")
+        return scaled
 
     def describe(self) -> dict:
         return {"name": self.name, "pair_set": self.pair_set, "pairs": len(self.pairs),

@@ -14,6 +14,7 @@ Alignment of the two token sequences (spec section 4):
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ from ..core.sequences import common_prefix_length
 from ..datasets_adapters.pairs import Pair
 
 ALIGNMENTS = ("aligned", "positional")
+logger = logging.getLogger("fairgptq.objectives")
 
 
 @dataclass(frozen=True)
@@ -100,15 +102,34 @@ def tokenize_pairs(pairs: list[Pair], tokenizer, *, alignment: str = "aligned", 
     """Right-padded batches, pair i of the set in the same row of both streams."""
     stereo, anti, plans = [], [], []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    blind = 0
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         ids0 = [tokenizer(p.stereo, truncation=True, max_length=max_length).input_ids for p in chunk]
         ids1 = [tokenizer(p.anti, truncation=True, max_length=max_length).input_ids for p in chunk]
+        blind += sum(a == b for a, b in zip(ids0, ids1))
         b0, b1 = _pad(ids0, pad), _pad(ids1, pad)
         stereo.append(b0)
         anti.append(b1)
         plans.append(plan_alignment(ids0, ids1, b0.input_ids.shape[1], b1.input_ids.shape[1], alignment))
+    _check_truncation(blind, len(pairs), max_length)
     return PairStreams(stereo, anti, plans)
+
+
+def _check_truncation(blind: int, total: int, max_length: int) -> None:
+    """Pairs that differ only past ``max_length`` tokens read as identical: D = 0, they add nothing.
+
+    Silently, every ΔW came out 0 when all pairs were cut that way; now that is an error and
+    a partial loss a warning with the count.
+    """
+    if not blind:
+        return
+    fix = f"raise calibration.max_length (now {max_length}) or shorten the sentences"
+    if blind == total:
+        raise ConfigError(f"all {total} pairs differ only after the first {max_length} tokens, so every pair "
+                          f"difference is 0 and the fairness term would change nothing; {fix}")
+    logger.warning("%d of %d pairs differ only after the first %d tokens and contribute nothing; %s",
+                   blind, total, max_length, fix)
 
 
 def _pad(ids: list[list[int]], pad: int) -> TokenBatch:

@@ -70,8 +70,21 @@ class Targets:
             if not (isinstance(a, (int, float)) and a >= 0 and math.isfinite(a)):
                 raise ConfigError(f"alpha={a!r} must be a finite number >= 0")
 
-    def alpha_for(self, layer: int, role: str) -> float:
-        if layer in self.layer_alpha:
+    def alpha_for(self, layer: int, role: str, n_layers: int | None = None) -> float:
+        """α of one module; ``layer_alpha`` keys may count from the end (-1: the last layer) like ``layers``.
+
+        With ``n_layers`` given, a ``layer_alpha`` index outside the model is an error: it used to
+        change nothing, silently.
+        """
+        if n_layers is not None:
+            bad = [i for i in self.layer_alpha if not -n_layers <= i < n_layers]
+            if bad:
+                raise ConfigError(f"layer_alpha index(es) {bad} out of range for a model with {n_layers} decoder "
+                                  f"layers (valid: -{n_layers} .. {n_layers - 1})")
+            for key in (layer, layer - n_layers):
+                if key in self.layer_alpha:
+                    return float(self.layer_alpha[key])
+        elif layer in self.layer_alpha:
             return float(self.layer_alpha[layer])
         return float(self.alpha[role]) if isinstance(self.alpha, Mapping) else float(self.alpha)
 

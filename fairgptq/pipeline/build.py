@@ -5,7 +5,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, FairGPTQError, PluginError
 from ..core.objective import Objective, TokenBatch
 from ..core.quantizer import QuantConfig
 from ..datasets_adapters.pairs import Pair
@@ -26,7 +26,13 @@ def create(registry: Registry, kind: str, name: str, params: dict[str, Any]) -> 
     Not ``Registry.create(kind, name, **params)``: a plugin parameter called ``kind`` or ``name``
     (StereoSet's ``kind: intrasentence``) would collide with that method's own arguments.
     """
-    return registry.get(kind, name).factory(**params)
+    try:
+        return registry.get(kind, name).factory(**params)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # untyped params of the wrong type or shape
+        if isinstance(e, FairGPTQError):
+            raise
+        raise PluginError(f"{kind[:-1].replace('_', ' ')} {name!r} cannot use its params {params!r}: "
+                          f"{type(e).__name__}: {e}") from e
 
 
 @dataclass

@@ -107,4 +107,7 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
             if task not in spec.evaluation.tasks:
                 problems.append((f"evaluation.limit.{task}", f"not one of this pipeline's tasks "
                                                              f"({', '.join(spec.evaluation.tasks) or 'none'})"))
+    if not problems:  # the environment checks assume a consistent pipeline
+        from .preflight import environment_problems
+        problems += environment_problems(spec, registry)
     return problems

@@ -1,29 +1,54 @@
-"""Run directories that are either complete or visibly not: temp dir + rename, a ``.complete`` marker.
+"""Run directories that are either complete or visibly not, and replaced only when that is safe.
 
-A single run is written into ``.<name>.partial-<pid>`` beside its final place and renamed
-when everything succeeded, so an interrupted run never leaves a directory that looks
-finished.  A sweep directory is created in place (its points are atomic run directories)
-and gets its marker only after the last point and the summary are written; re-running an
-unfinished sweep resumes it.  An existing complete directory is replaced only with ``force``.
+The guarantees (the README's run-directory section states them for users):
+
+- A run is written into ``.<name>.partial-<pid>`` beside its final place, under the
+  directory's lock (:mod:`.locking`), and moved into place only when everything succeeded,
+  so an interrupted run never leaves a directory that looks finished.
+- ``--force`` replaces only a directory fairgptq wrote (it carries :data:`MARKER`), never the
+  working directory, a folder holding the pipeline file, or any of their parents.
+- Replacement is atomic: the new run completes beside the old one and the two are swapped
+  (``renameat2(RENAME_EXCHANGE)`` on Linux, else two renames with SIGINT/SIGTERM blocked);
+  the old run is deleted only afterwards.  Whatever moment an interrupt hits, the next
+  attempt finds the old complete run or the new one (:func:`_recover`).
+- Stale partials are cleaned only while holding the directory's lock, so never one that a
+  live run is writing; a partial that holds an exported model is kept (renamed to a visible
+  ``<name>.unevaluated``) instead of deleted: quantization may have taken hours.
+
+A sweep directory is created in place (its points are atomic run directories) and gets its
+``.complete`` only after the last point and the summary; re-running an unfinished sweep
+resumes it, and ``--force`` replaces its points one by one.
 """
 from __future__ import annotations
 
+import ctypes
+import json
+import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+import yaml
 
 from ..core.errors import FairGPTQError
+from .locking import run_lock
 
 COMPLETE = ".complete"
+MARKER = ".fairgptq-run"
 SWEEP_CONFIG = "sweep.yaml"
+SWEEP_INPUTS = "inputs.json"
+EXPORTED_MODEL = Path("model") / "quantize_config.json"
+logger = logging.getLogger("fairgptq.pipeline")
 
 
 class RunDirError(FairGPTQError):
-    """The output directory exists (without --force) or holds a different run."""
+    """The output directory exists (without --force), holds a different run, or may not be replaced."""
 
 
 def is_complete(path: Path) -> bool:
@@ -32,6 +57,18 @@ def is_complete(path: Path) -> bool:
 
 def mark_complete(path: Path) -> None:
     write_atomic(Path(path) / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+
+
+def mark_fairgptq(path: Path) -> None:
+    """Label a folder as fairgptq's own: only such a folder may be replaced by ``--force``."""
+    write_atomic(Path(path) / MARKER, "written by fairgptq; --force may replace this folder\n")
+
+
+def is_fairgptq_dir(path: Path) -> bool:
+    """fairgptq's marker, or (folders written before it existed) a sweep config or a complete run's config."""
+    p = Path(path)
+    return ((p / MARKER).is_file() or (p / SWEEP_CONFIG).is_file()
+            or (is_complete(p) and (p / "config.yaml").is_file()))
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -49,48 +86,238 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
-def _remove_stale_partials(final: Path) -> None:
-    for stale in final.parent.glob(f".{final.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+def check_target(final: Path, *, force: bool, protect: Iterable[Path] = ()) -> None:
+    """Refuse an output directory that must not be (re)written; see the module docstring."""
+    final = Path(final)
+    resolved = final.resolve()
+    for keep in [Path.cwd(), *protect]:
+        keep = Path(keep).resolve()
+        if resolved == keep or resolved in keep.parents:
+            what = "the working directory" if keep == Path.cwd().resolve() else f"{keep} (it holds the pipeline)"
+            raise RunDirError(f"--out {final} is or contains {what}; a run directory is replaced as a whole, so "
+                              f"give it a folder of its own, e.g. --out runs/NAME")
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise RunDirError(f"--out {final} exists and is not a folder; choose another --out")
+    if not final.exists() or not any(final.iterdir()):
+        return
+    if not is_fairgptq_dir(final):
+        raise RunDirError(f"{final} exists and was not written by fairgptq (no {MARKER} marker); fairgptq never "
+                          f"deletes a folder it did not write, even with --force: choose another --out")
+    if not force:
+        state = "a complete run" if is_complete(final) else "an incomplete run"
+        raise RunDirError(f"{final} already exists ({state}); pass --force to replace it, or --out DIR")
+
+
+def prepare_parent(final: Path) -> None:
+    """Create the folder a run directory goes into, or say clearly why it cannot be."""
+    parent = Path(final).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot create {parent} for --out {final}: {e.strerror or e}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write into {parent} (permission denied); choose another --out")
+
+
+def _partials(final: Path) -> list[Path]:
+    return [*final.parent.glob(f".{final.name}.partial-*"), *final.parent.glob(f".{final.name}.old-*")]
+
+
+def _unique(path: Path) -> Path:
+    candidate, i = path, 2
+    while candidate.exists():
+        candidate, i = path.with_name(f"{path.name}-{i}"), i + 1
+    return candidate
+
+
+def _salvage(partial: Path, final: Path) -> Path | None:
+    """Move a partial holding an exported model to a visible ``<name>.unevaluated`` folder; None if none."""
+    if is_complete(partial) or not (partial / EXPORTED_MODEL).is_file():
+        return None
+    dest = _unique(final.parent / f"{final.name}.unevaluated")
+    os.rename(partial, dest)
+    logger.warning("kept the exported model of an unfinished run in %s", dest)
+    return dest
+
+
+def _recover(final: Path) -> None:
+    """Finish a swap an interrupt cut short: put the newest complete run back at ``final``."""
+    if final.exists():
+        return
+    leftovers = sorted(_partials(final), key=lambda p: p.stat().st_mtime, reverse=True)
+    new = [p for p in leftovers if p.name.startswith(f".{final.name}.partial-") and is_complete(p)]
+    old = [p for p in leftovers if p.name.startswith(f".{final.name}.old-")]
+    for candidate in new + old:
+        os.rename(candidate, final)
+        logger.warning("restored %s from %s (an interrupted replacement)", final, candidate.name)
+        return
+
+
+def _remove_stale_partials(final: Path) -> list[Path]:
+    """Called under ``final``'s lock, so no live run owns these; returns the salvaged folders."""
+    kept = []
+    for stale in _partials(final):
+        dest = _salvage(stale, final)
+        if dest is not None:
+            kept.append(dest)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+    return kept
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 @contextmanager
-def atomic_run_dir(final: str | Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield a temp folder; on success mark it complete and move it to ``final``.
+def _signals_blocked() -> Iterator[None]:
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
-    On failure the partial folder stays (with its log) for inspection and is removed by the
-    next attempt at the same run.
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    """Make the complete ``tmp`` the run at ``final``; an old run there is deleted only afterwards."""
+    if final.exists() and any(final.iterdir()):
+        if _exchange(tmp, final):
+            shutil.rmtree(tmp)  # now the old run
+            return
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        with _signals_blocked():
+            os.rename(final, old)
+            os.rename(tmp, final)
+        shutil.rmtree(old)
+    else:
+        if final.exists():
+            final.rmdir()  # empty
+        os.rename(tmp, final)
+
+
+def _salvage_note(dest: Path) -> str:
+    tasks = ""
+    try:
+        config = yaml.safe_load((dest / "config.yaml").read_text(encoding="utf-8"))
+        tasks = ",".join(config["evaluation"]["tasks"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        pass
+    finish = (f"; finish the evaluation with: fairgptq eval {dest / 'model'} --tasks {tasks} "
+              f"--out {dest / 'evaluation.json'}") if tasks else ""
+    return f"the quantized model was exported before the failure and is kept in {dest / 'model'}{finish}"
+
+
+@contextmanager
+def atomic_run_dir(final: str | Path, *, force: bool = False, protect: Iterable[Path] = ()) -> Iterator[Path]:
+    """Yield a temp folder; on success mark it complete and swap it into ``final``.
+
+    On failure a partial holding an exported model is kept as ``<final>.unevaluated`` (the
+    exception gets a note saying so and how to finish); any other partial stays, with its
+    log, until the next attempt at the same run removes it.
     """
     final = Path(final)
-    if final.exists() and not force:
-        state = "a complete run" if is_complete(final) else "an incomplete run"
-        raise RunDirError(f"{final} already exists ({state}); pass --force to replace it, or --out DIR")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(final)
-    tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
-    tmp.mkdir()
-    yield tmp
-    mark_complete(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    protect = list(protect)
+    prepare_parent(final)
+    with run_lock(final):
+        _recover(final)
+        _remove_stale_partials(final)
+        check_target(final, force=force, protect=protect)
+        tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
+        tmp.mkdir()
+        mark_fairgptq(tmp)
+        try:
+            yield tmp
+        except BaseException as e:
+            dest = _salvage(tmp, final)
+            if dest is not None:
+                e.add_note(_salvage_note(dest))
+            raise
+        mark_complete(tmp)
+        _swap_into_place(tmp, final)
 
 
-def prepare_sweep_dir(path: str | Path, config_text: str, *, force: bool = False) -> bool:
-    """Create or reopen a sweep folder; True when an interrupted sweep of the same config is resumed."""
+def prepare_sweep_dir(path: str | Path, config_text: str, *, force: bool = False,
+                      protect: Iterable[Path] = ()) -> bool:
+    """Create or reopen a sweep folder; True when an interrupted sweep of the same config is resumed.
+
+    With ``force`` an existing sweep is not deleted: its ``.complete`` and its points'
+    ``.complete`` markers go (the points are then redone, each replaced atomically when its
+    new run succeeds) and the new config is saved.
+    """
     path = Path(path)
     saved = path / SWEEP_CONFIG
-    if path.exists():
+    check_target(path, force=True, protect=protect)  # not someone else's folder, not the cwd
+    if path.exists() and any(path.iterdir()):
         same = saved.is_file() and saved.read_text(encoding="utf-8") == config_text
         if force:
-            shutil.rmtree(path)
-        elif is_complete(path):
+            for point in [path, *(path / "points").glob("*")]:
+                if point.is_dir() and is_fairgptq_dir(point):
+                    mark_fairgptq(point)
+                    (point / COMPLETE).unlink(missing_ok=True)
+            write_atomic(saved, config_text)
+            return False
+        if is_complete(path):
             raise RunDirError(f"{path} holds a complete sweep; pass --force to redo it, or --out DIR")
-        elif not same:
-            what = "a different sweep" if saved.is_file() else "something that is not a fairgptq sweep"
-            raise RunDirError(f"{path} holds {what}; pass --force to replace it, or --out DIR")
-        else:
-            return True
-    path.mkdir(parents=True)
+        if not same:
+            raise RunDirError(f"{path} holds a different sweep; pass --force to replace it, or --out DIR")
+        return True
+    path.mkdir(parents=True, exist_ok=True)
+    mark_fairgptq(path)
     write_atomic(saved, config_text)
     return False
+
+
+def _check_inputs(path: Path, inputs: dict[str, str], *, resumed: bool, force: bool) -> None:
+    """A resumed sweep must read the same input files as its finished points did."""
+    saved = path / SWEEP_INPUTS
+    if resumed and saved.is_file() and not force:
+        before = json.loads(saved.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(before) | set(inputs) if before.get(k) != inputs.get(k))
+        if changed:
+            raise RunDirError(f"{path}: input file(s) changed since this sweep started: {', '.join(changed)}; its "
+                              f"finished points used the old contents. Pass --force to redo every point, restore "
+                              f"the files, or use another --out")
+    write_atomic(saved, json.dumps(inputs, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def sweep_dir(path: str | Path, config_text: str, inputs: dict[str, str], *, force: bool = False,
+              shared: bool = False, protect: Iterable[Path] = ()) -> Iterator[bool]:
+    """Hold a sweep folder's lock (shared between shards) while it runs; yields whether it resumes."""
+    path = Path(path)
+    prepare_parent(path)
+    with run_lock(path, shared=shared):
+        resumed = prepare_sweep_dir(path, config_text, force=force, protect=protect)
+        _check_inputs(path, inputs, resumed=resumed, force=force)
+        yield resumed
+
+
+def remove_other_points(points: Path, keep: Iterable[str]) -> None:
+    """After a sweep replaced with ``--force`` finished: drop the old sweep's points it no longer has.
+
+    Points may be nested one level (``<point>/seed=<s>`` with repeats); only folders fairgptq
+    wrote are removed, and a point folder only once none of its units is left.
+    """
+    keep = set(keep)
+    for folder in points.glob("*"):
+        if not folder.is_dir() or folder.name.startswith(".") or folder.name in keep:
+            continue
+        if is_fairgptq_dir(folder):
+            shutil.rmtree(folder)
+            continue
+        for unit in folder.glob("*"):
+            if (unit.is_dir() and not unit.name.startswith(".") and f"{folder.name}/{unit.name}" not in keep
+                    and is_fairgptq_dir(unit)):
+                shutil.rmtree(unit)
+        if not any(folder.iterdir()):
+            folder.rmdir()

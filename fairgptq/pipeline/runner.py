@@ -28,7 +28,9 @@ from . import build
 from .loading import Pipeline
 from .report import headline_metrics, plot_delta_w, plot_sweep, run_report, stability_summary, sweep_report
 from ..evaluation.items import ITEMS_DIR, split_evaluation, write_items
-from .rundir import atomic_run_dir, is_complete, mark_complete, prepare_sweep_dir, write_atomic
+from .inputs import sweep_inputs
+from .preflight import check_before_run
+from .rundir import atomic_run_dir, is_complete, mark_complete, remove_other_points, sweep_dir, write_atomic
 from .schema import PipelineSpec
 from .seeds import group_statistics, groups_report, is_plain, plot_groups, unit_comparisons, units_report
 
@@ -148,14 +150,6 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
         n_layers = gap.n_layers
         pair_gap = gap.measure(model, lambda li, role: any(o.applies(li, role, n_layers) for o in objectives))
 
-    evaluation = None
-    if tasks:
-        from ..evaluation import evaluate
-        with step("evaluate", f"evaluating: {', '.join(tasks)}"):
-            evaluation, items = split_evaluation(evaluate(model, tok, tasks,
-                                                          **build.evaluation_options(spec, calib_pairs)))
-            write_items(run_dir / ITEMS_DIR, items)
-
     export = None
     if spec.export.enabled:
         with step("export", "exporting the GPTQ checkpoint"):
@@ -171,6 +165,14 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
             export.update(check)
             export["reload_check"] = ("identical logits" if check["identical_logits"]
                                       else f"max |Δlogit| = {check['max_abs_logit_diff']:.3g}")
+
+    evaluation = None
+    if tasks:
+        from ..evaluation import evaluate
+        with step("evaluate", f"evaluating: {', '.join(tasks)}"):
+            evaluation, items = split_evaluation(evaluate(model, tok, tasks,
+                                                          **build.evaluation_options(spec, calib_pairs)))
+            write_items(run_dir / ITEMS_DIR, items)
 
     timings["quantize_engine"] = round(result.seconds, 2)
     timings["total"] = round(time.perf_counter() - t_start, 2)
@@ -212,12 +214,13 @@ def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bo
     console = console or Console()
     spec = pipeline.spec
     target = Path(out or spec.output or Path("runs") / spec.name)
+    check_before_run(pipeline, target)
     if pipeline.points:
         return _run_sweep(pipeline, target, force, console, shard)
     if shard is not None:
         from ..core.errors import ConfigError
         raise ConfigError("--shard splits the points of a sweep; this pipeline has no sweep section")
-    with atomic_run_dir(target, force=force) as tmp, run_log(tmp / "run.log"):
+    with atomic_run_dir(target, force=force, protect=[pipeline.folder]) as tmp, run_log(tmp / "run.log"):
         logger.info("pipeline %s from %s", spec.name, pipeline.source)
         _logged(execute, spec, pipeline.resolved(), tmp, console)
     return target
@@ -239,11 +242,11 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
     index, count = shard or (0, 1)
 
     config_text = yaml.safe_dump(pipeline.resolved(), sort_keys=False)
-    resumed = prepare_sweep_dir(target, config_text, force=force)
-    if resumed:
-        console.print(f"[yellow]resuming the interrupted sweep in {target}[/]")
     spec = pipeline.spec
-    with run_log(target / "sweep.log"):
+    with sweep_dir(target, config_text, sweep_inputs(pipeline), force=force, shared=shard is not None,
+                   protect=[pipeline.folder]) as resumed, run_log(target / "sweep.log"):
+        if resumed:
+            console.print(f"[yellow]resuming the interrupted sweep in {target}[/]")
         shared = None
         cache: dict = {}  # float-model work that every point shares (the pair-gap yardstick)
         baseline = _load_json(target / "baseline.json")
@@ -294,7 +297,8 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
             summary["plots"].append("sweep.png")
         write_atomic(target / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
         write_atomic(target / "report.md", sweep_report(summary) + "\n" + report_extra)
-    mark_complete(target)
+        remove_other_points(target / "points", [p.name for p in pipeline.points])
+        mark_complete(target)
     return target
 
 

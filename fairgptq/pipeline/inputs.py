@@ -1,0 +1,81 @@
+"""Which files a pipeline reads, and a fingerprint of each (so a resumed sweep can tell they changed).
+
+A sweep resumed after its pair file was edited used to mix points built from 8 pairs with
+points built from 4 in one summary.  The sweep folder now keeps ``inputs.json`` (path ->
+fingerprint of every data file and the model's folder) and a resume with different
+fingerprints is refused unless ``--force``.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .arguments import PATH_KEYS, expand_path
+from .schema import PipelineSpec
+
+if TYPE_CHECKING:
+    from .loading import Pipeline
+
+HASHED_BYTES = 256 * 2**20  # bigger files (model weights) are fingerprinted by size and mtime
+
+
+def evaluation_files(spec: PipelineSpec) -> dict[str, Path | None]:
+    """Task -> the data file its evaluation reads (None: the task has no default and needs evaluation.paths)."""
+    from ..datasets_adapters import crows_pairs, stereoset
+    from ..datasets_adapters.wikitext import data_dir
+    from ..evaluation.pair_tasks import PAIR_TASKS
+    from ..evaluation.zeroshot_tasks import ZERO_SHOT_TASKS
+
+    defaults = {"wikitext2": "wikitext2/test.txt", "crows_pairs": crows_pairs.DEFAULT_FILE,
+                "crows_pairs_decomposed": crows_pairs.DEFAULT_FILE,
+                "stereoset": stereoset.DEFAULT_FILE, **{t.name: t.default_file for t in ZERO_SHOT_TASKS.values()},
+                **{name: t.path for name, t in PAIR_TASKS.items() if t.path}}
+    out: dict[str, Path | None] = {}
+    for task in spec.evaluation.tasks:
+        if task in PAIR_TASKS and not PAIR_TASKS[task].path and task not in spec.evaluation.paths:
+            continue  # its pair source reads its own default data (checked when the source loads)
+        given = spec.evaluation.paths.get(task)
+        default = defaults.get(task)
+        out[task] = expand_path(given) if given else (data_dir() / default if default else None)
+    return out
+
+
+def input_files(spec: PipelineSpec) -> list[Path]:
+    """Every local file or folder the pipeline reads: pair files, text, evaluation data, the model."""
+    from ..datasets_adapters.wikitext import data_dir
+
+    files = [expand_path(ps.params[k]) for ps in spec.calibration.pairs.values() for k in PATH_KEYS
+             if isinstance(ps.params.get(k), str)]
+    text = spec.calibration.text
+    if text is not None and text.n > 0:
+        files.append(expand_path(text.path) if text.path else data_dir() / "wikitext2" / f"{text.split}.txt")
+    files += [p for p in evaluation_files(spec).values() if p is not None]
+    model = expand_path(spec.model.name)
+    if model.exists():
+        files.append(model)
+    return files
+
+
+def _fingerprint(path: Path) -> str:
+    if path.is_dir():
+        return "dir:" + hashlib.sha256("\n".join(f"{p.relative_to(path)}={_fingerprint(p)}" for p in
+                                                  sorted(path.rglob("*")) if p.is_file()).encode()).hexdigest()[:16]
+    if not path.is_file():
+        return "missing"
+    stat = path.stat()
+    if stat.st_size > HASHED_BYTES:
+        return f"size:{stat.st_size},mtime:{int(stat.st_mtime)}"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def sweep_inputs(pipeline: "Pipeline") -> dict[str, str]:
+    """Fingerprint of every input of every sweep point (points may sweep a file path)."""
+    from .loading import validate
+
+    specs = [pipeline.spec, *(validate(p.raw, pipeline.source, environment=False) for p in pipeline.points)]
+    return {str(p): _fingerprint(p) for spec in specs for p in input_files(spec)}

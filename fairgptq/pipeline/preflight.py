@@ -1,0 +1,290 @@
+"""Checks that need the environment but not the model's weights, run by ``validate`` and before ``run`` loads.
+
+Every one of these used to surface late: after the model loaded (a device name, a backend
+parameter, a 300-character sweep value making a path too long), or after quantization (a
+missing evaluation file, StereoSet overlapping the calibration pairs), losing the work.
+They cost milliseconds to seconds: files are stat-ed, ``config.json`` and safetensors
+headers are read (never the weights), pair sets are loaded for the overlap check.
+Problems are (YAML path, message), like the other checks.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..core.errors import FairGPTQError
+from ..registry import Registry
+from .arguments import expand_path
+from .inputs import evaluation_files
+from .schema import PipelineSpec
+
+if TYPE_CHECKING:
+    from .loading import Pipeline
+
+Problem = tuple[str, str]
+logger = logging.getLogger("fairgptq.pipeline")
+LONGEST_SUFFIX = len(".partial-4194304") + 2  # a partial's name: "." + name + this
+LONGEST_INSIDE = "model/tokenizer_config.json"  # the deepest file fairgptq writes in a run directory
+MEMORY_WARN_FRACTION, MEMORY_REFUSE_FRACTION = 0.25, 1.0
+
+
+def _model_config(spec: PipelineSpec, problems: list[Problem]) -> dict | None:
+    """config.json of a local model folder (None for aliases, hub ids and GGUF files)."""
+    folder = expand_path(spec.model.name)
+    if not (folder.is_dir() and (folder / "config.json").is_file()):
+        return None
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        problems.append(("model.name", f"{folder / 'config.json'} is not readable JSON ({e}); the model folder "
+                                       f"is damaged"))
+        return None
+    if not isinstance(config, dict) or not config.get("model_type"):
+        problems.append(("model.name", f"{folder / 'config.json'} has no model_type; it is not a Hugging Face "
+                                       f"model config"))
+        return None
+    from ..core.architectures import ARCHITECTURES
+    if config["model_type"] not in ARCHITECTURES:
+        problems.append(("model.name", f"architecture {config['model_type']!r} is not supported; supported: "
+                                       f"{', '.join(sorted(ARCHITECTURES))}"))
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+                                                "vocab.json")):
+        problems.append(("model.name", f"{folder} has no tokenizer files (tokenizer.json / tokenizer_config.json)"))
+    for weights in sorted(folder.glob("*.safetensors")):
+        if (why := _safetensors_damage(weights)) is not None:
+            problems.append(("model.name", f"{weights}: {why}"))
+    return config
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    """Why a safetensors file is truncated or not safetensors at all (reads the header only)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > min(size, 100 * 2**20):
+                return "not a safetensors file (bad header length)"
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, struct.error, ValueError, KeyError, TypeError, IndexError) as e:
+        return f"not a readable safetensors file ({type(e).__name__})"
+    if 8 + n + end != size:
+        return f"truncated or padded: the header describes {8 + n + end} bytes, the file has {size}"
+    return None
+
+
+def _depth(config: dict) -> tuple[int | None, int | None]:
+    def first(*keys: str) -> int | None:
+        return next((config[k] for k in keys if isinstance(config.get(k), int)), None)
+    return first("num_hidden_layers", "n_layer", "num_layers"), first("hidden_size", "n_embd", "d_model")
+
+
+def _layer_problems(spec: PipelineSpec, n_layers: int, problems: list[Problem]) -> None:
+    from ..objectives.targets import select_layers
+    for i, obj in enumerate(spec.objectives):
+        base = f"objectives[{i}]"
+        if isinstance(obj.layers, list):
+            bad = [x for x in obj.layers if not -n_layers <= x < n_layers]
+            if bad:
+                problems.append((f"{base}.layers", f"index(es) {bad} out of range for a model with {n_layers} "
+                                                   f"decoder layers (valid: -{n_layers} .. {n_layers - 1})"))
+                continue
+        if not obj.layer_alpha:
+            continue
+        bad = [x for x in obj.layer_alpha if not -n_layers <= x < n_layers]
+        if bad:
+            problems.append((f"{base}.layer_alpha", f"index(es) {bad} out of range for a model with {n_layers} "
+                                                    f"decoder layers (valid: -{n_layers} .. {n_layers - 1})"))
+            continue
+        targeted = set(select_layers(obj.layers, n_layers, obj.k))
+        idle = [x for x in obj.layer_alpha if x % n_layers not in targeted]
+        if idle:
+            problems.append((f"{base}.layer_alpha", f"layer(s) {idle} are not among the targeted layers "
+                                                    f"{sorted(targeted)} (layers: {obj.layers!r}), so their α "
+                                                    f"would change nothing"))
+
+
+def _needs_absent_gpu(spec: PipelineSpec) -> bool:
+    try:
+        device = torch.device(spec.model.device).type
+    except (RuntimeError, ValueError):
+        device = "cpu"
+    return ((spec.backend.name == "cuda" or device == "cuda") and not torch.cuda.is_available()) or \
+        (device == "mps" and not torch.backends.mps.is_available())
+
+
+def _device_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
+    try:
+        device = torch.device(spec.model.device)
+    except (RuntimeError, ValueError):
+        problems.append(("model.device", f"not a device name: {spec.model.device!r} (use cpu, cuda, cuda:0, mps)"))
+        return
+    if device.type == "cuda" and not torch.cuda.is_available():
+        problems.append(("model.device", "cuda: no CUDA GPU is available on this machine (use device: cpu)"))
+    elif device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        problems.append(("model.device", f"{spec.model.device}: this machine has {torch.cuda.device_count()} GPU(s)"))
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        problems.append(("model.device", "mps: Apple's GPU backend is not available on this machine"))
+    elif device.type not in ("cpu", "cuda", "mps"):
+        problems.append(("model.device", f"device type {device.type!r} is not supported (use cpu, cuda or mps)"))
+
+
+def _backend_problems(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> None:
+    """Build the backend once: it checks its parameters (and, for cuda, the GPU) in its constructor."""
+    from .build import create
+    try:
+        create(registry, "backends", spec.backend.name, spec.backend.params)
+    except FairGPTQError as e:
+        problems.append(("backend", str(e)))
+    except (TypeError, ValueError) as e:
+        problems.append(("backend.params", f"backend {spec.backend.name!r}: {e}"))
+
+
+def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
+    for task, path in evaluation_files(spec).items():
+        key = f"evaluation.paths.{task}" if task in spec.evaluation.paths else f"evaluation.tasks[{task!r}]"
+        if path is None:
+            problems.append((key, f"task {task!r} has no local default file; give evaluation.paths.{task}"))
+        elif not path.exists():  # a file, or the folder of a multi-file set (RedditBias, CHBias)
+            problems.append((key, f"{task} data not found: {path}; set FAIRGPTQ_DATA_DIR to the data folder "
+                                  f"or give evaluation.paths.{task}"))
+
+
+def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> None:
+    """Read every pair set (as the run will), then check StereoSet overlap with the ones objectives use.
+
+    StereoSet scored on sentences the model was calibrated on measures the fit, not debiasing.
+    """
+    from .build import pair_sets
+    try:
+        sets = pair_sets(spec, registry)
+    except FairGPTQError as e:
+        problems.append(("calibration.pairs", str(e)))
+        return
+    path = evaluation_files(spec).get("stereoset")
+    used = {o.pairs for o in spec.objectives if o.pairs}
+    if path is None or not path.is_file() or not used:
+        return
+    from ..datasets_adapters.stereoset import load_stereoset
+    from ..evaluation.stereoset import find_overlap, split_items
+    try:
+        items = split_items(load_stereoset(path, kind="intrasentence"), spec.evaluation.stereoset_split,
+                            spec.evaluation.holdout_fraction)
+    except FairGPTQError as e:
+        problems.append(("evaluation.paths.stereoset", str(e)))
+        return
+    for name in sorted(used):
+        hits = find_overlap(items, sets[name].pairs)
+        if hits:
+            problems.append((f"calibration.pairs.{name}", f"{len(hits)} of its pairs are among the StereoSet items "
+                             f"evaluation scores (e.g. {hits[:2]}), which would measure the calibration fit, not "
+                             f"debiasing. Set calibration.pairs.{name}.split: calibration and "
+                             f"evaluation.stereoset_split: holdout (same holdout_fraction)"))
+
+
+def _memory_problems(spec: PipelineSpec, hidden: int | None, problems: list[Problem]) -> None:
+    """Calibration activations live in memory: n x seqlen x hidden float32 values, in and out of a layer."""
+    text = spec.calibration.text
+    if text is None or text.n == 0 or hidden is None:
+        return
+    need = 2 * text.n * text.seqlen * hidden * 4
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    gib = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
+    if need > MEMORY_REFUSE_FRACTION * total:
+        problems.append(("calibration.text.n", f"{text.n} windows of {text.seqlen} tokens need about {gib(need)} "
+                                               f"of activations; this machine has {gib(total)}. Lower n or seqlen"))
+    elif need > MEMORY_WARN_FRACTION * total:
+        logger.warning("calibration.text.n: %d windows of %d tokens need about %s of activations (this machine "
+                       "has %s)", text.n, text.seqlen, gib(need), gib(total))
+
+
+def hardware_problems(spec: PipelineSpec, registry: Registry) -> list[Problem]:
+    """The device and the backend, built once (its constructor checks its parameters and its hardware)."""
+    problems: list[Problem] = []
+    _device_problems(spec, problems)
+    if not problems:
+        _backend_problems(spec, registry, problems)
+    return problems
+
+
+def environment_problems(spec: PipelineSpec, registry: Registry) -> list[Problem]:
+    """Everything checkable before the model loads, beyond the plugin and file checks in checks.py.
+
+    A pipeline written for a GPU validates on a machine without one (with a warning): the
+    device and a GPU backend are checked where it runs, at the start of ``run``.
+    """
+    problems: list[Problem] = []
+    if _needs_absent_gpu(spec):
+        logger.warning("%s needs a GPU this machine lacks (model.device %s, backend %s); validated without it",
+                       spec.name, spec.model.device, spec.backend.name)
+    else:
+        problems += hardware_problems(spec, registry)
+    config = _model_config(spec, problems)
+    n_layers, hidden = _depth(config) if config else (None, None)
+    if n_layers:
+        _layer_problems(spec, n_layers, problems)
+    _memory_problems(spec, hidden, problems)
+    _evaluation_problems(spec, problems)
+    if not problems:
+        _pair_problems(spec, registry, problems)
+    problems += output_problems(Path(spec.output or Path("runs") / spec.name), [])
+    return problems
+
+
+def _name_max(existing: Path) -> int:
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def output_problems(target: Path, point_names: list[str]) -> list[Problem]:
+    """Can every directory and file of this run be created under ``target``?"""
+    problems: list[Problem] = []
+    existing = target.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if existing != target.absolute() and not existing.is_dir():
+        return [("output", f"cannot create {target}: {existing} is a file, not a folder")]
+    if target.exists() and not target.is_dir():
+        return [("output", f"{target} exists and is a file; choose another --out")]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [("output", f"cannot write into {existing} (permission denied); choose another --out")]
+    name_max = _name_max(existing)
+    dirs = [target] + [target / "points" / n for n in point_names]
+    for d in dirs:
+        longest = max(len(part) for part in d.absolute().parts)
+        if len(d.name) + LONGEST_SUFFIX > name_max or longest > name_max:
+            where = f"sweep point {d.name[:40]}…" if d != target else str(target)[:80]
+            problems.append(("output", f"{where}: a folder name of {len(d.name)} characters is too long for this "
+                                       f"file system (at most {name_max - LONGEST_SUFFIX}); shorten the sweep values "
+                                       f"or the output name"))
+            break
+        if len(str(d.absolute() / LONGEST_INSIDE)) + LONGEST_SUFFIX > 4000:
+            problems.append(("output", f"{str(d)[:80]}…: the path is too long for this file system"))
+            break
+    return problems
+
+
+def check_before_run(pipeline: "Pipeline", target: Path) -> None:
+    """At the start of ``run``: the hardware, the real --out and every sweep point's folder under it."""
+    from .loading import PipelineError
+    from .rundir import check_target
+    check_target(target, force=True, protect=[pipeline.folder])
+    from ..registry import default_registry
+    registry = default_registry()
+    for module in pipeline.spec.plugins:
+        registry.register_module(module)
+    problems = hardware_problems(pipeline.spec, registry) + output_problems(target, [p.name for p in pipeline.points])
+    if problems:
+        raise PipelineError(f"--out {target}", problems)
+
