@@ -278,28 +278,34 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
             console.print(f"[yellow]shard {index}/{count} done; {len(pending)} point(s) left to other shards:[/] "
                           f"{', '.join(pending)}")
             return target
-        baseline = baseline or _load_json(target / "baseline.json")
-        summary_points = [_point_summary(p, _load_json(target / "points" / p.name / "results.json"))
-                          for p in pipeline.points]
-        keys = spec.sweep.keys() if spec.sweep else []
-        unit_comparisons(summary_points, target)
-        summary = {"pipeline": spec.name, "keys": keys, "baseline": baseline, "points": summary_points,
-                   "plots": []}
-        report_extra = units_report(summary_points)
-        if spec.repeats is not None:
-            summary["seeds"] = spec.repeats.seeds
-            summary["groups"] = group_statistics(summary_points)
-            report_extra = groups_report(summary["groups"]) + "\n" + report_extra
-            if plot_groups(summary["groups"], target / "seeds.png"):
-                summary["plots"].append("seeds.png")
-                report_extra += "\n![means over seeds](seeds.png)\n"
-        elif keys and plot_sweep(summary_points, keys, target / "sweep.png", baseline):
-            summary["plots"].append("sweep.png")
-        write_atomic(target / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
-        write_atomic(target / "report.md", sweep_report(summary) + "\n" + report_extra)
+        write_sweep_summary(pipeline, target, baseline or _load_json(target / "baseline.json"))
         remove_other_points(target / "points", [p.name for p in pipeline.points])
         mark_complete(target)
     return target
+
+
+def write_sweep_summary(pipeline: Pipeline, target: Path, baseline: dict | None) -> dict:
+    """results.json, report.md and plots of a sweep whose points are all complete (also to redo a summary)."""
+    spec = pipeline.spec
+    summary_points = [_point_summary(p, _load_json(target / "points" / p.name / "results.json"))
+                      for p in pipeline.points]
+    keys = spec.sweep.keys() if spec.sweep else []
+    unit_comparisons(summary_points, target)
+    summary = {"pipeline": spec.name, "keys": keys, "baseline": baseline, "points": summary_points,
+               "plots": []}
+    report_extra = units_report(summary_points)
+    if spec.repeats is not None:
+        summary["seeds"] = spec.repeats.seeds
+        summary["groups"] = group_statistics(summary_points)
+        report_extra = groups_report(summary["groups"]) + "\n" + report_extra
+        if plot_groups(summary["groups"], target / "seeds.png"):
+            summary["plots"].append("seeds.png")
+            report_extra += "\n![means over seeds](seeds.png)\n"
+    elif keys and plot_sweep(summary_points, keys, target / "sweep.png", baseline):
+        summary["plots"].append("sweep.png")
+    write_atomic(target / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_atomic(target / "report.md", sweep_report(summary) + "\n" + report_extra)
+    return summary
 
 
 def _load_json(path: Path) -> Any:
