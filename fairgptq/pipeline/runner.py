@@ -106,6 +106,12 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     registry = default_registry()
     for mod in spec.plugins:
         registry.register_module(mod)
+    onload = None
+    if model_and_tok is None:
+        from .onloaded import execute_onloaded, onload_decision
+        onload = onload_decision(spec, console)
+        if onload.onload:
+            return execute_onloaded(spec, resolved, run_dir, console, onload, registry, baseline=baseline, point=point)
 
     with step("load_model", f"loading model {spec.model.name} ({spec.model.dtype}, {spec.model.device})"):
         if model_and_tok is None:
@@ -162,7 +168,8 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     timings["total"] = round(time.perf_counter() - t_start, 2)
     results = {
         "fairgptq_version": __version__, "pipeline": spec.name, "point": point, "config": resolved,
-        "model": {"name": spec.model.name, **_model_info(model)},
+        "model": {"name": spec.model.name, **_model_info(model),
+                  "onload": onload.to_dict() if onload is not None else None},
         "pair_sets": {name: ps.info for name, ps in sets.items()}, "objectives": result.objectives,
         "backend": backend.describe() if hasattr(backend, "describe") else {"name": spec.backend.name},
         "quantization": {"config": config.to_dict(), "seconds": round(result.seconds, 2),
@@ -222,6 +229,8 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
         console.print(f"[yellow]resuming the interrupted sweep in {target}[/]")
     spec = pipeline.spec
     with run_log(target / "sweep.log"):
+        from .onloaded import onload_decision
+        onloads = onload_decision(spec, console).onload  # then every point reads the model layer by layer itself
         shared = None
         baseline = _load_json(target / "baseline.json")
         for point in pipeline.points:
@@ -234,10 +243,11 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
                 continue
             console.rule(f"sweep point {point.index + 1}/{len(pipeline.points)}: {point.name}")
             point_spec = validate(point.raw, pipeline.source, environment=False)
-            if shared is None:
+            wants_baseline = (point_spec.evaluation.float_baseline and point_spec.evaluation.tasks
+                              and baseline is None and index == 0)  # one shard evaluates the float model
+            if shared is None and not onloads:
                 shared = load_model(spec.model.name, spec.model.dtype, spec.model.device)
-            if point_spec.evaluation.float_baseline and point_spec.evaluation.tasks and baseline is None \
-                    and index == 0:  # one shard evaluates the float model
+            if wants_baseline and shared is not None:
                 from ..evaluation import evaluate
                 console.print("[bold cyan]▶[/] evaluating the float model (once per sweep)")
                 baseline = evaluate(shared[0], shared[1], point_spec.evaluation.tasks,
