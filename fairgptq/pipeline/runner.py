@@ -25,6 +25,7 @@ from ..core.model_loading import load_model
 from ..export import export_checkpoint, load_gptq_checkpoint, snap_to_checkpoint_precision
 from ..registry import default_registry
 from . import build
+from .executors import ExecutorSettings, SweepIncomplete, SweepUnit, run_on_ray
 from .loading import Pipeline
 from .report import headline_metrics, plot_delta_w, plot_sweep, run_report, stability_summary, sweep_report
 from .rundir import atomic_run_dir, is_complete, mark_complete, prepare_sweep_dir, write_atomic
@@ -199,9 +200,10 @@ def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bo
     target = Path(out or spec.output or Path("runs") / spec.name)
     if pipeline.points:
         return _run_sweep(pipeline, target, force, console, shard)
-    if shard is not None:
+    if shard is not None or spec.executor.name != "local":
         from ..core.errors import ConfigError
-        raise ConfigError("--shard splits the points of a sweep; this pipeline has no sweep section")
+        what = "--shard splits" if shard is not None else f"executor {spec.executor.name} runs"
+        raise ConfigError(f"{what} the points of a sweep; this pipeline has no sweep section")
     with atomic_run_dir(target, force=force) as tmp, run_log(tmp / "run.log"):
         logger.info("pipeline %s from %s", spec.name, pipeline.source)
         _logged(execute, spec, pipeline.resolved(), tmp, console)
@@ -223,7 +225,8 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
 
     index, count = shard or (0, 1)
 
-    config_text = yaml.safe_dump(pipeline.resolved(), sort_keys=False)
+    # where the points run does not change what they compute: a sweep resumes under another executor
+    config_text = yaml.safe_dump({k: v for k, v in pipeline.resolved().items() if k != "executor"}, sort_keys=False)
     resumed = prepare_sweep_dir(target, config_text, force=force)
     if resumed:
         console.print(f"[yellow]resuming the interrupted sweep in {target}[/]")
@@ -233,6 +236,7 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
         onloads = onload_decision(spec, console).onload  # then every point reads the model layer by layer itself
         shared = None
         baseline = _load_json(target / "baseline.json")
+        remote: list[SweepUnit] = []  # units for a non-local executor, run after the loop
         for point in pipeline.points:
             folder = target / "points" / point.name
             if point.index % count != index:
@@ -245,7 +249,7 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
             point_spec = validate(point.raw, pipeline.source, environment=False)
             wants_baseline = (point_spec.evaluation.float_baseline and point_spec.evaluation.tasks
                               and baseline is None and index == 0)  # one shard evaluates the float model
-            if shared is None and not onloads:
+            if shared is None and not onloads and (spec.executor.name == "local" or wants_baseline):
                 shared = load_model(spec.model.name, spec.model.dtype, spec.model.device)
             if wants_baseline and shared is not None:
                 from ..evaluation import evaluate
@@ -253,9 +257,20 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
                 baseline = evaluate(shared[0], shared[1], point_spec.evaluation.tasks,
                                     **build.evaluation_options(point_spec, []))
                 write_atomic(target / "baseline.json", json.dumps(baseline, indent=2, default=str))
+            if spec.executor.name != "local":
+                remote.append(SweepUnit(point.name, folder, point.raw, point.values, str(pipeline.source)))
+                continue
             with atomic_run_dir(folder, force=True) as tmp, run_log(tmp / "run.log"):
                 _logged(execute, point_spec, point_spec.model_dump(mode="json"), tmp, console,
                         model_and_tok=shared, baseline=baseline, point=point.values)
+        if remote:
+            shared = None  # the tasks load the model themselves
+            failures = run_on_ray(remote, ExecutorSettings(**spec.executor.model_dump()), console, baseline)
+            if failures:
+                raise SweepIncomplete(f"{len(failures)} of {len(remote)} sweep point(s) failed under Ray: "
+                                      + "; ".join(f"{f.name} ({f.error})" for f in failures)
+                                      + f". The others are complete in {target}; run the same command again to "
+                                        f"resume only the failed point(s).")
         pending = [p.name for p in pipeline.points if not is_complete(target / "points" / p.name)]
         if pending:
             console.print(f"[yellow]shard {index}/{count} done; {len(pending)} point(s) left to other shards:[/] "

@@ -199,6 +199,21 @@ class SweepSpec(Strict):
         return list(dict.fromkeys([*self.grid, *(k for case in self.cases for k in case)]))
 
 
+class ExecutorSpec(Strict):
+    """Where sweep points run: ``local`` (this process, the default) or ``ray`` (one task per point).
+
+    ``address``: a Ray cluster's address (``auto``: the cluster this machine belongs to; unset: a
+    local Ray started for the run); ``num_cpus`` / ``num_gpus``: resources each point's task asks for.
+    """
+
+    name: Literal["local", "ray"] = "local"
+    address: str | None = None
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+    max_retries: int = Field(0, ge=0)
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+
+
 class PipelineSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
@@ -213,3 +228,4 @@ class PipelineSpec(Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
     sweep: SweepSpec | None = None
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
