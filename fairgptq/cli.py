@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .core.errors import ConfigError, FairGPTQError
+from .pipeline.executors import SweepIncomplete
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 console = Console()
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/]")
         return 130
+    except SweepIncomplete as e:  # each failure was reported as it happened; the rest of the sweep is done
+        errors.print(Text.assemble(("sweep incomplete: ", "bold red"), str(e)), soft_wrap=True, highlight=False)
+        return EXIT_FAILURE
     except Exception:
         errors.print_exception(max_frames=8)
         errors.print("[bold red]fairgptq failed[/] (a bug or an environment problem; the traceback is above)")

@@ -98,16 +98,22 @@ def test_killed_task_leaves_the_others_and_resume_runs_only_it(local_ray, tmp_pa
     marker = tmp_path / "kill-once"
     marker.touch()
     f = sweep_file(tmp_path, evaluation=False, backend={"name": "kill_once", "params": {"marker": str(marker)}})
-    raw_overrides = ["plugins=[kill_once_backend]", "executor.name=ray"]
+    overrides = ["plugins=[kill_once_backend]", "executor.name=ray"]
     with pytest.raises(SweepIncomplete, match="1 of 4 sweep point"):
-        run_pipeline(load_pipeline(f, raw_overrides), tmp_path / "out")
+        run_pipeline(load_pipeline(f, overrides), tmp_path / "out")
     points = sorted((tmp_path / "out" / "points").iterdir())
     done = {p.name: (p / "results.json").stat().st_mtime_ns for p in points if is_complete(p)}
     assert len(done) == 3 and not marker.exists()
-    target = run_pipeline(load_pipeline(f, raw_overrides), tmp_path / "out")
-    assert is_complete(target)
+
+    def untouched(target):
+        return {n: (target / "points" / n / "results.json").stat().st_mtime_ns for n in done} == done
+
+    marker.touch()  # the resumed point dies too: the command line reports it with exit code 1
+    assert main(["run", str(f), "--set", overrides[0], "--executor", "ray", "--out", str(tmp_path / "out")]) == 1
+    assert untouched(tmp_path / "out") and not marker.exists()
+    target = run_pipeline(load_pipeline(f, overrides), tmp_path / "out")
+    assert is_complete(target) and untouched(target)
     assert len([p for p in (target / "points").iterdir() if is_complete(p)]) == 4
-    assert {n: (target / "points" / n / "results.json").stat().st_mtime_ns for n in done} == done
 
 
 def test_executor_needs_a_sweep(tmp_path):
