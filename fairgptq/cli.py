@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .core.errors import ConfigError, FairGPTQError
+from .pipeline.executors import SweepIncomplete
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 console = Console()
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="replace an existing run directory")
     run.add_argument("--shard", metavar="I/N", help="sweeps: run only points with index = I mod N (split a sweep "
                                                     "across processes or machines sharing the output folder)")
+    run.add_argument("--executor", choices=["local", "ray"],
+                     help="sweeps: run the points here (local, the default) or as Ray tasks; the pipeline's "
+                          "executor section gives the Ray address and resources")
     val = sub.add_parser("validate", help="check a pipeline file without loading any model")
     val.add_argument("file")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
@@ -95,7 +99,8 @@ def _metrics_table(metrics: dict, title: str) -> Table:
 def _cmd_run(args) -> int:
     from .pipeline import load_pipeline
     from .pipeline.runner import run_pipeline
-    pipe = load_pipeline(args.file, args.overrides)
+    overrides = [*args.overrides, *([f"executor.name={args.executor}"] if args.executor else [])]
+    pipe = load_pipeline(args.file, overrides)
     target = run_pipeline(pipe, args.out, force=args.force, console=console, shard=_shard(args.shard))
     if not (target / "results.json").is_file():
         return EXIT_OK  # a shard whose sweep still has points on other shards
@@ -214,6 +219,9 @@ def _dispatch(args) -> int:
         errors.print(Text.assemble(("interrupted", "yellow"), *(f"\n{n}" for n in getattr(e, "__notes__", []))),
                      soft_wrap=True, highlight=False)
         return 130
+    except SweepIncomplete as e:  # each failure was reported as it happened; the rest of the sweep is done
+        errors.print(Text.assemble(("sweep incomplete: ", "bold red"), str(e)), soft_wrap=True, highlight=False)
+        return EXIT_FAILURE
     except Exception as e:
         if args.debug:
             errors.print_exception()

@@ -10,7 +10,8 @@
 3. The finished runs' outputs are the next layer's inputs.
 
 Only one layer's Hessians and captured inputs are alive at a time; the lm_head and
-embeddings are never touched.
+embeddings are never touched.  Step 2 is :meth:`LayerQuantizer.quantize_layer`, which the
+sequential onloader (fairgptq.onload) calls too, on layers it reads from disk one at a time.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class QuantizationResult:
 
 
 @dataclass
-class _StreamState:
+class StreamState:
     """Hidden states entering the current layer, with the layer's call arguments, per batch."""
 
     hidden: list[torch.Tensor]
@@ -83,9 +84,10 @@ def _layer_output(out) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _capture_first_layer(model: nn.Module, layers: nn.ModuleList, batches: list[TokenBatch],
-                         device: torch.device) -> _StreamState:
-    state = _StreamState([], [], [], [])
+def capture_first_layer_inputs(model: nn.Module, layers: nn.ModuleList, batches: list[TokenBatch],
+                                device: torch.device) -> StreamState:
+    """Run the model up to decoder layer 0 on every batch and keep what enters it (nothing after runs)."""
+    state = StreamState([], [], [], [])
 
     def hook(module, args, kwargs):
         hidden = args[0] if args else kwargs.pop("hidden_states")
@@ -119,6 +121,77 @@ def _set_weight(module: nn.Module, spec: ArchSpec, W: torch.Tensor) -> None:
     module.weight.data.copy_(W.to(module.weight.dtype))
 
 
+@dataclass
+class LayerQuantizer:
+    """Everything the per-layer step needs that does not change from layer to layer.
+
+    Shared by :func:`quantize_model` (the whole model in memory) and the sequential onloader
+    (fairgptq.onload), which materializes one layer at a time: both call :meth:`quantize_layer`
+    on each decoder layer in turn, so both compute the same codes.
+    """
+
+    spec: ArchSpec
+    config: QuantConfig
+    n_layers: int
+    roles: tuple[str, ...]
+    hessian_streams: set[str]
+    objectives: list[Objective]
+    solver: Callable[..., ModuleSolution]
+    backend: Backend | None = None
+
+    def quantize_layer(self, li: int, layer: nn.Module,
+                       states: dict[str, StreamState]) -> tuple[dict[str, QuantizedWeight], list[ModuleReport]]:
+        """Quantize decoder layer ``li`` in place; afterwards ``states`` hold the next layer's inputs.
+
+        Returns the layer's quantized weights (by full module name) and their reports.
+        """
+        qweights: dict[str, QuantizedWeight] = {}
+        reports: list[ModuleReport] = []
+        todo = [(role, names) for role, names in self.spec.roles.items() if role in self.roles]
+        firsts = [layer.get_submodule(names[0]) for _, names in todo]
+        calls = {s: list(zip(st.hidden, st.args, st.kwargs)) for s, st in states.items()}
+        with LayerRuns(layer, calls, firsts) as runs:
+            for (role, names), first in zip(todo, firsts):
+                mods = [layer.get_submodule(n) for n in names]
+                inputs = runs.inputs_of(first)
+                captured = {s: [Captured(x, m) for x, m in zip(xs, states[s].masks)] for s, xs in inputs.items()}
+                _solve_role(li, role, names, mods, captured, self.hessian_streams, self.objectives, self.config,
+                            self.spec, self.solver, self.n_layers, self.spec.layers, qweights, reports, self.backend)
+                del captured, inputs
+            outputs = runs.outputs()
+        del calls
+        for s, st in states.items():
+            st.hidden = [_layer_output(o).detach() for o in outputs[s]]
+        return qweights, reports
+
+
+def prepare_streams(calibration: list[TokenBatch] | None, objectives: list[Objective],
+                    tokenizer) -> tuple[dict[str, list[TokenBatch]], set[str]]:
+    """Every token stream to propagate (calibration text and the objectives' own) and those that build H."""
+    streams: dict[str, list[TokenBatch]] = {}
+    if calibration:
+        streams[CALIBRATION] = calibration
+    hessian_streams = {CALIBRATION} if calibration else set()
+    for obj in objectives:
+        for sname, batches in obj.streams(tokenizer).items():
+            if sname in streams:
+                raise ConfigError(f"objective {obj.name!r} asks for stream {sname!r}, which another source already uses")
+            streams[sname] = batches
+        hessian_streams |= obj.hessian_streams()
+    if not hessian_streams:
+        raise ConfigError("no calibration data for H: give calibration text, or pair sets used as calibration")
+    return streams, hessian_streams
+
+
+def check_roles(spec: ArchSpec, roles: Iterable[str] | None) -> tuple[str, ...]:
+    """The roles to quantize (default: all of the architecture's), or an error naming unknown ones."""
+    quant_roles = tuple(roles) if roles is not None else tuple(spec.roles)
+    unknown_roles = [r for r in quant_roles if r not in spec.roles]
+    if unknown_roles:
+        raise ConfigError(f"unknown role(s) {unknown_roles}; the roles are {list(spec.roles)}")
+    return quant_roles
+
+
 def quantize_model(
     model: nn.Module,
     calibration: list[TokenBatch] | None,
@@ -142,49 +215,23 @@ def quantize_model(
     layers = decoder_layers(model, spec)
     objectives = list(objectives)
     device = next(model.parameters()).device
-    if backend is not None:
-        solver = backend.solve
-    quant_roles = tuple(roles) if roles is not None else tuple(spec.roles)
-    unknown_roles = [r for r in quant_roles if r not in spec.roles]
-    if unknown_roles:
-        raise ConfigError(f"unknown role(s) {unknown_roles}; the roles are {list(spec.roles)}")
-
-    streams: dict[str, list[TokenBatch]] = {}
-    if calibration:
-        streams[CALIBRATION] = calibration
-    hessian_streams = {CALIBRATION} if calibration else set()
-    for obj in objectives:
-        for sname, batches in obj.streams(tokenizer).items():
-            if sname in streams:
-                raise ConfigError(f"objective {obj.name!r} asks for stream {sname!r}, which another source already uses")
-            streams[sname] = batches
-        hessian_streams |= obj.hessian_streams()
-    if not hessian_streams:
-        raise ConfigError("no calibration data for H: give calibration text, or pair sets used as calibration")
+    quant_roles = check_roles(spec, roles)
+    streams, hessian_streams = prepare_streams(calibration, objectives, tokenizer)
+    step = LayerQuantizer(spec, config, len(layers), quant_roles, hessian_streams, objectives,
+                          backend.solve if backend is not None else solver, backend)
 
     t0 = time.perf_counter()
     qweights: dict[str, QuantizedWeight] = {}
     reports: list[ModuleReport] = []
     was_training = model.training
     model.eval()
-    with torch.no_grad(), backend.activate() if backend else nullcontext(), _progress(progress, len(layers)) as advance:
-        states = {s: _capture_first_layer(model, layers, b, device) for s, b in streams.items()}
+    with torch.no_grad(), backend.activate() if backend else nullcontext(), \
+            LayerProgress(progress, len(layers)) as advance:
+        states = {s: capture_first_layer_inputs(model, layers, b, device) for s, b in streams.items()}
         for li, layer in enumerate(layers):
-            todo = [(role, names) for role, names in spec.roles.items() if role in quant_roles]
-            firsts = [layer.get_submodule(names[0]) for _, names in todo]
-            calls = {s: list(zip(st.hidden, st.args, st.kwargs)) for s, st in states.items()}
-            with LayerRuns(layer, calls, firsts) as runs:
-                for (role, names), first in zip(todo, firsts):
-                    mods = [layer.get_submodule(n) for n in names]
-                    inputs = runs.inputs_of(first)
-                    captured = {s: [Captured(x, m) for x, m in zip(xs, states[s].masks)] for s, xs in inputs.items()}
-                    _solve_role(li, role, names, mods, captured, hessian_streams, objectives, config, spec,
-                                solver, len(layers), spec.layers, qweights, reports, backend)
-                    del captured, inputs
-                outputs = runs.outputs()
-            for s, st in states.items():
-                st.hidden = [_layer_output(o).detach() for o in outputs[s]]
-            del calls, outputs
+            layer_q, layer_r = step.quantize_layer(li, layer, states)
+            qweights.update(layer_q)
+            reports.extend(layer_r)
             advance(li)
     model.train(was_training)
     return QuantizationResult(qweights, reports, config, time.perf_counter() - t0,
@@ -244,7 +291,7 @@ def _objective_terms(li: int, role: str, captured: dict[str, list[Captured]], ob
     return H_bias, fair
 
 
-class _progress:
+class LayerProgress:
     """rich progress over decoder layers (a no-op when disabled)."""
 
     def __init__(self, enabled: bool, total: int) -> None:

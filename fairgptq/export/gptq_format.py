@@ -130,8 +130,19 @@ def unpack_weight(tensors: Mapping[str, torch.Tensor], *, bits: int, group_size:
                            outlier_weight=tensors["outlier_weight"] if has_outliers else None)
 
 
-def quantize_config(result: QuantizationResult, checkpoint_format: str, fairgptq_meta: Mapping[str, Any]) -> dict:
-    """quantize_config.json: the GPTQModel / AutoGPTQ keys plus the ``fairgptq`` section."""
+def outlier_counts(qweights: Mapping[str, QuantizedWeight]) -> dict[str, int]:
+    """Input channels kept in fp16, per module that kept any."""
+    return {n: int(qw.outlier_idx.numel()) for n, qw in qweights.items()
+            if qw.outlier_idx is not None and qw.outlier_idx.numel()}
+
+
+def quantize_config(result: QuantizationResult, checkpoint_format: str, fairgptq_meta: Mapping[str, Any],
+                    outliers: Mapping[str, int] | None = None) -> dict:
+    """quantize_config.json: the GPTQModel / AutoGPTQ keys plus the ``fairgptq`` section.
+
+    ``outliers`` (module -> kept channels) replaces the count from ``result.qweights`` when the
+    weights were written and dropped layer by layer (fairgptq.onload).
+    """
     c = result.config
     return {
         "bits": c.bits, "group_size": c.group_size if c.group_size > 0 else -1, "desc_act": c.act_order,
@@ -143,8 +154,7 @@ def quantize_config(result: QuantizationResult, checkpoint_format: str, fairgptq
                      "outlier_channels": {
                          "layout": "<name>.outlier_idx int32 (k,), <name>.outlier_weight float16 (out, k); "
                                    "weight = GPTQ part (0 at those columns) + these columns",
-                         "modules": {n: int(qw.outlier_idx.numel()) for n, qw in result.qweights.items()
-                                     if qw.outlier_idx is not None and qw.outlier_idx.numel()}},
+                         "modules": dict(outliers) if outliers is not None else outlier_counts(result.qweights)},
                      "modules": [r.to_dict() for r in result.reports], **fairgptq_meta},
     }
 

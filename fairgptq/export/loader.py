@@ -20,9 +20,22 @@ from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG,
 from .integrity import CheckpointIntegrityError, check_quantized_tensors, verify_files
 
 
+SHARD_INDEX = "model.safetensors.index.json"
+
+
 def is_gptq_checkpoint(path: str | Path) -> bool:
     p = Path(path)
-    return p.is_dir() and (p / QUANTIZE_CONFIG).is_file() and (p / WEIGHTS_FILE).is_file()
+    return p.is_dir() and (p / QUANTIZE_CONFIG).is_file() and ((p / WEIGHTS_FILE).is_file()
+                                                               or (p / SHARD_INDEX).is_file())
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of ``model.safetensors``, or of the shards a ``model.safetensors.index.json`` lists
+    (what sequential onloading writes, fairgptq.onload)."""
+    if not (path / SHARD_INDEX).is_file():
+        return load_file(str(path / WEIGHTS_FILE))
+    shards = sorted(set(json.loads((path / SHARD_INDEX).read_text())["weight_map"].values()))
+    return {k: v for shard in shards for k, v in load_file(str(path / shard)).items()}
 
 
 def read_quantize_config(path: str | Path) -> dict:
@@ -62,9 +75,9 @@ def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: 
         torch_dtype = _DTYPES.get(torch_dtype, torch.float32)
     model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     try:
-        tensors = load_file(str(path / WEIGHTS_FILE))
+        tensors = _load_tensors(path)
     except Exception as e:  # safetensors raises its own error type for truncated or garbage files
-        raise CheckpointIntegrityError(f"{path / WEIGHTS_FILE}: not a readable safetensors file ({e})") from e
+        raise CheckpointIntegrityError(f"{path}: not a readable safetensors file ({e})") from e
     prefixes = sorted(k[: -len(".qweight")] for k in tensors if k.endswith(".qweight"))
     for name in prefixes:
         parts = {s: tensors.pop(f"{name}.{s}") for s in (*QUANTIZED_SUFFIXES, *OUTLIER_SUFFIXES)

@@ -90,6 +90,10 @@ def run_report(results: dict) -> str:
     parts += ["## Setup", _table(["model", "bits", "group", "sym", "act-order", "damp", "backend"],
                                  [[cfg["model"]["name"], qc["bits"], qc["group_size"], qc["sym"], qc["act_order"],
                                    qc["damp"], cfg["backend"]["name"]]]), ""]
+    onload = (results.get("model") or {}).get("onload") or {}
+    if onload.get("onload"):
+        parts += [f"Quantized by sequential onloading ({onload['reason']}): one decoder layer at a time from the "
+                  f"safetensors shards; evaluated with {onload.get('evaluated_with') or 'no evaluation'}.", ""]
     if results["objectives"]:
         rows = [[o.get("name"), o.get("pair_set", "–"), o.get("pairs", "–"), o.get("pairs_sha256_16", "–"),
                  json.dumps(o.get("alpha")), json.dumps(o.get("layers")), ", ".join(o.get("roles", [])),

@@ -25,6 +25,7 @@ from ..core.model_loading import load_model
 from ..export import export_checkpoint, load_gptq_checkpoint, snap_to_checkpoint_precision
 from ..registry import default_registry
 from . import build
+from .executors import ExecutorSettings, SweepIncomplete, SweepUnit, run_on_ray
 from .loading import Pipeline
 from .report import headline_metrics, plot_delta_w, plot_sweep, run_report, stability_summary, sweep_report
 from ..evaluation.items import ITEMS_DIR, split_evaluation, write_items
@@ -110,6 +111,12 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     registry = default_registry()
     for mod in spec.plugins:
         registry.register_module(mod)
+    onload = None
+    if model_and_tok is None:
+        from .onloaded import execute_onloaded, onload_decision
+        onload = onload_decision(spec, console)
+        if onload.onload:
+            return execute_onloaded(spec, resolved, run_dir, console, onload, registry, baseline=baseline, point=point)
 
     with step("load_model", f"loading model {spec.model.name} ({spec.model.dtype}, {spec.model.device})"):
         if model_and_tok is None:
@@ -178,7 +185,8 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     timings["total"] = round(time.perf_counter() - t_start, 2)
     results = {
         "fairgptq_version": __version__, "pipeline": spec.name, "point": point, "config": resolved,
-        "model": {"name": spec.model.name, **_model_info(model)},
+        "model": {"name": spec.model.name, **_model_info(model),
+                  "onload": onload.to_dict() if onload is not None else None},
         "pair_sets": {name: ps.info for name, ps in sets.items()}, "objectives": result.objectives,
         "backend": backend.describe() if hasattr(backend, "describe") else {"name": spec.backend.name},
         "quantization": {"config": config.to_dict(), "seconds": round(result.seconds, 2),
@@ -217,9 +225,10 @@ def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bo
     check_before_run(pipeline, target)
     if pipeline.points:
         return _run_sweep(pipeline, target, force, console, shard)
-    if shard is not None:
+    if shard is not None or spec.executor.name != "local":
         from ..core.errors import ConfigError
-        raise ConfigError("--shard splits the points of a sweep; this pipeline has no sweep section")
+        what = "--shard splits" if shard is not None else f"executor {spec.executor.name} runs"
+        raise ConfigError(f"{what} the points of a sweep; this pipeline has no sweep section")
     with atomic_run_dir(target, force=force, protect=[pipeline.folder]) as tmp, run_log(tmp / "run.log"):
         logger.info("pipeline %s from %s", spec.name, pipeline.source)
         _logged(execute, spec, pipeline.resolved(), tmp, console)
@@ -241,15 +250,19 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
 
     index, count = shard or (0, 1)
 
-    config_text = yaml.safe_dump(pipeline.resolved(), sort_keys=False)
+    # where the points run does not change what they compute: a sweep resumes under another executor
+    config_text = yaml.safe_dump({k: v for k, v in pipeline.resolved().items() if k != "executor"}, sort_keys=False)
     spec = pipeline.spec
     with sweep_dir(target, config_text, sweep_inputs(pipeline), force=force, shared=shard is not None,
                    protect=[pipeline.folder]) as resumed, run_log(target / "sweep.log"):
         if resumed:
             console.print(f"[yellow]resuming the interrupted sweep in {target}[/]")
+        from .onloaded import onload_decision
+        onloads = onload_decision(spec, console).onload  # then every point reads the model layer by layer itself
         shared = None
         cache: dict = {}  # float-model work that every point shares (the pair-gap yardstick)
         baseline = _load_json(target / "baseline.json")
+        remote: list[SweepUnit] = []  # units for a non-local executor, run after the loop
         for point in pipeline.points:
             folder = target / "points" / point.name
             if point.index % count != index:
@@ -260,19 +273,31 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
                 continue
             console.rule(f"sweep point {point.index + 1}/{len(pipeline.points)}: {point.name}")
             point_spec = validate(point.raw, pipeline.source, environment=False)
-            if shared is None:
+            wants_baseline = (point_spec.evaluation.float_baseline and point_spec.evaluation.tasks
+                              and baseline is None and index == 0)  # one shard evaluates the float model
+            if shared is None and not onloads and (spec.executor.name == "local" or wants_baseline):
                 shared = load_model(spec.model.name, spec.model.dtype, spec.model.device)
-            if point_spec.evaluation.float_baseline and point_spec.evaluation.tasks and baseline is None \
-                    and index == 0:  # one shard evaluates the float model
+            if wants_baseline and shared is not None:
                 from ..evaluation import evaluate
                 console.print("[bold cyan]▶[/] evaluating the float model (once per sweep)")
                 baseline, float_items = split_evaluation(evaluate(shared[0], shared[1], point_spec.evaluation.tasks,
                                                                   **build.evaluation_options(point_spec, [])))
                 write_items(target / "float" / ITEMS_DIR, float_items)
                 write_atomic(target / "baseline.json", json.dumps(baseline, indent=2, default=str))
+            if spec.executor.name != "local":
+                remote.append(SweepUnit(point.name, folder, point.raw, point.values, str(pipeline.source)))
+                continue
             with atomic_run_dir(folder, force=True) as tmp, run_log(tmp / "run.log"):
                 _logged(execute, point_spec, point_spec.model_dump(mode="json"), tmp, console,
                         model_and_tok=shared, baseline=baseline, point=point.values, cache=cache)
+        if remote:
+            shared = None  # the tasks load the model themselves
+            failures = run_on_ray(remote, ExecutorSettings(**spec.executor.model_dump()), console, baseline)
+            if failures:
+                raise SweepIncomplete(f"{len(failures)} of {len(remote)} sweep point(s) failed under Ray: "
+                                      + "; ".join(f"{f.name} ({f.error})" for f in failures)
+                                      + f". The others are complete in {target}; run the same command again to "
+                                        f"resume only the failed point(s).")
         pending = [p.name for p in pipeline.points if not is_complete(target / "points" / p.name)]
         if pending:
             console.print(f"[yellow]shard {index}/{count} done; {len(pending)} point(s) left to other shards:[/] "

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from ..core.architectures import ROLES
+from ..core.errors import ConfigError
 from ..core.gptq import FAIR_MODES
 from ..core.quantizer import SUPPORTED_BITS
 from ..objectives.pair_activations import ALIGNMENTS
@@ -66,12 +67,29 @@ def _check_k(v: float | None) -> float | None:
     return v
 
 
+def _check_memory_size(v: str | int | None) -> str | int | None:
+    from ..onload.memory import parse_size
+    if v is not None:
+        try:
+            parse_size(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+    return v
+
+
 class ModelSpec(Strict):
-    """Which model: a hub id, a local folder or .gguf file, or the alias ``smollm2``."""
+    """Which model: a hub id, a local folder or .gguf file, or the alias ``smollm2``.
+
+    ``onload``: ``auto`` quantizes in memory when the model fits (``max_memory`` and the memory
+    free now) and layer by layer from its safetensors shards otherwise; ``always`` / ``never`` force
+    one path (``never`` refuses a model larger than ``max_memory``).
+    """
 
     name: str
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "cpu"
+    onload: Literal["auto", "always", "never"] = "auto"
+    max_memory: Annotated[str | int | None, AfterValidator(_check_memory_size)] = None
 
 
 class PairSetSpec(Strict):
@@ -216,6 +234,21 @@ class RepeatsSpec(Strict):
         return self
 
 
+class ExecutorSpec(Strict):
+    """Where sweep points run: ``local`` (this process, the default) or ``ray`` (one task per point).
+
+    ``address``: a Ray cluster's address (``auto``: the cluster this machine belongs to; unset: a
+    local Ray started for the run); ``num_cpus`` / ``num_gpus``: resources each point's task asks for.
+    """
+
+    name: Literal["local", "ray"] = "local"
+    address: str | None = None
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+    max_retries: int = Field(0, ge=0)
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+
+
 class PipelineSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
@@ -231,3 +264,4 @@ class PipelineSpec(Strict):
     export: ExportSpec = Field(default_factory=ExportSpec)
     sweep: SweepSpec | None = None
     repeats: RepeatsSpec | None = None
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)

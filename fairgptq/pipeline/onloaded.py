@@ -1,0 +1,126 @@
+"""A pipeline run on a model that does not fit in memory: sequential onloading, offloaded evaluation.
+
+:func:`onload_decision` applies ``model.onload`` / ``model.max_memory`` (fairgptq.onload.choose_onload)
+and says on the console and in the log which path it took and why.  :func:`execute_onloaded` is
+the onloading counterpart of :func:`fairgptq.pipeline.runner.execute`: the same inputs (pair sets,
+calibration, objectives, backend), quantization one decoder layer at a time straight into
+``model/`` (the GPTQ checkpoint), evaluation through accelerate's disk offload, and the same
+``results.json`` and ``report.md``, where ``model.onload`` records the choice and the memory figures.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from .. import __version__
+from ..core.model_loading import _DTYPES, resolve_model
+from ..onload import OnloadDecision, choose_onload, load_float_offloaded, load_offloaded, quantize_onloaded
+from ..registry import Registry
+from . import build
+from .report import headline_metrics, plot_delta_w, run_report, stability_summary
+from .rundir import write_atomic
+from .schema import PipelineSpec
+
+logger = logging.getLogger("fairgptq.pipeline")
+EVALUATED_WITH = "accelerate disk offload (device_map: decoder layers on disk, the rest on cpu; offload folder)"
+
+
+def onload_decision(spec: PipelineSpec, console: Console) -> OnloadDecision:
+    """Which path quantizes ``spec.model`` (said on the console and in the log)."""
+    m = spec.model
+    decision = choose_onload(m.name, m.onload, m.max_memory, _DTYPES[m.dtype])
+    if m.onload != "never" or decision.onload:
+        console.print(f"  [bold]model path[/]: {decision.reason}")
+        logger.info("model path: %s", decision.reason)
+    return decision
+
+
+def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console, decision: OnloadDecision,
+                     registry: Registry, *, baseline: dict | None = None, point: dict | None = None) -> dict:
+    """One run of a model too large for memory into ``run_dir`` (config.yaml already written); returns results."""
+    from transformers import AutoTokenizer
+
+    from .runner import _Step, versions
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    step = _Step(console, timings)
+    if spec.model.device != "cpu":
+        from ..core.errors import ConfigError
+        raise ConfigError(f"model.device {spec.model.device!r}: sequential onloading runs on cpu for now; "
+                          f"set model.device: cpu or model.onload: never")
+    folder = resolve_model(spec.model.name).folder
+    with step("load_model", f"reading the tokenizer of {spec.model.name} (weights stay on disk)"):
+        tok = AutoTokenizer.from_pretrained(folder)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+    with step("pairs", "building pair sets and calibration data"):
+        sets = build.pair_sets(spec, registry)
+        calibration = build.text_calibration(spec, tok)
+        objectives = build.objectives(spec, registry, sets)
+        backend = build.create(registry, "backends", spec.backend.name, spec.backend.params)
+    calib_pairs = [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs]
+    tasks = spec.evaluation.tasks
+    if spec.evaluation.float_baseline and tasks and baseline is None and point is None:
+        from ..evaluation import evaluate
+        with step("eval_float", f"evaluating the float model through disk offload: {', '.join(tasks)}"):
+            offload = run_dir / ".offload-float"
+            float_model, _ = load_float_offloaded(folder, offload, dtype=spec.model.dtype)
+            baseline = evaluate(float_model, tok, tasks, **build.evaluation_options(spec, calib_pairs))
+            del float_model
+            shutil.rmtree(offload, ignore_errors=True)
+
+    config = build.quant_config(spec)
+    out = run_dir / "model"
+    pair_info = {name: ps.info for name, ps in sets.items()}
+    with step("quantize", f"quantizing layer by layer from disk ({config.bits}-bit, group {config.group_size}, "
+                          f"{len(objectives)} objective(s), backend {spec.backend.name})"):
+        run = quantize_onloaded(folder, out, calibration, config, objectives=objectives, tokenizer=tok,
+                                dtype=_DTYPES[spec.model.dtype], max_memory=spec.model.max_memory, backend=backend,
+                                checkpoint_format=spec.export.checkpoint_format, spill_dir=run_dir,
+                                fairgptq_meta={"pipeline": spec.name, "pair_sets": pair_info, "point": point})
+    result = run.result
+    modules = [r.to_dict() for r in result.reports]
+    export = {"path": "model", "checkpoint_format": run.quantize_config["checkpoint_format"],
+              "size_mb": sum(f.stat().st_size for f in out.iterdir()) / 2**20,
+              "reload_check": "not run: written layer by layer, there is no in-memory model to compare with"}
+
+    evaluation = None
+    if tasks:
+        from ..evaluation import evaluate
+        with step("evaluate", f"evaluating through disk offload: {', '.join(tasks)}"):
+            offload = run_dir / ".offload"
+            model, _, _ = load_offloaded(out, offload, dtype=spec.model.dtype)
+            evaluation = evaluate(model, tok, tasks, **build.evaluation_options(spec, calib_pairs))
+            del model
+            shutil.rmtree(offload, ignore_errors=True)
+
+    timings["quantize_engine"] = round(result.seconds, 2)
+    timings["total"] = round(time.perf_counter() - t_start, 2)
+    model_config = json.loads((out / "config.json").read_text())
+    results = {
+        "fairgptq_version": __version__, "pipeline": spec.name, "point": point, "config": resolved,
+        "model": {"name": spec.model.name, "model_type": model_config.get("model_type"),
+                  "n_layers": model_config.get("num_hidden_layers"), "dtype": spec.model.dtype,
+                  "onload": {**decision.to_dict(), **run.memory(),
+                             "evaluated_with": EVALUATED_WITH if tasks else None}},
+        "pair_sets": pair_info, "objectives": result.objectives,
+        "backend": backend.describe() if hasattr(backend, "describe") else {"name": spec.backend.name},
+        "quantization": {"config": config.to_dict(), "seconds": round(result.seconds, 2),
+                         "summary": stability_summary(modules), "modules": modules},
+        "metrics": headline_metrics(evaluation), "evaluation": evaluation, "baseline": baseline, "export": export,
+        "timings": timings, "versions": versions(),
+        "seeds": {"pipeline": spec.seed, **{f"pairs.{n}": p.seed for n, p in spec.calibration.pairs.items()},
+                  **({"text": spec.calibration.text.seed} if spec.calibration.text else {})},
+        "plots": [],
+    }
+    if plot_delta_w(modules, run_dir / "delta_w.png"):
+        results["plots"].append("delta_w.png")
+    write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    write_atomic(run_dir / "report.md", run_report(results))
+    return results
