@@ -80,6 +80,24 @@ def stability_summary(modules: list[dict]) -> dict:
             "events": [f"{m['name']}: {e}" for m in modules for e in m["stability"].get("events", [])]}
 
 
+def metrics_table(metrics: dict[str, float], float_model: dict[str, float], plain: dict[str, float]) -> str:
+    """The quantized model's metrics beside the float model's and plain GPTQ's, with the differences.
+
+    A reference column appears only when that reference was evaluated (``evaluation.float_baseline``,
+    ``evaluation.plain_baseline``): a column of dashes says nothing.
+    """
+    header, refs = ["metric", "quantized"], []
+    for label, values in (("float", float_model), ("plain GPTQ", plain)):
+        if values:
+            header += [label, f"Δ vs {label}"]
+            refs.append(values)
+    rows = [[k, v, *(x for ref in refs for x in (ref.get(k), v - ref[k] if k in ref else None))]
+            for k, v in metrics.items()]
+    note = "" if refs else ("\n\nNo reference evaluated: set `evaluation.float_baseline` and "
+                            "`evaluation.plain_baseline` to compare with the float model and plain GPTQ.")
+    return _table(header, rows) + note
+
+
 def run_report(results: dict) -> str:
     """report.md of one run."""
     cfg, q = results["config"], results["quantization"]
@@ -96,10 +114,9 @@ def run_report(results: dict) -> str:
                  o.get("mode", "–")] for o in results["objectives"]]
         parts += ["## Objectives", _table(["objective", "pair set", "pairs", "sha256/16", "α", "layers", "roles",
                                            "mode"], rows), ""]
-    metrics, base = results["metrics"], headline_metrics(results.get("baseline"))
-    if metrics:
-        rows = [[k, v, base.get(k), (v - base[k]) if k in base else None] for k, v in metrics.items()]
-        parts += ["## Metrics", _table(["metric", "quantized", "float", "Δ"], rows), ""]
+    if results["metrics"]:
+        parts += ["## Metrics", metrics_table(results["metrics"], headline_metrics(results.get("baseline")),
+                                              headline_metrics(results.get("plain_baseline"))), ""]
     s = q["summary"]
     parts += ["## Stability", _table(["modules", "damping retries", "eigen repairs", "dead columns", "fair modules",
                                       "overshoots", "max ‖ΔW‖/‖W‖"],
@@ -119,6 +136,10 @@ def run_report(results: dict) -> str:
     if exp:
         parts += ["## Export", f"GPTQ checkpoint (`{exp['checkpoint_format']}`) in `{exp['path']}`, "
                                f"{exp['size_mb']:.1f} MB; reload check: {exp.get('reload_check', 'not run')}.", ""]
+        grouping = exp.get("grouping") or {}
+        if grouping.get("reason"):
+            parts += [f"Stored with group size {grouping['stored_group_size']} (quantized with "
+                      f"{grouping['quantized_group_size']}): {grouping['reason']}.", ""]
     t = results["timings"]
     parts += ["## Timings (s)", _table(list(t), [list(t.values())]), ""]
     v = results["versions"]

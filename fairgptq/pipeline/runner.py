@@ -22,10 +22,11 @@ from rich.console import Console
 from .. import __version__
 from ..core.driver import quantize_model
 from ..core.model_loading import load_model
-from ..export import export_checkpoint, load_gptq_checkpoint, snap_to_checkpoint_precision
+from ..export import export_checkpoint, fairgptq_record, load_gptq_checkpoint, snap_to_checkpoint_precision
 from ..registry import default_registry
 from . import build
 from .loading import Pipeline
+from .plain_baseline import evaluate_plain_gptq
 from .report import headline_metrics, plot_delta_w, plot_sweep, run_report, stability_summary, sweep_report
 from .rundir import atomic_run_dir, is_complete, mark_complete, prepare_sweep_dir, write_atomic
 from .schema import PipelineSpec
@@ -128,6 +129,11 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
         with step("eval_float", f"evaluating the float model: {', '.join(tasks)}"):
             baseline = evaluate(model, tok, tasks, **build.evaluation_options(spec, calib_pairs))
 
+    plain = None
+    if spec.evaluation.plain_baseline and tasks and spec.objectives and point is None:  # sweeps have α = 0 points
+        with step("plain_gptq", "plain GPTQ (every α = 0) for comparison: quantizing and evaluating"):
+            plain = evaluate_plain_gptq(spec, registry, sets, model, tok, calibration, calib_pairs)
+
     config = build.quant_config(spec)
     with step("quantize", f"quantizing ({config.bits}-bit, group {config.group_size}, "
                           f"{len(objectives)} objective(s), backend {spec.backend.name})"):
@@ -150,7 +156,8 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
             qc = export_checkpoint(model, tok, result, folder, checkpoint_format=spec.export.checkpoint_format,
                                    fairgptq_meta={"pipeline": spec.name, "pair_sets": pair_info, "point": point})
             export = {"path": "model", "checkpoint_format": qc["checkpoint_format"],
-                      "size_mb": sum(f.stat().st_size for f in folder.iterdir()) / 2**20}
+                      "size_mb": sum(f.stat().st_size for f in folder.iterdir()) / 2**20,
+                      "grouping": fairgptq_record(qc)["grouping"]}
         if spec.export.verify:
             with step("verify_export", "reloading the checkpoint and comparing logits"):
                 check = _verify_export(model, tok, folder)
@@ -168,6 +175,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
         "quantization": {"config": config.to_dict(), "seconds": round(result.seconds, 2),
                          "summary": stability_summary(modules), "modules": modules},
         "metrics": headline_metrics(evaluation), "evaluation": evaluation, "baseline": baseline, "export": export,
+        "plain_baseline": plain,
         "timings": timings, "versions": versions(),
         "seeds": {"pipeline": spec.seed, **{f"pairs.{n}": p.seed for n, p in spec.calibration.pairs.items()},
                   **({"text": spec.calibration.text.seed} if spec.calibration.text else {})},
