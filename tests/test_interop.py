@@ -30,7 +30,7 @@ pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash script
 
 PPL_TOKENS = 4096        # the first 4k WikiText-2 test tokens: two 2048-token windows
 FP32_PPL_RTOL = 0.002    # the issue's bound
-BF16_PPL_RTOL = 0.01     # measured -0.008 % (transformers bf16) and -0.17 % (GPTQModel's bf16 default)
+BF16_PPL_RTOL = 0.01     # measured -0.008 % and -0.23 % (transformers bf16, two exports), -0.17 % (GPTQModel bf16)
 PROMPTS = ["The doctor said that the nurse would bring the results of the test in the morning.",
            "In 1905, Albert Einstein published four papers that changed physics."]
 
@@ -115,8 +115,8 @@ def test_transformers_loads_the_export_by_default_and_matches_fp32(smollm2_expor
 def test_gptqmodel_default_cpu_backend_loads_the_export_and_matches_fp32(smollm2_export, reference):
     """GPTQModel's automatic kernel choice in fp32 on CPU is TorchFusedLinear (ATen's int4 matmul).
 
-    Measured on a 16-window SmolLM2 export: perplexity -0.13 %, top token 16/17 (one near tie
-    flips), max |Δlogit| 0.35: inside the perplexity bound, so one flip in ten is allowed.
+    Measured on two SmolLM2 exports: perplexity -0.13 % / -0.07 %, top token 16/17 / 32/33 (a near
+    tie flips), max |Δlogit| 0.35 / 0.50: inside the perplexity bound, so one flip in ten is allowed.
     """
     from gptqmodel import GPTQModel
 
@@ -145,8 +145,8 @@ def test_gptqmodel_torch_kernel_dequantizes_every_layer_to_the_in_memory_weights
 def test_transformers_bf16_stays_within_bf16_rounding(smollm2_export, reference):
     """bf16 (8 mantissa bits) activations: the top token may differ where two logits are close.
 
-    Measured on a 16-window SmolLM2 export: perplexity -0.008 %, top token 16/17, max |Δlogit|
-    1.27; the bound is 1 % perplexity and 90 % top-token agreement.
+    Measured on two SmolLM2 exports (16 and 2 calibration windows): perplexity -0.008 % / -0.23 %,
+    top token 16/17 / 31/33, max |Δlogit| 1.27 / 1.11; the bound is 1 % and 90 % agreement.
     """
     from transformers import AutoModelForCausalLM
 
