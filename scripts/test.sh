@@ -6,5 +6,7 @@ bash scripts/setup.sh
 if [ -z "${FAIRGPTQ_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
   export FAIRGPTQ_DATA_DIR="$(cd ../shared/data && pwd)"
 fi
+# .venv/bin first: GPTQModel builds its CPU kernels with the ninja the interop extra installs there.
+export PATH="$PWD/.venv/bin:$PATH"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python -m pytest "$@"

@@ -61,3 +61,24 @@ def smollm2_gptq(smollm2_base, real_data_dir):
     result = quantize_model(model, calib, QuantConfig(bits=4, group_size=128, sym=True), tokenizer=tok,
                             progress=False)
     return model, tok, result
+
+
+@pytest.fixture(scope="session")
+def smollm2_export(smollm2_gptq, tmp_path_factory):
+    """``smollm2_gptq`` snapped to float16 scales and exported (4-bit g128: stored as its lossless g64 form).
+
+    Shared by the interop tests (transformers, GPTQModel, lm-eval, vLLM's layout rules).
+    Returns (folder, model, tokenizer, QuantizationResult); the model is the snapped copy, whose
+    weights are exactly the checkpoint's dequantized weights.  Do not mutate.
+    """
+    import dataclasses
+
+    from fairgptq.export import export_checkpoint, snap_to_checkpoint_precision
+
+    model, tok, result = smollm2_gptq
+    model = copy.deepcopy(model)
+    result = dataclasses.replace(result, qweights=dict(result.qweights))
+    snap_to_checkpoint_precision(model, result)
+    folder = tmp_path_factory.mktemp("smollm2_export") / "model"
+    export_checkpoint(model, tok, result, folder)
+    return folder, model, tok, result

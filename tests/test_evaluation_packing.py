@@ -3,31 +3,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig,
-                          Qwen2Config)
+from transformers import AutoModelForCausalLM
 
 from fairgptq.core.architectures import ARCHITECTURES
 from fairgptq.core.errors import ConfigError, DataError
 from fairgptq.evaluation import Request, score_requests
 from fairgptq.evaluation.packing import batch_rows, pack_sequences, row_tensors
 from fairgptq.evaluation.scoring import supports_packing
-from tiny_model import BareForward
+from tiny_model import BareForward, table_architecture_configs
 
 VOCAB = 96
 SEQUENCES = [(1, 5, 6, 7), (1, 5, 6, 8, 9), (1, 5), (1, 10, 11), (1, 5, 6, 7), (2, 3), (1, 5, 6, 8, 4, 4, 4)]
 
 
 def _configs() -> dict:
-    common = dict(vocab_size=VOCAB, bos_token_id=0, eos_token_id=1, pad_token_id=2)
-    llama_like = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=64, **common)
-    return {"llama": LlamaConfig(**llama_like), "mistral": MistralConfig(**llama_like),
-            "qwen2": Qwen2Config(**llama_like),
-            "opt": OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
-                             max_position_embeddings=64, word_embed_proj_dim=64, **common),
-            "gpt2": GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=64, **common),
-            "gpt_neox": GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, max_position_embeddings=64, **common)}
+    return table_architecture_configs(VOCAB)
 
 
 def _model(kind: str, attn: str = "sdpa"):

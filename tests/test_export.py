@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from safetensors.torch import load_file
 from fairgptq import QuantConfig, quantize_model, quantize_weight
 from fairgptq.core.errors import ConfigError
 from fairgptq.export import (ExportError, at_checkpoint_precision, choose_format, export_checkpoint,
-                             load_gptq_checkpoint, pack_weight, snap_to_checkpoint_precision, unpack_weight)
+                             fairgptq_record, load_gptq_checkpoint, pack_weight, snap_to_checkpoint_precision,
+                             unpack_weight)
 from fairgptq.export.packing import pack_last, unpack_last
 from fairgptq.objectives.fair_pairs import FairPairObjective, pairs_hash
 from fairgptq.datasets_adapters.pairs import Pair
@@ -143,14 +145,14 @@ def test_checkpoint_layout_config_and_fairness_record(quantized_tiny, tmp_path):
     qc = json.loads((tmp_path / "quantize_config.json").read_text())
     assert (qc["bits"], qc["group_size"], qc["sym"], qc["desc_act"], qc["quant_method"], qc["checkpoint_format"]) == \
         (4, 32, True, False, "gptq", "gptq")
-    fair = qc["fairgptq"]
+    fair = fairgptq_record(qc)
     pairs = [Pair(s, a, "gender", source_id=f"t:{i}") for i, (s, a) in enumerate(PAIRS)]
     assert fair["objectives"][0]["pair_set"] == "tiny"
     assert fair["objectives"][0]["pairs_sha256_16"] == pairs_hash(pairs)
     assert fair["objectives"][0]["alpha"] == 0.1 and fair["pair_sets"]["tiny"]["n"] == len(PAIRS)
     assert len(fair["modules"]) == 2 * 7 and "stability" in fair["modules"][0]
     cfg = json.loads((tmp_path / "config.json").read_text())
-    assert cfg["quantization_config"]["quant_method"] == "gptq" and "fairgptq" not in cfg["quantization_config"]
+    assert cfg["quantization_config"]["quant_method"] == "gptq" and "fairgptq" not in cfg["quantization_config"]["meta"]
 
 
 def test_reloaded_checkpoint_gives_identical_logits(quantized_tiny, tmp_path):
@@ -181,10 +183,69 @@ def test_outlier_channels_are_saved_and_reload_exactly(tmp_path):
     assert kept.numel() == 6  # 5 % of 128 input channels, rounded
     assert torch.equal(t[f"{name}.outlier_idx"], kept) and t[f"{name}.outlier_weight"].dtype == torch.float16
     assert t[f"{name}.outlier_weight"].shape == (64, 6)
-    assert qc["fairgptq"]["outlier_channels"]["modules"][name] == 6
+    assert fairgptq_record(qc)["outlier_channels"]["modules"][name] == 6
     loaded, _, _ = load_gptq_checkpoint(tmp_path)
     ids = tok(["the woman is a good engineer and the man is a kind nurse"], return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
     for n, qw in result.qweights.items():
         assert torch.equal(loaded.get_submodule(n).weight.data, qw.dequantize())
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_regroup_splits_groups_with_repeated_grids_and_bit_identical_weights(act_order):
+    from fairgptq.export.regroup import regroup
+
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(16, 96, generator=g)                    # 96 columns, groups of 64: the last one is partial
+    X = torch.randn(256, 96, generator=g) * torch.linspace(0.2, 2.0, 96)
+    qw = at_checkpoint_precision(quantize_weight(W, 2 * X.T @ X / 256, QuantConfig(bits=4, group_size=64,
+                                                                                    act_order=act_order)))
+    split = regroup(qw, 32)
+    assert split.group_size == 32 and split.scales.shape == (3, 16)
+    assert torch.equal(torch.bincount(split.g_idx.long()), torch.full((3,), 32))
+    assert torch.equal(split.dequantize(), qw.dequantize())
+    parent = qw.g_idx.long()
+    assert torch.equal(split.scales[split.g_idx.long()], qw.scales[parent])  # each stored group in one true group
+    if not act_order:
+        assert torch.equal(split.g_idx, torch.arange(96, dtype=torch.int32) // 32)
+
+
+def test_partial_groups_are_exported_losslessly_as_the_gcd_group(tmp_path):
+    """Group 128 on 64/128-wide layers: stored as groups of 64, the true grouping recorded, weights identical."""
+    model, tok = tiny_llama()
+    calib = token_batches(tok, [s for p in PAIRS for s in p])
+    result = quantize_model(model, calib, QuantConfig(bits=4, group_size=128), progress=False)
+    snap_to_checkpoint_precision(model, result)
+    qc = export_checkpoint(model, tok, result, tmp_path)
+    assert qc["group_size"] == 64
+    grouping = fairgptq_record(qc)["grouping"]
+    assert grouping["quantized_group_size"] == 128 and grouping["stored_group_size"] == 64 and "partial" in \
+        grouping["reason"]
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["quantization_config"]["group_size"] == 64 and cfg["architectures"] == ["LlamaForCausalLM"]
+    t = load_file(str(tmp_path / "model.safetensors"))
+    name = "model.layers.0.self_attn.q_proj"
+    assert t[f"{name}.scales"].shape == (1, 64)               # 64 input columns: one group of 64
+    assert t["model.layers.0.mlp.down_proj.scales"].shape == (2, 64)  # 128 inputs: two groups of 64
+    loaded, _, _ = load_gptq_checkpoint(tmp_path)
+    for n, qw in result.qweights.items():
+        assert torch.equal(loaded.get_submodule(n).weight.data, qw.dequantize())
+
+
+def test_no_kernel_sized_lossless_group_is_refused_with_the_reason():
+    from fairgptq.export.regroup import stored_group_size
+
+    qw = _engine_weight(True, False)                         # 128 columns
+    odd = replace(qw, codes=qw.codes[:, :72])                # 72 wide: gcd(64, 72, 128) = 8
+    with pytest.raises(ExportError, match="finer than any GPTQ kernel accepts"):
+        stored_group_size({"a": qw, "b": odd}, 64)
+    assert stored_group_size({"a": qw}, 32) == 32 and stored_group_size({"a": qw}, -1) == -1
+
+
+def test_unquantized_tensors_are_stored_in_the_dtype_config_json_names(quantized_tiny, tmp_path):
+    model, tok, result = quantized_tiny
+    export_checkpoint(model, tok, result, tmp_path, dtype=torch.float16)
+    t = load_file(str(tmp_path / "model.safetensors"))
+    assert t["model.embed_tokens.weight"].dtype == torch.float16 and t["model.norm.weight"].dtype == torch.float16
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "float16"

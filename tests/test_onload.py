@@ -32,7 +32,7 @@ def assert_same_checkpoint(a: Path, b: Path) -> None:
     assert not differing, f"{len(differing)} tensors differ, e.g. {differing[:5]}"
     qa, qb = (json.loads((f / "quantize_config.json").read_text()) for f in (a, b))
     # the content hashes are of each checkpoint's own files (one file, or the onloader's shards)
-    ia, ib = qa["fairgptq"].pop("integrity"), qb["fairgptq"].pop("integrity")
+    ia, ib = qa["meta"]["fairgptq"].pop("integrity"), qb["meta"]["fairgptq"].pop("integrity")
     assert set(ia["sha256"]) and set(ib["sha256"])
     assert qa == qb
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from fairgptq.export import load_gptq_checkpoint
+from fairgptq.export import fairgptq_record, load_gptq_checkpoint
 from fairgptq.pipeline import load_pipeline
 from fairgptq.pipeline.rundir import RunDirError
 from fairgptq.pipeline.runner import run_pipeline
@@ -48,8 +48,8 @@ def test_results_record(run_dir):
 def test_exported_checkpoint_carries_the_fairness_record(run_dir):
     out, _ = run_dir
     model, tok, qc = load_gptq_checkpoint(out / "model")
-    assert qc["fairgptq"]["pipeline"] == "tiny" and qc["fairgptq"]["pair_sets"]["mine"]["n"] == 8
-    assert qc["fairgptq"]["objectives"][0]["pairs_sha256_16"] == \
+    assert fairgptq_record(qc)["pipeline"] == "tiny" and fairgptq_record(qc)["pair_sets"]["mine"]["n"] == 8
+    assert fairgptq_record(qc)["objectives"][0]["pairs_sha256_16"] == \
         json.loads((out / "results.json").read_text())["pair_sets"]["mine"]["sha256_16"]
 
 

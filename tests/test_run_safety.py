@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from fairgptq import cli
 from fairgptq.core.errors import ConfigError
-from fairgptq.export import load_gptq_checkpoint
+from fairgptq.export import fairgptq_record, load_gptq_checkpoint
 from fairgptq.export.integrity import CheckpointIntegrityError
 from fairgptq.pipeline import load_pipeline, rundir
 from fairgptq.pipeline.locking import run_lock
@@ -208,7 +208,7 @@ def test_interrupted_forced_replacement_keeps_the_old_run(proj, finished, tmp_pa
     assert "Traceback" not in stderr
     assert rc == (130 if sig != signal.SIGKILL else -9)
     assert is_complete(out) and (out / "results.json").read_text() == before
-    assert load_gptq_checkpoint(out / "model")[2]["fairgptq"]["objectives"][0]["alpha"] == 0.1
+    assert fairgptq_record(load_gptq_checkpoint(out / "model")[2])["objectives"][0]["alpha"] == 0.1
     kept = tmp_path / "run.unevaluated"
     if sig != signal.SIGKILL:  # the new run's exported model is kept, visibly, and the message says where
         assert kept.is_dir() and not is_complete(kept) and "run.unevaluated" in stderr
@@ -527,7 +527,7 @@ def test_calibration_text_beyond_memory_is_refused(proj, capsys, real_data_dir):
 def test_marker_and_complete_files_are_written(finished):
     assert (finished / MARKER).is_file() and (finished / COMPLETE).is_file()
     qc = json.loads((finished / "model" / "quantize_config.json").read_text())
-    assert set(qc["fairgptq"]["integrity"]["sha256"]) == {"model.safetensors"}
+    assert set(fairgptq_record(qc)["integrity"]["sha256"]) == {"model.safetensors"}
 
 
 def test_lock_is_released_after_a_run(tmp_path):

@@ -46,6 +46,22 @@ def save_tiny_llama(folder: Path, **kw) -> Path:
     return folder
 
 
+def table_architecture_configs(vocab: int = 96) -> dict:
+    """A tiny random config per architecture of fairgptq/core/architectures.py (hidden 64, 2 layers)."""
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config
+
+    common = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    llama_like = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, **common)
+    return {"llama": LlamaConfig(**llama_like), "mistral": MistralConfig(**llama_like),
+            "qwen2": Qwen2Config(**llama_like),
+            "opt": OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                             max_position_embeddings=64, word_embed_proj_dim=64, **common),
+            "gpt2": GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=64, **common),
+            "gpt_neox": GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, max_position_embeddings=64, **common)}
+
+
 def write_pair_file(path: Path) -> Path:
     path.write_text("".join(json.dumps({"stereo": s, "anti": a, "category": "gender"}) + "\n" for s, a in PAIRS))
     return path

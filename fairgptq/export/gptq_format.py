@@ -21,8 +21,11 @@ Weight = scales[g_idx] * (code - zero), per input column.  v1 cannot store a zer
 (it would underflow to 2^bits - 1), which only asymmetric grids produce; ``auto`` then picks
 ``gptq_v2`` and says so.  ``quantize_config.json`` (GPTQModel, vLLM) and the
 ``quantization_config`` entry of ``config.json`` (transformers) carry the settings;
-``quantize_config.json`` also has a ``fairgptq`` section with every fairness setting, the pair
-sets' names and hashes and every stability event (spec section 7).
+``quantize_config.json`` also has a ``fairgptq`` section (under ``meta``, where consumers ignore
+it quietly; read it with :func:`fairgptq_record`) with every fairness setting, the pair sets'
+names and hashes, every stability event (spec section 7) and the true grouping when the stored
+one differs (:mod:`fairgptq.export.regroup`).  ``config.json`` names the model class
+(``architectures``) and the dtype the unquantized tensors are stored in.
 
 Scales are float16 in this format.  The engine keeps float32 scales, so the model is first
 snapped to the checkpoint's precision (:func:`snap_to_checkpoint_precision`): the evaluated
@@ -42,10 +45,11 @@ from safetensors.torch import save_file
 from .. import __version__
 from ..core.architectures import arch_for
 from ..core.driver import QuantizationResult
-from ..core.errors import FairGPTQError
 from ..core.gptq import QuantizedWeight
+from .errors import ExportError
 from .integrity import file_hashes
 from .packing import pack_last, unpack_last
+from .regroup import regroup, stored_group_size
 
 CHECKPOINT_FORMATS = ("gptq", "gptq_v2")
 WEIGHTS_FILE = "model.safetensors"
@@ -53,10 +57,6 @@ QUANTIZE_CONFIG = "quantize_config.json"
 QUANTIZED_SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
 OUTLIER_SUFFIXES = ("outlier_idx", "outlier_weight")
 _FP16_MAX = float(torch.finfo(torch.float16).max)
-
-
-class ExportError(FairGPTQError):
-    """The quantized model cannot be written in (or read from) the GPTQ checkpoint format."""
 
 
 def at_checkpoint_precision(qw: QuantizedWeight, module: str = "?") -> QuantizedWeight:
@@ -136,31 +136,59 @@ def outlier_counts(qweights: Mapping[str, QuantizedWeight]) -> dict[str, int]:
             if qw.outlier_idx is not None and qw.outlier_idx.numel()}
 
 
-def quantize_config(result: QuantizationResult, checkpoint_format: str, fairgptq_meta: Mapping[str, Any],
-                    outliers: Mapping[str, int] | None = None) -> dict:
-    """quantize_config.json: the GPTQModel / AutoGPTQ keys plus the ``fairgptq`` section.
+def grouping_record(quantized: int, stored: int) -> dict:
+    """What the ``fairgptq`` section says about groups: the true grouping and why another was stored."""
+    record = {"quantized_group_size": quantized if quantized > 0 else -1, "stored_group_size": stored if stored > 0
+              else -1, "lossless": True}
+    if stored != quantized:
+        record["reason"] = (f"group_size {quantized} leaves a partial last group in some quantized layers, which "
+                            f"GPTQ consumers (transformers + optimum, GPTQModel, vLLM) refuse; each group of "
+                            f"{quantized} is stored as {quantized // stored} groups of {stored} with the same scale "
+                            f"and zero point, so the dequantized weights are bit-identical")
+    return record
 
-    ``outliers`` (module -> kept channels) replaces the count from ``result.qweights`` when the
-    weights were written and dropped layer by layer (fairgptq.onload).
+
+def quantize_config(result: QuantizationResult, checkpoint_format: str, fairgptq_meta: Mapping[str, Any],
+                    group_size: int | None = None, outliers: Mapping[str, int] | None = None) -> dict:
+    """quantize_config.json: the GPTQModel / AutoGPTQ keys plus the ``fairgptq`` section (under ``meta``).
+
+    ``group_size`` is the stored group size (:func:`stored_group_size`); the quantized one
+    stays in ``fairgptq.grouping``.  ``outliers`` (module -> kept channels) replaces the count
+    from ``result.qweights`` when the weights were written and dropped layer by layer
+    (fairgptq.onload).
     """
     c = result.config
+    stored = c.group_size if group_size is None else group_size
     return {
-        "bits": c.bits, "group_size": c.group_size if c.group_size > 0 else -1, "desc_act": c.act_order,
+        "bits": c.bits, "group_size": stored if stored > 0 else -1, "desc_act": c.act_order,
         "sym": c.sym, "static_groups": c.static_groups, "true_sequential": True, "damp_percent": c.damp,
         "lm_head": False, "quant_method": "gptq", "checkpoint_format": checkpoint_format,
-        "model_file_base_name": Path(WEIGHTS_FILE).stem,
-        "meta": {"quantizer": [f"fairgptq:{__version__}"], "mse": c.mse, "block_size": c.block_size},
-        "fairgptq": {"version": __version__, "objectives": result.objectives,
+        # GPTQModel reads `meta` and ignores the keys in it that it does not know, without the
+        # "unknown parameter" message a top-level key gets; transformers and vLLM ignore it too.
+        "meta": {"quantizer": [f"fairgptq:{__version__}"], "mse": c.mse, "block_size": c.block_size,
+                 "fairgptq": {
+                     "version": __version__, "grouping": grouping_record(c.group_size, stored),
+                     "objectives": result.objectives,
                      "outlier_channels": {
                          "layout": "<name>.outlier_idx int32 (k,), <name>.outlier_weight float16 (out, k); "
                                    "weight = GPTQ part (0 at those columns) + these columns",
                          "modules": dict(outliers) if outliers is not None else outlier_counts(result.qweights)},
-                     "modules": [r.to_dict() for r in result.reports], **fairgptq_meta},
+                     "modules": [r.to_dict() for r in result.reports], **fairgptq_meta}},
     }
 
 
-def _plain_tensors(model: nn.Module, quantized: set[str]) -> dict[str, torch.Tensor]:
-    """Every state-dict tensor but the quantized weights; tied copies (lm_head = embeddings) once."""
+def fairgptq_record(qc: Mapping[str, Any]) -> dict:
+    """The ``fairgptq`` section of a quantize_config (``meta.fairgptq``; top level in older exports)."""
+    return dict(qc.get("meta", {}).get("fairgptq") or qc.get("fairgptq") or {})
+
+
+def _consumer_config(qc: Mapping[str, Any]) -> dict:
+    """config.json's ``quantization_config``: quantize_config without the (large) fairgptq record."""
+    return {**qc, "meta": {k: v for k, v in qc["meta"].items() if k != "fairgptq"}}
+
+
+def _plain_tensors(model: nn.Module, quantized: set[str], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every state-dict tensor but the quantized weights, floats in ``dtype``; tied copies once."""
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     skip = {f"{n}.weight" for n in quantized}
@@ -171,7 +199,8 @@ def _plain_tensors(model: nn.Module, quantized: set[str]) -> dict[str, torch.Ten
         if ptr in seen:
             continue
         seen.add(ptr)
-        out[key] = t.detach().cpu().contiguous()
+        t = t.detach().cpu()
+        out[key] = (t.to(dtype) if t.is_floating_point() else t).contiguous()
     return out
 
 
@@ -186,22 +215,36 @@ def _check_snapped(model: nn.Module, result: QuantizationResult) -> None:
 
 
 def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, out_dir: str | Path, *,
-                      checkpoint_format: str = "auto", fairgptq_meta: Mapping[str, Any] | None = None) -> dict:
-    """Write the GPTQ checkpoint of a quantized ``model`` into ``out_dir``; returns quantize_config."""
+                      checkpoint_format: str = "auto", fairgptq_meta: Mapping[str, Any] | None = None,
+                      dtype: torch.dtype | None = None) -> dict:
+    """Write the GPTQ checkpoint of a quantized ``model`` into ``out_dir``; returns quantize_config.
+
+    Unquantized tensors (embeddings, norms, biases, an untied lm_head) are stored in ``dtype``
+    (default: the model's own, so the reloaded model is exactly the evaluated one) and
+    ``config.json`` names that dtype, which is what transformers and GPTQModel load them in.
+    A group size that leaves partial groups is stored as its lossless equivalent
+    (:mod:`fairgptq.export.regroup`); ``fairgptq.grouping`` in the returned config says so.
+    """
     _check_snapped(model, result)
     fmt = choose_format(result.qweights, checkpoint_format)
+    group = stored_group_size(result.qweights, result.config.group_size)
+    dtype = dtype or next(model.parameters()).dtype
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = _plain_tensors(model, set(result.qweights))
+    tensors = _plain_tensors(model, set(result.qweights), dtype)
     for name, qw in result.qweights.items():
-        for suffix, t in pack_weight(at_checkpoint_precision(qw, name), fmt).items():
+        for suffix, t in pack_weight(regroup(at_checkpoint_precision(qw, name), group, name), fmt).items():
             tensors[f"{name}.{suffix}"] = t
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    qc = quantize_config(result, fmt, dict(fairgptq_meta or {}))
-    qc["fairgptq"]["integrity"] = file_hashes(out, [WEIGHTS_FILE])
+    qc = quantize_config(result, fmt, dict(fairgptq_meta or {}), group)
+    qc["meta"]["fairgptq"]["integrity"] = file_hashes(out, [WEIGHTS_FILE])
     (out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
     config = json.loads(model.config.to_json_string(use_diff=False))
-    config["quantization_config"] = {k: v for k, v in qc.items() if k != "fairgptq"}
+    # Consumers pick the model class from `architectures`; a model built from a GGUF file or a
+    # bare config has it unset.
+    config["architectures"] = config.get("architectures") or [type(model).__name__]
+    config["dtype"] = str(dtype).removeprefix("torch.")
+    config["quantization_config"] = _consumer_config(qc)
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(out)

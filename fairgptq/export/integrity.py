@@ -44,7 +44,8 @@ def file_hashes(folder: str | Path, names: list[str]) -> dict:
 
 def verify_files(folder: str | Path, quantize_config: Mapping) -> None:
     """Compare every recorded tensor file's hash; raises :class:`CheckpointIntegrityError` on a mismatch."""
-    recorded = (quantize_config.get("fairgptq") or {}).get("integrity", {}).get("sha256")
+    record = quantize_config.get("meta", {}).get("fairgptq") or quantize_config.get("fairgptq") or {}
+    recorded = record.get("integrity", {}).get("sha256")
     if not recorded:
         logger.info("%s: no fairgptq content hashes recorded; files not verified", folder)
         return

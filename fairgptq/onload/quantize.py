@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..core.architectures import arch_for, decoder_layers
+from ..export.regroup import group_size_for_widths
 from ..core.driver import (LayerProgress, LayerQuantizer, QuantizationResult, capture_first_layer_inputs,
                            check_roles, prepare_streams)
 from ..core.errors import ConfigError
@@ -177,7 +178,10 @@ def quantize_onloaded(
     budget = None
     if max_memory is not None:
         budget = max(parse_size(max_memory) - _LAYER_WORKING_FACTOR * layer_bytes, 0)
-    writer = ShardedCheckpointWriter(out_dir, checkpoint_format=checkpoint_format, sym=config.sym)
+    widths = {int(layer.get_submodule(sub).weight.shape[0 if spec.transposed else 1])
+              for layer in layers for role in quant_roles for sub in spec.roles[role]}
+    writer = ShardedCheckpointWriter(out_dir, checkpoint_format=checkpoint_format, sym=config.sym,
+                                     stored_group=group_size_for_widths(widths, config.group_size))
 
     t0 = time.perf_counter()
     reports = []

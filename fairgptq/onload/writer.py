@@ -25,6 +25,7 @@ from ..export.integrity import file_hashes
 from ..export.gptq_format import (CHECKPOINT_FORMATS, QUANTIZE_CONFIG, at_checkpoint_precision, choose_format,
                                   outlier_counts, pack_weight, quantize_config)
 from ..export.packing import pack_last
+from ..export.regroup import regroup
 
 INDEX = "model.safetensors.index.json"
 
@@ -32,8 +33,9 @@ INDEX = "model.safetensors.index.json"
 class ShardedCheckpointWriter:
     """Writes shards into ``out_dir`` as they come and the index and configuration files at the end."""
 
-    def __init__(self, out_dir: str | Path, *, checkpoint_format: str, sym: bool) -> None:
+    def __init__(self, out_dir: str | Path, *, checkpoint_format: str, sym: bool, stored_group: int) -> None:
         self.out = Path(out_dir)
+        self.group = stored_group  # the lossless consumer-friendly group size (fairgptq.export.regroup)
         self.out.mkdir(parents=True, exist_ok=True)
         self.requested = checkpoint_format
         # resolved now where it can be: fixed by the user, or v1 for symmetric grids (zero = 2^(bits-1))
@@ -57,7 +59,7 @@ class ShardedCheckpointWriter:
         """One decoder layer: its quantized linears (packed) and its other tensors (norms, biases)."""
         tensors = dict(plain)
         for name, qw in qweights.items():
-            snapped = at_checkpoint_precision(qw, name)
+            snapped = regroup(at_checkpoint_precision(qw, name), self.group, name)
             self.outliers.update(outlier_counts({name: snapped}))
             if self.format is None:
                 if choose_format({name: snapped}, "auto") == "gptq_v2":
@@ -86,8 +88,8 @@ class ShardedCheckpointWriter:
         fmt = self.format or self._write_pending_zeros()
         index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(self.weight_map.items()))}
         (self.out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
-        qc = quantize_config(result, fmt, dict(fairgptq_meta or {}), self.outliers)
-        qc["fairgptq"]["integrity"] = file_hashes(self.out, sorted(set(self.weight_map.values())))
+        qc = quantize_config(result, fmt, dict(fairgptq_meta or {}), self.group, self.outliers)
+        qc["meta"]["fairgptq"]["integrity"] = file_hashes(self.out, sorted(set(self.weight_map.values())))
         (self.out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
         config = dict(config)
         config["quantization_config"] = {k: v for k, v in qc.items() if k != "fairgptq"}

@@ -80,6 +80,32 @@ def stability_summary(modules: list[dict]) -> dict:
             "events": [f"{m['name']}: {e}" for m in modules for e in m["stability"].get("events", [])]}
 
 
+def metrics_table(metrics: dict[str, float], float_model: dict[str, float], plain: dict[str, float]) -> str:
+    """The quantized model's metrics beside the float model's and plain GPTQ's, with the differences.
+
+    A reference column appears only when that reference was evaluated (``evaluation.float_baseline``,
+    ``evaluation.plain_baseline``): a column of dashes says nothing.
+    """
+    header, refs = ["metric", "quantized"], []
+    for label, values in (("float", float_model), ("plain GPTQ", plain)):
+        if values:
+            header += [label, f"Δ vs {label}"]
+            refs.append(values)
+    rows = [[k, v, *(x for ref in refs for x in (ref.get(k), v - ref[k] if k in ref else None))]
+            for k, v in metrics.items()]
+    note = "" if refs else ("\n\nNo reference evaluated: set `evaluation.float_baseline` and "
+                            "`evaluation.plain_baseline` to compare with the float model and plain GPTQ.")
+    return _table(header, rows) + note
+
+
+def vs_plain_sentence(row: dict) -> str:
+    """``task.metric: this run − plain GPTQ = x [lo, hi], p = …, verdict`` (plain values in brackets)."""
+    ci = f" [{row['lo']:.3g}, {row['hi']:.3g}]" if row.get("lo") is not None else ""
+    p = f", p = {row['p']:.3g}" if row.get("p") is not None else ""
+    return (f"{row['task']}.{row['metric']}: {row['b']:.4g} vs plain GPTQ {row['a']:.4g}; difference "
+            f"{row['diff']:+.3g}{ci}{p}: {row['verdict']}")
+
+
 def run_report(results: dict) -> str:
     """report.md of one run."""
     cfg, q = results["config"], results["quantization"]
@@ -100,10 +126,14 @@ def run_report(results: dict) -> str:
                  o.get("mode", "–")] for o in results["objectives"]]
         parts += ["## Objectives", _table(["objective", "pair set", "pairs", "sha256/16", "α", "layers", "roles",
                                            "mode"], rows), ""]
-    metrics, base = results["metrics"], headline_metrics(results.get("baseline"))
-    if metrics:
-        rows = [[k, v, base.get(k), (v - base[k]) if k in base else None] for k, v in metrics.items()]
-        parts += ["## Metrics", _table(["metric", "quantized", "float", "Δ"], rows), ""]
+    if results["metrics"]:
+        parts += ["## Metrics", metrics_table(results["metrics"], headline_metrics(results.get("baseline")),
+                                              headline_metrics(results.get("plain_baseline"))), ""]
+    if results.get("vs_plain"):
+        parts += ["## Against plain GPTQ on the same calibration (paired over items)", "",
+                  "One run is one draw of GPTQ's rounding noise: a difference is evidence only when it is "
+                  "significant here, and a claim about the method needs repeats over seeds.", "",
+                  *[f"- {vs_plain_sentence(r)}" for r in results["vs_plain"]], ""]
     s = q["summary"]
     parts += ["## Stability", _table(["modules", "damping retries", "eigen repairs", "dead columns", "fair modules",
                                       "overshoots", "max ‖ΔW‖/‖W‖"],
@@ -123,6 +153,10 @@ def run_report(results: dict) -> str:
     if exp:
         parts += ["## Export", f"GPTQ checkpoint (`{exp['checkpoint_format']}`) in `{exp['path']}`, "
                                f"{exp['size_mb']:.1f} MB; reload check: {exp.get('reload_check', 'not run')}.", ""]
+        grouping = exp.get("grouping") or {}
+        if grouping.get("reason"):
+            parts += [f"Stored with group size {grouping['stored_group_size']} (quantized with "
+                      f"{grouping['quantized_group_size']}): {grouping['reason']}.", ""]
     t = results["timings"]
     parts += ["## Timings (s)", _table(list(t), [list(t.values())]), ""]
     v = results["versions"]

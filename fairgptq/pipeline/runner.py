@@ -22,11 +22,12 @@ from rich.console import Console
 from .. import __version__
 from ..core.driver import quantize_model
 from ..core.model_loading import load_model
-from ..export import export_checkpoint, load_gptq_checkpoint, snap_to_checkpoint_precision
+from ..export import export_checkpoint, fairgptq_record, load_gptq_checkpoint, snap_to_checkpoint_precision
 from ..registry import default_registry
 from . import build
 from .executors import ExecutorSettings, SweepIncomplete, SweepUnit, run_on_ray
 from .loading import Pipeline
+from .plain_baseline import compare_with_plain, evaluate_plain_gptq
 from .report import headline_metrics, plot_delta_w, plot_sweep, run_report, stability_summary, sweep_report
 from ..evaluation.items import ITEMS_DIR, split_evaluation, write_items
 from .inputs import sweep_inputs
@@ -145,6 +146,16 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
         with step("pair_gap_float", "held-out pair gaps of the float model"):
             gap = build.pair_gap(spec, registry, model, tok, calib_pairs, cache)
 
+    plain, plain_items, plain_gap = None, {}, None
+    if spec.evaluation.plain_baseline and tasks and spec.objectives and point is None:  # sweeps have α = 0 points
+        with step("plain_gptq", "plain GPTQ (every α = 0) for comparison: quantizing and evaluating"):
+            n_layers = gap.n_layers if gap is not None else 0
+            plain_eval, plain_gap = evaluate_plain_gptq(
+                spec, registry, sets, model, tok, calibration, calib_pairs, gap,
+                lambda li, role: any(o.applies(li, role, n_layers) for o in objectives))
+            plain, plain_items = split_evaluation(plain_eval)
+            write_items(run_dir / "plain" / ITEMS_DIR, plain_items)
+
     config = build.quant_config(spec)
     with step("quantize", f"quantizing ({config.bits}-bit, group {config.group_size}, "
                           f"{len(objectives)} objective(s), backend {spec.backend.name})"):
@@ -165,7 +176,8 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
             qc = export_checkpoint(model, tok, result, folder, checkpoint_format=spec.export.checkpoint_format,
                                    fairgptq_meta={"pipeline": spec.name, "pair_sets": pair_info, "point": point})
             export = {"path": "model", "checkpoint_format": qc["checkpoint_format"],
-                      "size_mb": sum(f.stat().st_size for f in folder.iterdir()) / 2**20}
+                      "size_mb": sum(f.stat().st_size for f in folder.iterdir()) / 2**20,
+                      "grouping": fairgptq_record(qc)["grouping"]}
         if spec.export.verify:
             with step("verify_export", "reloading the checkpoint and comparing logits"):
                 check = _verify_export(model, tok, folder)
@@ -180,6 +192,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
             evaluation, items = split_evaluation(evaluate(model, tok, tasks,
                                                           **build.evaluation_options(spec, calib_pairs)))
             write_items(run_dir / ITEMS_DIR, items)
+    vs_plain = compare_with_plain(plain_items, items, plain_gap, pair_gap) if plain_items and evaluation else None
 
     timings["quantize_engine"] = round(result.seconds, 2)
     timings["total"] = round(time.perf_counter() - t_start, 2)
@@ -193,6 +206,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
                          "summary": stability_summary(modules), "modules": modules},
         "metrics": {**headline_metrics(evaluation), **gap_metrics(pair_gap)}, "evaluation": evaluation,
         "pair_gap": pair_gap, "plain": is_plain(resolved), "baseline": baseline, "export": export,
+        "plain_baseline": plain, "vs_plain": vs_plain,
         "timings": timings, "versions": versions(),
         "seeds": {"pipeline": spec.seed, **{f"pairs.{n}": p.seed for n, p in spec.calibration.pairs.items()},
                   **({"text": spec.calibration.text.seed} if spec.calibration.text else {})},

@@ -179,6 +179,7 @@ class EvaluationSpec(Strict):
 
     tasks: list[str] = Field(default_factory=list)
     float_baseline: bool = False
+    plain_baseline: bool = False  # also quantize with every α = 0 and evaluate (pipeline/plain_baseline.py)
     batch_size: PositiveInt = 16
     limit: PositiveInt | dict[str, PositiveInt] | None = None  # every likelihood task, or per task name
     max_tokens: PositiveInt | None = None

@@ -1,0 +1,66 @@
+"""The plain-GPTQ reference of a run: the same quantization without the fairness term, evaluated.
+
+"Does Fair-GPTQ beat plain GPTQ?" is the question every report answers, so a run can quantize
+the float model a second time with every objective's α set to 0 (``evaluation.plain_baseline``).
+α = 0 keeps everything else identical: the same calibration data builds H (the pair sentences
+when ``calibrate_with_pairs``), the same grid, damping and backend; only H_bias is gone.  It
+costs one more quantization and evaluation (about 2-3 minutes for the demo on 2 cores).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ..core.driver import quantize_model
+from ..core.objective import TokenBatch
+from ..export import snap_to_checkpoint_precision
+from ..registry import Registry
+from . import build
+from .schema import PipelineSpec
+
+
+def plain_spec(spec: PipelineSpec) -> PipelineSpec:
+    """``spec`` with every objective's α (and per-layer α) set to 0."""
+    objectives = [o.model_copy(update={"alpha": 0.0, "layer_alpha": None}) for o in spec.objectives]
+    return spec.model_copy(update={"objectives": objectives})
+
+
+def evaluate_plain_gptq(spec: PipelineSpec, registry: Registry, sets: dict, float_model, tok,
+                        calibration: list[TokenBatch] | None, calibration_pairs: list,
+                        gap=None, targeted=None) -> tuple[dict[str, Any], dict | None]:
+    """Quantize a copy of ``float_model`` with plain GPTQ as ``spec`` sets it up and evaluate it.
+
+    The evaluated model is snapped to float16 scales like the run's own, so the two differ only
+    by the fairness term.  Returns the evaluation (with item records) and, when the run measures
+    the held-out pair gap (``gap``), plain GPTQ's gaps with the run's ``targeted`` modules marked.
+    """
+    from ..evaluation import evaluate
+
+    plain = plain_spec(spec)
+    model = copy.deepcopy(float_model)
+    backend = build.create(registry, "backends", plain.backend.name, plain.backend.params)
+    result = quantize_model(model, calibration, build.quant_config(plain), objectives=build.objectives(
+        plain, registry, sets), tokenizer=tok, backend=backend, progress=True)
+    snap_to_checkpoint_precision(model, result)
+    evaluation = evaluate(model, tok, plain.evaluation.tasks, **build.evaluation_options(plain, calibration_pairs))
+    pair_gap = gap.measure(model, targeted) if gap is not None else None
+    del model
+    return evaluation, pair_gap
+
+
+def compare_with_plain(plain_items: dict[str, list[dict]], items: dict[str, list[dict]],
+                       plain_gap: dict | None, pair_gap: dict | None) -> list[dict]:
+    """The run against its plain-GPTQ reference, item by item (fairgptq.comparison), and on the pair gap."""
+    from ..comparison import compare_items
+    from ..evaluation.pair_gap import pooled_ratio
+    rows = [row for task in items if task in plain_items
+            for row in compare_items(task, plain_items[task], items[task], labels=("plain GPTQ", "this run"))]
+    if plain_gap and pair_gap:
+        names = [n for n, m in pair_gap["modules"].items() if m["targeted"]]
+        a, b = pooled_ratio(plain_gap["modules"], names), pooled_ratio(pair_gap["modules"], names)
+        if a is not None and b is not None:
+            rows.append({"task": "pair_gap", "metric": "ratio_targeted", "n": len(names), "a": a, "b": b,
+                         "diff": b - a, "lo": None, "hi": None, "p": None,
+                         "test": "none for one run (exact given the weights; repeats over seeds test it)",
+                         "verdict": "no test (one seed)"})
+    return rows
