@@ -15,3 +15,4 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 start=$(date +%s)
 .venv/bin/fairgptq run pipelines/demo.yaml "$@"
 echo "demo finished in $(( $(date +%s) - start )) s; report: runs/demo/report.md (unless --out was given)"
+echo "its figures are one draw of GPTQ's rounding (they differ between machines); the report says which differences from plain GPTQ are significant"
