@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from fairgptq import QuantConfig, quantize_model
 from fairgptq.core.errors import ConfigError
-from fairgptq.core.objective import Captured, TokenBatch
+from fairgptq.core.objective import Captured
 from fairgptq.datasets_adapters.pairs import Pair
 from fairgptq.objectives.fair_pairs import FairPairObjective, MatrixObjective, pairs_hash
 from fairgptq.objectives.pair_activations import pair_differences, plan_alignment

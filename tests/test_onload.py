@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from fairgptq.core.driver import quantize_model
 from fairgptq.core.errors import ConfigError

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from fairgptq.pipeline import load_pipeline
 from fairgptq.evaluation.items import read_items

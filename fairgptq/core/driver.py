@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from .architectures import ArchSpec, arch_for, decoder_layers
-from .errors import ConfigError, FairGPTQError
+from .errors import ConfigError
 from .gptq import QuantizedWeight, factor_hessian
 from .hessian import HessianAccumulator
 from .layer_runs import LayerRuns

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .. import __version__
 from ..core.model_loading import _DTYPES, resolve_model
 from ..onload import OnloadDecision, choose_onload, load_float_offloaded, load_offloaded, quantize_onloaded
 from ..registry import Registry
 from . import build
-from .report import headline_metrics, plot_delta_w, run_report, stability_summary
-from .rundir import write_atomic
+from ..evaluation.items import ITEMS_DIR, split_evaluation, write_items
+from .report import headline_metrics
 from .schema import PipelineSpec
 
 logger = logging.getLogger("fairgptq.pipeline")
@@ -45,13 +44,18 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
     """One run of a model too large for memory into ``run_dir`` (config.yaml already written); returns results."""
     from transformers import AutoTokenizer
 
-    from .runner import _Step, versions
+    from .runner import _Step, write_run_record
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     step = _Step(console, timings)
+    from ..core.errors import ConfigError
+    unsupported = [k for k, on in (("evaluation.pair_gap", spec.evaluation.pair_gap is not None),
+                                   ("evaluation.plain_baseline", spec.evaluation.plain_baseline)) if on]
+    if unsupported:
+        raise ConfigError(f"{', '.join(unsupported)}: not available with sequential onloading yet (they need the "
+                          f"float model in memory); remove them, or set model.onload: never")
     if spec.model.device != "cpu":
-        from ..core.errors import ConfigError
         raise ConfigError(f"model.device {spec.model.device!r}: sequential onloading runs on cpu for now; "
                           f"set model.device: cpu or model.onload: never")
     folder = resolve_model(spec.model.name).folder
@@ -71,7 +75,9 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
         with step("eval_float", f"evaluating the float model through disk offload: {', '.join(tasks)}"):
             offload = run_dir / ".offload-float"
             float_model, _ = load_float_offloaded(folder, offload, dtype=spec.model.dtype)
-            baseline = evaluate(float_model, tok, tasks, **build.evaluation_options(spec, calib_pairs))
+            baseline, float_items = split_evaluation(evaluate(float_model, tok, tasks,
+                                                              **build.evaluation_options(spec, calib_pairs)))
+            write_items(run_dir / "float" / ITEMS_DIR, float_items)
             del float_model
             shutil.rmtree(offload, ignore_errors=True)
 
@@ -96,31 +102,19 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
         with step("evaluate", f"evaluating through disk offload: {', '.join(tasks)}"):
             offload = run_dir / ".offload"
             model, _, _ = load_offloaded(out, offload, dtype=spec.model.dtype)
-            evaluation = evaluate(model, tok, tasks, **build.evaluation_options(spec, calib_pairs))
+            evaluation, items = split_evaluation(evaluate(model, tok, tasks,
+                                                          **build.evaluation_options(spec, calib_pairs)))
+            write_items(run_dir / ITEMS_DIR, items)
             del model
             shutil.rmtree(offload, ignore_errors=True)
 
     timings["quantize_engine"] = round(result.seconds, 2)
     timings["total"] = round(time.perf_counter() - t_start, 2)
     model_config = json.loads((out / "config.json").read_text())
-    results = {
-        "fairgptq_version": __version__, "pipeline": spec.name, "point": point, "config": resolved,
-        "model": {"name": spec.model.name, "model_type": model_config.get("model_type"),
+    model_info = {"name": spec.model.name, "model_type": model_config.get("model_type"),
                   "n_layers": model_config.get("num_hidden_layers"), "dtype": spec.model.dtype,
-                  "onload": {**decision.to_dict(), **run.memory(),
-                             "evaluated_with": EVALUATED_WITH if tasks else None}},
-        "pair_sets": pair_info, "objectives": result.objectives,
-        "backend": backend.describe() if hasattr(backend, "describe") else {"name": spec.backend.name},
-        "quantization": {"config": config.to_dict(), "seconds": round(result.seconds, 2),
-                         "summary": stability_summary(modules), "modules": modules},
-        "metrics": headline_metrics(evaluation), "evaluation": evaluation, "baseline": baseline, "export": export,
-        "timings": timings, "versions": versions(),
-        "seeds": {"pipeline": spec.seed, **{f"pairs.{n}": p.seed for n, p in spec.calibration.pairs.items()},
-                  **({"text": spec.calibration.text.seed} if spec.calibration.text else {})},
-        "plots": [],
-    }
-    if plot_delta_w(modules, run_dir / "delta_w.png"):
-        results["plots"].append("delta_w.png")
-    write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
-    write_atomic(run_dir / "report.md", run_report(results))
-    return results
+                  "onload": {**decision.to_dict(), **run.memory(), "evaluated_with": EVALUATED_WITH if tasks else None}}
+    return write_run_record(spec, resolved, run_dir, point=point, model=model_info, pair_sets=pair_info,
+                            result=result, backend=backend, modules=modules, timings=timings,
+                            metrics=headline_metrics(evaluation), evaluation=evaluation, baseline=baseline,
+                            export=export)

@@ -196,18 +196,26 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
 
     timings["quantize_engine"] = round(result.seconds, 2)
     timings["total"] = round(time.perf_counter() - t_start, 2)
+    model_info = {"name": spec.model.name, **_model_info(model),
+                  "onload": onload.to_dict() if onload is not None else None}
+    return write_run_record(spec, resolved, run_dir, point=point, model=model_info,
+                            pair_sets={name: ps.info for name, ps in sets.items()}, result=result, backend=backend,
+                            modules=modules, timings=timings,
+                            metrics={**headline_metrics(evaluation), **gap_metrics(pair_gap)}, evaluation=evaluation,
+                            pair_gap=pair_gap, plain=is_plain(resolved), baseline=baseline, export=export,
+                            plain_baseline=plain, vs_plain=vs_plain)
+
+
+def write_run_record(spec: PipelineSpec, resolved: dict, run_dir: Path, *, point: dict | None, model: dict,
+                     pair_sets: dict, result, backend, modules: list[dict], timings: dict, **fields) -> dict:
+    """results.json and report.md of one run (in memory or onloaded): the common record plus ``fields``."""
     results = {
-        "fairgptq_version": __version__, "pipeline": spec.name, "point": point, "config": resolved,
-        "model": {"name": spec.model.name, **_model_info(model),
-                  "onload": onload.to_dict() if onload is not None else None},
-        "pair_sets": {name: ps.info for name, ps in sets.items()}, "objectives": result.objectives,
+        "fairgptq_version": __version__, "pipeline": spec.name, "point": point, "config": resolved, "model": model,
+        "pair_sets": pair_sets, "objectives": result.objectives,
         "backend": backend.describe() if hasattr(backend, "describe") else {"name": spec.backend.name},
-        "quantization": {"config": config.to_dict(), "seconds": round(result.seconds, 2),
+        "quantization": {"config": build.quant_config(spec).to_dict(), "seconds": round(result.seconds, 2),
                          "summary": stability_summary(modules), "modules": modules},
-        "metrics": {**headline_metrics(evaluation), **gap_metrics(pair_gap)}, "evaluation": evaluation,
-        "pair_gap": pair_gap, "plain": is_plain(resolved), "baseline": baseline, "export": export,
-        "plain_baseline": plain, "vs_plain": vs_plain,
-        "timings": timings, "versions": versions(),
+        **fields, "timings": timings, "versions": versions(),
         "seeds": {"pipeline": spec.seed, **{f"pairs.{n}": p.seed for n, p in spec.calibration.pairs.items()},
                   **({"text": spec.calibration.text.seed} if spec.calibration.text else {})},
         "plots": [],
