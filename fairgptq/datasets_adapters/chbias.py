@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from ..core.errors import ConfigError, DataError
+from ..core.errors import DataError
 from .pairs import Pair
 from .reading import delimited_rows, read_text, resolve_path
-from .validation import LoadedPairs, RawRow, build_pairs, check_policy, distinct_texts, text_field
+from .validation import LoadedPairs, RawRow, build_pairs, check_policy, choose, distinct_texts, text_field
 from .wikitext import data_dir
 
 DEFAULT_DIR = "chbias"
@@ -34,8 +34,8 @@ def load_chbias(path: str | Path | None = None, *, categories: Iterable[str] | N
     (row 0-based, as the CSV's index); meta = {"part", "row", "groups": (stereo group, anti group)}.
     """
     check_policy(on_bad_row)
-    wanted = _choose(categories, tuple(CATEGORIES), "category")
-    chosen_parts = _choose(parts, PARTS, "part")
+    wanted = choose(categories, tuple(CATEGORIES), "category", "CHBias")
+    chosen_parts = choose(parts, PARTS, "part", "CHBias")
     folder = Path(path).expanduser() if path is not None else None
     pairs: list[Pair] = []
     bad_rows = []
@@ -58,16 +58,6 @@ def load_chbias(path: str | Path | None = None, *, categories: Iterable[str] | N
 def resolve_dir() -> Path:
     """The default CHBias folder (``data_dir()/chbias``)."""
     return data_dir() / DEFAULT_DIR
-
-
-def _choose(values: Iterable[str] | None, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
-    if values is None:
-        return allowed
-    chosen = (values,) if isinstance(values, str) else tuple(values)
-    unknown = [v for v in chosen if v not in allowed]
-    if unknown or not chosen:
-        raise ConfigError(f"CHBias {what}(s) {unknown or chosen!r} unknown or empty; choose from {allowed}")
-    return chosen
 
 
 def _paired_rows(folder: Path | None, category: str, part: str) -> tuple[str, list[RawRow]]:

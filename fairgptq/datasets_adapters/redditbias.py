@@ -24,7 +24,8 @@ from typing import Iterable
 from ..core.errors import ConfigError, DataError
 from .pairs import PARALLEL_KEY, Pair
 from .reading import delimited_rows, read_text, resolve_path
-from .validation import LoadedPairs, RawRow, RowProblem, build_pairs, check_policy, distinct_texts, text_field
+from .validation import (LoadedPairs, RawRow, RowProblem, build_pairs, check_policy, choose, distinct_texts,
+                         text_field)
 from .wikitext import data_dir
 
 DEFAULT_DIR = "redditbias"
@@ -49,8 +50,8 @@ def load_redditbias(path: str | Path | None = None, *, kind: str = "target_swap"
     check_policy(on_bad_row)
     if kind not in KINDS:
         raise ConfigError(f"RedditBias kind must be one of {KINDS}, got {kind!r}")
-    chosen = _choose(dimensions, tuple(DIMENSIONS), "dimension")
-    chosen_parts = _choose(parts, PARTS, "part") if kind == "target_swap" else ("test",)
+    chosen = choose(dimensions, tuple(DIMENSIONS), "dimension", "RedditBias")
+    chosen_parts = choose(parts, PARTS, "part", "RedditBias") if kind == "target_swap" else ("test",)
     folder = Path(path).expanduser() if path is not None else data_dir() / DEFAULT_DIR
     pairs: list[Pair] = []
     bad_rows = []
@@ -76,16 +77,6 @@ def load_redditbias(path: str | Path | None = None, *, kind: str = "target_swap"
             pairs += loaded
             bad_rows += loaded.bad_rows
     return LoadedPairs(pairs, bad_rows, str(folder))
-
-
-def _choose(values: Iterable[str] | None, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
-    if values is None:
-        return allowed
-    chosen = (values,) if isinstance(values, str) else tuple(values)
-    unknown = [v for v in chosen if v not in allowed]
-    if unknown or not chosen:
-        raise ConfigError(f"RedditBias {what}(s) {unknown or list(chosen)} unknown or empty; choose from {allowed}")
-    return chosen
 
 
 def _file_names(kind: str, dimension: str, part: str) -> tuple[str, str]:

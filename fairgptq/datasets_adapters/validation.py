@@ -131,3 +131,14 @@ def build_pairs(rows: Iterable[RawRow], make_pair: Callable[[RawRow], Pair | Non
         detail = f"; {len(bad)} bad row(s), first: {bad[0]}" if bad else ""
         raise DataError(f"{source} yields no pairs{detail}")
     return LoadedPairs(pairs, bad, source)
+
+
+def choose(values: Iterable[str] | str | None, allowed: tuple[str, ...], what: str, dataset: str) -> tuple[str, ...]:
+    """The subset of ``allowed`` a user named (all of it for None); an unknown or empty choice is an error."""
+    if values is None:
+        return allowed
+    chosen = (values,) if isinstance(values, str) else tuple(values)
+    unknown = [v for v in chosen if v not in allowed]
+    if unknown or not chosen:
+        raise ConfigError(f"{dataset} {what}(s) {unknown or list(chosen)} unknown or empty; choose from {allowed}")
+    return chosen
