@@ -108,27 +108,31 @@ def compare_runs(baseline: EvaluatedRun, runs: list[EvaluatedRun], *, n_boot: in
                               f"({sorted(run.items)} vs {sorted(baseline.items)})")
         rows = [row for t in shared for row in compare_items(t, baseline.items[t], run.items[t], n_boot=n_boot,
                                                              seed=seed, labels=(baseline.label, run.label))]
-        rows += _pair_gap_rows(baseline, run)
+        rows += pair_gap_rows(baseline.pair_gap, run.pair_gap)
         comparisons.append({"run": run.label, "path": str(run.path), "rows": rows,
                             "skipped_tasks": sorted(set(baseline.items) ^ set(run.items))})
     return {"baseline": baseline.label, "baseline_path": str(baseline.path), "level": 0.95, "n_boot": n_boot,
             "seed": seed, "comparisons": comparisons}
 
 
-def _pair_gap_rows(baseline: EvaluatedRun, run: EvaluatedRun) -> list[dict]:
-    """The held-out pair gap on the run's targeted modules, for both models (no per-run test: see seeds)."""
+def pair_gap_rows(reference: dict | None, run: dict | None, verdict: str = "no test (one run each)") -> list[dict]:
+    """The held-out pair gap of both models, pooled over the run's targeted modules (all modules if none).
+
+    One row, or none when either run did not measure it.  There is no per-run test: the ratio is
+    exact given the weights, and its noise is GPTQ's rounding, which only repeats over seeds sample.
+    """
     from .evaluation.pair_gap import pooled_ratio
-    if not (baseline.pair_gap and run.pair_gap):
+    if not (reference and run):
         return []
-    mods_a, mods_b = baseline.pair_gap["modules"], run.pair_gap["modules"]
-    names = [n for n, m in mods_b.items() if m["targeted"]] or list(mods_b)
-    a, b = pooled_ratio(mods_a, names), pooled_ratio(mods_b, names)
+    targeted = [n for n, m in run["modules"].items() if m["targeted"]]
+    names = targeted or list(run["modules"])
+    a, b = pooled_ratio(reference["modules"], names), pooled_ratio(run["modules"], names)
     if a is None or b is None:
         return []
-    return [{"task": "pair_gap", "metric": "ratio_targeted" if any(m["targeted"] for m in mods_b.values())
-             else "ratio_all", "n": len(names), "a": a, "b": b, "diff": b - a, "lo": None, "hi": None, "p": None,
+    return [{"task": "pair_gap", "metric": "ratio_targeted" if targeted else "ratio_all", "n": len(names),
+             "a": a, "b": b, "diff": b - a, "lo": None, "hi": None, "p": None,
              "test": "none for one pair of runs (the ratio is exact given the weights); use repeats over seeds",
-             "verdict": "no test (one run each)"}]
+             "verdict": verdict}]
 
 
 def _num(v: float | None, digits: int = 4) -> str:

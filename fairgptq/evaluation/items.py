@@ -75,6 +75,16 @@ def split_evaluation(evaluation: dict | None) -> tuple[dict | None, dict[str, li
     return {**evaluation, "tasks": tasks}, items
 
 
+def record_evaluation(evaluation: dict, run_dir: Path) -> tuple[dict, dict[str, list[dict]]]:
+    """Split an :func:`evaluate` result and write its item lists to ``run_dir/items/``.
+
+    Returns the result without the lists (what results.json keeps) and the lists by task.
+    """
+    stripped, items = split_evaluation(evaluation)
+    write_items(run_dir / ITEMS_DIR, items)
+    return stripped, items
+
+
 def write_items(folder: Path, items: dict[str, list[dict]]) -> list[Path]:
     """``folder/<task>.jsonl``, one record a line, each file written whole then renamed into place."""
     folder.mkdir(parents=True, exist_ok=True)

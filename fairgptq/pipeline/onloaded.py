@@ -21,7 +21,7 @@ from ..core.model_loading import _DTYPES, resolve_model
 from ..onload import OnloadDecision, choose_onload, load_float_offloaded, load_offloaded, quantize_onloaded
 from ..registry import Registry
 from . import build
-from ..evaluation.items import ITEMS_DIR, split_evaluation, write_items
+from ..evaluation.items import record_evaluation
 from .report import headline_metrics
 from .schema import PipelineSpec
 
@@ -75,9 +75,8 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
         with step("eval_float", f"evaluating the float model through disk offload: {', '.join(tasks)}"):
             offload = run_dir / ".offload-float"
             float_model, _ = load_float_offloaded(folder, offload, dtype=spec.model.dtype)
-            baseline, float_items = split_evaluation(evaluate(float_model, tok, tasks,
-                                                              **build.evaluation_options(spec, calib_pairs)))
-            write_items(run_dir / "float" / ITEMS_DIR, float_items)
+            baseline, _ = record_evaluation(evaluate(float_model, tok, tasks,
+                                                     **build.evaluation_options(spec, calib_pairs)), run_dir / "float")
             del float_model
             shutil.rmtree(offload, ignore_errors=True)
 
@@ -102,9 +101,8 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
         with step("evaluate", f"evaluating through disk offload: {', '.join(tasks)}"):
             offload = run_dir / ".offload"
             model, _, _ = load_offloaded(out, offload, dtype=spec.model.dtype)
-            evaluation, items = split_evaluation(evaluate(model, tok, tasks,
-                                                          **build.evaluation_options(spec, calib_pairs)))
-            write_items(run_dir / ITEMS_DIR, items)
+            evaluation, _ = record_evaluation(evaluate(model, tok, tasks, **build.evaluation_options(spec, calib_pairs)),
+                                              run_dir)
             del model
             shutil.rmtree(offload, ignore_errors=True)
 

@@ -51,16 +51,7 @@ def evaluate_plain_gptq(spec: PipelineSpec, registry: Registry, sets: dict, floa
 def compare_with_plain(plain_items: dict[str, list[dict]], items: dict[str, list[dict]],
                        plain_gap: dict | None, pair_gap: dict | None) -> list[dict]:
     """The run against its plain-GPTQ reference, item by item (fairgptq.comparison), and on the pair gap."""
-    from ..comparison import compare_items
-    from ..evaluation.pair_gap import pooled_ratio
+    from ..comparison import compare_items, pair_gap_rows
     rows = [row for task in items if task in plain_items
             for row in compare_items(task, plain_items[task], items[task], labels=("plain GPTQ", "this run"))]
-    if plain_gap and pair_gap:
-        names = [n for n, m in pair_gap["modules"].items() if m["targeted"]]
-        a, b = pooled_ratio(plain_gap["modules"], names), pooled_ratio(pair_gap["modules"], names)
-        if a is not None and b is not None:
-            rows.append({"task": "pair_gap", "metric": "ratio_targeted", "n": len(names), "a": a, "b": b,
-                         "diff": b - a, "lo": None, "hi": None, "p": None,
-                         "test": "none for one run (exact given the weights; repeats over seeds test it)",
-                         "verdict": "no test (one seed)"})
-    return rows
+    return rows + pair_gap_rows(plain_gap, pair_gap, "no test (one seed)")

@@ -13,7 +13,7 @@ import platform
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
@@ -29,7 +29,7 @@ from .executors import ExecutorSettings, SweepIncomplete, SweepUnit, run_on_ray
 from .loading import Pipeline
 from .plain_baseline import compare_with_plain, evaluate_plain_gptq
 from .report import headline_metrics, plot_delta_w, plot_sweep, run_report, stability_summary, sweep_report
-from ..evaluation.items import ITEMS_DIR, split_evaluation, write_items
+from ..evaluation.items import record_evaluation
 from .inputs import sweep_inputs
 from .preflight import check_before_run
 from .rundir import atomic_run_dir, is_complete, mark_complete, remove_other_points, sweep_dir, write_atomic
@@ -138,9 +138,8 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     if spec.evaluation.float_baseline and tasks and baseline is None and point is None:  # sweeps: once, outside
         from ..evaluation import evaluate
         with step("eval_float", f"evaluating the float model: {', '.join(tasks)}"):
-            baseline, float_items = split_evaluation(evaluate(model, tok, tasks,
-                                                              **build.evaluation_options(spec, calib_pairs)))
-            write_items(run_dir / "float" / ITEMS_DIR, float_items)
+            baseline, _ = record_evaluation(evaluate(model, tok, tasks, **build.evaluation_options(spec, calib_pairs)),
+                                            run_dir / "float")
     gap = None
     if spec.evaluation.pair_gap is not None:
         with step("pair_gap_float", "held-out pair gaps of the float model"):
@@ -149,12 +148,9 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     plain, plain_items, plain_gap = None, {}, None
     if spec.evaluation.plain_baseline and tasks and spec.objectives and point is None:  # sweeps have α = 0 points
         with step("plain_gptq", "plain GPTQ (every α = 0) for comparison: quantizing and evaluating"):
-            n_layers = gap.n_layers if gap is not None else 0
-            plain_eval, plain_gap = evaluate_plain_gptq(
-                spec, registry, sets, model, tok, calibration, calib_pairs, gap,
-                lambda li, role: any(o.applies(li, role, n_layers) for o in objectives))
-            plain, plain_items = split_evaluation(plain_eval)
-            write_items(run_dir / "plain" / ITEMS_DIR, plain_items)
+            plain_eval, plain_gap = evaluate_plain_gptq(spec, registry, sets, model, tok, calibration, calib_pairs,
+                                                        gap, _targeted_by(objectives, gap))
+            plain, plain_items = record_evaluation(plain_eval, run_dir / "plain")
 
     config = build.quant_config(spec)
     with step("quantize", f"quantizing ({config.bits}-bit, group {config.group_size}, "
@@ -165,8 +161,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     modules = [r.to_dict() for r in result.reports]
     pair_gap = None
     if gap is not None:
-        n_layers = gap.n_layers
-        pair_gap = gap.measure(model, lambda li, role: any(o.applies(li, role, n_layers) for o in objectives))
+        pair_gap = gap.measure(model, _targeted_by(objectives, gap))
 
     export = None
     if spec.export.enabled:
@@ -189,9 +184,8 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     if tasks:
         from ..evaluation import evaluate
         with step("evaluate", f"evaluating: {', '.join(tasks)}"):
-            evaluation, items = split_evaluation(evaluate(model, tok, tasks,
-                                                          **build.evaluation_options(spec, calib_pairs)))
-            write_items(run_dir / ITEMS_DIR, items)
+            evaluation, items = record_evaluation(evaluate(model, tok, tasks,
+                                                           **build.evaluation_options(spec, calib_pairs)), run_dir)
     vs_plain = compare_with_plain(plain_items, items, plain_gap, pair_gap) if plain_items and evaluation else None
 
     timings["quantize_engine"] = round(result.seconds, 2)
@@ -225,6 +219,12 @@ def write_run_record(spec: PipelineSpec, resolved: dict, run_dir: Path, *, point
     write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     write_atomic(run_dir / "report.md", run_report(results))
     return results
+
+
+def _targeted_by(objectives: list, gap) -> Callable[[int, str], bool]:
+    """Whether any objective adds a term to (layer, role): the modules a pair gap counts as targeted."""
+    n_layers = gap.n_layers if gap is not None else 0
+    return lambda layer, role: any(o.applies(layer, role, n_layers) for o in objectives)
 
 
 def gap_metrics(pair_gap: dict | None) -> dict[str, float]:
@@ -302,9 +302,8 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
             if wants_baseline and shared is not None:
                 from ..evaluation import evaluate
                 console.print("[bold cyan]▶[/] evaluating the float model (once per sweep)")
-                baseline, float_items = split_evaluation(evaluate(shared[0], shared[1], point_spec.evaluation.tasks,
-                                                                  **build.evaluation_options(point_spec, [])))
-                write_items(target / "float" / ITEMS_DIR, float_items)
+                baseline, _ = record_evaluation(evaluate(shared[0], shared[1], point_spec.evaluation.tasks,
+                                                         **build.evaluation_options(point_spec, [])), target / "float")
                 write_atomic(target / "baseline.json", json.dumps(baseline, indent=2, default=str))
             if spec.executor.name != "local":
                 remote.append(SweepUnit(point.name, folder, point.raw, point.values, str(pipeline.source)))

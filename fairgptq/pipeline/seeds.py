@@ -17,9 +17,8 @@ from typing import Any
 
 from scipy import stats
 
-from ..comparison import compare_items
+from ..comparison import compare_items, pair_gap_rows
 from ..evaluation.items import read_items
-from ..evaluation.pair_gap import pooled_ratio
 from ..statistics import paired_t, t_interval, verdict
 
 
@@ -44,11 +43,6 @@ def reference_of(unit: dict, units: list[dict]) -> dict | None:
     return found[0] if len(found) == 1 else None
 
 
-def _gap_on(results: dict, names: list[str]) -> float | None:
-    gap = results.get("pair_gap")
-    return pooled_ratio(gap["modules"], names) if gap else None
-
-
 def _items(unit_dir: Path) -> dict[str, list[dict]]:
     """A unit's item records; none when the pipeline evaluates no task."""
     return read_items(unit_dir / "items") if (unit_dir / "items").is_dir() else {}
@@ -64,16 +58,8 @@ def unit_comparisons(units: list[dict], folder: Path, *, n_boot: int = 2000) -> 
         a_items, b_items = _items(a_dir), _items(b_dir)
         rows = [row for t in a_items if t in b_items
                 for row in compare_items(t, a_items[t], b_items[t], n_boot=n_boot, labels=(ref["name"], unit["name"]))]
-        b_res = json.loads((b_dir / "results.json").read_text())
-        a_res = json.loads((a_dir / "results.json").read_text())
-        if b_res.get("pair_gap"):
-            mods = b_res["pair_gap"]["modules"]
-            names = [n for n, m in mods.items() if m["targeted"]] or list(mods)
-            a, b = _gap_on(a_res, names), _gap_on(b_res, names)
-            if a is not None and b is not None:
-                rows.append({"task": "pair_gap", "metric": "ratio_targeted", "n": len(names), "a": a, "b": b,
-                             "diff": b - a, "lo": None, "hi": None, "p": None, "test": "none (one seed)",
-                             "verdict": "no test (one seed)"})
+        a_res, b_res = (json.loads((d / "results.json").read_text()) for d in (a_dir, b_dir))
+        rows += pair_gap_rows(a_res.get("pair_gap"), b_res.get("pair_gap"), "no test (one seed)")
         unit["vs_reference"] = {"reference": ref["name"], "rows": rows}
 
 
