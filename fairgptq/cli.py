@@ -150,8 +150,6 @@ def _cmd_eval(args) -> int:
         model, tok, _ = load_gptq_checkpoint(args.model, dtype=args.dtype, verify=not args.no_verify)
     else:
         model, tok = load_model(args.model, args.dtype or "float32")
-    if args.limit is not None and args.limit <= 0:
-        raise ConfigError(f"--limit must be a positive number of items (got {args.limit})")
     results = evaluate(model, tok, tasks, batch_size=args.batch_size, limit=args.limit, max_tokens=args.max_tokens)
     results["model"]["name"] = args.model
     results, items = split_evaluation(results)
