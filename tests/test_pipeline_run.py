@@ -79,3 +79,16 @@ def test_external_plugin_used_by_name_from_a_pipeline(tmp_path, monkeypatch):
     assert r["pair_sets"]["names"]["source"] == "name_swap" and r["pair_sets"]["names"]["n"] == 6
     assert r["objectives"][0]["pair_set"] == "names"
     assert sum(m["delta_w_rel"] is not None and m["delta_w_rel"] > 0 for m in r["quantization"]["modules"]) == 4
+
+
+def test_two_pair_objectives_on_two_pair_sets_run_together(tmp_path):
+    """The cross-lingual pipeline's shape: one pair term per language, each on its own pair set."""
+    pairs = write_pair_file(tmp_path / "pairs.jsonl")
+    raw = tiny_pipeline(save_tiny_llama(tmp_path / "model"), pairs, export={"enabled": False})
+    mine = raw["calibration"]["pairs"]["mine"]
+    raw["calibration"]["pairs"]["other"] = {**mine, "seed": 1}
+    raw["objectives"] = [{"name": "fair_pairs", "pairs": "mine", "alpha": 0.1},
+                         {"name": "fair_pairs", "pairs": "other", "alpha": 0.05}]
+    out = run_pipeline(load_pipeline(write_yaml(tmp_path / "two.yaml", raw)), tmp_path / "out")
+    r = json.loads((out / "results.json").read_text())
+    assert [o["pair_set"] for o in r["objectives"]] == ["mine", "other"]

@@ -38,7 +38,7 @@ class FairPairObjective(Objective):
         roles: Sequence[str] = DEFAULT_ROLES, layers: str | Sequence[int] = "all", k: float | int | None = None,
         layer_alpha: Mapping[int, float] | None = None, mode: str = "first_order", on_overshoot: str = "warn",
         alignment: str = "aligned", calibrate_with_pairs: bool = True, batch_size: int = 32,
-        max_length: int = 128, label: str = "pairs", pair_set: str = "custom",
+        max_length: int = 128, pair_set: str = "custom",
     ) -> None:
         if not pairs:
             raise ConfigError("the pair objective needs at least one pair")
@@ -52,13 +52,14 @@ class FairPairObjective(Objective):
         self.settings = FairSettings(mode=mode, on_overshoot=on_overshoot)
         self.alignment, self.calibrate_with_pairs = alignment, calibrate_with_pairs
         self.batch_size, self.max_length = batch_size, max_length
-        self.label, self.pair_set = label, pair_set
+        self.pair_set = pair_set
         self._streams: PairStreams | None = None
         self._alphas: dict[tuple[int, str], float] = {}
 
     @property
     def _names(self) -> tuple[str, str]:
-        return f"{self.label}:stereo", f"{self.label}:anti"
+        # named by pair set, so that two pair objectives on two sets (English and French) propagate both
+        return f"pairs[{self.pair_set}]:stereo", f"pairs[{self.pair_set}]:anti"
 
     def streams(self, tokenizer) -> dict:
         if tokenizer is None:
