@@ -358,8 +358,10 @@ def layer_calls(model, n: int = 3):
     return calls
 
 
-def test_layer_runs_pause_in_order_and_finish_like_plain_forwards():
-    from fairgptq.core.layer_runs import LayerRuns
+@pytest.mark.parametrize("runs_type", ["LayerRuns", "RestartedRuns"])
+def test_layer_runs_pause_in_order_and_finish_like_plain_forwards(runs_type):
+    from fairgptq.core import layer_runs
+    LayerRuns = getattr(layer_runs, runs_type)
     model = tiny_llama()
     layer = model.model.layers[0]
     calls = layer_calls(model)
@@ -375,10 +377,12 @@ def test_layer_runs_pause_in_order_and_finish_like_plain_forwards():
         assert torch.equal(o[0] if isinstance(o, tuple) else o, e[0] if isinstance(e, tuple) else e)
 
 
-def test_layer_runs_refuse_roles_out_of_forward_order_and_leave_no_thread():
+@pytest.mark.parametrize("runs_type", ["LayerRuns", "RestartedRuns"])
+def test_layer_runs_refuse_roles_out_of_forward_order_and_leave_no_thread(runs_type):
     import threading
+    from fairgptq.core import layer_runs
     from fairgptq.core.errors import FairGPTQError
-    from fairgptq.core.layer_runs import LayerRuns
+    LayerRuns = getattr(layer_runs, runs_type)
     model = tiny_llama()
     layer = model.model.layers[0]
     before = threading.active_count()

@@ -77,12 +77,14 @@ def _try_inverse_factor(H64: torch.Tensor, lam: float) -> torch.Tensor | None:
     upper triangular with a positive diagonal: it is U.  One Cholesky and one triangular solve, instead
     of Cholesky, inverse and a second Cholesky (4x faster on a CPU at d = 1536, same U to rounding).
     """
-    d = H64.shape[0]
-    eye = torch.eye(d, dtype=H64.dtype, device=H64.device)
-    L, info = torch.linalg.cholesky_ex((H64 + lam * eye).flip(0, 1))
+    A = H64.flip(0, 1)  # a copy: J (H + λI) J = J H J + λI, damped in place (d x d float64 is 512 MiB at 8192)
+    A.diagonal().add_(lam)
+    L, info = torch.linalg.cholesky_ex(A)
+    del A
     if int(info) != 0:
         return None
-    U = torch.linalg.solve_triangular(L, eye, upper=False).flip(0, 1)
+    U = torch.linalg.solve_triangular(L, torch.eye(H64.shape[0], dtype=H64.dtype, device=H64.device),
+                                      upper=False).flip(0, 1)
     if not torch.isfinite(U).all():
         return None
     return U

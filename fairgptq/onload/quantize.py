@@ -9,7 +9,9 @@
    shard of the GPTQ checkpoint, and returned to the meta device.
 4. The output head is copied last, tensor by tensor.
 
-Resident memory is one decoder layer (weights, Hessians, its forward's intermediates), the
+Resident memory is one decoder layer (weights, Hessians, one batch's forward intermediates:
+each batch's forward is restarted per role rather than paused, see
+:class:`~fairgptq.core.layer_runs.RestartedRuns`), the
 embeddings while the first inputs are captured, and the calibration activations up to the
 budget (:class:`~fairgptq.onload.activations.ActivationStore`); the rest of the model stays on
 disk.  The codes are those of :func:`fairgptq.core.driver.quantize_model` on the same model:
@@ -165,7 +167,7 @@ def quantize_onloaded(
     quant_roles = check_roles(spec, roles)
     streams, hessian_streams = prepare_streams(calibration, objectives, tokenizer)
     step = LayerQuantizer(spec, config, len(layers), quant_roles, hessian_streams, objectives,
-                          backend.solve if backend is not None else solver, backend)
+                          backend.solve if backend is not None else solver, backend, restart_forwards=True)
 
     keys = saved_keys(model)
     prefix = spec.layers + "."
