@@ -7,7 +7,7 @@ pipeline's keyword parameters).
 
 - pair sources   ``fairgptq_pair_sources``  factory(**params) -> list[Pair]
 - objectives     ``fairgptq_objectives``    factory(**params) -> Objective (core/objective.py)
-- backends       ``fairgptq_backends``      factory(**params) -> Backend (backends/base.py)
+- backends       ``fairgptq_backends``      factory(**params) -> Backend (core/backend.py)
 
 Built-ins register through these same hooks.  Third-party packages register a module
 under the entry-point groups ``fairgptq.pair_sources``, ``fairgptq.objectives`` or
