@@ -11,7 +11,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .core.errors import PluginError
+from .core.errors import FairGPTQError, PluginError
 
 KINDS = {"pair_sources": "fairgptq_pair_sources", "objectives": "fairgptq_objectives", "backends": "fairgptq_backends"}
 ENTRY_POINT_GROUPS = tuple(f"fairgptq.{kind}" for kind in KINDS)
@@ -132,17 +132,28 @@ class Registry:
         raise PluginError(f"unknown {kind[:-1].replace('_', ' ')} {name!r}; available: "
                           f"{', '.join(self.names(kind)) or 'none'}")
 
-    def create(self, kind: str, name: str, **params: Any) -> Any:
-        """Call the factory; a wrong parameter gets a message listing the valid ones."""
+    def create(self, kind: str, name: str, /, **params: Any) -> Any:
+        """Call the factory; a wrong parameter gets a message listing the valid ones.
+
+        ``kind`` and ``name`` are positional-only, so a plugin parameter may be called either
+        (StereoSet's ``kind: intrasentence``).  A factory without type hints that fails on a value
+        of the wrong type or shape (TypeError, ValueError, KeyError, AttributeError) is reported as
+        a PluginError naming the plugin and the params.
+        """
         info = self.get(kind, name)
+        label = f"{kind[:-1].replace('_', ' ')} {name!r}"
         try:
             inspect.signature(info.factory).bind(**params)
         except TypeError as e:
-            raise PluginError(f"{kind[:-1].replace('_', ' ')} {name!r}: {e}; parameters: "
-                              f"{', '.join(info.parameters()) or 'none'}") from e
+            raise PluginError(f"{label}: {e}; parameters: {', '.join(info.parameters()) or 'none'}") from e
         except ValueError:
             pass
-        return info.factory(**params)
+        try:
+            return info.factory(**params)
+        except FairGPTQError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise PluginError(f"{label} cannot use its params {params!r}: {type(e).__name__}: {e}") from e
 
 
 @lru_cache(maxsize=1)

@@ -27,12 +27,6 @@ class ArchSpec:
     # packing); tests/test_evaluation_packing.py checks every entry that claims it
     tree_attention: bool = True
 
-    def role_of(self, name: str) -> str | None:
-        for role, names in self.roles.items():
-            if name in names:
-                return role
-        return None
-
 
 _LLAMA = ArchSpec(
     layers="model.layers",

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from ..core.model_loading import _DTYPES
+from ..core.model_loading import MODEL_DTYPES
 from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG, QUANTIZED_SUFFIXES, WEIGHTS_FILE,
                           ExportError, unpack_weight)
 from .integrity import CheckpointIntegrityError, check_quantized_tensors, verify_files
@@ -70,9 +70,9 @@ def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: 
     config = AutoConfig.from_pretrained(path)
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # we dequantize ourselves; transformers would want a GPTQ kernel
-    torch_dtype = _DTYPES[dtype] if dtype else getattr(config, "dtype", None) or torch.float32
+    torch_dtype = MODEL_DTYPES[dtype] if dtype else getattr(config, "dtype", None) or torch.float32
     if isinstance(torch_dtype, str):
-        torch_dtype = _DTYPES.get(torch_dtype, torch.float32)
+        torch_dtype = MODEL_DTYPES.get(torch_dtype, torch.float32)
     model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     try:
         tensors = _load_tensors(path)

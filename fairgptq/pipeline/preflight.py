@@ -137,13 +137,10 @@ def _device_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
 
 def _backend_problems(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> None:
     """Build the backend once: it checks its parameters (and, for cuda, the GPU) in its constructor."""
-    from .build import create
     try:
-        create(registry, "backends", spec.backend.name, spec.backend.params)
+        registry.create("backends", spec.backend.name, **spec.backend.params)
     except FairGPTQError as e:
         problems.append(("backend", str(e)))
-    except (TypeError, ValueError) as e:
-        problems.append(("backend.params", f"backend {spec.backend.name!r}: {e}"))
 
 
 def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:

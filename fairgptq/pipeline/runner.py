@@ -132,7 +132,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
                           f"(sha256/16 {ps.info['sha256_16']}, {ps.info['bad_rows']} bad rows skipped)")
         calibration = build.text_calibration(spec, tok)
         objectives = build.objectives(spec, registry, sets)
-        backend = build.create(registry, "backends", spec.backend.name, spec.backend.params)
+        backend = registry.create("backends", spec.backend.name, **spec.backend.params)
     calib_pairs = [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs]
     tasks = spec.evaluation.tasks
     if spec.evaluation.float_baseline and tasks and baseline is None and point is None:  # sweeps: once, outside
@@ -152,7 +152,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
                                                         gap, _targeted_by(objectives, gap))
             plain, plain_items = record_evaluation(plain_eval, run_dir / "plain")
 
-    config = build.quant_config(spec)
+    config = spec.quantization
     with step("quantize", f"quantizing ({config.bits}-bit, group {config.group_size}, "
                           f"{len(objectives)} objective(s), backend {spec.backend.name})"):
         result = quantize_model(model, calibration, config, objectives=objectives, tokenizer=tok,
@@ -207,7 +207,7 @@ def write_run_record(spec: PipelineSpec, resolved: dict, run_dir: Path, *, point
         "fairgptq_version": __version__, "pipeline": spec.name, "point": point, "config": resolved, "model": model,
         "pair_sets": pair_sets, "objectives": result.objectives,
         "backend": backend.describe() if hasattr(backend, "describe") else {"name": spec.backend.name},
-        "quantization": {"config": build.quant_config(spec).to_dict(), "seconds": round(result.seconds, 2),
+        "quantization": {"config": spec.quantization.to_dict(), "seconds": round(result.seconds, 2),
                          "summary": stability_summary(modules), "modules": modules},
         **fields, "timings": timings, "versions": versions(),
         "seeds": {"pipeline": spec.seed, **{f"pairs.{n}": p.seed for n, p in spec.calibration.pairs.items()},

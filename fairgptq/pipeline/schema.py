@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, 
 from ..core.architectures import ROLES
 from ..core.errors import ConfigError
 from ..core.gptq import FAIR_MODES
-from ..core.quantizer import SUPPORTED_BITS
+from ..core.quantizer import QuantConfig
 from ..objectives.pair_activations import ALIGNMENTS
 from ..objectives.targets import DEFAULT_ROLES, STRATEGIES
 
@@ -53,12 +53,6 @@ def _check_layers(v: Any) -> str | list[int]:
     if isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
         return v
     raise ValueError(f"must be one of {list(STRATEGIES)} or a non-empty list of layer indices (got {v!r})")
-
-
-def _check_group_size(v: int) -> int:
-    if v != -1 and v <= 0:
-        raise ValueError(f"must be -1 (one group per row) or a positive integer (got {v})")
-    return v
 
 
 def _check_k(v: float | None) -> float | None:
@@ -121,18 +115,6 @@ class CalibrationSpec(Strict):
     text: TextSpec | None = None
     max_length: PositiveInt = 128
     batch_size: PositiveInt = 32
-
-
-class QuantizationSpec(Strict):
-    bits: Literal[SUPPORTED_BITS] = 4  # type: ignore[valid-type]
-    group_size: Annotated[int, AfterValidator(_check_group_size)] = 128
-    sym: bool = True
-    act_order: bool = False
-    static_groups: bool = False
-    damp: float = Field(0.01, gt=0, le=1)
-    true_sequential: Literal[True] = True  # the driver always quantizes role by role in forward order
-    mse: bool = False
-    block_size: PositiveInt = 128
 
 
 class ObjectiveSpec(Strict):
@@ -258,7 +240,7 @@ class PipelineSpec(Strict):
     plugins: list[str] = Field(default_factory=list)
     model: ModelSpec
     calibration: CalibrationSpec
-    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
+    quantization: QuantConfig = Field(default_factory=QuantConfig)  # the engine's own config (core/quantizer.py)
     objectives: list[ObjectiveSpec] = Field(default_factory=list)
     backend: BackendSpec = Field(default_factory=BackendSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
