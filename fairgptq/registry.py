@@ -11,12 +11,15 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .core.architectures import ArchSpec
 from .core.errors import FairGPTQError, PluginError
 
-KINDS = {"pair_sources": "fairgptq_pair_sources", "objectives": "fairgptq_objectives", "backends": "fairgptq_backends"}
+KINDS = {"pair_sources": "fairgptq_pair_sources", "objectives": "fairgptq_objectives", "backends": "fairgptq_backends",
+         "architectures": "fairgptq_architectures"}
 ENTRY_POINT_GROUPS = tuple(f"fairgptq.{kind}" for kind in KINDS)
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-BUILTIN_MODULES = ("fairgptq.datasets_adapters.plugin", "fairgptq.objectives.plugin", "fairgptq.backends.plugin")
+BUILTIN_MODULES = ("fairgptq.datasets_adapters.plugin", "fairgptq.objectives.plugin", "fairgptq.backends.plugin",
+                   "fairgptq.core.architectures")
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ class Registry:
             for impl in caller.get_hookimpls():
                 origin = self._origin(impl.plugin_name)
                 for name, factory in self._declared(impl, kind).items():
+                    if kind == "architectures" and not isinstance(factory, ArchSpec):
+                        raise PluginError(f"plugin {impl.plugin_name}: architecture {name!r} must be an ArchSpec "
+                                          f"(fairgptq.core.architectures), got {type(factory).__name__}")
                     if (kind, name) in seen:
                         raise PluginError(f"{kind[:-1]} name {name!r} is registered twice: by {seen[(kind, name)]} "
                                           f"and by {origin}; rename one of them")
@@ -119,6 +125,10 @@ class Registry:
             if self.pm.get_name(plugin) == plugin_name:
                 return f"{dist.project_name} {dist.version} (entry point)"
         return "built-in" if plugin_name in BUILTIN_MODULES else f"module {plugin_name}"
+
+    def architectures(self) -> dict[str, Any]:
+        """Model families by ``config.model_type`` (ArchSpec entries, built-in and from plugins)."""
+        return {i.name: i.factory for i in self.all() if i.kind == "architectures"}
 
     def names(self, kind: str) -> list[str]:
         return sorted(i.name for i in self.all() if i.kind == kind)

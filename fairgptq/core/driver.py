@@ -106,16 +106,6 @@ def capture_first_layer_inputs(model: nn.Module, layers: nn.ModuleList, batches:
     return state
 
 
-def _weight_of(module: nn.Module, spec: ArchSpec) -> torch.Tensor:
-    W = module.weight.data
-    return W.T if spec.transposed else W
-
-
-def _set_weight(module: nn.Module, spec: ArchSpec, W: torch.Tensor) -> None:
-    W = W.T if spec.transposed else W
-    module.weight.data.copy_(W.to(module.weight.dtype))
-
-
 @dataclass
 class LayerQuantizer:
     """Everything the per-layer step needs that does not change from layer to layer.
@@ -247,9 +237,9 @@ def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module
     h_trace = float(torch.diagonal(H).sum())
     for name, mod in zip(names, mods):
         full = f"{prefix}.{li}.{name}"
-        W = _weight_of(mod, spec)
+        W = spec.weight_of(mod)
         sol = backend.solve(W, H, H_bias, config, fair, module=full, factored=shared)
-        _set_weight(mod, spec, sol.qweight.dequantize())
+        spec.set_weight(mod, sol.qweight.dequantize())
         qweights[full] = sol.qweight
         rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict())
         if H_bias is not None:

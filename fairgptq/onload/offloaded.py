@@ -61,7 +61,7 @@ def load_offloaded(path: str | Path, offload_dir: str | Path, *, dtype: str | No
                      if f"{module}.{s}" in source}
             W = unpack_weight(parts, bits=qc["bits"], group_size=qc["group_size"], sym=qc["sym"],
                               checkpoint_format=fmt).dequantize()
-            value = (W.T if spec.transposed else W).to(torch_dtype)
+            value = spec.stored(W).to(torch_dtype)
         else:
             value = source.read(key, torch_dtype)
         if key.startswith(prefix):

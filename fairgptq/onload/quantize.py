@@ -173,7 +173,7 @@ def quantize_onloaded(
     budget = None
     if max_memory is not None:
         budget = max(parse_size(max_memory) - _LAYER_WORKING_FACTOR * layer_bytes, 0)
-    widths = {int(layer.get_submodule(sub).weight.shape[0 if spec.transposed else 1])
+    widths = {int(spec.weight_of(layer.get_submodule(sub)).shape[1])
               for layer in layers for role in quant_roles for sub in spec.roles[role]}
     writer = ShardedCheckpointWriter(out_dir, checkpoint_format=checkpoint_format, sym=config.sym,
                                      stored_group=group_size_for_widths(widths, config.group_size))

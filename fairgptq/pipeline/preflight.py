@@ -49,10 +49,11 @@ def _model_config(spec: PipelineSpec, problems: list[Problem]) -> dict | None:
         problems.append(("model.name", f"{folder / 'config.json'} has no model_type; it is not a Hugging Face "
                                        f"model config"))
         return None
-    from ..core.architectures import ARCHITECTURES
-    if config["model_type"] not in ARCHITECTURES:
+    from ..core.architectures import architectures
+    known = architectures()  # built-in families and those the pipeline's plugins add
+    if config["model_type"] not in known:
         problems.append(("model.name", f"architecture {config['model_type']!r} is not supported; supported: "
-                                       f"{', '.join(sorted(ARCHITECTURES))}"))
+                                       f"{', '.join(sorted(known))}"))
     if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                                                 "vocab.json")):
         problems.append(("model.name", f"{folder} has no tokenizer files (tokenizer.json / tokenizer_config.json)"))
