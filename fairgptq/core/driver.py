@@ -232,7 +232,7 @@ def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module
             acc.add(c.x, c.mask, module=full0)
     H = acc.hessian()
     H_bias, fair = _objective_terms(li, role, captured, objectives, n_layers, full0)
-    # in_loop factors H + H_bias, which differs per objective term: nothing to share then
+    # in_loop solves on H + H_bias, not H: the backend factors that in each module's solve
     shared = None if fair is not None and fair.mode == "in_loop" else backend.factor(H, config, module=full0)
     h_trace = float(torch.diagonal(H).sum())
     for name, mod in zip(names, mods):

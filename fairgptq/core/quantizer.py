@@ -26,10 +26,10 @@ def _check_group_size(v: int) -> int:
 class QuantConfig(BaseModel):
     """Settings of one GPTQ run (the names other tooling calls; keep them stable).
 
-    The same model is the pipeline's ``quantization:`` section (fairgptq.pipeline.schema), so
-    a new setting is one field here: the YAML schema, its error messages with YAML paths, and
-    the engine's config all follow.  Built directly, a bad value raises :class:`ConfigError`
-    naming the setting.
+    The pipeline's ``quantization:`` section is generated from these fields
+    (fairgptq.pipeline.schema.QuantizationSpec), so a new setting is one field here: the YAML
+    schema, its error messages with YAML paths, and the engine's config all follow.  Built
+    directly, a bad value raises :class:`ConfigError` naming the setting.
 
     group_size -1 means one scale per output row (per-channel).  ``mse`` turns on a grid search
     over range-shrink factors (norm 2.4, as the GPTQ paper's code) instead of plain min/max ranges.

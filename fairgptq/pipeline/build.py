@@ -1,4 +1,4 @@
-"""Turning a validated spec into engine inputs: pair sets, calibration batches, objectives, backend."""
+"""Turning a validated spec into engine inputs: pair sets, calibration batches, objectives, backend, config."""
 from __future__ import annotations
 
 from collections import Counter
@@ -7,6 +7,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.objective import Objective, TokenBatch
+from ..core.quantizer import QuantConfig
 from ..datasets_adapters.pairs import Pair
 from ..datasets_adapters.sampling import sample_pairs
 from ..datasets_adapters.validation import LoadedPairs
@@ -91,6 +92,11 @@ def objectives(spec: PipelineSpec, registry: Registry, sets: dict[str, PairSet])
         pairs = sets[o.pairs].pairs if o.pairs else None
         built.append(factory(**objective_arguments(o, factory, spec.calibration, pairs=pairs)))
     return built
+
+
+def quant_config(spec: PipelineSpec) -> QuantConfig:
+    """The engine's config from the validated quantization section, which has exactly its fields."""
+    return QuantConfig(**spec.quantization.model_dump())
 
 
 def evaluation_options(spec: PipelineSpec, calibration_pairs: list[Pair]) -> dict[str, Any]:

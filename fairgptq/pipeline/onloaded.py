@@ -80,7 +80,7 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
             del float_model
             shutil.rmtree(offload, ignore_errors=True)
 
-    config = spec.quantization
+    config = build.quant_config(spec)
     out = run_dir / "model"
     pair_info = {name: ps.info for name, ps in sets.items()}
     with step("quantize", f"quantizing layer by layer from disk ({config.bits}-bit, group {config.group_size}, "

@@ -39,7 +39,7 @@ def evaluate_plain_gptq(spec: PipelineSpec, registry: Registry, sets: dict, floa
     plain = plain_spec(spec)
     model = copy.deepcopy(float_model)
     backend = registry.create("backends", plain.backend.name, **plain.backend.params)
-    result = quantize_model(model, calibration, plain.quantization, objectives=build.objectives(
+    result = quantize_model(model, calibration, build.quant_config(plain), objectives=build.objectives(
         plain, registry, sets), tokenizer=tok, backend=backend, progress=True)
     snap_to_checkpoint_precision(model, result)
     evaluation = evaluate(model, tok, plain.evaluation.tasks, **build.evaluation_options(plain, calibration_pairs))

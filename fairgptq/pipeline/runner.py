@@ -152,7 +152,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
                                                         gap, _targeted_by(objectives, gap))
             plain, plain_items = record_evaluation(plain_eval, run_dir / "plain")
 
-    config = spec.quantization
+    config = build.quant_config(spec)
     with step("quantize", f"quantizing ({config.bits}-bit, group {config.group_size}, "
                           f"{len(objectives)} objective(s), backend {spec.backend.name})"):
         result = quantize_model(model, calibration, config, objectives=objectives, tokenizer=tok,
@@ -207,7 +207,7 @@ def write_run_record(spec: PipelineSpec, resolved: dict, run_dir: Path, *, point
         "fairgptq_version": __version__, "pipeline": spec.name, "point": point, "config": resolved, "model": model,
         "pair_sets": pair_sets, "objectives": result.objectives,
         "backend": backend.describe() if hasattr(backend, "describe") else {"name": spec.backend.name},
-        "quantization": {"config": spec.quantization.to_dict(), "seconds": round(result.seconds, 2),
+        "quantization": {"config": build.quant_config(spec).to_dict(), "seconds": round(result.seconds, 2),
                          "summary": stability_summary(modules), "modules": modules},
         **fields, "timings": timings, "versions": versions(),
         "seeds": {"pipeline": spec.seed, **{f"pairs.{n}": p.seed for n, p in spec.calibration.pairs.items()},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, create_model, model_validator
 
 from ..core.architectures import ROLES
 from ..core.errors import ConfigError
@@ -115,6 +115,13 @@ class CalibrationSpec(Strict):
     text: TextSpec | None = None
     max_length: PositiveInt = 128
     batch_size: PositiveInt = 32
+
+
+# The quantization section is the engine's QuantConfig field for field (types, ranges, defaults, checks):
+# a new setting is one field in core/quantizer.py.  Validated here as a plain model, so a bad value gets its
+# YAML path; pipeline.build.quant_config turns it into the engine's config in one step.
+QuantizationSpec = create_model("QuantizationSpec", __base__=Strict, __doc__="The quantization: section.",
+                                **{n: (f.annotation, f) for n, f in QuantConfig.model_fields.items()})
 
 
 class ObjectiveSpec(Strict):
@@ -240,7 +247,7 @@ class PipelineSpec(Strict):
     plugins: list[str] = Field(default_factory=list)
     model: ModelSpec
     calibration: CalibrationSpec
-    quantization: QuantConfig = Field(default_factory=QuantConfig)  # the engine's own config (core/quantizer.py)
+    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
     objectives: list[ObjectiveSpec] = Field(default_factory=list)
     backend: BackendSpec = Field(default_factory=BackendSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
