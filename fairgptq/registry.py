@@ -11,12 +11,15 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .core.errors import PluginError
+from .core.architectures import ArchSpec
+from .core.errors import FairGPTQError, PluginError
 
-KINDS = {"pair_sources": "fairgptq_pair_sources", "objectives": "fairgptq_objectives", "backends": "fairgptq_backends"}
+KINDS = {"pair_sources": "fairgptq_pair_sources", "objectives": "fairgptq_objectives", "backends": "fairgptq_backends",
+         "architectures": "fairgptq_architectures"}
 ENTRY_POINT_GROUPS = tuple(f"fairgptq.{kind}" for kind in KINDS)
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-BUILTIN_MODULES = ("fairgptq.datasets_adapters.plugin", "fairgptq.objectives.plugin", "fairgptq.backends.plugin")
+BUILTIN_MODULES = ("fairgptq.datasets_adapters.plugin", "fairgptq.objectives.plugin", "fairgptq.backends.plugin",
+                   "fairgptq.core.architectures")
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ class Registry:
             for impl in caller.get_hookimpls():
                 origin = self._origin(impl.plugin_name)
                 for name, factory in self._declared(impl, kind).items():
+                    if kind == "architectures" and not isinstance(factory, ArchSpec):
+                        raise PluginError(f"plugin {impl.plugin_name}: architecture {name!r} must be an ArchSpec "
+                                          f"(fairgptq.core.architectures), got {type(factory).__name__}")
                     if (kind, name) in seen:
                         raise PluginError(f"{kind[:-1]} name {name!r} is registered twice: by {seen[(kind, name)]} "
                                           f"and by {origin}; rename one of them")
@@ -120,6 +126,10 @@ class Registry:
                 return f"{dist.project_name} {dist.version} (entry point)"
         return "built-in" if plugin_name in BUILTIN_MODULES else f"module {plugin_name}"
 
+    def architectures(self) -> dict[str, Any]:
+        """Model families by ``config.model_type`` (ArchSpec entries, built-in and from plugins)."""
+        return {i.name: i.factory for i in self.all() if i.kind == "architectures"}
+
     def names(self, kind: str) -> list[str]:
         return sorted(i.name for i in self.all() if i.kind == kind)
 
@@ -132,17 +142,28 @@ class Registry:
         raise PluginError(f"unknown {kind[:-1].replace('_', ' ')} {name!r}; available: "
                           f"{', '.join(self.names(kind)) or 'none'}")
 
-    def create(self, kind: str, name: str, **params: Any) -> Any:
-        """Call the factory; a wrong parameter gets a message listing the valid ones."""
+    def create(self, kind: str, name: str, /, **params: Any) -> Any:
+        """Call the factory; a wrong parameter gets a message listing the valid ones.
+
+        ``kind`` and ``name`` are positional-only, so a plugin parameter may be called either
+        (StereoSet's ``kind: intrasentence``).  A factory without type hints that fails on a value
+        of the wrong type or shape (TypeError, ValueError, KeyError, AttributeError) is reported as
+        a PluginError naming the plugin and the params.
+        """
         info = self.get(kind, name)
+        label = f"{kind[:-1].replace('_', ' ')} {name!r}"
         try:
             inspect.signature(info.factory).bind(**params)
         except TypeError as e:
-            raise PluginError(f"{kind[:-1].replace('_', ' ')} {name!r}: {e}; parameters: "
-                              f"{', '.join(info.parameters()) or 'none'}") from e
+            raise PluginError(f"{label}: {e}; parameters: {', '.join(info.parameters()) or 'none'}") from e
         except ValueError:
             pass
-        return info.factory(**params)
+        try:
+            return info.factory(**params)
+        except FairGPTQError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise PluginError(f"{label} cannot use its params {params!r}: {type(e).__name__}: {e}") from e
 
 
 @lru_cache(maxsize=1)

@@ -1,6 +1,6 @@
 """Backends (fairgptq.backends): placement, the outlier solve, and inference linears.
 
-The cpu backend must reproduce ``solve_module`` bit for bit; the outlier backend must keep
+The cpu backend must reproduce the base ``Backend.solve`` bit for bit; the outlier backend must keep
 exactly the chosen input columns unrounded and beat plain GPTQ where a few channels carry
 outsized activations; an inference linear must compute x Ŵᵀ + b exactly as the dequantized
 weight does.  CUDA tests skip on machines without a GPU; the Triton kernel is also checked
@@ -19,15 +19,15 @@ import textwrap
 import pytest
 import torch
 
-from fairgptq.backends import CpuBackend, CudaBackend, OutlierBackend, QuantLinear, swap_in_quantized
+from fairgptq.backends import CpuBackend, CudaBackend, QuantLinear, outlier_backend, swap_in_quantized
 from fairgptq.backends.cuda import cuda_unavailable_reason
-from fairgptq.backends.linear import pack_int4, unpack_int4
+from fairgptq.core.quant_linear import pack_int4, unpack_int4
 from fairgptq.backends.outlier import kept_count, select_channels
 from fairgptq.core.errors import ConfigError
 from fairgptq.core.gptq import factor_hessian, quantize_weight, reconstruction_loss
 from fairgptq.core.objective import FairSettings
 from fairgptq.core.quantizer import QuantConfig
-from fairgptq.core.solve import solve_module
+from fairgptq.core.backend import Backend
 from fairgptq.registry import default_registry
 
 NO_CUDA = cuda_unavailable_reason()
@@ -68,14 +68,14 @@ def test_registry_names_the_builtin_backends():
 
 
 @pytest.mark.parametrize("fair", [None, FairSettings("first_order"), FairSettings("exact"), FairSettings("in_loop")])
-def test_cpu_backend_equals_solve_module(fair):
+def test_cpu_backend_equals_the_base_backend(fair):
     W, H, H_bias = outlier_problem()
     config = QuantConfig(bits=4, group_size=32)
     Hb = None if fair is None else H_bias
     backend = CpuBackend()
     shared = backend.factor(H, config, module="m") if fair is None or fair.mode != "in_loop" else None
     got = backend.solve(W, H, Hb, config, fair, module="m", factored=shared)
-    ref = solve_module(W, H, Hb, config, fair, module="m")
+    ref = Backend().solve(W, H, Hb, config, fair, module="m")
     assert torch.equal(got.qweight.codes, ref.qweight.codes)
     assert torch.equal(got.qweight.scales, ref.qweight.scales)
     assert torch.equal(got.qweight.dequantize(), ref.qweight.dequantize())
@@ -152,10 +152,10 @@ def test_outlier_backend_beats_plain_gptq_on_outlier_channels(fair):
     config = QuantConfig(bits=4, group_size=32)
     Hb = None if fair is None else H_bias
     plain = CpuBackend().solve(W, H, Hb, config, fair, module="m").qweight
-    backend = OutlierBackend(k=3)
+    backend = outlier_backend(k=3)
     shared = backend.factor(H, config, module="m") if fair is None or fair.mode != "in_loop" else None
     kept = backend.solve(W, H, Hb, config, fair, module="m", factored=shared).qweight
-    target = W if fair is None or fair.mode == "in_loop" else solve_module(W, H, Hb, config, fair, module="m").fair.W
+    target = W if fair is None or fair.mode == "in_loop" else Backend().solve(W, H, Hb, config, fair, module="m").fair.W
     loss_plain = reconstruction_loss(target, plain.dequantize(), H)
     loss_kept = reconstruction_loss(target, kept.dequantize(), H)
     assert kept.outlier_idx.tolist() == [5, 40, 77]
@@ -168,7 +168,7 @@ def test_owq_criterion_scores_channels_per_module():
     W[:, 60] *= 40  # a modest channel with huge weights matters more to OWQ than to diag H
     assert 60 not in select_channels(H, 1).nonzero().flatten().tolist()
     assert select_channels(H, 1, "owq", W).nonzero().flatten().tolist() == [60]
-    backend = OutlierBackend(k=1, criterion="owq")
+    backend = outlier_backend(k=1, criterion="owq")
     assert backend.factor(H, QuantConfig(), module="m") is None
     sol = backend.solve(W, H, None, QuantConfig(group_size=32), None, module="m")
     assert sol.qweight.outlier_idx.tolist() == [60]
@@ -183,7 +183,7 @@ def test_kept_count_reads_ints_as_counts_and_floats_as_fractions(k, dim, n):
 @pytest.mark.parametrize("k", [-1, 1.5, "1%", True])
 def test_kept_count_refuses_nonsense(k):
     with pytest.raises(ConfigError):
-        OutlierBackend(k=k)
+        outlier_backend(k=k)
 
 
 def test_factored_hessian_with_another_keep_is_refused():
@@ -193,13 +193,46 @@ def test_factored_hessian_with_another_keep_is_refused():
         quantize_weight(W, H, QuantConfig(), factored=fh)
 
 
+@pytest.mark.parametrize("make", [lambda: CpuBackend(factor_dtype="float32"),
+                                  lambda: outlier_backend(k=2, criterion="owq")],
+                         ids=["cpu", "outlier-owq"])
+@pytest.mark.parametrize("fair", [None, FairSettings("exact"), FairSettings("in_loop")])
+def test_every_factorisation_uses_the_backends_factor_dtype(make, fair, monkeypatch):
+    """in_loop's H + H_bias and owq's per-module factorisations used to fall back to float64 silently."""
+    import fairgptq.core.backend as backend_module
+    backend = make()
+    backend.factor_dtype = torch.float32  # the outlier factory has no factor_dtype parameter; the attribute is what counts
+    seen = []
+    real = backend_module.factor_for
+
+    def spy(H, config, **kw):
+        seen.append(kw["factor_dtype"])
+        return real(H, config, **kw)
+
+    monkeypatch.setattr(backend_module, "factor_for", spy)
+    W, H, H_bias = outlier_problem()
+    config = QuantConfig(bits=4, group_size=32)
+    shared = backend.factor(H, config, module="m") if fair is None or fair.mode != "in_loop" else None
+    backend.solve(W, H, None if fair is None else H_bias, config, fair, module="m", factored=shared)
+    assert seen and set(seen) == {torch.float32}
+
+
+def test_the_outlier_backend_is_a_placement_with_a_keep_mask():
+    """No wrapped second backend: the cpu placement's own threads and precision, plus the top-k keep mask."""
+    backend = outlier_backend(k=3, threads=1)
+    assert isinstance(backend, CpuBackend) and backend.threads == 1
+    W, H, _ = outlier_problem()
+    assert backend.keep_mask(H, None).nonzero().flatten().tolist() == [5, 40, 77]
+    assert backend.describe()["name"] == "outlier" and backend.describe()["k"] == 3
+
+
 # ----------------------------------------------------------------------------- inference linears
 
 
 @pytest.mark.parametrize("k", [0, 3])
 def test_inference_linear_computes_exactly_the_dequantized_weight(k):
     W, H, _ = outlier_problem()
-    qw = OutlierBackend(k=k).solve(W, H, None, QuantConfig(bits=4, group_size=32), None, module="m").qweight
+    qw = outlier_backend(k=k).solve(W, H, None, QuantConfig(bits=4, group_size=32), None, module="m").qweight
     bias = torch.randn(W.shape[0])
     lin = CpuBackend().make_inference_linear(qw, bias)
     x = torch.randn(2, 7, W.shape[1])
@@ -253,7 +286,7 @@ def test_driver_with_cpu_backend_equals_default_solver():
 def test_driver_with_outlier_backend_and_swapped_linears():
     from fairgptq.core.driver import quantize_model
     model = tiny_llama()
-    backend = OutlierBackend(k=0.1)
+    backend = outlier_backend(k=0.1)
     result = quantize_model(model, tiny_calibration(), QuantConfig(bits=4, group_size=16), progress=False,
                             backend=backend)
     q = result.qweights["model.layers.0.self_attn.q_proj"]
@@ -280,7 +313,7 @@ def test_cuda_backend_matches_cpu_solve():
     with backend.activate():
         got = backend.solve(W, H, H_bias, config, fair, module="m",
                             factored=backend.factor(H, config, module="m")).qweight
-    ref = solve_module(W, H, H_bias, config, fair, module="m").qweight
+    ref = Backend().solve(W, H, H_bias, config, fair, module="m").qweight
     assert got.codes.is_cuda
     mismatched = (got.codes.cpu() != ref.codes).float().mean()
     assert mismatched < 0.01  # float rounding ties may flip a few codes between devices
@@ -294,7 +327,7 @@ def test_cuda_backend_matches_cpu_solve():
 def test_triton_linear_matches_dense_on_gpu(k):
     from fairgptq.backends.cuda import TritonQuantLinear
     W, H, _ = outlier_problem()
-    qw = OutlierBackend(k=k).solve(W, H, None, QuantConfig(bits=4, group_size=32), None, module="m").qweight
+    qw = outlier_backend(k=k).solve(W, H, None, QuantConfig(bits=4, group_size=32), None, module="m").qweight
     bias = torch.randn(W.shape[0])
     lin = CudaBackend().make_inference_linear(qw, bias)
     assert isinstance(lin, TritonQuantLinear)
@@ -310,7 +343,7 @@ def test_triton_kernel_in_the_interpreter():
     because the flag is read when triton is imported)."""
     script = textwrap.dedent("""
         import torch
-        from fairgptq.backends.linear import pack_int4
+        from fairgptq.core.quant_linear import pack_int4
         from fairgptq.backends.triton_kernel import dequant_matmul_int4
         g = torch.Generator().manual_seed(0)
         N, K, M, G = 40, 96, 5, 32
@@ -334,7 +367,7 @@ def test_group_size_that_does_not_divide_the_width():
     g = torch.Generator().manual_seed(0)
     X = torch.randn(576, 1200, generator=g)
     W = torch.randn(8, 576, generator=g) * 0.05
-    qw = OutlierBackend(k=0.01).solve(W, X @ X.T, None, QuantConfig(bits=4, group_size=128), None, module="m").qweight
+    qw = outlier_backend(k=0.01).solve(W, X @ X.T, None, QuantConfig(bits=4, group_size=128), None, module="m").qweight
     assert qw.scales.shape[0] == 5 and int(qw.g_idx.max()) == 4
     assert torch.isfinite(qw.dequantize()).all()
 
@@ -397,9 +430,11 @@ def test_driver_error_mid_layer_propagates_and_leaves_no_thread():
     from fairgptq.core.driver import quantize_model
     before = threading.active_count()
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("solver failed")
+    class Broken(Backend):
+        def solve(self, *args, **kwargs):
+            raise RuntimeError("solver failed")
 
     with pytest.raises(RuntimeError, match="solver failed"):
-        quantize_model(tiny_llama(), tiny_calibration(), QuantConfig(group_size=16), progress=False, solver=broken)
+        quantize_model(tiny_llama(), tiny_calibration(), QuantConfig(group_size=16), progress=False,
+                       backend=Broken())
     assert threading.active_count() == before

@@ -18,7 +18,7 @@ from fairgptq.core.errors import ConfigError, NonFiniteError, UnsupportedArchite
 from fairgptq.core.hessian import HessianAccumulator
 from fairgptq.core.objective import TokenBatch
 from fairgptq.core.quantizer import QuantConfig
-from fairgptq.core.solve import solve_module
+from fairgptq.core.backend import Backend
 
 VOCAB = 128
 
@@ -171,11 +171,12 @@ def test_pad_positions_do_not_change_the_result(kind):
     assert diff > 0.01
 
 
-def _recording_solver(store):
-    def solver(W, H, H_bias, config, fair, *, module, factored=None):
-        store[module] = H.clone()
-        return solve_module(W, H, H_bias, config, fair, module=module, factored=factored)
-    return solver
+def _recording_backend(store):
+    class Recording(Backend):
+        def solve(self, W, H, H_bias, config, fair, *, module, factored=None):
+            store[module] = H.clone()
+            return super().solve(W, H, H_bias, config, fair, module=module, factored=factored)
+    return Recording()
 
 
 def _hessians_by_forward(model, names, calib):
@@ -212,7 +213,7 @@ def test_true_sequential_hessians(kind):
     float_model = copy.deepcopy(model)
     calib = batches(pad=3)
     seen: dict[str, torch.Tensor] = {}
-    quantize_model(model, calib, QuantConfig(bits=3, group_size=32), solver=_recording_solver(seen), progress=False)
+    quantize_model(model, calib, QuantConfig(bits=3, group_size=32), backend=_recording_backend(seen), progress=False)
     names = list(seen)
     h_quant = _hessians_by_forward(model, names, calib)
     h_float = _hessians_by_forward(float_model, names, calib)
@@ -240,7 +241,7 @@ def test_roles_restriction_uses_float_inputs_for_unquantized_roles():
     calib = batches()
     seen: dict[str, torch.Tensor] = {}
     res = quantize_model(model, calib, QuantConfig(bits=4, group_size=32), roles=("attn_out",),
-                         solver=_recording_solver(seen), progress=False)
+                         backend=_recording_backend(seen), progress=False)
     assert [r.role for r in res.reports] == ["attn_out", "attn_out"]
     assert set(seen) == {"model.layers.0.self_attn.o_proj", "model.layers.1.self_attn.o_proj"}
     h_float = _hessians_by_forward(float_model, ["model.layers.0.self_attn.o_proj"], calib)
@@ -253,7 +254,7 @@ def test_roles_restriction_uses_float_inputs_for_unquantized_roles():
     # the full run's o_proj H differs: it saw quantized q/k/v outputs
     seen_full: dict[str, torch.Tensor] = {}
     quantize_model(copy.deepcopy(float_model), calib, QuantConfig(bits=4, group_size=32),
-                   solver=_recording_solver(seen_full), progress=False)
+                   backend=_recording_backend(seen_full), progress=False)
     assert not torch.allclose(seen_full[name], seen[name], rtol=1e-4)
 
 

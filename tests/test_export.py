@@ -169,11 +169,11 @@ def test_reloaded_checkpoint_gives_identical_logits(quantized_tiny, tmp_path):
 
 def test_outlier_channels_are_saved_and_reload_exactly(tmp_path):
     """Backend ``outlier``: the fp16 kept columns travel as two extra tensors and come back bit-exact."""
-    from fairgptq.backends import OutlierBackend
+    from fairgptq.backends import outlier_backend
 
     model, tok = tiny_llama()
     calib = token_batches(tok, [s for p in PAIRS for s in p])
-    result = quantize_model(model, calib, QuantConfig(bits=4, group_size=32), backend=OutlierBackend(k=0.05),
+    result = quantize_model(model, calib, QuantConfig(bits=4, group_size=32), backend=outlier_backend(k=0.05),
                             progress=False)
     snap_to_checkpoint_precision(model, result)
     qc = export_checkpoint(model, tok, result, tmp_path)

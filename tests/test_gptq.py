@@ -25,7 +25,7 @@ from fairgptq.core.gptq import (
 )
 from fairgptq.core.objective import FairSettings
 from fairgptq.core.quantizer import QuantConfig, dequantize_values, fit_scale_zero, quantize_values, round_to_nearest
-from fairgptq.core.solve import solve_module
+from fairgptq.core.backend import Backend
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -414,7 +414,7 @@ def test_in_loop_equals_gptq_on_h_plus_hbias():
     cfg = QuantConfig(bits=4, group_size=32)
     W, H = correlated_problem(16, 96, seed=30)
     Hb = bias_term(96, scale=2.0)
-    sol = solve_module(W, H, Hb, cfg, FairSettings(mode="in_loop"), module="m")
+    sol = Backend().solve(W, H, Hb, cfg, FairSettings(mode="in_loop"), module="m")
     direct = quantize_weight(W, H + Hb, cfg)
     assert sol.fair is None
     assert torch.equal(sol.qweight.codes, direct.codes)
@@ -423,17 +423,17 @@ def test_in_loop_equals_gptq_on_h_plus_hbias():
 
 
 @pytest.mark.parametrize("mode", ["first_order", "exact"])
-def test_solve_module_pre_update_then_gptq(mode):
+def test_solve_pre_update_then_gptq(mode):
     cfg = QuantConfig(bits=4, group_size=32, act_order=True)
     W, H = correlated_problem(16, 96, seed=31)
     Hb = bias_term(96, scale=2.0)
-    sol = solve_module(W, H, Hb, cfg, FairSettings(mode=mode), module="m")
+    sol = Backend().solve(W, H, Hb, cfg, FairSettings(mode=mode), module="m")
     assert sol.fair is not None and sol.fair.mode == mode
     ref = quantize_weight(fair_update(W, H, Hb, mode=mode), H, cfg)
     assert float((sol.qweight.codes != ref.codes).float().mean()) < 0.01
     assert loss(W, sol.qweight.dequantize(), H) == pytest.approx(loss(W, ref.dequantize(), H), rel=1e-3)
     # no H_bias: plain GPTQ
-    plain = solve_module(W, H, None, cfg, FairSettings(mode=mode), module="m")
+    plain = Backend().solve(W, H, None, cfg, FairSettings(mode=mode), module="m")
     assert plain.fair is None and torch.equal(plain.qweight.codes, quantize_weight(W, H, cfg).codes)
 
 
@@ -449,5 +449,5 @@ def test_nothing_is_mutated_by_fair_calls():
             fair_update_detailed(W, fh, Hb, mode, on_overshoot="exact")
             first_order_radius(fh, Hb)
     for mode in ("first_order", "exact", "in_loop"):
-        solve_module(W, H, Hb, cfg, FairSettings(mode=mode), module="m")
+        Backend().solve(W, H, Hb, cfg, FairSettings(mode=mode), module="m")
     assert torch.equal(W, W0) and torch.equal(H, H0) and torch.equal(Hb, Hb0)

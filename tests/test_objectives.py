@@ -188,3 +188,11 @@ def test_pairs_hash_is_content_sensitive():
     assert pairs_hash(PAIRS) == pairs_hash(list(PAIRS))
     assert pairs_hash(PAIRS) != pairs_hash(PAIRS[::-1])
     assert len(pairs_hash(PAIRS)) == 16 and int(pairs_hash(PAIRS), 16) >= 0 and not math.isnan(0.0)
+
+
+def test_term_without_streams_is_an_error_not_plain_gptq():
+    """A driver that never called streams() propagated no pair streams: the term must not quietly vanish."""
+    obj = FairPairObjective(PAIRS, alpha=0.1)
+    assert obj.applies(0, "attn_out", 2)
+    with pytest.raises(ConfigError, match=r"streams\(tokenizer\)"):
+        obj.term(0, "attn_out", {})

@@ -103,3 +103,17 @@ def test_unknown_hook_and_duplicate_names_are_refused():
     with pytest.raises(PluginError, match="registered twice"):
         reg2.register(dup, name="dup_plugin")
     assert len(reg2.get("pair_sources", "stereoset").parameters()) > 0  # the refused plugin is gone
+
+
+def test_create_passes_plugin_parameters_called_kind_and_name():
+    """``kind`` and ``name`` of Registry.create are positional-only: a plugin may use both words."""
+    from fairgptq.hookspecs import hookimpl
+
+    class KindAndName:
+        @hookimpl
+        def fairgptq_pair_sources(self):
+            return {"kind_and_name": lambda kind, name="x": [kind, name]}
+
+    reg = Registry(entry_points=False)
+    reg.register(KindAndName(), name="kind_and_name_plugin")
+    assert reg.create("pair_sources", "kind_and_name", kind="intrasentence", name="n") == ["intrasentence", "n"]

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 
 from ..core.errors import ConfigError
-from .base import Backend
+from ..core.backend import Backend
 
 
 def available_cpus() -> int:

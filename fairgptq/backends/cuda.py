@@ -8,9 +8,10 @@ the factorisation stays float64 by default (cheap at d <= 16k on data-centre GPU
 Placement: the backend solves on its device whatever device the model is on; for the
 calibration forwards to run on the GPU too, load the model there (``load_model(..., device="cuda")``).
 
-Inference: 4-bit weights with in_features divisible by 8 use the Triton kernel of
-:mod:`.triton_kernel` (dequantize in registers, never materialise Ŵ); other widths and
-bit widths, or a machine without triton, fall back to :class:`QuantLinear`.
+Inference (``make_inference_linear``, a library API: no ``fairgptq`` command calls it; see
+fairgptq.core.quant_linear): 4-bit weights with in_features divisible by 8 use the Triton kernel
+of :mod:`.triton_kernel` (dequantize in registers, never materialise Ŵ); other widths and bit
+widths, or a machine without triton, fall back to :class:`QuantLinear`.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import torch.nn as nn
 
 from ..core.errors import ConfigError
 from ..core.gptq import QuantizedWeight
-from .base import Backend
-from .linear import QuantLinear, pack_int4, unpack_int4
+from ..core.backend import Backend
+from ..core.quant_linear import QuantLinear, pack_int4, unpack_int4
 
 
 def cuda_unavailable_reason() -> str | None:

@@ -25,19 +25,12 @@ tensors alone read back 0 there and Ŵ = dequant(codes) + scatter(outlier_weight
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
-import torch.nn as nn
 
+from ..core.backend import Backend
 from ..core.errors import ConfigError
-from ..core.gptq import FactoredHessian, QuantizedWeight, factor_hessian
-from ..core.hessian import HessianAccumulator
-from ..core.objective import FairSettings
-from ..core.quantizer import QuantConfig
-from ..core.solve import ModuleSolution, solve_module
-from .base import Backend
+from .cpu import CpuBackend
+from .cuda import CudaBackend
 
 CRITERIA = ("hessian", "owq")
 
@@ -74,47 +67,51 @@ def select_channels(H: torch.Tensor, k: int | float, criterion: str = "hessian",
     return keep
 
 
-class OutlierBackend(Backend):
-    """GPTQ with the top-k input channels kept in fp16, placed on the CPU or a CUDA device."""
+class OutlierChannels:
+    """Mixin over a placement backend (cpu or cuda): its keep mask is the top-k input channels.
+
+    Only :meth:`keep_mask` changes; factorisation, solving, precision and inference stay the
+    placement's own (fairgptq.core.backend.Backend), so ``factor_dtype`` and the rest apply unchanged.
+    """
 
     name = "outlier"
 
-    def __init__(self, k: int | float = 0.01, criterion: str = "hessian", device: str = "cpu",
-                 threads: int | None = None) -> None:
-        from . import placement
-        self.placement = placement(device, threads)
-        super().__init__(self.placement.device, hessian_dtype=self.placement.hessian_dtype,
-                         factor_dtype=self.placement.factor_dtype)
+    def _keep_top(self, k: int | float, criterion: str) -> None:
         kept_count(k, 1 << 30)  # validate now, not at the first module
         if criterion not in CRITERIA:
             raise ConfigError(f"criterion={criterion!r}: use one of {CRITERIA}")
         self.k, self.criterion = k, criterion
+        self.keep_reads_weight = criterion == "owq"  # the kept channels depend on each module's weight
 
-    @contextmanager
-    def activate(self) -> Iterator[None]:
-        with self.placement.activate():
-            yield
-
-    def hessian_accumulator(self, dim: int) -> HessianAccumulator:
-        return self.placement.hessian_accumulator(dim)
-
-    def factor(self, H: torch.Tensor, config: QuantConfig, *, module: str) -> FactoredHessian | None:
-        if self.criterion == "owq":
-            return None  # the kept channels depend on each module's weight
-        H = H.to(self.device)
-        return factor_hessian(H, config.damp, act_order=config.act_order, module=module,
-                              keep=select_channels(H, self.k), factor_dtype=self.factor_dtype)
-
-    def solve(self, W: torch.Tensor, H: torch.Tensor, H_bias: torch.Tensor | None, config: QuantConfig,
-              fair: FairSettings | None, *, module: str, factored: FactoredHessian | None = None) -> ModuleSolution:
-        W, H = W.to(self.device), H.to(self.device)
-        H_bias = None if H_bias is None else H_bias.to(self.device)
-        keep = factored.keep if factored is not None else select_channels(H, self.k, self.criterion, W)
-        with self.placement.solving():
-            return solve_module(W, H, H_bias, config, fair, module=module, factored=factored, keep=keep)
-
-    def make_inference_linear(self, qweight: QuantizedWeight, bias: torch.Tensor | None = None) -> nn.Module:
-        return self.placement.make_inference_linear(qweight, bias)
+    def keep_mask(self, H: torch.Tensor, W: torch.Tensor | None) -> torch.Tensor | None:
+        return select_channels(H, self.k, self.criterion, W)
 
     def describe(self) -> dict:
-        return {**self.placement.describe(), "name": self.name, "k": self.k, "criterion": self.criterion}
+        return {**super().describe(), "k": self.k, "criterion": self.criterion}
+
+
+class CpuOutlierBackend(OutlierChannels, CpuBackend):
+    """Top-k channels kept in fp16, solved on the CPU."""
+
+    def __init__(self, k: int | float = 0.01, criterion: str = "hessian", threads: int | None = None) -> None:
+        CpuBackend.__init__(self, threads)
+        self._keep_top(k, criterion)
+
+
+class CudaOutlierBackend(OutlierChannels, CudaBackend):
+    """Top-k channels kept in fp16, solved on a CUDA device."""
+
+    def __init__(self, k: int | float = 0.01, criterion: str = "hessian", device: str = "cuda") -> None:
+        CudaBackend.__init__(self, device)
+        self._keep_top(k, criterion)
+
+
+def outlier_backend(k: int | float = 0.01, criterion: str = "hessian", device: str = "cpu",
+                    threads: int | None = None) -> Backend:
+    """The ``outlier`` backend: GPTQ with the top-k input channels kept in fp16, on ``cpu`` or ``cuda[:n]``."""
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return CpuOutlierBackend(k, criterion, threads)
+    if kind == "cuda":
+        return CudaOutlierBackend(k, criterion, str(device))
+    raise ConfigError(f"device {device!r}: backends run on 'cpu' or 'cuda[:n]'")

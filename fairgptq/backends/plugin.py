@@ -2,9 +2,9 @@
 from ..hookspecs import hookimpl
 from .cpu import CpuBackend
 from .cuda import CudaBackend
-from .outlier import OutlierBackend
+from .outlier import outlier_backend
 
 
 @hookimpl
 def fairgptq_backends():
-    return {"cpu": CpuBackend, "cuda": CudaBackend, "outlier": OutlierBackend}
+    return {"cpu": CpuBackend, "cuda": CudaBackend, "outlier": outlier_backend}

@@ -1,16 +1,26 @@
-"""Per-architecture tables: where the decoder layers are and which linear plays which role.
+"""Per-architecture tables: where the decoder layers are, which linear plays which role, weight layout.
 
 Roles (spec section 3): ``attn_qkv`` (query/key/value, one shared input), ``attn_out``
 (attention output projection), ``mlp_in`` (gate/up or fc1, one shared input) and
 ``mlp_out`` (down projection / fc2).  The table lists roles in forward order, which is
-the true-sequential quantization order.  A new architecture is one entry here.
+the true-sequential quantization order.
+
+The engine works on weights as (out, in); an entry says how its modules store them
+(GPT-2's Conv1D keeps (in, out)), and :meth:`ArchSpec.weight_of` / :meth:`ArchSpec.set_weight`
+are the only places that turn one into the other.
+
+A built-in family is one entry in :data:`ARCHITECTURES`; a plugin adds one through the
+``fairgptq_architectures`` hook (see examples/plugins/phi_architecture.py), and
+:func:`arch_for` finds both.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
+from ..hookspecs import hookimpl
 from .errors import UnsupportedArchitectureError
 
 ROLES = ("attn_qkv", "attn_out", "mlp_in", "mlp_out")
@@ -27,11 +37,17 @@ class ArchSpec:
     # packing); tests/test_evaluation_packing.py checks every entry that claims it
     tree_attention: bool = True
 
-    def role_of(self, name: str) -> str | None:
-        for role, names in self.roles.items():
-            if name in names:
-                return role
-        return None
+    def stored(self, W: torch.Tensor) -> torch.Tensor:
+        """An (out, in) weight in the layout this family's modules store (and back: the map is its own inverse)."""
+        return W.T if self.transposed else W
+
+    def weight_of(self, module: nn.Module) -> torch.Tensor:
+        """The module's weight as (out, in), a view of its data."""
+        return self.stored(module.weight.data)
+
+    def set_weight(self, module: nn.Module, W: torch.Tensor) -> None:
+        """Write an (out, in) weight into the module, in its own layout and dtype."""
+        module.weight.data.copy_(self.stored(W).to(module.weight.dtype))
 
 
 _LLAMA = ArchSpec(
@@ -79,14 +95,28 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 }
 
 
+@hookimpl
+def fairgptq_architectures() -> dict[str, ArchSpec]:
+    """The built-in families, registered through the same hook as a plugin's."""
+    return dict(ARCHITECTURES)
+
+
+def architectures() -> dict[str, ArchSpec]:
+    """Every family by ``config.model_type``: the built-in table plus those plugins add."""
+    from ..registry import default_registry  # here, not at the top: the registry imports plugins that import core
+    return default_registry().architectures()
+
+
 def arch_for(model: nn.Module) -> ArchSpec:
     """The table entry for a Hugging Face model, or an error listing what is supported."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in ARCHITECTURES:
+    known = architectures()
+    if model_type not in known:
         raise UnsupportedArchitectureError(
-            f"architecture {model_type!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}. "
-            f"Adding one is one ArchSpec entry in fairgptq/core/architectures.py.")
-    return ARCHITECTURES[model_type]
+            f"architecture {model_type!r} is not supported; supported: {', '.join(sorted(known))}. "
+            f"Add it as an ArchSpec returned by a plugin's fairgptq_architectures hook "
+            f"(example: examples/plugins/phi_architecture.py).")
+    return known[model_type]
 
 
 def decoder_layers(model: nn.Module, spec: ArchSpec) -> nn.ModuleList:

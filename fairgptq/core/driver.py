@@ -16,24 +16,19 @@ sequential onloader (fairgptq.onload) calls too, on layers it reads from disk on
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn as nn
 
 from .architectures import ArchSpec, arch_for, decoder_layers
+from .backend import Backend
 from .errors import ConfigError
-from .gptq import QuantizedWeight, factor_hessian
-from .hessian import HessianAccumulator
+from .gptq import QuantizedWeight
 from .layer_runs import LayerRuns, RestartedRuns
 from .objective import Captured, FairSettings, Objective, TokenBatch
 from .quantizer import QuantConfig
-from .solve import ModuleSolution, solve_module
-
-if TYPE_CHECKING:
-    from ..backends.base import Backend
 
 CALIBRATION = "calibration"
 
@@ -111,16 +106,6 @@ def capture_first_layer_inputs(model: nn.Module, layers: nn.ModuleList, batches:
     return state
 
 
-def _weight_of(module: nn.Module, spec: ArchSpec) -> torch.Tensor:
-    W = module.weight.data
-    return W.T if spec.transposed else W
-
-
-def _set_weight(module: nn.Module, spec: ArchSpec, W: torch.Tensor) -> None:
-    W = W.T if spec.transposed else W
-    module.weight.data.copy_(W.to(module.weight.dtype))
-
-
 @dataclass
 class LayerQuantizer:
     """Everything the per-layer step needs that does not change from layer to layer.
@@ -136,8 +121,7 @@ class LayerQuantizer:
     roles: tuple[str, ...]
     hessian_streams: set[str]
     objectives: list[Objective]
-    solver: Callable[..., ModuleSolution]
-    backend: Backend | None = None
+    backend: Backend
     # restart each batch's forward per role instead of pausing them all (layer_runs.py): ~2.6x the
     # layer forwards for a fraction of the memory; sequential onloading's choice
     restart_forwards: bool = False
@@ -159,7 +143,7 @@ class LayerQuantizer:
                 captured = {s: [Captured(x, m) for x, m in zip(xs, states[s].masks)]
                             for s, xs in runs.inputs_of(first).items()}
                 _solve_role(li, role, names, mods, captured, self.hessian_streams, self.objectives, self.config,
-                            self.spec, self.solver, self.n_layers, self.spec.layers, qweights, reports, self.backend)
+                            self.spec, self.n_layers, self.spec.layers, qweights, reports, self.backend)
                 del captured
             outputs = runs.outputs()
         del calls
@@ -202,7 +186,6 @@ def quantize_model(
     *,
     objectives: Iterable[Objective] = (),
     tokenizer=None,
-    solver: Callable[..., ModuleSolution] = solve_module,
     roles: Iterable[str] | None = None,
     progress: bool = True,
     backend: Backend | None = None,
@@ -210,26 +193,26 @@ def quantize_model(
     """Quantize ``model`` in place (weights replaced by their dequantized values).
 
     ``calibration`` batches build H; objectives may add streams (and mark some of
-    them as Hessian streams).  ``solver`` is the per-module solve; a ``backend``
-    (fairgptq.backends) replaces it and also decides where and in what precision H is
-    accumulated and factored, and the threads used while the run lasts.
+    them as Hessian streams).  The ``backend`` (fairgptq.backends; default: the plain
+    :class:`~fairgptq.core.backend.Backend` on the model's device) decides where and in what
+    precision H is accumulated, factored and solved, which input columns stay unrounded,
+    and the threads used while the run lasts.
     """
     spec = arch_for(model)
     layers = decoder_layers(model, spec)
     objectives = list(objectives)
     device = next(model.parameters()).device
+    backend = backend or Backend(device)
     quant_roles = check_roles(spec, roles)
     streams, hessian_streams = prepare_streams(calibration, objectives, tokenizer)
-    step = LayerQuantizer(spec, config, len(layers), quant_roles, hessian_streams, objectives,
-                          backend.solve if backend is not None else solver, backend)
+    step = LayerQuantizer(spec, config, len(layers), quant_roles, hessian_streams, objectives, backend)
 
     t0 = time.perf_counter()
     qweights: dict[str, QuantizedWeight] = {}
     reports: list[ModuleReport] = []
     was_training = model.training
     model.eval()
-    with torch.no_grad(), backend.activate() if backend else nullcontext(), \
-            LayerProgress(progress, len(layers)) as advance:
+    with torch.no_grad(), backend.activate(), LayerProgress(progress, len(layers)) as advance:
         states = {s: capture_first_layer_inputs(model, layers, b, device) for s, b in streams.items()}
         for li, layer in enumerate(layers):
             layer_q, layer_r = step.quantize_layer(li, layer, states)
@@ -243,14 +226,10 @@ def quantize_model(
 
 def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module],
                 captured: dict[str, list[Captured]], hessian_streams: set[str], objectives: list[Objective],
-                config: QuantConfig, spec: ArchSpec, solver, n_layers: int, prefix: str,
-                qweights: dict[str, QuantizedWeight], reports: list[ModuleReport], backend: Backend | None) -> None:
+                config: QuantConfig, spec: ArchSpec, n_layers: int, prefix: str,
+                qweights: dict[str, QuantizedWeight], reports: list[ModuleReport], backend: Backend) -> None:
     full0 = f"{prefix}.{li}.{names[0]}"
-    dim = captured[next(iter(hessian_streams))][0].x.shape[-1]
-    if backend is not None:
-        acc = backend.hessian_accumulator(dim)
-    else:
-        acc = HessianAccumulator(dim, device=captured[next(iter(hessian_streams))][0].x.device)
+    acc = backend.hessian_accumulator(captured[next(iter(hessian_streams))][0].x.shape[-1])
     H_bias, fair = _objective_terms(li, role, captured, objectives, n_layers, full0)
     for s in sorted(hessian_streams):  # the objectives are done with the inputs: free each batch once added
         batches = captured.pop(s)
@@ -259,16 +238,14 @@ def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module
             acc.add(batch.x, batch.mask, module=full0)
             del batch
     H = acc.hessian()
-    shared = None
-    if fair is None or fair.mode != "in_loop":
-        shared = (backend.factor(H, config, module=full0) if backend is not None
-                  else factor_hessian(H, config.damp, act_order=config.act_order, module=full0))
+    # in_loop solves on H + H_bias, not H: the backend factors that in each module's solve
+    shared = None if fair is not None and fair.mode == "in_loop" else backend.factor(H, config, module=full0)
     h_trace = float(torch.diagonal(H).sum())
     for name, mod in zip(names, mods):
         full = f"{prefix}.{li}.{name}"
-        W = _weight_of(mod, spec)
-        sol = solver(W, H, H_bias, config, fair, module=full, factored=shared)
-        _set_weight(mod, spec, sol.qweight.dequantize())
+        W = spec.weight_of(mod)
+        sol = backend.solve(W, H, H_bias, config, fair, module=full, factored=shared)
+        spec.set_weight(mod, sol.qweight.dequantize())
         qweights[full] = sol.qweight
         rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict())
         if H_bias is not None:

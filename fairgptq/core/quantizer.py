@@ -7,49 +7,59 @@ z = 2^(b-1), as the spec and the GPTQ checkpoint format expect.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, StrictInt, ValidationError
 
 from .errors import ConfigError
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 
 
-@dataclass(frozen=True)
-class QuantConfig:
+def _check_group_size(v: int) -> int:
+    if v != -1 and v <= 0:
+        raise ValueError(f"must be -1 (one group per row) or a positive integer (got {v})")
+    return v
+
+
+class QuantConfig(BaseModel):
     """Settings of one GPTQ run (the names other tooling calls; keep them stable).
 
-    group_size <= 0 means one scale per output row (per-channel).  ``mse`` turns
-    on a grid search over range-shrink factors (norm 2.4, as the GPTQ paper's
-    code) instead of plain min/max ranges.
+    The pipeline's ``quantization:`` section is generated from these fields
+    (fairgptq.pipeline.schema.QuantizationSpec), so a new setting is one field here: the YAML
+    schema, its error messages with YAML paths, and the engine's config all follow.  Built
+    directly, a bad value raises :class:`ConfigError` naming the setting.
+
+    group_size -1 means one scale per output row (per-channel).  ``mse`` turns on a grid search
+    over range-shrink factors (norm 2.4, as the GPTQ paper's code) instead of plain min/max ranges.
     """
 
-    bits: int = 4
-    group_size: int = 128
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+    bits: Literal[SUPPORTED_BITS] = 4  # type: ignore[valid-type]
+    group_size: Annotated[StrictInt, AfterValidator(_check_group_size)] = 128
     sym: bool = True
     act_order: bool = False
     static_groups: bool = False
-    damp: float = 0.01
-    block_size: int = 128
+    damp: float = Field(0.01, gt=0, le=1)  # 0.01 is the GPTQ default
+    block_size: PositiveInt = 128
     mse: bool = False
 
-    def __post_init__(self) -> None:
-        if self.bits not in SUPPORTED_BITS:
-            raise ConfigError(f"bits={self.bits} is not supported; use one of {SUPPORTED_BITS}")
-        if not isinstance(self.group_size, int) or self.group_size == 0 or self.group_size < -1:
-            raise ConfigError(f"group_size={self.group_size!r} must be -1 (per-channel) or a positive integer")
-        if not (0.0 < self.damp <= 1.0):
-            raise ConfigError(f"damp={self.damp} must lie in (0, 1]; 0.01 is the GPTQ default")
-        if self.block_size < 1:
-            raise ConfigError(f"block_size={self.block_size} must be >= 1")
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}"
+                                 for err in e.errors())
+            raise ConfigError(f"invalid quantization setting: {problems}") from None
 
     @property
     def maxq(self) -> int:
         return 2**self.bits - 1
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
 
 def fit_scale_zero(w: torch.Tensor, config: QuantConfig) -> tuple[torch.Tensor, torch.Tensor]:

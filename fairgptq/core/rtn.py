@@ -17,8 +17,6 @@ def rtn_quantize_model(model: nn.Module, config: QuantConfig) -> int:
         for names in spec.roles.values():
             for name in names:
                 mod = layer.get_submodule(name)
-                W = mod.weight.data.T if spec.transposed else mod.weight.data
-                Q = round_to_nearest(W, config)
-                mod.weight.data.copy_((Q.T if spec.transposed else Q).to(mod.weight.dtype))
+                spec.set_weight(mod, round_to_nearest(spec.weight_of(mod), config))
                 n += 1
     return n

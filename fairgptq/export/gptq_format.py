@@ -77,13 +77,11 @@ def snap_to_checkpoint_precision(model: nn.Module, result: QuantizationResult) -
     The change per weight is at most a 2^-11 relative step of its group's scale.  Afterwards
     ``result.qweights`` and the model's weights are exactly what :func:`export_checkpoint` stores.
     """
-    transposed = arch_for(model).transposed
+    spec = arch_for(model)
     for name, qw in list(result.qweights.items()):
         snapped = at_checkpoint_precision(qw, name)
         result.qweights[name] = snapped
-        W = snapped.dequantize()
-        mod = model.get_submodule(name)
-        mod.weight.data.copy_((W.T if transposed else W).to(mod.weight.dtype))
+        spec.set_weight(model.get_submodule(name), snapped.dequantize())
 
 
 def choose_format(qweights: Mapping[str, QuantizedWeight], requested: str = "auto") -> str:
@@ -205,10 +203,9 @@ def _plain_tensors(model: nn.Module, quantized: set[str], dtype: torch.dtype) ->
 
 
 def _check_snapped(model: nn.Module, result: QuantizationResult) -> None:
-    transposed = arch_for(model).transposed
+    spec = arch_for(model)
     for name, qw in result.qweights.items():
-        w = model.get_submodule(name).weight.data
-        w = w.T if transposed else w
+        w = spec.weight_of(model.get_submodule(name))
         if not torch.equal(w.float().cpu(), at_checkpoint_precision(qw, name).dequantize()):
             raise ExportError(f"{name}: the model's weight is not the checkpoint's dequantized weight; call "
                               f"snap_to_checkpoint_precision(model, result) before exporting (and evaluating)")

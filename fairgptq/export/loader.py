@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from ..core.model_loading import _DTYPES
+from ..core.architectures import ArchSpec, arch_for
+from ..core.errors import UnsupportedArchitectureError
+from ..core.model_loading import MODEL_DTYPES
 from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG, QUANTIZED_SUFFIXES, WEIGHTS_FILE,
                           ExportError, unpack_weight)
 from .integrity import CheckpointIntegrityError, check_quantized_tensors, verify_files
@@ -50,9 +52,16 @@ def read_quantize_config(path: str | Path) -> dict:
     return qc
 
 
-def _is_conv1d(module: nn.Module) -> bool:
-    """GPT-2's Conv1D keeps its weight as (in, out)."""
-    return type(module).__name__ == "Conv1D"
+def _weight_layout(model: nn.Module) -> ArchSpec:
+    """The family's entry, which knows how its modules store weights (GPT-2's Conv1D: transposed).
+
+    A GPTQ checkpoint of a family fairgptq does not quantize (written by another tool) is read in
+    ``nn.Linear``'s (out, in) layout; the shape check in :func:`load_gptq_checkpoint` refuses a mismatch.
+    """
+    try:
+        return arch_for(model)
+    except UnsupportedArchitectureError:
+        return ArchSpec(layers="", roles={})
 
 
 def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: str = "cpu", verify: bool = True):
@@ -70,15 +79,16 @@ def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: 
     config = AutoConfig.from_pretrained(path)
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # we dequantize ourselves; transformers would want a GPTQ kernel
-    torch_dtype = _DTYPES[dtype] if dtype else getattr(config, "dtype", None) or torch.float32
+    torch_dtype = MODEL_DTYPES[dtype] if dtype else getattr(config, "dtype", None) or torch.float32
     if isinstance(torch_dtype, str):
-        torch_dtype = _DTYPES.get(torch_dtype, torch.float32)
+        torch_dtype = MODEL_DTYPES.get(torch_dtype, torch.float32)
     model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     try:
         tensors = _load_tensors(path)
     except Exception as e:  # safetensors raises its own error type for truncated or garbage files
         raise CheckpointIntegrityError(f"{path}: not a readable safetensors file ({e})") from e
     prefixes = sorted(k[: -len(".qweight")] for k in tensors if k.endswith(".qweight"))
+    layout = _weight_layout(model)
     for name in prefixes:
         parts = {s: tensors.pop(f"{name}.{s}") for s in (*QUANTIZED_SUFFIXES, *OUTLIER_SUFFIXES)
                  if f"{name}.{s}" in tensors}
@@ -87,12 +97,10 @@ def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: 
                            bits=qc["bits"], group_size=qc["group_size"], sym=qc["sym"], checkpoint_format=fmt)
         module = model.get_submodule(name)
         W = qw.dequantize()
-        if _is_conv1d(module):
-            W = W.T
-        if tuple(module.weight.shape) != tuple(W.shape):
-            raise ExportError(f"{path}: {name} unpacks to {tuple(W.shape)}, the model expects "
-                              f"{tuple(module.weight.shape)}")
-        module.weight.data.copy_(W.to(module.weight.dtype))
+        expected = tuple(layout.weight_of(module).shape)
+        if expected != tuple(W.shape):
+            raise ExportError(f"{path}: {name} unpacks to {tuple(W.shape)} (out, in), the model expects {expected}")
+        layout.set_weight(module, W)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     quantized = {f"{n}.weight" for n in prefixes}
     missing = [k for k in missing if k not in quantized]

@@ -78,8 +78,13 @@ class FairPairObjective(Objective):
         return self.targets.applies(layer, role, n_layers) and self._alphas[layer, role] > 0
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
+        if self._streams is None:
+            # without it the driver propagated no pair streams: the run would silently be plain GPTQ
+            raise ConfigError(f"layer {layer} {role}: the pair objective's term was asked for before its "
+                              f"streams(tokenizer) were built; run it through quantize_model (or call "
+                              f"streams() and propagate its batches first)")
         alpha = self._alphas.get((layer, role), self.targets.alpha_for(layer, role))
-        if alpha == 0 or self._streams is None:
+        if alpha == 0:
             return None
         s, a = self._names
         acc = None

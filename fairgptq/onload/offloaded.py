@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..core.architectures import arch_for
-from ..core.model_loading import _DTYPES
+from ..core.model_loading import MODEL_DTYPES
 from ..export.gptq_format import OUTLIER_SUFFIXES, QUANTIZED_SUFFIXES, unpack_weight
 from ..export.loader import read_quantize_config
 from .quantize import _set_tensor, empty_model, saved_keys
@@ -46,7 +46,7 @@ def load_offloaded(path: str | Path, offload_dir: str | Path, *, dtype: str | No
     config = AutoConfig.from_pretrained(path)
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # dequantized here; transformers would want a GPTQ kernel
-    torch_dtype = _DTYPES[dtype] if dtype else torch.float32
+    torch_dtype = MODEL_DTYPES[dtype] if dtype else torch.float32
     model = empty_model(config, torch_dtype)
     spec = arch_for(model)
     source = SafetensorsSource(path)
@@ -61,7 +61,7 @@ def load_offloaded(path: str | Path, offload_dir: str | Path, *, dtype: str | No
                      if f"{module}.{s}" in source}
             W = unpack_weight(parts, bits=qc["bits"], group_size=qc["group_size"], sym=qc["sym"],
                               checkpoint_format=fmt).dequantize()
-            value = (W.T if spec.transposed else W).to(torch_dtype)
+            value = spec.stored(W).to(torch_dtype)
         else:
             value = source.read(key, torch_dtype)
         if key.startswith(prefix):
@@ -89,11 +89,11 @@ def load_float_offloaded(folder: str | Path, offload_dir: str | Path, *, dtype: 
     from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(folder)
-    model = empty_model(config, _DTYPES[dtype])
+    model = empty_model(config, MODEL_DTYPES[dtype])
     spec = arch_for(model)
     n_layers = len(model.get_submodule(spec.layers))
     model = load_checkpoint_and_dispatch(model, str(folder), device_map=_device_map(model, spec.layers, n_layers),
-                                         offload_folder=str(offload_dir), dtype=_DTYPES[dtype])
+                                         offload_folder=str(offload_dir), dtype=MODEL_DTYPES[dtype])
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -21,29 +21,25 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 import torch.nn as nn
 
 from ..core.architectures import arch_for, decoder_layers
+from ..core.backend import Backend
 from ..export.regroup import group_size_for_widths
 from ..core.driver import (LayerProgress, LayerQuantizer, QuantizationResult, capture_first_layer_inputs,
                            check_roles, prepare_streams)
 from ..core.errors import ConfigError
 from ..core.objective import Objective, TokenBatch
 from ..core.quantizer import QuantConfig
-from ..core.solve import ModuleSolution, solve_module
 from .activations import ActivationStore
 from .memory import parse_size
 from .source import SafetensorsSource
 from .writer import ShardedCheckpointWriter
-
-if TYPE_CHECKING:
-    from ..backends.base import Backend
 
 # a layer's weights, its Hessians and factorisations, and its forward's intermediates: what the
 # activation budget leaves room for, in multiples of the layer's weights
@@ -143,7 +139,6 @@ def quantize_onloaded(
     dtype: torch.dtype = torch.float32,
     max_memory: str | int | None = None,
     roles: Iterable[str] | None = None,
-    solver: Callable[..., ModuleSolution] = solve_module,
     backend: Backend | None = None,
     checkpoint_format: str = "auto",
     fairgptq_meta: Mapping[str, Any] | None = None,
@@ -166,8 +161,9 @@ def quantize_onloaded(
     objectives = list(objectives)
     quant_roles = check_roles(spec, roles)
     streams, hessian_streams = prepare_streams(calibration, objectives, tokenizer)
-    step = LayerQuantizer(spec, config, len(layers), quant_roles, hessian_streams, objectives,
-                          backend.solve if backend is not None else solver, backend, restart_forwards=True)
+    backend = backend or Backend("cpu")  # the layers are read onto the CPU
+    step = LayerQuantizer(spec, config, len(layers), quant_roles, hessian_streams, objectives, backend,
+                          restart_forwards=True)
 
     keys = saved_keys(model)
     prefix = spec.layers + "."
@@ -180,7 +176,7 @@ def quantize_onloaded(
     budget = None
     if max_memory is not None:
         budget = max(parse_size(max_memory) - _LAYER_WORKING_FACTOR * layer_bytes, 0)
-    widths = {int(layer.get_submodule(sub).weight.shape[0 if spec.transposed else 1])
+    widths = {int(spec.weight_of(layer.get_submodule(sub)).shape[1])
               for layer in layers for role in quant_roles for sub in spec.roles[role]}
     writer = ShardedCheckpointWriter(out_dir, checkpoint_format=checkpoint_format, sym=config.sym,
                                      stored_group=group_size_for_widths(widths, config.group_size))
@@ -188,7 +184,7 @@ def quantize_onloaded(
     t0 = time.perf_counter()
     reports = []
     store = ActivationStore(budget, spill_dir)
-    with store, torch.no_grad(), backend.activate() if backend else nullcontext(), \
+    with store, torch.no_grad(), backend.activate(), \
             LayerProgress(progress, len(layers)) as advance:
         front_tensors = _read_all(source, front, dtype, "embeddings")
         for k, t in front_tensors.items():

@@ -5,7 +5,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import ConfigError, FairGPTQError, PluginError
+from ..core.errors import ConfigError
 from ..core.objective import Objective, TokenBatch
 from ..core.quantizer import QuantConfig
 from ..datasets_adapters.pairs import Pair
@@ -18,21 +18,6 @@ from ..objectives.targets import DEFAULT_ROLES
 from ..registry import Registry
 from .arguments import expand_path, objective_arguments, with_expanded_paths
 from .schema import PairSetSpec, PipelineSpec
-
-
-def create(registry: Registry, kind: str, name: str, params: dict[str, Any]) -> Any:
-    """Call a plugin factory with ``params`` (checked by the pipeline checks before anything loads).
-
-    Not ``Registry.create(kind, name, **params)``: a plugin parameter called ``kind`` or ``name``
-    (StereoSet's ``kind: intrasentence``) would collide with that method's own arguments.
-    """
-    try:
-        return registry.get(kind, name).factory(**params)
-    except (TypeError, ValueError, KeyError, AttributeError) as e:  # untyped params of the wrong type or shape
-        if isinstance(e, FairGPTQError):
-            raise
-        raise PluginError(f"{kind[:-1].replace('_', ' ')} {name!r} cannot use its params {params!r}: "
-                          f"{type(e).__name__}: {e}") from e
 
 
 @dataclass
@@ -48,7 +33,7 @@ def pair_sets(spec: PipelineSpec, registry: Registry) -> dict[str, PairSet]:
 
 def load_pair_set(ps: PairSetSpec, registry: Registry) -> PairSet:
     """One pair set: the source plugin's pairs, the chosen split, then a deterministic sample."""
-    loaded = create(registry, "pair_sources", ps.source, with_expanded_paths(ps.params))
+    loaded = registry.create("pair_sources", ps.source, **with_expanded_paths(ps.params))
     bad_rows = getattr(loaded, "bad_rows", ())
     total = len(loaded)
     if ps.split != "all":
@@ -110,9 +95,8 @@ def objectives(spec: PipelineSpec, registry: Registry, sets: dict[str, PairSet])
 
 
 def quant_config(spec: PipelineSpec) -> QuantConfig:
-    q = spec.quantization
-    return QuantConfig(bits=q.bits, group_size=q.group_size, sym=q.sym, act_order=q.act_order,
-                       static_groups=q.static_groups, damp=q.damp, block_size=q.block_size, mse=q.mse)
+    """The engine's config from the validated quantization section, which has exactly its fields."""
+    return QuantConfig(**spec.quantization.model_dump())
 
 
 def evaluation_options(spec: PipelineSpec, calibration_pairs: list[Pair]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..core.model_loading import _DTYPES, resolve_model
+from ..core.model_loading import MODEL_DTYPES, resolve_model
 from ..onload import OnloadDecision, choose_onload, load_float_offloaded, load_offloaded, quantize_onloaded
 from ..registry import Registry
 from . import build
@@ -32,7 +32,7 @@ EVALUATED_WITH = "accelerate disk offload (device_map: decoder layers on disk, t
 def onload_decision(spec: PipelineSpec, console: Console) -> OnloadDecision:
     """Which path quantizes ``spec.model`` (said on the console and in the log)."""
     m = spec.model
-    decision = choose_onload(m.name, m.onload, m.max_memory, _DTYPES[m.dtype])
+    decision = choose_onload(m.name, m.onload, m.max_memory, MODEL_DTYPES[m.dtype])
     if m.onload != "never" or decision.onload:
         console.print(f"  [bold]model path[/]: {decision.reason}")
         logger.info("model path: %s", decision.reason)
@@ -67,7 +67,7 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
         sets = build.pair_sets(spec, registry)
         calibration = build.text_calibration(spec, tok)
         objectives = build.objectives(spec, registry, sets)
-        backend = build.create(registry, "backends", spec.backend.name, spec.backend.params)
+        backend = registry.create("backends", spec.backend.name, **spec.backend.params)
     calib_pairs = [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs]
     tasks = spec.evaluation.tasks
     if spec.evaluation.float_baseline and tasks and baseline is None and point is None:
@@ -86,7 +86,7 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
     with step("quantize", f"quantizing layer by layer from disk ({config.bits}-bit, group {config.group_size}, "
                           f"{len(objectives)} objective(s), backend {spec.backend.name})"):
         run = quantize_onloaded(folder, out, calibration, config, objectives=objectives, tokenizer=tok,
-                                dtype=_DTYPES[spec.model.dtype], max_memory=spec.model.max_memory, backend=backend,
+                                dtype=MODEL_DTYPES[spec.model.dtype], max_memory=spec.model.max_memory, backend=backend,
                                 checkpoint_format=spec.export.checkpoint_format, spill_dir=run_dir,
                                 fairgptq_meta={"pipeline": spec.name, "pair_sets": pair_info, "point": point})
     result = run.result

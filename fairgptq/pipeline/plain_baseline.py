@@ -38,7 +38,7 @@ def evaluate_plain_gptq(spec: PipelineSpec, registry: Registry, sets: dict, floa
 
     plain = plain_spec(spec)
     model = copy.deepcopy(float_model)
-    backend = build.create(registry, "backends", plain.backend.name, plain.backend.params)
+    backend = registry.create("backends", plain.backend.name, **plain.backend.params)
     result = quantize_model(model, calibration, build.quant_config(plain), objectives=build.objectives(
         plain, registry, sets), tokenizer=tok, backend=backend, progress=True)
     snap_to_checkpoint_precision(model, result)

@@ -49,10 +49,11 @@ def _model_config(spec: PipelineSpec, problems: list[Problem]) -> dict | None:
         problems.append(("model.name", f"{folder / 'config.json'} has no model_type; it is not a Hugging Face "
                                        f"model config"))
         return None
-    from ..core.architectures import ARCHITECTURES
-    if config["model_type"] not in ARCHITECTURES:
+    from ..core.architectures import architectures
+    known = architectures()  # built-in families and those the pipeline's plugins add
+    if config["model_type"] not in known:
         problems.append(("model.name", f"architecture {config['model_type']!r} is not supported; supported: "
-                                       f"{', '.join(sorted(ARCHITECTURES))}"))
+                                       f"{', '.join(sorted(known))}"))
     if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                                                 "vocab.json")):
         problems.append(("model.name", f"{folder} has no tokenizer files (tokenizer.json / tokenizer_config.json)"))
@@ -137,13 +138,10 @@ def _device_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
 
 def _backend_problems(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> None:
     """Build the backend once: it checks its parameters (and, for cuda, the GPU) in its constructor."""
-    from .build import create
     try:
-        create(registry, "backends", spec.backend.name, spec.backend.params)
+        registry.create("backends", spec.backend.name, **spec.backend.params)
     except FairGPTQError as e:
         problems.append(("backend", str(e)))
-    except (TypeError, ValueError) as e:
-        problems.append(("backend.params", f"backend {spec.backend.name!r}: {e}"))
 
 
 def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, create_model, model_validator
 
 from ..core.architectures import ROLES
 from ..core.errors import ConfigError
 from ..core.gptq import FAIR_MODES
-from ..core.quantizer import SUPPORTED_BITS
+from ..core.quantizer import QuantConfig
 from ..objectives.pair_activations import ALIGNMENTS
 from ..objectives.targets import DEFAULT_ROLES, STRATEGIES
 
@@ -53,12 +53,6 @@ def _check_layers(v: Any) -> str | list[int]:
     if isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
         return v
     raise ValueError(f"must be one of {list(STRATEGIES)} or a non-empty list of layer indices (got {v!r})")
-
-
-def _check_group_size(v: int) -> int:
-    if v != -1 and v <= 0:
-        raise ValueError(f"must be -1 (one group per row) or a positive integer (got {v})")
-    return v
 
 
 def _check_k(v: float | None) -> float | None:
@@ -123,16 +117,11 @@ class CalibrationSpec(Strict):
     batch_size: PositiveInt = 32
 
 
-class QuantizationSpec(Strict):
-    bits: Literal[SUPPORTED_BITS] = 4  # type: ignore[valid-type]
-    group_size: Annotated[int, AfterValidator(_check_group_size)] = 128
-    sym: bool = True
-    act_order: bool = False
-    static_groups: bool = False
-    damp: float = Field(0.01, gt=0, le=1)
-    true_sequential: Literal[True] = True  # the driver always quantizes role by role in forward order
-    mse: bool = False
-    block_size: PositiveInt = 128
+# The quantization section is the engine's QuantConfig field for field (types, ranges, defaults, checks):
+# a new setting is one field in core/quantizer.py.  Validated here as a plain model, so a bad value gets its
+# YAML path; pipeline.build.quant_config turns it into the engine's config in one step.
+QuantizationSpec = create_model("QuantizationSpec", __base__=Strict, __doc__="The quantization: section.",
+                                **{n: (f.annotation, f) for n, f in QuantConfig.model_fields.items()})
 
 
 class ObjectiveSpec(Strict):

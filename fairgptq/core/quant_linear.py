@@ -7,6 +7,12 @@ dequantizes once per (device, dtype) and then runs a dense matmul: on a CPU that
 the fastest correct choice (no fused int4 kernel beats MKL/oneDNN on dense floats here),
 and it makes the evaluation of a quantized or exported model bit-identical to that of
 the model whose weights were replaced by ``dequantize()``.
+
+What reaches this module: :meth:`fairgptq.core.backend.Backend.make_inference_linear` and
+:func:`swap_in_quantized`, a library API for running a quantized model in your own code (the
+cuda backend's version runs the fused Triton int4 kernel).  No ``fairgptq`` command uses it:
+``fairgptq eval`` loads exported checkpoints with their weights dequantized
+(fairgptq.export.loader); the tests check both linears against the dequantized weights.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.gptq import QuantizedWeight
+from .gptq import QuantizedWeight
 
 PACK = 8  # 4-bit codes per int32 word
 
