@@ -1,6 +1,6 @@
 """The plugin contract, in one place (as pytest's hookspecs).
 
-fairgptq knows three plugin kinds.  A plugin is any module or object with functions
+fairgptq knows four plugin kinds.  A plugin is any module or object with functions
 marked ``@hookimpl`` and named after a hook below; each hook returns a mapping from a
 public name (used in YAML pipelines) to a factory (a class or function called with the
 pipeline's keyword parameters).
@@ -8,10 +8,13 @@ pipeline's keyword parameters).
 - pair sources   ``fairgptq_pair_sources``  factory(**params) -> list[Pair]
 - objectives     ``fairgptq_objectives``    factory(**params) -> Objective (core/objective.py)
 - backends       ``fairgptq_backends``      factory(**params) -> Backend (backends/base.py)
+- evaluation tasks ``fairgptq_evaluation_tasks``  an EvaluationTask (evaluation/tasks.py), not a
+  factory: its options model, data file and ``run``
 
 Built-ins register through these same hooks.  Third-party packages register a module
-under the entry-point groups ``fairgptq.pair_sources``, ``fairgptq.objectives`` or
-``fairgptq.backends``; a pipeline may also name modules to import (``plugins: [my.module]``).
+under the entry-point groups ``fairgptq.pair_sources``, ``fairgptq.objectives``,
+``fairgptq.backends`` or ``fairgptq.evaluation_tasks``; a pipeline may also name modules to
+import (``plugins: [my.module]``).
 Unknown hook names in a plugin are refused at start-up (``check_pending``).
 """
 from __future__ import annotations
@@ -40,3 +43,8 @@ def fairgptq_objectives() -> Mapping[str, Factory]:
 @hookspec
 def fairgptq_backends() -> Mapping[str, Factory]:
     """Backends by name: ``factory(**params) -> Backend`` (where and how modules are solved and run)."""
+
+
+@hookspec
+def fairgptq_evaluation_tasks() -> Mapping[str, Any]:
+    """Evaluation tasks by name: each an ``EvaluationTask`` (fairgptq/evaluation/tasks.py)."""
