@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from ..registry import Registry
 
 KIND = "evaluation_tasks"
+RESERVED = frozenset({"tasks", "float_baseline", "plain_baseline", "batch_size", "limit", "paths", "pair_gap",
+                      "progress", "calibration", "on_overlap", "registry", "model", "tokenizer"})
+"""Names an option cannot take: the settings every task shares (evaluate()'s keywords, the schema's keys)."""
 
 
 class TaskOptions(BaseModel):
@@ -142,6 +145,9 @@ def option_specs(tasks: Mapping[str, EvaluationTask]) -> dict[str, OptionSpec]:
     readers: dict[str, list[str]] = {}
     for task in tasks.values():
         for name, field in task.options.model_fields.items():
+            if name in RESERVED:
+                raise PluginError(f"evaluation task {task.name!r}: option name {name!r} is taken by a setting every "
+                                  f"task shares ({', '.join(sorted(RESERVED))}); rename the option")
             if name in fields and _signature(fields[name]) != _signature(field):
                 raise PluginError(f"evaluation option {name!r} is declared differently by tasks "
                                   f"{readers[name][0]!r} and {task.name!r}; options are one flat namespace, so a "

@@ -175,12 +175,8 @@ class PairGapSpec(Strict):
     alignment: Literal[ALIGNMENTS] = "aligned"  # type: ignore[valid-type]
 
 
-def _tag_option(key: str, value: Any) -> tuple[str, Any]:
-    return key, value
-
-
-def _check_option(tagged: Any) -> Any:
-    """One task option, validated by the task model that declares it (see EvaluationSpec)."""
+def _check_option(tagged: tuple[str, Any]) -> Any:
+    """One task option ``(key, value)``, validated by the task model that declares it (see EvaluationSpec)."""
     from ..evaluation.tasks import describe_options
     from .messages import problems_from
     key, value = tagged
@@ -224,7 +220,7 @@ class EvaluationSpec(Strict):
         # pydantic validates extra keys one by one, putting the key in the error's path but not in the
         # validator's arguments; each value carries its key to _check_option
         if isinstance(data, dict):
-            return {k: v if k in cls.model_fields else _tag_option(k, v) for k, v in data.items()}
+            return {k: v if k in cls.model_fields else (k, v) for k, v in data.items()}
         return data
 
     @model_validator(mode="after")
