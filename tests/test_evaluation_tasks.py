@@ -79,7 +79,8 @@ def test_an_option_declared_twice_differently_is_refused():
 
     reg = Registry(entry_points=False)
     reg.register(Plugin(), name="clash")
-    with pytest.raises(PluginError, match="'holdout_fraction' is declared differently by tasks 'stereoset' and 'clash'"):
+    with pytest.raises(PluginError, match="'holdout_fraction' is declared differently by tasks 'stereoset' and "
+                                          "'clash'"):
         evaluate(None, None, ["clash"], registry=reg)
 
 
