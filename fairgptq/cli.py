@@ -27,9 +27,37 @@ console = Console()
 errors = Console(stderr=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose help may end with text built only when help is shown (``lazy_epilog``).
+
+    ``eval``'s help lists the registered evaluation tasks; reading the registry imports every
+    plugin, which no other command (nor ``eval`` itself, until help is asked for) should pay for.
+    """
+
+    def __init__(self, *args, lazy_epilog=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_epilog = lazy_epilog
+
+    def format_help(self) -> str:
+        if self.lazy_epilog is not None:
+            self.epilog = self.lazy_epilog()
+        return super().format_help()
+
+
+def _task_list() -> str:
+    """The registered evaluation tasks with one line each, then their options with defaults."""
+    from .evaluation.tasks import option_specs, registered_tasks
+    tasks = registered_tasks()
+    width = max(map(len, tasks)) + 2
+    lines = ["tasks (--tasks a,b,...):", *(f"  {name:<{width}}{t.description}" for name, t in tasks.items()),
+             "", "task options (--set NAME=VALUE; default, then the tasks that read it):"]
+    lines += [f"  {name}={spec.default!r}  ({spec.readers()})" for name, spec in option_specs(tasks).items()]
+    return "\n".join(lines)
+
+
 @lru_cache(maxsize=1)  # building it looks up translations on disk: slow enough to matter for in-process callers
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fairgptq", description="GPTQ quantization with the Fair-GPTQ debiasing term.")
+    p = _Parser(prog="fairgptq", description="GPTQ quantization with the Fair-GPTQ debiasing term.")
     p.add_argument("--debug", action="store_true", help="print the full traceback of a failure")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a pipeline file (quantize, evaluate, export, report)")
@@ -46,9 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a pipeline file without loading any model")
     val.add_argument("file")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
-    ev = sub.add_parser("eval", help="evaluate an exported checkpoint or any model name")
+    ev = sub.add_parser("eval", help="evaluate an exported checkpoint or any model name",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, lazy_epilog=_task_list)
     ev.add_argument("model", help="exported GPTQ folder, local model folder / .gguf, hub id, or 'smollm2'")
-    ev.add_argument("--tasks", default="wikitext2,crows_pairs", help="comma-separated task names")
+    ev.add_argument("--tasks", default="wikitext2,crows_pairs", help="comma-separated task names (listed below)")
+    ev.add_argument("--set", dest="options", action="append", default=[], metavar="OPTION=VALUE",
+                    help="a task option, e.g. --set stereoset_split=all (repeatable; listed below)")
+    ev.add_argument("--module", action="append", default=[],
+                    help="import and register this plugin module first (its tasks become available)")
     ev.add_argument("--limit", type=_positive, help="first N items of each likelihood task")
     ev.add_argument("--max-tokens", type=_positive, help="WikiText-2: first N tokens only")
     ev.add_argument("--batch-size", type=_positive, default=16)
@@ -64,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="folder for compare.json, compare.md and forest.png")
     cmp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
-    pl = sub.add_parser("plugins", help="list pair sources, objectives and backends")
+    pl = sub.add_parser("plugins", help="list pair sources, objectives, backends and evaluation tasks")
     pl.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
     return p
 
@@ -142,7 +175,11 @@ def _cmd_eval(args) -> int:
     from .evaluation.items import ITEMS_DIR, split_evaluation, write_items
     from .evaluation.report import print_table, save_json
     from .export import is_gptq_checkpoint, load_gptq_checkpoint
+    from .registry import default_registry
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    for module in args.module:
+        default_registry().register_module(module)
+    options = _task_option_values(args.options)
     if args.out and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
         raise ConfigError(f"--out {args.out}: give a file path in an existing folder (the results JSON), not a "
                           f"folder")
@@ -150,7 +187,9 @@ def _cmd_eval(args) -> int:
         model, tok, _ = load_gptq_checkpoint(args.model, dtype=args.dtype, verify=not args.no_verify)
     else:
         model, tok = load_model(args.model, args.dtype or "float32")
-    results = evaluate(model, tok, tasks, batch_size=args.batch_size, limit=args.limit, max_tokens=args.max_tokens)
+    if args.max_tokens is not None:
+        options["max_tokens"] = args.max_tokens
+    results = evaluate(model, tok, tasks, batch_size=args.batch_size, limit=args.limit, **options)
     results["model"]["name"] = args.model
     results, items = split_evaluation(results)
     print_table(results, console=console)
@@ -161,6 +200,21 @@ def _cmd_eval(args) -> int:
         console.print(f"results: {save_json(results, json_file)}")
         console.print(f"item records: {', '.join(map(str, write_items(items_dir, items)))}")
     return EXIT_OK
+
+
+def _task_option_values(items: list[str]) -> dict:
+    """``--set NAME=VALUE`` task options (values read as YAML scalars: 0.3, all, null); evaluate() checks them."""
+    import yaml
+    options = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: write it as OPTION=VALUE, e.g. --set stereoset_split=all")
+        try:
+            options[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+    return options
 
 
 def _cmd_compare(args) -> int:

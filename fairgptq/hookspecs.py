@@ -9,11 +9,13 @@ pipeline's keyword parameters).
 - objectives     ``fairgptq_objectives``    factory(**params) -> Objective (core/objective.py)
 - backends       ``fairgptq_backends``      factory(**params) -> Backend (core/backend.py)
 - architectures  ``fairgptq_architectures`` config.model_type -> ArchSpec (core/architectures.py), not a factory
+- evaluation tasks ``fairgptq_evaluation_tasks``  an EvaluationTask (evaluation/tasks.py), not a
+  factory: its options model, data file and ``run``
 
 Built-ins register through these same hooks.  Third-party packages register a module
 under the entry-point groups ``fairgptq.pair_sources``, ``fairgptq.objectives``,
-``fairgptq.backends`` or ``fairgptq.architectures``; a pipeline may also name modules to import
-(``plugins: [my.module]``).
+``fairgptq.backends``, ``fairgptq.architectures`` or ``fairgptq.evaluation_tasks``; a pipeline may
+also name modules to import (``plugins: [my.module]``).
 Unknown hook names in a plugin are refused at start-up (``check_pending``).
 """
 from __future__ import annotations
@@ -47,3 +49,8 @@ def fairgptq_backends() -> Mapping[str, Factory]:
 @hookspec
 def fairgptq_architectures() -> Mapping[str, Any]:
     """Model families by ``config.model_type``: an ``ArchSpec`` each (layers, roles, weight layout)."""
+
+
+@hookspec
+def fairgptq_evaluation_tasks() -> Mapping[str, Any]:
+    """Evaluation tasks by name: each an ``EvaluationTask`` (fairgptq/evaluation/tasks.py)."""

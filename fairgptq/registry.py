@@ -15,11 +15,11 @@ from .core.architectures import ArchSpec
 from .core.errors import FairGPTQError, PluginError
 
 KINDS = {"pair_sources": "fairgptq_pair_sources", "objectives": "fairgptq_objectives", "backends": "fairgptq_backends",
-         "architectures": "fairgptq_architectures"}
+         "architectures": "fairgptq_architectures", "evaluation_tasks": "fairgptq_evaluation_tasks"}
 ENTRY_POINT_GROUPS = tuple(f"fairgptq.{kind}" for kind in KINDS)
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 BUILTIN_MODULES = ("fairgptq.datasets_adapters.plugin", "fairgptq.objectives.plugin", "fairgptq.backends.plugin",
-                   "fairgptq.core.architectures")
+                   "fairgptq.core.architectures", "fairgptq.evaluation.plugin")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class PluginInfo:
     origin: str
 
     def parameters(self) -> list[str]:
+        from .evaluation.tasks import EvaluationTask
+        if isinstance(self.factory, EvaluationTask):  # not a factory: list its options model's fields
+            return self.factory.parameters()
         try:
             sig = inspect.signature(self.factory)
         except (TypeError, ValueError):

@@ -21,8 +21,10 @@ from typing import Sequence
 
 from ..core.errors import ConfigError
 from ..core.sequences import common_prefix_length
+from ..datasets_adapters.crows_pairs import DEFAULT_FILE
 from ..datasets_adapters.pairs import Pair
 from .scoring import Request, encode_request, score_requests
+from .tasks import EvaluationTask, NoOptions, TaskContext
 
 
 def _parts(tokenizer, pair: Pair) -> list[Request | None]:
@@ -70,3 +72,12 @@ def evaluate_crows_decomposition(model, tokenizer, pairs: Sequence[Pair] | None 
         items.append({"id": p.source_id or f"row:{i}", "bias_type": p.category, "span_more": sm, "rest_more": rm,
                       "span_less": sl, "rest_less": rl})
     return {"task": "crows_pairs_decomposed", **decomposition_metrics(items), "items": items}
+
+
+def _run(model, tokenizer, options: NoOptions, context: TaskContext) -> dict:
+    return evaluate_crows_decomposition(model, tokenizer, path=context.path, limit=context.limit,
+                                        batch_size=context.batch_size, progress=context.progress)
+
+
+TASK = EvaluationTask("crows_pairs_decomposed", "CrowS-Pairs preference split into the differing span's part "
+                      "and the continuation's", _run, data_file=DEFAULT_FILE)

@@ -11,16 +11,30 @@ from __future__ import annotations
 
 from pathlib import Path
 from statistics import fmean
-from typing import Sequence
+from typing import Literal, Sequence
 
 from ..core.errors import ConfigError
+from ..datasets_adapters.crows_pairs import DEFAULT_FILE
 from ..datasets_adapters.pairs import Pair
 from .scoring import ContinuationScore, score_sentences
+from .tasks import EvaluationTask, TaskContext, TaskOptions
 
 SCORINGS: dict[str, str] = {
     "lm_eval": "sum of token log-likelihoods after the prefix token (lm-eval crows_pairs)",
     "bias_bench": "mean token log-likelihood after the prefix token (bias-bench, geometric mean)",
 }
+
+
+class CrowsScoringOption(TaskOptions):
+    """``crows_scoring``: how a sentence is scored, shared by every CrowS-Pairs-style task (see SCORINGS)."""
+
+    crows_scoring: Literal[tuple(SCORINGS)] = "lm_eval"  # type: ignore[valid-type]
+
+
+class CrowsPairsOptions(CrowsScoringOption):
+    """``language``: the result's label (default: the file's, English for the standard file)."""
+
+    language: str | None = None
 
 
 def _sentence_score(score: ContinuationScore, scoring: str) -> float:
@@ -73,3 +87,13 @@ def evaluate_crows_pairs(model, tokenizer, pairs: Sequence[Pair] | None = None, 
     items = crows_pairs_items(pairs, values[0::2], values[1::2])
     return {"task": "crows_pairs", "language": language or pairs[0].language, "scoring": scoring,
             "scoring_description": SCORINGS[scoring], **crows_pairs_metrics(items), "items": items}
+
+
+def _run(model, tokenizer, options: CrowsPairsOptions, context: TaskContext) -> dict:
+    return evaluate_crows_pairs(model, tokenizer, path=context.path, language=options.language,
+                                scoring=options.crows_scoring, limit=context.limit, batch_size=context.batch_size,
+                                progress=context.progress)
+
+
+TASK = EvaluationTask("crows_pairs", "CrowS-Pairs stereotype preference, lm-eval's crows_pairs_english", _run,
+                      CrowsPairsOptions, data_file=DEFAULT_FILE)

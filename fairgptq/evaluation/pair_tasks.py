@@ -27,16 +27,17 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 from ..core.errors import ConfigError
 from ..datasets_adapters.pairs import Pair, split_key
 from ..datasets_adapters.wikitext import data_dir
-from .crows_pairs import SCORINGS, crows_pairs_items, crows_pairs_metrics
+from .crows_pairs import SCORINGS, CrowsScoringOption, crows_pairs_items, crows_pairs_metrics
 from .intervals import wilson_interval
 from .scoring import ContinuationScore, score_sentences
-from .stereoset import (ON_OVERLAP, SCORING as STEREOSET_SCORING, find_overlap, split_items, stereoset_items,
-                        stereoset_metrics)
+from .stereoset import (ON_OVERLAP, SCORING as STEREOSET_SCORING, SPLITS, HoldoutOption, find_overlap, split_items,
+                        stereoset_items, stereoset_metrics)
+from .tasks import EvaluationTask, TaskContext
 
 logger = logging.getLogger(__name__)
 
@@ -54,37 +55,53 @@ class PairTask:
     source: str
     params: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    description: str = ""
 
 
 def _gender(language: str) -> PairTask:
     return PairTask("crows", "pair_file", {"fmt": "csv", "stereo_col": "A_x", "anti_col": "B_x", "id_col": "ID",
                                            "default_category": "gender", "language": language,
                                            "parallel_prefix": "crows_pairs:"},
-                    f"crows_pairs_gender_multilingual/cps_translated_{language}_formatted.csv")
+                    f"crows_pairs_gender_multilingual/cps_translated_{language}_formatted.csv",
+                    f"CrowS-Pairs scoring on the gender pairs translated to {language!r}")
 
 
 PAIR_TASKS: dict[str, PairTask] = {
-    "crows_pairs_english": PairTask("crows", "crows_pairs", {}, "crows_pairs/crows_pairs_anonymized.csv"),
+    "crows_pairs_english": PairTask("crows", "crows_pairs", {}, "crows_pairs/crows_pairs_anonymized.csv",
+                                    "CrowS-Pairs (English) with a held-out split and 95 % interval"),
     "crows_pairs_french": PairTask("crows", "pair_file", {**_CROWS_TSV, "language": "fr"},
-                                   f"{_FRENCH_DIR}/crows_pairs_FR_languagearc_contribution+210.csv"),
+                                   f"{_FRENCH_DIR}/crows_pairs_FR_languagearc_contribution+210.csv",
+                                   "French CrowS-Pairs, lm-eval's crows_pairs_french"),
     "crows_pairs_english_revised": PairTask("crows", "pair_file", {**_CROWS_TSV, "language": "en"},
-                                            f"{_FRENCH_DIR}/crows_pairs_EN_revised+210.csv"),
+                                            f"{_FRENCH_DIR}/crows_pairs_EN_revised+210.csv",
+                                            "the revised English CrowS-Pairs of the French release"),
     "crows_pairs_parallel_en": PairTask("crows", "pair_file", {**_CROWS_TSV, "language": "en"},
-                                        f"{_FRENCH_DIR}/crows_pairs_EN_revised_FR_with_comments.csv"),
+                                        f"{_FRENCH_DIR}/crows_pairs_EN_revised_FR_with_comments.csv",
+                                        "the English side of the parallel EN-FR CrowS-Pairs file"),
     "crows_pairs_parallel_fr": PairTask("crows", "pair_file", {**_CROWS_TSV, "language": "fr",
                                                                "stereo_col": "sent_more_fr", "anti_col": "sent_less_fr"},
-                                        f"{_FRENCH_DIR}/crows_pairs_EN_revised_FR_with_comments.csv"),
+                                        f"{_FRENCH_DIR}/crows_pairs_EN_revised_FR_with_comments.csv",
+                                        "the French side of the parallel EN-FR CrowS-Pairs file"),
     **{f"crows_pairs_gender_{lang}": _gender(lang) for lang in GENDER_LANGUAGES},
     "stereoset_ptbr": PairTask("stereoset", "stereoset", {"kind": "intrasentence", "language": "pt"},
-                               "stereoset_ptbr/dev_ptbr.json"),
+                               "stereoset_ptbr/dev_ptbr.json", "StereoSet intrasentence in Brazilian Portuguese"),
     "stereoset_intersentence": PairTask("preference", "stereoset", {"kind": "intersentence", "with_context": True},
-                                        "stereoset/stereoset_dev_flat.jsonl"),
-    "chbias": PairTask("preference", "chbias", {}, "chbias"),
-    "redditbias_target_swap": PairTask("preference", "redditbias", {"kind": "target_swap"}, "redditbias"),
-    "redditbias_attribute_swap": PairTask("preference", "redditbias", {"kind": "attribute_swap"}, "redditbias"),
+                                        "stereoset/stereoset_dev_flat.jsonl",
+                                        "StereoSet intersentence as pair preference (context + continuation)"),
+    "chbias": PairTask("preference", "chbias", {}, "chbias", "CHBias posts: pair preference"),
+    "redditbias_target_swap": PairTask("preference", "redditbias", {"kind": "target_swap"}, "redditbias",
+                                       "RedditBias target swaps: pair preference"),
+    "redditbias_attribute_swap": PairTask("preference", "redditbias", {"kind": "attribute_swap"}, "redditbias",
+                                          "RedditBias attribute swaps: pair preference"),
 }
 """Task name -> how to load and score it.  The English CrowS-Pairs file is here as well as under
 ``crows_pairs`` so that its held-out half can be scored (``split``) like the other sets."""
+
+
+class PairTaskOptions(CrowsScoringOption, HoldoutOption):
+    """``pair_split``: the part of each pair set scored (``holdout``: the half calibration never draws from)."""
+
+    pair_split: Literal[SPLITS] = "all"  # type: ignore[valid-type]
 
 
 def load_task_pairs(task: str, path: str | Path | None = None) -> list[Pair]:
@@ -207,3 +224,16 @@ def _check_overlap(task: str, pairs: Sequence[Pair], calibration: Iterable[Pair 
         warnings.warn(msg, stacklevel=3)
         logger.warning(msg)
     return {"checked": True, "n_overlapping": len(hits), "examples": hits[:5]}
+
+
+def _run(model, tokenizer, options: PairTaskOptions, context: TaskContext) -> dict:
+    return evaluate_pair_task(model, tokenizer, context.name, path=context.path, scoring=options.crows_scoring,
+                              split=options.pair_split, holdout_fraction=options.holdout_fraction,
+                              calibration=context.calibration, on_overlap=context.on_overlap, limit=context.limit,
+                              batch_size=context.batch_size, progress=context.progress)
+
+
+TASKS: tuple[EvaluationTask, ...] = tuple(
+    EvaluationTask(name, spec.description, _run, PairTaskOptions, data_file=spec.path, needs_data=spec.path is not None)
+    for name, spec in PAIR_TASKS.items())
+"""One task per entry of :data:`PAIR_TASKS`; one without a path reads its pair source's own default data."""

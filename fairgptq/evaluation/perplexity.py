@@ -12,11 +12,13 @@ import math
 from pathlib import Path
 
 import torch
+from pydantic import PositiveInt
 
 from ..core.errors import ConfigError, DataError
 from ..datasets_adapters.wikitext import read_wikitext
 from .progress import progress_bar
 from .scoring import model_context_length
+from .tasks import EvaluationTask, TaskContext, TaskOptions
 
 MAX_SEQLEN = 2048
 
@@ -62,3 +64,21 @@ def evaluate_wikitext2(model, tokenizer, *, split: str = "test", path: str | Pat
     return {"task": "wikitext2", "split": split, "protocol": "gptq: \\n\\n-joined, non-overlapping windows",
             "n_tokens_total": n_total, "max_tokens": max_tokens,
             **perplexity_of_ids(model, ids, seqlen, batch_size=batch_size, progress=progress)}
+
+
+class WikiText2Options(TaskOptions):
+    """``max_tokens``: score the first N tokens only (16384 for quick checks); ``seqlen``: the window (default:
+    the model's context, at most 2048)."""
+
+    max_tokens: PositiveInt | None = None
+    seqlen: PositiveInt | None = None
+
+
+def _run(model, tokenizer, options: WikiText2Options, context: TaskContext) -> dict:
+    # perplexity windows go one at a time (batch_size=1) whatever the scoring batch size
+    return evaluate_wikitext2(model, tokenizer, path=context.path, seqlen=options.seqlen,
+                              max_tokens=options.max_tokens, progress=context.progress)
+
+
+TASK = EvaluationTask("wikitext2", "WikiText-2 test perplexity, the GPTQ paper's protocol", _run,
+                      WikiText2Options, data_file="wikitext2/test.txt")

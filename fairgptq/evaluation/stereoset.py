@@ -22,17 +22,34 @@ import logging
 import warnings
 from pathlib import Path
 from statistics import fmean
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Sequence
+
+from pydantic import Field
 
 from ..core.errors import ConfigError
 from ..datasets_adapters.pairs import Pair, split_key
+from ..datasets_adapters.stereoset import DEFAULT_FILE
 from .scoring import score_sentences
+from .tasks import EvaluationTask, TaskContext, TaskOptions
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("all", "holdout", "calibration")
 ON_OVERLAP = ("error", "warn")
 SCORING = "bias_bench_generative: geometric-mean token probability after the prefix token"
+
+
+class HoldoutOption(TaskOptions):
+    """``holdout_fraction``: the share of a file held out from calibration, shared by every task with a split."""
+
+    holdout_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class StereoSetOptions(HoldoutOption):
+    """``stereoset_split``: the part of the file scored; ``holdout`` by default, since Fair-GPTQ's default
+    calibration pairs are these very items (calibrate on ``split: calibration``)."""
+
+    stereoset_split: Literal[SPLITS] = "holdout"  # type: ignore[valid-type]
 
 
 def in_holdout(source_id: str, fraction: float) -> bool:
@@ -112,6 +129,8 @@ def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *,
                        limit: int | None = None, batch_size: int = 16, progress: bool = True) -> dict:
     """Score StereoSet intrasentence items (``items`` or the file at ``path``) on the chosen split.
 
+    This scores what it is given (``split="all"``); the ``stereoset`` task passes its options' split.
+
     With ``calibration`` given, overlapping items raise a ConfigError (``on_overlap="error"``)
     or a loud warning (``"warn"``); the result's ``overlap`` says what was found, and is
     ``{"checked": False}`` when no calibration set was given.
@@ -148,3 +167,14 @@ def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *,
     return {"task": "stereoset", "kind": "intrasentence", "split": split,
             "holdout_fraction": holdout_fraction if split != "all" else None, "scoring": SCORING,
             "overlap": overlap, **stereoset_metrics(records), "items": records}
+
+
+def _run(model, tokenizer, options: StereoSetOptions, context: TaskContext) -> dict:
+    return evaluate_stereoset(model, tokenizer, path=context.path, split=options.stereoset_split,
+                              holdout_fraction=options.holdout_fraction, calibration=context.calibration,
+                              on_overlap=context.on_overlap, limit=context.limit, batch_size=context.batch_size,
+                              progress=context.progress)
+
+
+TASK = EvaluationTask("stereoset", "StereoSet intrasentence SS / LMS / ICAT, bias-bench's scoring", _run,
+                      StereoSetOptions, data_file=DEFAULT_FILE)

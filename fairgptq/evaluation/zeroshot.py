@@ -13,6 +13,7 @@ from typing import Sequence
 
 from ..core.errors import ConfigError
 from .scoring import encode_request, score_requests
+from .tasks import EvaluationTask, NoOptions, TaskContext
 from .zeroshot_tasks import ZERO_SHOT_TASKS, MultipleChoiceItem, load_zeroshot
 
 
@@ -49,3 +50,14 @@ def evaluate_zeroshot(model, tokenizer, task: str, *, path: str | Path | None = 
     items = load_zeroshot(task, path, limit=limit)
     return {**evaluate_multiple_choice(model, tokenizer, items, task=task, batch_size=batch_size, progress=progress),
             "description": ZERO_SHOT_TASKS[task].description, "limit": limit}
+
+
+def _run(model, tokenizer, options: NoOptions, context: TaskContext) -> dict:
+    return evaluate_zeroshot(model, tokenizer, context.name, path=context.path, limit=context.limit,
+                             batch_size=context.batch_size, progress=context.progress)
+
+
+TASKS: tuple[EvaluationTask, ...] = tuple(
+    EvaluationTask(t.name, f"{t.description}: acc / acc_norm", _run, data_file=t.default_file)
+    for t in ZERO_SHOT_TASKS.values())
+"""One task per zero-shot reader; those without a local copy (arc, hellaswag) need ``paths``."""

@@ -11,7 +11,6 @@ from ..core.quantizer import QuantConfig
 from ..datasets_adapters.pairs import Pair
 from ..datasets_adapters.sampling import sample_pairs
 from ..datasets_adapters.validation import LoadedPairs
-from ..evaluation.pair_tasks import PAIR_TASKS
 from ..evaluation.stereoset import split_items
 from ..objectives.fair_pairs import pairs_hash
 from ..objectives.targets import DEFAULT_ROLES
@@ -100,12 +99,13 @@ def quant_config(spec: PipelineSpec) -> QuantConfig:
 
 
 def evaluation_options(spec: PipelineSpec, calibration_pairs: list[Pair]) -> dict[str, Any]:
-    """Keyword options for :func:`fairgptq.evaluation.evaluate` (calibration pairs guard StereoSet overlap)."""
+    """Keyword options for :func:`fairgptq.evaluation.evaluate`: the shared settings and every task option.
+
+    The calibration pairs go along so that the bias tasks can refuse to score them.
+    """
     e = spec.evaluation
-    opts: dict[str, Any] = {"batch_size": e.batch_size, "limit": e.limit, "max_tokens": e.max_tokens,
-                            "seqlen": e.seqlen, "crows_scoring": e.crows_scoring, "stereoset_split": e.stereoset_split,
-                            "holdout_fraction": e.holdout_fraction, "pair_split": e.pair_split,
-                            "paths": {k: str(expand_path(v)) for k, v in e.paths.items()}}
-    if calibration_pairs and ("stereoset" in e.tasks or any(t in PAIR_TASKS for t in e.tasks)):
+    opts: dict[str, Any] = {"batch_size": e.batch_size, "limit": e.limit,
+                            "paths": {k: str(expand_path(v)) for k, v in e.paths.items()}, **e.options()}
+    if calibration_pairs:
         opts["calibration"] = calibration_pairs
     return opts

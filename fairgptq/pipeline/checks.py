@@ -94,13 +94,14 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
     if factory is not None:
         _bind(factory, spec.backend.params, "backend.params", f"backend {spec.backend.name!r}", problems)
 
-    from ..evaluation.suite import TASKS
+    from ..evaluation.tasks import registered_tasks
+    tasks = list(registered_tasks(registry))
     for i, task in enumerate(spec.evaluation.tasks):
-        if task not in TASKS:
-            problems.append((f"evaluation.tasks[{i}]", f"unknown task {task!r}; tasks: {', '.join(TASKS)}"))
+        if task not in tasks:
+            problems.append((f"evaluation.tasks[{i}]", f"unknown task {task!r}; tasks: {', '.join(tasks)}"))
     for task, value in spec.evaluation.paths.items():
-        if task not in TASKS:
-            problems.append((f"evaluation.paths.{task}", f"unknown task {task!r}; tasks: {', '.join(TASKS)}"))
+        if task not in tasks:
+            problems.append((f"evaluation.paths.{task}", f"unknown task {task!r}; tasks: {', '.join(tasks)}"))
         _file(value, f"evaluation.paths.{task}", problems)
     if isinstance(spec.evaluation.limit, dict):
         for task in spec.evaluation.limit:

@@ -172,8 +172,9 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
     from ..datasets_adapters.stereoset import load_stereoset
     from ..evaluation.stereoset import find_overlap, split_items
     try:
-        items = split_items(load_stereoset(path, kind="intrasentence"), spec.evaluation.stereoset_split,
-                            spec.evaluation.holdout_fraction)
+        options = spec.evaluation.options()
+        items = split_items(load_stereoset(path, kind="intrasentence"), options["stereoset_split"],
+                            options["holdout_fraction"])
     except FairGPTQError as e:
         problems.append(("evaluation.paths.stereoset", str(e)))
         return

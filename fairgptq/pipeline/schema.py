@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, create_model, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, create_model,
+                      model_serializer, model_validator)
 
 from ..core.architectures import ROLES
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, FairGPTQError
 from ..core.gptq import FAIR_MODES
 from ..core.quantizer import QuantConfig
 from ..objectives.pair_activations import ALIGNMENTS
@@ -163,22 +164,72 @@ class PairGapSpec(Strict):
     alignment: Literal[ALIGNMENTS] = "aligned"  # type: ignore[valid-type]
 
 
+def _check_option(tagged: tuple[str, Any]) -> Any:
+    """One task option ``(key, value)``, validated by the task model that declares it (see EvaluationSpec)."""
+    from ..evaluation.tasks import describe_options
+    from .messages import problems_from
+    key, value = tagged
+    specs = _task_option_specs()
+    if key not in specs:
+        raise ValueError(f"unknown key; allowed keys: {', '.join(EvaluationSpec.model_fields)}; task options: "
+                         f"{describe_options(specs)}")
+    try:
+        return specs[key].validate(value)
+    except ValidationError as e:
+        raise ValueError(problems_from(e, BaseModel)[0][1]) from None
+
+
+def _task_option_specs() -> dict:
+    from ..evaluation.tasks import option_specs, registered_tasks
+    return option_specs(registered_tasks())
+
+
 class EvaluationSpec(Strict):
-    """Tasks for :func:`fairgptq.evaluation.evaluate` and its options."""
+    """Tasks for :func:`fairgptq.evaluation.evaluate`, the settings every task shares, and the tasks' options.
+
+    A task's options (``max_tokens``, ``stereoset_split``, ``pair_split``, ...) are flat keys here,
+    each validated by the options model of the registered task that declares it, where its one
+    default lives; every registered option is filled in, so the saved config says what ran.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+    __pydantic_extra__: dict[str, Annotated[Any, AfterValidator(_check_option)]]
 
     tasks: list[str] = Field(default_factory=list)
     float_baseline: bool = False
     plain_baseline: bool = False  # also quantize with every α = 0 and evaluate (pipeline/plain_baseline.py)
     batch_size: PositiveInt = 16
     limit: PositiveInt | dict[str, PositiveInt] | None = None  # every likelihood task, or per task name
-    max_tokens: PositiveInt | None = None
-    seqlen: PositiveInt | None = None
-    crows_scoring: Literal["lm_eval", "bias_bench"] = "lm_eval"
-    stereoset_split: Literal["all", "holdout", "calibration"] = "holdout"
-    holdout_fraction: float = Field(0.5, gt=0, lt=1)
-    pair_split: Literal["all", "holdout", "calibration"] = "all"  # split of the pair tasks (evaluation/pair_tasks.py)
     paths: dict[str, str] = Field(default_factory=dict)
     pair_gap: PairGapSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tag_options(cls, data: Any) -> Any:
+        # pydantic validates extra keys one by one, putting the key in the error's path but not in the
+        # validator's arguments; each value carries its key to _check_option
+        if isinstance(data, dict):
+            return {k: v if k in cls.model_fields else (k, v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _fill_option_defaults(self) -> "EvaluationSpec":
+        given = self.__pydantic_extra__
+        self.__pydantic_extra__ = {name: given[name] if name in given else spec.default
+                                   for name, spec in _task_option_specs().items()}
+        return self
+
+    @model_serializer(mode="wrap")
+    def _options_before_paths(self, handler: Any) -> dict:
+        """Dump order: the shared settings, the task options, then paths and pair_gap (as pipelines write them)."""
+        out = handler(self)
+        head = [k for k in out if k in ("tasks", "float_baseline", "plain_baseline", "batch_size", "limit")]
+        options = [k for k in self.options() if k in out]
+        return {k: out[k] for k in [*head, *options, *(k for k in out if k not in head and k not in options)]}
+
+    def options(self) -> dict[str, Any]:
+        """The task options, every registered one, by name (what :func:`evaluate` takes as ``**options``)."""
+        return dict(self.__pydantic_extra__ or {})
 
 
 class ExportSpec(Strict):
@@ -255,3 +306,20 @@ class PipelineSpec(Strict):
     sweep: SweepSpec | None = None
     repeats: RepeatsSpec | None = None
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _register_plugins(cls, data: Any) -> Any:
+        """The pipeline's plugin modules register first: the options of their evaluation tasks are keys here.
+
+        A module that fails to import is reported by the checks (``plugins[i]``), not here.
+        """
+        plugins = data.get("plugins") if isinstance(data, dict) else None
+        if isinstance(plugins, list):
+            from ..registry import default_registry
+            for module in plugins:
+                try:
+                    default_registry().register_module(module)
+                except FairGPTQError:
+                    pass
+        return data
