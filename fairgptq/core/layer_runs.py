@@ -204,7 +204,6 @@ class RestartedRuns:
                     if self._captured is None:
                         raise _out_of_order(module, "the end of the layer")
                     out[s].append(self._captured)
-                    self._captured = None
         finally:
             self._active = False
         self._next += 1

@@ -42,11 +42,6 @@ class _Module:
     float_gap: float    # tr(W G Wᵀ) of the float weight
 
 
-def _weight(module: nn.Module, transposed: bool) -> torch.Tensor:
-    w = module.weight.detach().double()
-    return w.T if transposed else w
-
-
 def _gap(w: torch.Tensor, gram: torch.Tensor) -> float:
     return float(((w @ gram) * w).sum())
 
@@ -94,7 +89,7 @@ class PairGap:
         finally:
             for h in handles:
                 h.remove()
-        self.modules = [_Module(name, li, role, grams[name], _gap(_weight(mod, self.spec.transposed), grams[name]))
+        self.modules = [_Module(name, li, role, grams[name], _gap(self.spec.weight_of(mod).double(), grams[name]))
                         for li, role, name, mod in targets if grams[name] is not None]
 
     def measure(self, model: nn.Module, targeted: Callable[[int, str], bool] = lambda layer, role: False) -> dict:
@@ -107,7 +102,7 @@ class PairGap:
         modules = {}
         for m in self.modules:
             sub = m.name.removeprefix(f"{self.spec.layers}.{m.layer}.")
-            q = _gap(_weight(layers[m.layer].get_submodule(sub), self.spec.transposed), m.gram)
+            q = _gap(self.spec.weight_of(layers[m.layer].get_submodule(sub)).double(), m.gram)
             modules[m.name] = {"layer": m.layer, "role": m.role, "targeted": bool(targeted(m.layer, m.role)),
                                "float": m.float_gap, "quantized": q,
                                "ratio": q / m.float_gap if m.float_gap > 0 else math.nan}
