@@ -88,3 +88,16 @@ def test_an_architecture_that_is_not_an_archspec_is_refused():
     with pytest.raises(PluginError, match="must be an ArchSpec"):
         reg.register(Broken(), name="broken_arch")
     assert "broken_lm" not in reg.architectures()
+
+
+def test_shared_prefix_packing_follows_the_registered_family(phi_plugin, monkeypatch):
+    """Scoring reads the registry, not the built-in table: a plugin family's ``tree_attention`` decides packing."""
+    import dataclasses
+
+    from fairgptq.evaluation.scoring import supports_packing
+    model = tiny_phi()
+    model.config._attn_implementation = "eager"
+    assert not supports_packing(model)  # the example declares tree_attention=False
+    packed = dataclasses.replace(phi_plugin.get("architectures", "phi").factory, tree_attention=True)
+    monkeypatch.setattr("fairgptq.evaluation.scoring.architectures", lambda: {"phi": packed})
+    assert supports_packing(model)

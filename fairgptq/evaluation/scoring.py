@@ -32,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from ..core.architectures import ARCHITECTURES
+from ..core.architectures import architectures
 from ..core.errors import ConfigError, DataError
 from .packing import batch_rows, pack_sequences, row_tensors
 from .progress import progress_bar
@@ -119,12 +119,12 @@ def _accepts_logits_to_keep(model) -> bool:
 def supports_packing(model) -> bool:
     """Whether the model honours a custom 4D attention mask with explicit position ids.
 
-    True for the architectures in fairgptq's table that declare it, under the eager or
-    SDPA attention implementations (flash-attention kernels take no arbitrary masks).
+    True for the registered architectures that declare it (built-in or added by a
+    ``fairgptq_architectures`` plugin), under the eager or SDPA attention implementations (flash-attention kernels take no arbitrary masks).
     Anything else is scored in padded rows, which is exact for every causal LM.
     """
     config = getattr(model, "config", None)
-    spec = ARCHITECTURES.get(getattr(config, "model_type", None))
+    spec = architectures().get(getattr(config, "model_type", None))
     return (spec is not None and spec.tree_attention
             and getattr(config, "_attn_implementation", None) in ("eager", "sdpa")
             and "position_ids" in inspect.signature(model.forward).parameters)
