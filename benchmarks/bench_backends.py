@@ -49,7 +49,7 @@ def make_backend(name: str):
         if reason:
             pytest.skip(f"needs a CUDA GPU: {reason}")
     return {"cpu": lambda: CpuBackend(), "cuda": lambda: CudaBackend(),
-            "outlier@cpu": lambda: outlier_backend(k=0.01), "outlier@cuda": lambda: outlier_backend(k=0.01, device="cuda")}[name]()
+            "outlier@cpu": lambda: outlier_backend(kept_channels=0.01), "outlier@cuda": lambda: outlier_backend(kept_channels=0.01, device="cuda")}[name]()
 
 
 def layer_problem(width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +180,7 @@ def test_outlier_sweep(benchmark, smollm2):
             load = cpu_load()
             objective = FairPairObjective(pairs, **{**FAIR, "alpha": alpha}, max_length=64)
             q, seconds, result = quantize_timed(model, tok, None, config, [objective],
-                                                backend=outlier_backend(k=k, threads=1))
+                                                backend=outlier_backend(kept_channels=k, threads=1))
             snap_to_checkpoint_precision(q, result)
             crows = evaluate_crows_pairs(q, tok, batch_size=16, progress=False)
             rows.append({"method": label, **FAIR, "alpha": alpha, "k": k, "quantize_s": seconds, "ppl": ppl(q, tok),

@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a pipeline file (quantize, evaluate, export, report)")
     run.add_argument("file", help="pipeline YAML")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                     help="override a setting, e.g. --set objectives[0].alpha=0.5 (repeatable)")
+                     help="override a setting, e.g. --set objectives[0].params.alpha=0.5 (repeatable)")
     run.add_argument("--out", help="run directory (default: the pipeline's output, else runs/<name>)")
     run.add_argument("--force", action="store_true", help="replace an existing run directory")
     run.add_argument("--shard", metavar="I/N", help="sweeps: run only points with index = I mod N (split a sweep "

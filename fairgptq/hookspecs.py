@@ -12,6 +12,12 @@ pipeline's keyword parameters).
 - evaluation tasks ``fairgptq_evaluation_tasks``  an EvaluationTask (evaluation/tasks.py), not a
   factory: its options model, data file and ``run``
 
+A factory's settings are its ``params`` in a pipeline, checked by its settings model: the
+pydantic class in its ``Params`` attribute where it declares one (fair_pairs: FairPairParams),
+else a model read off its signature and type hints (fairgptq/plugin_params.py).  An objective
+also receives from the run, when it names them as parameters, ``pairs`` (the pair list),
+``pair_set``, ``batch_size`` and ``max_length``.
+
 Built-ins register through these same hooks.  Third-party packages register a module
 under the entry-point groups ``fairgptq.pair_sources``, ``fairgptq.objectives``,
 ``fairgptq.backends``, ``fairgptq.architectures`` or ``fairgptq.evaluation_tasks``; a pipeline may

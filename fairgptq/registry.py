@@ -32,19 +32,14 @@ class PluginInfo:
     origin: str
 
     def parameters(self) -> list[str]:
+        """The settings a pipeline may give it under ``params``, from the plugin's settings model."""
         from .evaluation.tasks import EvaluationTask
+        from .plugin_params import SUPPLIED, describe_params, params_model
         if isinstance(self.factory, EvaluationTask):  # not a factory: list its options model's fields
             return self.factory.parameters()
-        try:
-            sig = inspect.signature(self.factory)
-        except (TypeError, ValueError):
+        if self.kind == "architectures":  # a table entry, not a factory: nothing to set
             return []
-        out = []
-        for p in sig.parameters.values():
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == "self":
-                continue
-            out.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
-        return out
+        return describe_params(params_model(self.factory, SUPPLIED.get(self.kind, ())))
 
 
 class Registry:
@@ -153,6 +148,7 @@ class Registry:
         of the wrong type or shape (TypeError, ValueError, KeyError, AttributeError) is reported as
         a PluginError naming the plugin and the params.
         """
+        from .plugin_params import SUPPLIED, params_model, unknown_settings
         info = self.get(kind, name)
         label = f"{kind[:-1].replace('_', ' ')} {name!r}"
         try:
@@ -161,6 +157,12 @@ class Registry:
             raise PluginError(f"{label}: {e}; parameters: {', '.join(info.parameters()) or 'none'}") from e
         except ValueError:
             pass
+        if kind != "architectures":  # settings that reach a factory's **settings are checked by its model
+            supplied = SUPPLIED.get(kind, ())
+            unknown = unknown_settings(params_model(info.factory, supplied), params, supplied)
+            if unknown:
+                raise PluginError(f"{label}: unknown parameter(s) {unknown}; parameters: "
+                                  f"{', '.join(info.parameters()) or 'none'}")
         try:
             return info.factory(**params)
         except FairGPTQError:

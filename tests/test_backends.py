@@ -64,7 +64,7 @@ def test_registry_names_the_builtin_backends():
     reg = default_registry()
     assert {"cpu", "cuda", "outlier"} <= set(reg.names("backends"))
     assert isinstance(reg.create("backends", "cpu"), CpuBackend)
-    assert reg.create("backends", "outlier", k=4).k == 4
+    assert reg.create("backends", "outlier", kept_channels=4).kept_channels == 4
 
 
 @pytest.mark.parametrize("fair", [None, FairSettings("first_order"), FairSettings("exact"), FairSettings("in_loop")])
@@ -152,7 +152,7 @@ def test_outlier_backend_beats_plain_gptq_on_outlier_channels(fair):
     config = QuantConfig(bits=4, group_size=32)
     Hb = None if fair is None else H_bias
     plain = CpuBackend().solve(W, H, Hb, config, fair, module="m").qweight
-    backend = outlier_backend(k=3)
+    backend = outlier_backend(kept_channels=3)
     shared = backend.factor(H, config, module="m") if fair is None or fair.mode != "in_loop" else None
     kept = backend.solve(W, H, Hb, config, fair, module="m", factored=shared).qweight
     target = W if fair is None or fair.mode == "in_loop" else Backend().solve(W, H, Hb, config, fair, module="m").fair.W
@@ -168,7 +168,7 @@ def test_owq_criterion_scores_channels_per_module():
     W[:, 60] *= 40  # a modest channel with huge weights matters more to OWQ than to diag H
     assert 60 not in select_channels(H, 1).nonzero().flatten().tolist()
     assert select_channels(H, 1, "owq", W).nonzero().flatten().tolist() == [60]
-    backend = outlier_backend(k=1, criterion="owq")
+    backend = outlier_backend(kept_channels=1, criterion="owq")
     assert backend.factor(H, QuantConfig(), module="m") is None
     sol = backend.solve(W, H, None, QuantConfig(group_size=32), None, module="m")
     assert sol.qweight.outlier_idx.tolist() == [60]
@@ -183,7 +183,7 @@ def test_kept_count_reads_ints_as_counts_and_floats_as_fractions(k, dim, n):
 @pytest.mark.parametrize("k", [-1, 1.5, "1%", True])
 def test_kept_count_refuses_nonsense(k):
     with pytest.raises(ConfigError):
-        outlier_backend(k=k)
+        outlier_backend(kept_channels=k)
 
 
 def test_factored_hessian_with_another_keep_is_refused():
@@ -194,7 +194,7 @@ def test_factored_hessian_with_another_keep_is_refused():
 
 
 @pytest.mark.parametrize("make", [lambda: CpuBackend(factor_dtype="float32"),
-                                  lambda: outlier_backend(k=2, criterion="owq")],
+                                  lambda: outlier_backend(kept_channels=2, criterion="owq")],
                          ids=["cpu", "outlier-owq"])
 @pytest.mark.parametrize("fair", [None, FairSettings("exact"), FairSettings("in_loop")])
 def test_every_factorisation_uses_the_backends_factor_dtype(make, fair, monkeypatch):
@@ -219,11 +219,11 @@ def test_every_factorisation_uses_the_backends_factor_dtype(make, fair, monkeypa
 
 def test_the_outlier_backend_is_a_placement_with_a_keep_mask():
     """No wrapped second backend: the cpu placement's own threads and precision, plus the top-k keep mask."""
-    backend = outlier_backend(k=3, threads=1)
+    backend = outlier_backend(kept_channels=3, threads=1)
     assert isinstance(backend, CpuBackend) and backend.threads == 1
     W, H, _ = outlier_problem()
     assert backend.keep_mask(H, None).nonzero().flatten().tolist() == [5, 40, 77]
-    assert backend.describe()["name"] == "outlier" and backend.describe()["k"] == 3
+    assert backend.describe()["name"] == "outlier" and backend.describe()["kept_channels"] == 3
 
 
 # ----------------------------------------------------------------------------- inference linears
@@ -232,7 +232,7 @@ def test_the_outlier_backend_is_a_placement_with_a_keep_mask():
 @pytest.mark.parametrize("k", [0, 3])
 def test_inference_linear_computes_exactly_the_dequantized_weight(k):
     W, H, _ = outlier_problem()
-    qw = outlier_backend(k=k).solve(W, H, None, QuantConfig(bits=4, group_size=32), None, module="m").qweight
+    qw = outlier_backend(kept_channels=k).solve(W, H, None, QuantConfig(bits=4, group_size=32), None, module="m").qweight
     bias = torch.randn(W.shape[0])
     lin = CpuBackend().make_inference_linear(qw, bias)
     x = torch.randn(2, 7, W.shape[1])
@@ -286,7 +286,7 @@ def test_driver_with_cpu_backend_equals_default_solver():
 def test_driver_with_outlier_backend_and_swapped_linears():
     from fairgptq.core.driver import quantize_model
     model = tiny_llama()
-    backend = outlier_backend(k=0.1)
+    backend = outlier_backend(kept_channels=0.1)
     result = quantize_model(model, tiny_calibration(), QuantConfig(bits=4, group_size=16), progress=False,
                             backend=backend)
     q = result.qweights["model.layers.0.self_attn.q_proj"]
@@ -327,7 +327,7 @@ def test_cuda_backend_matches_cpu_solve():
 def test_triton_linear_matches_dense_on_gpu(k):
     from fairgptq.backends.cuda import TritonQuantLinear
     W, H, _ = outlier_problem()
-    qw = outlier_backend(k=k).solve(W, H, None, QuantConfig(bits=4, group_size=32), None, module="m").qweight
+    qw = outlier_backend(kept_channels=k).solve(W, H, None, QuantConfig(bits=4, group_size=32), None, module="m").qweight
     bias = torch.randn(W.shape[0])
     lin = CudaBackend().make_inference_linear(qw, bias)
     assert isinstance(lin, TritonQuantLinear)
@@ -367,7 +367,7 @@ def test_group_size_that_does_not_divide_the_width():
     g = torch.Generator().manual_seed(0)
     X = torch.randn(576, 1200, generator=g)
     W = torch.randn(8, 576, generator=g) * 0.05
-    qw = outlier_backend(k=0.01).solve(W, X @ X.T, None, QuantConfig(bits=4, group_size=128), None, module="m").qweight
+    qw = outlier_backend(kept_channels=0.01).solve(W, X @ X.T, None, QuantConfig(bits=4, group_size=128), None, module="m").qweight
     assert qw.scales.shape[0] == 5 and int(qw.g_idx.max()) == 4
     assert torch.isfinite(qw.dequantize()).all()
 

@@ -17,7 +17,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     raw = tiny_pipeline(save_tiny_llama(d / "model"), write_pair_file(d / "pairs.jsonl"))
     good = write_yaml(d / "good.yaml", raw)
-    bad = write_yaml(d / "bad.yaml", dict(raw, objectives=[{"pairs": "mine", "alpha": -1}]))
+    bad = write_yaml(d / "bad.yaml", dict(raw, objectives=[{"pairs": "mine", "params": {"alpha": -1}}]))
     return d, good, bad
 
 
@@ -27,7 +27,7 @@ def test_validate_ok_and_bad(files, capsys):
     assert "is valid" in capsys.readouterr().out
     assert cli.main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "objectives[0].alpha: must be >= 0" in err and "Traceback" not in err
+    assert "objectives[0].params.alpha: must be >= 0" in err and "Traceback" not in err
 
 
 def test_run_refuses_to_overwrite_then_force(files, capsys):
@@ -83,4 +83,4 @@ def test_eval_exported_checkpoint(files, real_data_dir, capsys):
 def test_console_script_exit_code(files):
     _, _, bad = files
     proc = subprocess.run([sys.executable, "-m", "fairgptq.cli", "validate", str(bad)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "objectives[0].alpha" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "objectives[0].params.alpha" in proc.stderr and "Traceback" not in proc.stderr

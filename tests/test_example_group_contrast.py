@@ -61,3 +61,29 @@ def test_changes_only_the_targeted_modules(registry, tmp_path):
         if name.startswith("model.layers.0.") or name.startswith("model.layers.1.self_attn.") and \
                 name.split(".")[-2] in ("q_proj", "k_proj", "v_proj"):
             assert torch.equal(p, before[name]), name
+
+
+def test_a_pipeline_checks_the_plugins_own_settings(monkeypatch):
+    """The schema validates ``params`` with the plugin's GroupContrastParams: errors name the YAML path."""
+    from fairgptq.pipeline.loading import PipelineError, validate
+    from fairgptq.registry import default_registry
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    raw = {"name": "gc", "plugins": ["group_contrast_hbias"], "model": {"name": "smollm2"},
+           "calibration": {"pairs": {}},
+           "objectives": [{"name": "group_contrast", "params": {"group_a": WOMEN, "group_b": MEN, "alpha": -1,
+                                                                 "colour": "red"}}]}
+    try:
+        with pytest.raises(PipelineError) as e:
+            validate(raw, environment=False)
+        problems = dict(e.value.problems)
+        assert problems["objectives[0].params"].startswith("unknown setting(s) ['colour'] of objective "
+                                                           "'group_contrast'; its settings: alpha, roles")
+        del raw["objectives"][0]["params"]["colour"]
+        with pytest.raises(PipelineError) as e:
+            validate(raw, environment=False)
+        assert dict(e.value.problems)["objectives[0].params.alpha"] == "must be >= 0 (got -1)"
+        raw["objectives"][0]["params"]["alpha"] = 0.2
+        spec = validate(raw, environment=False)
+        assert spec.objectives[0].params["alpha"] == 0.2 and spec.objectives[0].params["calibrate_with_texts"]
+    finally:
+        default_registry().pm.unregister(name="group_contrast_hbias")

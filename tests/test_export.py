@@ -173,7 +173,7 @@ def test_outlier_channels_are_saved_and_reload_exactly(tmp_path):
 
     model, tok = tiny_llama()
     calib = token_batches(tok, [s for p in PAIRS for s in p])
-    result = quantize_model(model, calib, QuantConfig(bits=4, group_size=32), backend=outlier_backend(k=0.05),
+    result = quantize_model(model, calib, QuantConfig(bits=4, group_size=32), backend=outlier_backend(kept_channels=0.05),
                             progress=False)
     snap_to_checkpoint_precision(model, result)
     qc = export_checkpoint(model, tok, result, tmp_path)

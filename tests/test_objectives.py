@@ -13,7 +13,7 @@ from fairgptq.core.objective import Captured
 from fairgptq.datasets_adapters.pairs import Pair
 from fairgptq.objectives.fair_pairs import FairPairObjective, MatrixObjective, pairs_hash
 from fairgptq.objectives.pair_activations import pair_differences, plan_alignment
-from fairgptq.objectives.targets import Targets, default_k, select_layers
+from fairgptq.objectives.targets import TargetParams, default_subset_size, select_layers
 
 
 class CharTokenizer:
@@ -65,11 +65,11 @@ def test_insertion_span_has_no_counterpart():
 
 
 def test_layer_strategies():
-    assert default_k(30) == 4 and default_k(32) == 4 and default_k(12) == 2
+    assert default_subset_size(30) == 4 and default_subset_size(32) == 4 and default_subset_size(12) == 2
     assert select_layers("lower", 30) == [0, 1, 2, 3]
     assert select_layers("upper", 30) == [26, 27, 28, 29]
     assert select_layers("lower+upper", 30) == [0, 1, 28, 29]
-    assert select_layers("lower", 30, k=0.2) == list(range(6))
+    assert select_layers("lower", 30, subset_size=0.2) == list(range(6))
     assert select_layers([0, -1], 30) == [0, 29]
     with pytest.raises(ConfigError, match="out of range"):
         select_layers([30], 30)
@@ -78,12 +78,15 @@ def test_layer_strategies():
 
 
 def test_targets_alpha_per_role_and_layer():
-    t = Targets(roles=("attn_out", "mlp_out"), alpha={"attn_out": 0.1, "mlp_out": 0.5}, layer_alpha={3: 0.0})
+    t = TargetParams(roles=("attn_out", "mlp_out"), alpha={"attn_out": 0.1, "mlp_out": 0.5}, layer_alpha={3: 0.0})
     assert t.alpha_for(0, "attn_out") == 0.1 and t.alpha_for(0, "mlp_out") == 0.5 and t.alpha_for(3, "mlp_out") == 0
-    with pytest.raises(ConfigError, match="must be a finite number >= 0"):
-        Targets(alpha=-1)
-    with pytest.raises(ConfigError, match="unknown role"):
-        Targets(roles=("attn_o",))
+    # the library path checks with the same model as the pipeline schema, and says which setting is wrong
+    with pytest.raises(ConfigError, match=r"alpha: must be >= 0 \(got -1\)"):
+        FairPairObjective(PAIRS, alpha=-1)
+    with pytest.raises(ConfigError, match="roles.0: Input should be 'attn_qkv'"):
+        FairPairObjective(PAIRS, roles=("attn_o",))
+    with pytest.raises(ConfigError, match="alpha given for role"):
+        FairPairObjective(PAIRS, alpha={"attn_qkv": 0.1})
 
 
 def _capture(model, tok, pairs):
@@ -139,7 +142,7 @@ def test_fair_term_changes_only_targeted_modules_and_reports_delta():
     cfg = QuantConfig(bits=8, group_size=32)
     plain, fair = tiny_llama(), tiny_llama()
     quantize_model(plain, None, cfg, objectives=[FairPairObjective(PAIRS, alpha=0.0)], tokenizer=tok, progress=False)
-    res = quantize_model(fair, None, cfg, objectives=[FairPairObjective(PAIRS, alpha=0.5, layers="lower", k=1)],
+    res = quantize_model(fair, None, cfg, objectives=[FairPairObjective(PAIRS, alpha=0.5, layers="lower", subset_size=1)],
                          tokenizer=tok, progress=False)
     touched = {r.name for r in res.reports if r.delta_w_rel is not None}
     assert touched == {"model.layers.0.self_attn.o_proj", "model.layers.0.mlp.down_proj"}

@@ -72,7 +72,7 @@ def test_external_plugin_used_by_name_from_a_pipeline(tmp_path, monkeypatch):
     raw = tiny_pipeline(save_tiny_llama(tmp_path / "model"), write_pair_file(tmp_path / "unused.jsonl"),
                         plugins=["name_swap_pairs"],
                         calibration={"pairs": {"names": {"source": "name_swap", "params": {"swaps": [["man", "woman"], ["he", "she"]]}}}},
-                        objectives=[{"name": "fair_pairs", "pairs": "names", "alpha": 0.2}],
+                        objectives=[{"name": "fair_pairs", "pairs": "names", "params": {"alpha": 0.2}}],
                         export={"enabled": False})
     out = run_pipeline(load_pipeline(write_yaml(tmp_path / "ext.yaml", raw)), tmp_path / "out")
     r = json.loads((out / "results.json").read_text())
@@ -87,8 +87,8 @@ def test_two_pair_objectives_on_two_pair_sets_run_together(tmp_path):
     raw = tiny_pipeline(save_tiny_llama(tmp_path / "model"), pairs, export={"enabled": False})
     mine = raw["calibration"]["pairs"]["mine"]
     raw["calibration"]["pairs"]["other"] = {**mine, "seed": 1}
-    raw["objectives"] = [{"name": "fair_pairs", "pairs": "mine", "alpha": 0.1},
-                         {"name": "fair_pairs", "pairs": "other", "alpha": 0.05}]
+    raw["objectives"] = [{"name": "fair_pairs", "pairs": "mine", "params": {"alpha": 0.1}},
+                         {"name": "fair_pairs", "pairs": "other", "params": {"alpha": 0.05}}]
     out = run_pipeline(load_pipeline(write_yaml(tmp_path / "two.yaml", raw)), tmp_path / "out")
     r = json.loads((out / "results.json").read_text())
     assert [o["pair_set"] for o in r["objectives"]] == ["mine", "other"]

@@ -33,7 +33,7 @@ def test_cases_times_grid_and_colliding_short_names():
 def sweep_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("sweep")
     raw = tiny_pipeline(save_tiny_llama(d / "model"), write_pair_file(d / "pairs.jsonl"),
-                        export={"enabled": False}, sweep={"grid": {"objectives[0].alpha": [0.0, 0.2]}})
+                        export={"enabled": False}, sweep={"grid": {"objectives[0].params.alpha": [0.0, 0.2]}})
     return write_yaml(d / "sweep.yaml", raw)
 
 
@@ -42,7 +42,7 @@ def _ran_points(monkeypatch) -> list:
     real = runner.execute
 
     def spy(spec, resolved, run_dir, console, **kw):
-        ran.append(kw["point"]["objectives[0].alpha"])
+        ran.append(kw["point"]["objectives[0].params.alpha"])
         return real(spec, resolved, run_dir, console, **kw)
 
     monkeypatch.setattr(runner, "execute", spy)

@@ -27,7 +27,7 @@ def problems(raw: dict) -> dict[str, str]:
 
 def test_valid_pipeline_passes_and_fills_defaults(raw):
     spec = validate(raw)
-    assert spec.quantization.sym is True and spec.objectives[0].roles == ["attn_out", "mlp_out"]
+    assert spec.quantization.sym is True and spec.objectives[0].params["roles"] == ["attn_out", "mlp_out"]
     assert spec.backend.name == "cpu" and spec.export.checkpoint_format == "auto"
 
 
@@ -42,35 +42,38 @@ def test_shipped_pipelines_are_valid():
 def test_unknown_key_names_its_path_and_the_allowed_keys(raw):
     raw["quantization"]["bitz"] = 3
     raw["objectives"][0]["alpah"] = 0.1
+    raw["objectives"][0]["params"]["alpah"] = 0.1
     p = problems(raw)
     assert p["quantization.bitz"].startswith("unknown key; allowed keys: bits, group_size")
-    assert p["objectives[0].alpah"].startswith("unknown key; allowed keys: name, pairs, alpha")
+    assert p["objectives[0].alpah"] == "unknown key; allowed keys: name, pairs, params"
+    assert p["objectives[0].params"].startswith("unknown setting(s) ['alpah'] of objective 'fair_pairs'; "
+                                                "its settings: alpha, roles, layers")
 
 
 def test_wrong_types(raw):
     raw["quantization"]["sym"] = "maybe"
     raw["calibration"]["pairs"]["mine"]["n"] = "many"
-    raw["objectives"][0]["layers"] = {"a": 1}
+    raw["objectives"][0]["params"]["layers"] = {"a": 1}
     p = problems(raw)
     assert p["quantization.sym"] == "must be true or false (got 'maybe')"
     assert p["calibration.pairs.mine.n"] == "must be an integer (got 'many')"
-    assert p["objectives[0].layers"].startswith("must be one of ['all', 'lower', 'upper', 'lower+upper']")
+    assert p["objectives[0].params.layers"].startswith("must be one of ['all', 'lower', 'upper', 'lower+upper']")
 
 
 def test_bad_ranges(raw):
-    raw["objectives"][0]["alpha"] = -1
+    raw["objectives"][0]["params"]["alpha"] = -1
     raw["quantization"].update(bits=5, damp=0, group_size=0)
     p = problems(raw)
-    assert p["objectives[0].alpha"].startswith("must be >= 0")
+    assert p["objectives[0].params.alpha"].startswith("must be >= 0")
     assert p["quantization.bits"] == "must be one of 2, 3, 4 or 8 (got 5)"
     assert p["quantization.damp"] == "must be > 0 (got 0)"
     assert p["quantization.group_size"].startswith("must be -1 (one group per row) or a positive integer")
-    assert "objectives[0].alpha: must be >= 0" in str(PipelineError("p.yaml", list(p.items())))
+    assert "objectives[0].params.alpha: must be >= 0" in str(PipelineError("p.yaml", list(p.items())))
 
 
 def test_alpha_mapping_is_checked_per_role(raw):
-    raw["objectives"][0]["alpha"] = {"attn_out": 0.1, "mlp_outt": 0.2}
-    assert "unknown role(s) ['mlp_outt']" in problems(raw)["objectives[0].alpha"]
+    raw["objectives"][0]["params"]["alpha"] = {"attn_out": 0.1, "mlp_outt": 0.2}
+    assert "unknown role(s) ['mlp_outt']" in problems(raw)["objectives[0].params.alpha"]
 
 
 def test_missing_required_sections(raw):
@@ -115,7 +118,7 @@ def test_plugin_parameters_are_checked(raw):
     raw["backend"] = {"name": "cpu", "params": {"gpu": True}}
     p = problems(raw)
     assert "colour" in p["calibration.pairs.mine.params"]
-    assert p["objectives[0].params"].startswith("objective 'fair_pairs' has no parameter(s) ['beta']")
+    assert p["objectives[0].params"].startswith("unknown setting(s) ['beta'] of objective 'fair_pairs'")
     assert "gpu" in p["backend.params"]
 
 
@@ -125,13 +128,13 @@ def test_references_between_sections(raw):
 
 
 def test_no_hessian_data_is_refused(raw):
-    raw["objectives"][0]["calibrate_with_pairs"] = False
+    raw["objectives"][0]["params"]["calibrate_with_pairs"] = False
     assert problems(raw)["calibration"].startswith("no data for H")
 
 
 def test_every_problem_is_reported_at_once(raw):
     raw["quantization"].update(bits=7, sym="x")
-    raw["objectives"][0]["alpha"] = -2
+    raw["objectives"][0]["params"]["alpha"] = -2
     with pytest.raises(PipelineError) as e:
         validate(raw, "p.yaml")
     assert str(e.value).startswith("p.yaml: 3 problems\n")
@@ -145,24 +148,24 @@ def test_validation_loads_no_model(raw, tmp_path, monkeypatch):
 
 
 def test_overrides(raw, tmp_path):
-    out = apply_overrides(raw, ["objectives[0].alpha=0.5", "quantization.sym=false", "evaluation.tasks=[crows_pairs]"])
-    assert out["objectives"][0]["alpha"] == 0.5 and out["quantization"]["sym"] is False
-    assert out["evaluation"]["tasks"] == ["crows_pairs"] and raw["objectives"][0]["alpha"] == 0.1
+    out = apply_overrides(raw, ["objectives[0].params.alpha=0.5", "quantization.sym=false", "evaluation.tasks=[crows_pairs]"])
+    assert out["objectives"][0]["params"]["alpha"] == 0.5 and out["quantization"]["sym"] is False
+    assert out["evaluation"]["tasks"] == ["crows_pairs"] and raw["objectives"][0]["params"]["alpha"] == 0.1
     with pytest.raises(ConfigError, match="key.path=value"):
-        apply_overrides(raw, ["objectives[0].alpha"])
+        apply_overrides(raw, ["objectives[0].params.alpha"])
     with pytest.raises(ConfigError, match=r"objectives\[3\]: no such list item"):
-        apply_overrides(raw, ["objectives[3].alpha=1"])
+        apply_overrides(raw, ["objectives[3].params.alpha=1"])
     path = write_yaml(tmp_path / "p.yaml", raw)
-    with pytest.raises(PipelineError, match=r"objectives\[0\]\.alpha: must be >= 0"):
-        load_pipeline(path, ["objectives[0].alpha=-0.5"])
+    with pytest.raises(PipelineError, match=r"objectives\[0\]\.params\.alpha: must be >= 0"):
+        load_pipeline(path, ["objectives[0].params.alpha=-0.5"])
 
 
 def test_sweep_keys_and_point_values_are_validated(raw, tmp_path):
     bad_key = dict(raw, sweep={"grid": {"objectives[0].alpa": [0.1]}})
     with pytest.raises(PipelineError, match=r"sweep.grid\['objectives\[0\].alpa'\]: no such key"):
         load_pipeline(write_yaml(tmp_path / "a.yaml", bad_key))
-    bad_value = dict(raw, sweep={"grid": {"objectives[0].alpha": [0.1, -1]}})
-    with pytest.raises(PipelineError, match=r"sweep point 001_alpha=-1: objectives\[0\]\.alpha: must be >= 0"):
+    bad_value = dict(raw, sweep={"grid": {"objectives[0].params.alpha": [0.1, -1]}})
+    with pytest.raises(PipelineError, match=r"sweep point 001_alpha=-1: objectives\[0\]\.params\.alpha: must be >= 0"):
         load_pipeline(write_yaml(tmp_path / "b.yaml", bad_value))
     with pytest.raises(PipelineError, match="a sweep needs a grid or cases"):
         validate(dict(raw, sweep={}))

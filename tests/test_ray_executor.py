@@ -68,7 +68,7 @@ def sweep_file(d: Path, *, evaluation: bool, backend: dict) -> Path:
     text.write_text("\n".join(" ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(40)) for i in range(12)))
     raw = tiny_pipeline(save_tiny_llama(d / "model"), write_pair_file(d / "pairs.jsonl"),
                         export={"enabled": False}, backend=backend,
-                        sweep={"grid": {"objectives[0].alpha": [0.0, 0.1, 0.2, 0.4]}},
+                        sweep={"grid": {"objectives[0].params.alpha": [0.0, 0.1, 0.2, 0.4]}},
                         executor={"name": "local", "num_cpus": 1, "num_gpus": 0})
     if evaluation:
         raw["evaluation"] = {"tasks": ["wikitext2"], "paths": {"wikitext2": str(text)}, "seqlen": 32}

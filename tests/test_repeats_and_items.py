@@ -34,7 +34,7 @@ def pipeline_file(tmp_path_factory, real_data_dir):
                         evaluation={"tasks": ["wikitext2", "crows_pairs", "stereoset", "piqa"], "limit": 12,
                                     "max_tokens": 512, "seqlen": 64,
                                     "pair_gap": {"pairs": {**source, "split": "holdout"}}},
-                        sweep={"cases": [{"objectives[0].alpha": 0.0}, {"objectives[0].alpha": 0.5}]},
+                        sweep={"cases": [{"objectives[0].params.alpha": 0.0}, {"objectives[0].params.alpha": 0.5}]},
                         repeats={"seeds": [0, 1]})
     return write_yaml(d / "p.yaml", raw)
 
@@ -110,4 +110,4 @@ def test_rerun_resumes_per_unit(finished, pipeline_file, monkeypatch):
     real = runner.execute
     monkeypatch.setattr(runner, "execute", lambda *a, **kw: ran.append(kw["point"]) or real(*a, **kw))
     runner.run_pipeline(load_pipeline(pipeline_file), finished)
-    assert ran == [{"objectives[0].alpha": 0.5, "seed": 1}] and is_complete(finished)
+    assert ran == [{"objectives[0].params.alpha": 0.5, "seed": 1}] and is_complete(finished)

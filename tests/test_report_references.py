@@ -26,14 +26,14 @@ def test_metrics_table_shows_each_reference_with_its_difference():
 
 def test_plain_spec_zeroes_every_alpha_and_keeps_the_rest(tmp_path):
     raw = tiny_pipeline(tmp_path / "m", tmp_path / "p.jsonl",
-                        objectives=[{"name": "fair_pairs", "pairs": "mine", "alpha": 0.3, "layer_alpha": {1: 0.5}}])
+                        objectives=[{"name": "fair_pairs", "pairs": "mine", "params": {"alpha": 0.3, "layer_alpha": {1: 0.5}}}])
     from fairgptq.pipeline.loading import validate
 
     spec = validate(raw, "x.yaml", environment=False)
     plain = plain_spec(spec)
-    assert plain.objectives[0].alpha == 0.0 and plain.objectives[0].layer_alpha is None
-    assert plain.objectives[0].roles == spec.objectives[0].roles and plain.quantization == spec.quantization
-    assert spec.objectives[0].alpha == 0.3  # the run's own spec is untouched
+    assert plain.objectives[0].params["alpha"] == 0.0 and plain.objectives[0].params["layer_alpha"] is None
+    assert plain.objectives[0].params["roles"] == spec.objectives[0].params["roles"] and plain.quantization == spec.quantization
+    assert spec.objectives[0].params["alpha"] == 0.3  # the run's own spec is untouched
 
 
 def test_a_run_with_both_references_reports_them(tmp_path, real_data_dir):

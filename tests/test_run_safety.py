@@ -92,15 +92,15 @@ def test_force_never_deletes_a_folder_fairgptq_did_not_write(proj, tmp_path, cap
 
 def test_force_replaces_a_fairgptq_run(proj, finished, tmp_path, capsys):
     out = _copy(finished, tmp_path / "run")
-    rc, _ = _cli(capsys, "run", proj / "t.yaml", "--out", out, "--force", "--set", "objectives[0].alpha=0.3")
+    rc, _ = _cli(capsys, "run", proj / "t.yaml", "--out", out, "--force", "--set", "objectives[0].params.alpha=0.3")
     assert rc == 0 and is_complete(out) and (out / MARKER).is_file()
-    assert yaml.safe_load((out / "config.yaml").read_text())["objectives"][0]["alpha"] == 0.3
+    assert yaml.safe_load((out / "config.yaml").read_text())["objectives"][0]["params"]["alpha"] == 0.3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.") and p.is_dir()]
 
 
 def test_failing_forced_sweep_keeps_the_old_points(proj, tmp_path, monkeypatch):
     raw = yaml.safe_load((proj / "t.yaml").read_text())
-    raw.update(export={"enabled": False}, sweep={"grid": {"objectives[0].alpha": [0.0, 0.2]}})
+    raw.update(export={"enabled": False}, sweep={"grid": {"objectives[0].params.alpha": [0.0, 0.2]}})
     sweep_file = write_yaml(proj / "sweep.yaml", raw)
     out = tmp_path / "sweep"
     run_pipeline(load_pipeline(sweep_file), out)
@@ -146,7 +146,7 @@ def test_second_run_on_the_same_out_stops_naming_the_holder_and_spares_its_parti
         partial.mkdir()
         (partial / "run.log").write_text("in progress")
         second = subprocess.run([sys.executable, "-m", "fairgptq.cli", "run", str(proj / "t.yaml"), "--out", str(out),
-                                 "--set", "objectives[0].alpha=0"], capture_output=True, text=True, env=ENV)
+                                 "--set", "objectives[0].params.alpha=0"], capture_output=True, text=True, env=ENV)
         assert second.returncode == 2, second.stderr
         assert f"pid {holder.pid}" in second.stderr and "Traceback" not in second.stderr
         assert (partial / "run.log").read_text() == "in progress" and not out.exists()
@@ -167,10 +167,10 @@ def test_two_real_runs_on_one_out_do_not_lose_a_result(proj, tmp_path):
     while not (tmp_path / ".c.lock").is_file() or not (tmp_path / ".c.lock").read_text():
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.05)
-    second = subprocess.run(cmd + ["--set", "objectives[0].alpha=0"], capture_output=True, text=True, env=ENV)
+    second = subprocess.run(cmd + ["--set", "objectives[0].params.alpha=0"], capture_output=True, text=True, env=ENV)
     assert first.wait() == 0
     assert second.returncode == 2 and "being written by another fairgptq run" in second.stderr
-    assert yaml.safe_load((out / "config.yaml").read_text())["objectives"][0]["alpha"] == 0.1
+    assert yaml.safe_load((out / "config.yaml").read_text())["objectives"][0]["params"]["alpha"] == 0.1
 
 
 # (3) interrupts during --force ------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_interrupted_forced_replacement_keeps_the_old_run(proj, finished, tmp_pa
     out = _copy(finished, tmp_path / "run")
     before = (out / "results.json").read_text()
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, "run", str(proj / "t.yaml"), "--out", str(out), "--force",
-                             "--set", "objectives[0].alpha=0.4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--set", "objectives[0].params.alpha=0.4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=ENV, preexec_fn=_default_sigint)
     while "executed" not in proc.stdout.readline():
         assert proc.poll() is None, proc.stderr.read()
@@ -287,17 +287,17 @@ def test_validate_checks_evaluation_files_and_overlap_naming_real_keys(proj, tmp
 # (5) nothing silently ignored -------------------------------------------------------------------
 
 def test_layer_alpha_indices_are_checked_and_negative_ones_work(proj, capsys):
-    rc, text = _cli(capsys, "validate", proj / "t.yaml", "--set", "objectives[0].layer_alpha={-1: 0.3, 99: 0.5}")
-    assert rc == 2 and "objectives[0].layer_alpha" in text and "[99] out of range" in text
-    rc, text = _cli(capsys, "validate", proj / "t.yaml", "--set", "objectives[0].layers=[0]",
-                    "--set", "objectives[0].layer_alpha={1: 0.5}")
+    rc, text = _cli(capsys, "validate", proj / "t.yaml", "--set", "objectives[0].params.layer_alpha={-1: 0.3, 99: 0.5}")
+    assert rc == 2 and "objectives[0].params.layer_alpha" in text and "[99] out of range" in text
+    rc, text = _cli(capsys, "validate", proj / "t.yaml", "--set", "objectives[0].params.layers=[0]",
+                    "--set", "objectives[0].params.layer_alpha={1: 0.5}")
     assert rc == 2 and "not among the targeted layers" in text
     from fairgptq.objectives.fair_pairs import FairPairObjective
     from fairgptq.datasets_adapters.pairs import Pair
     obj = FairPairObjective([Pair("a b", "a c", "x")], alpha=0.1, layer_alpha={-1: 0.3})
-    assert obj.targets.alpha_for(1, "attn_out", 2) == 0.3 and obj.targets.alpha_for(0, "attn_out", 2) == 0.1
+    assert obj.params.alpha_for(1, "attn_out", 2) == 0.3 and obj.params.alpha_for(0, "attn_out", 2) == 0.1
     with pytest.raises(ConfigError, match="out of range"):
-        FairPairObjective([Pair("a b", "a c", "x")], layer_alpha={5: 0.3}).targets.alpha_for(0, "attn_out", 2)
+        FairPairObjective([Pair("a b", "a c", "x")], layer_alpha={5: 0.3}).params.alpha_for(0, "attn_out", 2)
 
 
 def test_duplicate_yaml_keys_are_refused(proj, tmp_path, capsys):
@@ -336,7 +336,7 @@ def test_relative_paths_resolve_against_the_pipeline_folder(proj, tmp_path, monk
 def test_resumed_sweep_refuses_changed_inputs(proj, tmp_path, capsys):
     d = _copy(proj, tmp_path / "p")
     raw = yaml.safe_load((d / "t.yaml").read_text())
-    raw.update(export={"enabled": False}, sweep={"grid": {"objectives[0].alpha": [0.0, 0.2]}})
+    raw.update(export={"enabled": False}, sweep={"grid": {"objectives[0].params.alpha": [0.0, 0.2]}})
     write_yaml(d / "s.yaml", raw)
     out = tmp_path / "sweep"
     assert _cli(capsys, "run", d / "s.yaml", "--out", out, "--shard", "0/2")[0] == 0  # half done
@@ -358,7 +358,7 @@ def test_eval_limit_must_be_positive(finished, capsys):
 
 
 def test_huge_alpha_is_blamed_on_alpha(proj, tmp_path, capsys):
-    rc, text = _cli(capsys, "run", proj / "t.yaml", "--out", tmp_path / "r", "--set", "objectives[0].alpha=1.0e+300")
+    rc, text = _cli(capsys, "run", proj / "t.yaml", "--out", tmp_path / "r", "--set", "objectives[0].params.alpha=1.0e+300")
     assert rc == 2 and "α=1e+300 makes H_bias overflow" in text and "half precision" not in text
 
 
@@ -410,7 +410,7 @@ def _plugin_dir(tmp_path: Path) -> Path:
     ("plugins=[broken]", "SyntaxError"), ("plugins=[listy]", "must return a dict"),
     ('plugins=["../../x"]', "not a Python module name"), ('plugins=[""]', "not a Python module name"),
     ("backend.params.threads=-3", "threads must be a whole number >= 1"),
-    ("backend.params.threads=lots", "threads must be a whole number >= 1"),
+    ("backend.params.threads=lots", "backend.params.threads: must be an integer (got 'lots')"),
     ("model.device=banana", "not a device name"),
 ])
 def test_bad_settings_are_one_message(proj, tmp_path, capsys, monkeypatch, setting, expect):

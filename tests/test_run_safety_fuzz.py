@@ -42,8 +42,8 @@ KEYS = ["name", "seed", "description", "plugins", "model", "model.name", "model.
         "calibration.pairs.mine.params.category_col", "calibration.pairs.mine.params.stereo_col",
         "calibration.pairs.other", "calibration.text", "calibration.text.n", "quantization", "quantization.bits",
         "quantization.group_size", "quantization.damp", "quantization.sym", "quantization.act_order",
-        "quantization.block_size", "objectives", "objectives[0].alpha", "objectives[0].roles", "objectives[0].layers",
-        "objectives[0].k", "objectives[0].layer_alpha", "objectives[0].mode", "objectives[0].alignment",
+        "quantization.block_size", "objectives", "objectives[0].params.alpha", "objectives[0].params.roles", "objectives[0].params.layers",
+        "objectives[0].k", "objectives[0].params.layer_alpha", "objectives[0].params.mode", "objectives[0].params.alignment",
         "objectives[0].pairs", "objectives[0].params", "objectives[0].name", "backend.name", "backend.params",
         "backend.params.threads", "evaluation.tasks", "evaluation.limit", "evaluation.batch_size",
         "evaluation.stereoset_split", "export.enabled", "export.checkpoint_format", "export.verify", "sweep",
@@ -51,7 +51,7 @@ KEYS = ["name", "seed", "description", "plugins", "model", "model.name", "model.
 WORDS_LIKE = ["all", "upper", "lower+upper", "exact", "in_loop", "cpu", "cuda", "cuda:7", "banana", "gptq", "gptq_v2",
               "crows_pairs", "wikitext2", "stereoset", "piqa", "../x", "", "mine", "other", "fair_pairs", "float16",
               "attn_out", "mlp_in", "calibration", "holdout", "skip", "error", "~", "$HOME", "é", "\u0000",
-              "objectives[0].alpha", "x" * 300]
+              "objectives[0].params.alpha", "x" * 300]
 scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.integers(-3, 130)
            | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, 0.1, 0.5, 1.0, 1e300, -1.0])
            | st.text(max_size=12) | st.sampled_from(WORDS_LIKE))

@@ -81,7 +81,7 @@ def tiny_pipeline(model_dir: Path, pair_file: Path, **sections) -> dict:
            "calibration": {"pairs": {"mine": {"source": "pair_file",
                                               "params": {"path": str(pair_file), "category_col": "category"}}}},
            "quantization": {"bits": 4, "group_size": 32},
-           "objectives": [{"name": "fair_pairs", "pairs": "mine", "alpha": 0.1}],
+           "objectives": [{"name": "fair_pairs", "pairs": "mine", "params": {"alpha": 0.1}}],
            "export": {"enabled": True, "verify": True}}
     raw.update(sections)
     return raw

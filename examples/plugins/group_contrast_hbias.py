@@ -12,46 +12,55 @@ so the quantized layer is pushed to map both groups' average inputs alike (the r
 analogue of the pair term, α‖Ŵ d‖²).  The groups need not have the same size or
 sentences in common.  By default their sentences also build H (``calibrate_with_texts``).
 
-It lives outside the package and registers through the same hook as the built-ins:
+It lives outside the package, registers through the same hook as the built-ins, and
+declares its own settings model (``GroupContrastParams``: the shared targeting settings
+plus its groups), which the pipeline schema checks ``params`` with and ``fairgptq plugins``
+lists:
 
     plugins: [group_contrast_hbias]            # importable module (PYTHONPATH)
     objectives:
       - name: group_contrast
-        alpha: 0.1
-        layers: upper
-        params: {group_a_file: women.txt, group_b_file: men.txt}
+        params: {group_a_file: women.txt, group_b_file: men.txt, alpha: 0.1, layers: upper}
 
 or from Python: ``Registry().register_module("group_contrast_hbias")``.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from fairgptq.core.errors import ConfigError
 from fairgptq.core.objective import Captured, FairSettings, Objective, TokenBatch
 from fairgptq.hookspecs import hookimpl
-from fairgptq.objectives.targets import DEFAULT_ROLES, Targets
+from fairgptq.objectives.targets import TargetParams
+from fairgptq.plugin_params import validated
 
 STREAMS = ("group_contrast:a", "group_contrast:b")
+
+
+class GroupContrastParams(TargetParams):
+    """The groups (inline sentences or one file each) and whether their sentences build H, plus targeting."""
+
+    group_a: list[str] | None = None
+    group_b: list[str] | None = None
+    group_a_file: str | None = None
+    group_b_file: str | None = None
+    calibrate_with_texts: bool = True
 
 
 class GroupContrastObjective(Objective):
     """α‖Ŵ(mean_A x − mean_B x)‖² for the targeted modules, from two unpaired groups of sentences."""
 
     name = "group_contrast"
+    Params = GroupContrastParams
 
-    def __init__(self, group_a: Sequence[str] | None = None, group_b: Sequence[str] | None = None, *,
-                 group_a_file: str | None = None, group_b_file: str | None = None, alpha: float = 0.1,
-                 roles: Sequence[str] = DEFAULT_ROLES, layers: str | Sequence[int] = "all", k: float | None = None,
-                 mode: str = "first_order", on_overshoot: str = "warn", calibrate_with_texts: bool = True,
-                 batch_size: int = 16, max_length: int = 128) -> None:
-        self.groups = (_sentences(group_a, group_a_file, "a"), _sentences(group_b, group_b_file, "b"))
-        self.targets = Targets(tuple(roles), layers if isinstance(layers, str) else tuple(layers), k, alpha)
-        self.settings = FairSettings(mode=mode, on_overshoot=on_overshoot)
-        self.calibrate_with_texts, self.batch_size, self.max_length = calibrate_with_texts, batch_size, max_length
+    def __init__(self, *, batch_size: int = 16, max_length: int = 128, **settings: Any) -> None:
+        self.params = p = validated(GroupContrastParams, settings, "objective group_contrast")
+        self.groups = (_sentences(p.group_a, p.group_a_file, "a"), _sentences(p.group_b, p.group_b_file, "b"))
+        self.settings = FairSettings(mode=p.mode, on_overshoot=p.on_overshoot)
+        self.batch_size, self.max_length = batch_size, max_length
 
     def streams(self, tokenizer) -> dict[str, list[TokenBatch]]:
         if tokenizer is None:
@@ -60,22 +69,21 @@ class GroupContrastObjective(Objective):
                 for name, texts in zip(STREAMS, self.groups)}
 
     def hessian_streams(self) -> set[str]:
-        return set(STREAMS) if self.calibrate_with_texts else set()
+        return set(STREAMS) if self.params.calibrate_with_texts else set()
 
     def applies(self, layer: int, role: str, n_layers: int) -> bool:
-        return self.targets.applies(layer, role, n_layers) and self.targets.alpha_for(layer, role) > 0
+        return self.params.applies(layer, role, n_layers) and self.params.alpha_for(layer, role) > 0
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
-        alpha = self.targets.alpha_for(layer, role)
+        alpha = self.params.alpha_for(layer, role)
         if alpha == 0:
             return None
         d = _mean_sentence_input(inputs[STREAMS[0]]) - _mean_sentence_input(inputs[STREAMS[1]])
         return (2.0 * alpha) * torch.outer(d, d)
 
     def describe(self) -> dict:
-        return {"name": self.name, "group_a": len(self.groups[0]), "group_b": len(self.groups[1]),
-                "mode": self.settings.mode, "calibrate_with_texts": self.calibrate_with_texts,
-                **self.targets.describe()}
+        settings = self.params.model_dump(exclude={"group_a", "group_b"})  # the sentences are counted, not copied
+        return {"name": self.name, "group_a": len(self.groups[0]), "group_b": len(self.groups[1]), **settings}
 
 
 def _sentences(texts: Sequence[str] | None, path: str | None, which: str) -> list[str]:

@@ -15,8 +15,8 @@ Channel choice (``criterion``):
 - ``owq``: largest diag H_jj · ‖W_:,j‖² (OWQ's sensitivity: the loss of zeroing the
   column); per module, so each module factors its own Hessian.
 
-``k``: an int is a count of channels; a float in (0, 1) a fraction of in_features
-(rounded, at least one).  k = 0 is plain GPTQ.
+``kept_channels``: an int is a count of channels; a float in (0, 1) a fraction of in_features
+(rounded, at least one).  0 is plain GPTQ.
 
 Export layout of a module with kept columns (QuantizedWeight.outlier_idx / outlier_weight):
 ``outlier_idx`` int32 (k,) ascending input-column indices; ``outlier_weight`` fp16
@@ -35,26 +35,27 @@ from .cuda import CudaBackend
 CRITERIA = ("hessian", "owq")
 
 
-def kept_count(k: int | float, dim: int) -> int:
+def kept_count(kept_channels: int | float, dim: int) -> int:
     """Number of channels to keep out of ``dim`` (see module docstring for int vs float)."""
+    k = kept_channels
     if isinstance(k, bool) or not isinstance(k, (int, float)) or k < 0:
-        raise ConfigError(f"k={k!r}: give a count (int >= 0) or a fraction (float in [0, 1))")
+        raise ConfigError(f"kept_channels={k!r}: give a count (int >= 0) or a fraction (float in [0, 1))")
     if isinstance(k, float):
         if k >= 1:
-            raise ConfigError(f"k={k}: a float is a fraction of the input channels and must be < 1; "
+            raise ConfigError(f"kept_channels={k}: a float is a fraction of the input channels and must be < 1; "
                               f"give an int for a count")
         return 0 if k == 0 else max(1, round(k * dim))
     if k > dim:
-        raise ConfigError(f"k={k} channels to keep, but the layer has only {dim} input channels")
+        raise ConfigError(f"kept_channels={k}, but the layer has only {dim} input channels")
     return k
 
 
-def select_channels(H: torch.Tensor, k: int | float, criterion: str = "hessian",
+def select_channels(H: torch.Tensor, kept_channels: int | float, criterion: str = "hessian",
                     W: torch.Tensor | None = None) -> torch.Tensor | None:
     """Bool mask of the input channels to keep (None when none are)."""
     if criterion not in CRITERIA:
         raise ConfigError(f"criterion={criterion!r}: use one of {CRITERIA}")
-    n = kept_count(k, H.shape[0])
+    n = kept_count(kept_channels, H.shape[0])
     if n == 0:
         return None
     score = torch.diagonal(H).float()
@@ -76,42 +77,43 @@ class OutlierChannels:
 
     name = "outlier"
 
-    def _keep_top(self, k: int | float, criterion: str) -> None:
-        kept_count(k, 1 << 30)  # validate now, not at the first module
+    def _keep_top(self, kept_channels: int | float, criterion: str) -> None:
+        kept_count(kept_channels, 1 << 30)  # validate now, not at the first module
         if criterion not in CRITERIA:
             raise ConfigError(f"criterion={criterion!r}: use one of {CRITERIA}")
-        self.k, self.criterion = k, criterion
+        self.kept_channels, self.criterion = kept_channels, criterion
         self.keep_reads_weight = criterion == "owq"  # the kept channels depend on each module's weight
 
     def keep_mask(self, H: torch.Tensor, W: torch.Tensor | None) -> torch.Tensor | None:
-        return select_channels(H, self.k, self.criterion, W)
+        return select_channels(H, self.kept_channels, self.criterion, W)
 
     def describe(self) -> dict:
-        return {**super().describe(), "k": self.k, "criterion": self.criterion}
+        return {**super().describe(), "kept_channels": self.kept_channels, "criterion": self.criterion}
 
 
 class CpuOutlierBackend(OutlierChannels, CpuBackend):
     """Top-k channels kept in fp16, solved on the CPU."""
 
-    def __init__(self, k: int | float = 0.01, criterion: str = "hessian", threads: int | None = None) -> None:
+    def __init__(self, kept_channels: int | float = 0.01, criterion: str = "hessian",
+                 threads: int | None = None) -> None:
         CpuBackend.__init__(self, threads)
-        self._keep_top(k, criterion)
+        self._keep_top(kept_channels, criterion)
 
 
 class CudaOutlierBackend(OutlierChannels, CudaBackend):
     """Top-k channels kept in fp16, solved on a CUDA device."""
 
-    def __init__(self, k: int | float = 0.01, criterion: str = "hessian", device: str = "cuda") -> None:
+    def __init__(self, kept_channels: int | float = 0.01, criterion: str = "hessian", device: str = "cuda") -> None:
         CudaBackend.__init__(self, device)
-        self._keep_top(k, criterion)
+        self._keep_top(kept_channels, criterion)
 
 
-def outlier_backend(k: int | float = 0.01, criterion: str = "hessian", device: str = "cpu",
+def outlier_backend(kept_channels: int | float = 0.01, criterion: str = "hessian", device: str = "cpu",
                     threads: int | None = None) -> Backend:
-    """The ``outlier`` backend: GPTQ with the top-k input channels kept in fp16, on ``cpu`` or ``cuda[:n]``."""
+    """The ``outlier`` backend: GPTQ with the top input channels kept in fp16, on ``cpu`` or ``cuda[:n]``."""
     kind = torch.device(device).type
     if kind == "cpu":
-        return CpuOutlierBackend(k, criterion, threads)
+        return CpuOutlierBackend(kept_channels, criterion, threads)
     if kind == "cuda":
-        return CudaOutlierBackend(k, criterion, str(device))
+        return CudaOutlierBackend(kept_channels, criterion, str(device))
     raise ConfigError(f"device {device!r}: backends run on 'cpu' or 'cuda[:n]'")

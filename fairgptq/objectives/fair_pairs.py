@@ -7,16 +7,16 @@ per token, so α keeps the paper's meaning.  By default the pair sentences also 
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
 from ..core.errors import ConfigError
-from ..core.gptq import FAIR_MODES
 from ..core.objective import Captured, FairSettings, Objective
 from ..datasets_adapters.pairs import Pair
+from ..plugin_params import validated
 from .pair_activations import ALIGNMENTS, PairStreams, pair_differences, tokenize_pairs
-from .targets import DEFAULT_ROLES, Targets
+from .targets import Alpha, TargetParams
 
 
 def pairs_hash(pairs: Sequence[Pair]) -> str:
@@ -28,29 +28,34 @@ def pairs_hash(pairs: Sequence[Pair]) -> str:
     return h.hexdigest()[:16]
 
 
+class FairPairParams(TargetParams):
+    """fair_pairs' settings: the targeted modules and α (TargetParams), plus how pairs are used.
+
+    ``alignment`` chooses which token positions of a pair are differenced (pair_activations);
+    ``calibrate_with_pairs`` lets the pair sentences build H too (the paper's recipe).
+    """
+
+    alignment: Literal[ALIGNMENTS] = "aligned"  # type: ignore[valid-type]
+    calibrate_with_pairs: bool = True
+
+
 class FairPairObjective(Objective):
-    """Fair-GPTQ's pair term for the targeted (layer, role) modules."""
+    """Fair-GPTQ's pair term for the targeted (layer, role) modules.
+
+    ``pairs``, ``pair_set`` (the set's name), ``batch_size`` and ``max_length`` come from the
+    run; every other keyword is a setting of :class:`FairPairParams`, checked there.
+    """
 
     name = "fair_pairs"
+    Params = FairPairParams
 
-    def __init__(
-        self, pairs: Sequence[Pair], alpha: float | Mapping[str, float] = 0.1,
-        roles: Sequence[str] = DEFAULT_ROLES, layers: str | Sequence[int] = "all", k: float | int | None = None,
-        layer_alpha: Mapping[int, float] | None = None, mode: str = "first_order", on_overshoot: str = "warn",
-        alignment: str = "aligned", calibrate_with_pairs: bool = True, batch_size: int = 32,
-        max_length: int = 128, pair_set: str = "custom",
-    ) -> None:
+    def __init__(self, pairs: Sequence[Pair], *, pair_set: str = "custom", batch_size: int = 32,
+                 max_length: int = 128, **settings: Any) -> None:
         if not pairs:
             raise ConfigError("the pair objective needs at least one pair")
-        if mode not in FAIR_MODES:
-            raise ConfigError(f"mode={mode!r}: use one of {FAIR_MODES}")
-        if alignment not in ALIGNMENTS:
-            raise ConfigError(f"alignment={alignment!r}: use one of {ALIGNMENTS}")
         self.pairs = list(pairs)
-        self.targets = Targets(tuple(roles), layers if isinstance(layers, str) else tuple(layers), k, alpha,
-                               dict(layer_alpha or {}))
-        self.settings = FairSettings(mode=mode, on_overshoot=on_overshoot)
-        self.alignment, self.calibrate_with_pairs = alignment, calibrate_with_pairs
+        self.params = validated(FairPairParams, settings, "objective fair_pairs")
+        self.settings = FairSettings(mode=self.params.mode, on_overshoot=self.params.on_overshoot)
         self.batch_size, self.max_length = batch_size, max_length
         self.pair_set = pair_set
         self._streams: PairStreams | None = None
@@ -64,18 +69,18 @@ class FairPairObjective(Objective):
     def streams(self, tokenizer) -> dict:
         if tokenizer is None:
             raise ConfigError("the pair objective needs the model's tokenizer (pass tokenizer= to quantize_model)")
-        self._streams = tokenize_pairs(self.pairs, tokenizer, alignment=self.alignment,
+        self._streams = tokenize_pairs(self.pairs, tokenizer, alignment=self.params.alignment,
                                        batch_size=self.batch_size, max_length=self.max_length)
         s, a = self._names
         return {s: self._streams.stereo, a: self._streams.anti}
 
     def hessian_streams(self) -> set[str]:
-        return set(self._names) if self.calibrate_with_pairs else set()
+        return set(self._names) if self.params.calibrate_with_pairs else set()
 
     def applies(self, layer: int, role: str, n_layers: int) -> bool:
         # term() has no n_layers, which negative layer_alpha keys need: it uses the α decided here
-        self._alphas[layer, role] = self.targets.alpha_for(layer, role, n_layers)
-        return self.targets.applies(layer, role, n_layers) and self._alphas[layer, role] > 0
+        self._alphas[layer, role] = self.params.alpha_for(layer, role, n_layers)
+        return self.params.applies(layer, role, n_layers) and self._alphas[layer, role] > 0
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
         if self._streams is None:
@@ -83,7 +88,7 @@ class FairPairObjective(Objective):
             raise ConfigError(f"layer {layer} {role}: the pair objective's term was asked for before its "
                               f"streams(tokenizer) were built; run it through quantize_model (or call "
                               f"streams() and propagate its batches first)")
-        alpha = self._alphas.get((layer, role), self.targets.alpha_for(layer, role))
+        alpha = self._alphas.get((layer, role), self.params.alpha_for(layer, role))
         if alpha == 0:
             return None
         s, a = self._names
@@ -99,9 +104,13 @@ class FairPairObjective(Objective):
 
     def describe(self) -> dict:
         return {"name": self.name, "pair_set": self.pair_set, "pairs": len(self.pairs),
-                "pairs_sha256_16": pairs_hash(self.pairs), "mode": self.settings.mode,
-                "on_overshoot": self.settings.on_overshoot, "alignment": self.alignment,
-                "calibrate_with_pairs": self.calibrate_with_pairs, **self.targets.describe()}
+                "pairs_sha256_16": pairs_hash(self.pairs), **self.params.describe()}
+
+
+class MatrixParams(TargetParams):
+    """hbias_matrix's settings: TargetParams with α = 1, since the callable's matrix carries its own scale."""
+
+    alpha: Alpha = 1.0
 
 
 class MatrixObjective(Objective):
@@ -112,15 +121,15 @@ class MatrixObjective(Objective):
     """
 
     name = "hbias_matrix"
+    Params = MatrixParams
 
-    def __init__(self, fn, alpha: float = 1.0, roles: Sequence[str] = DEFAULT_ROLES,
-                 layers: str | Sequence[int] = "all", mode: str = "first_order", on_overshoot: str = "warn") -> None:
+    def __init__(self, fn: Callable[[int, str, int], Any], **settings: Any) -> None:
         self.fn = fn
-        self.targets = Targets(tuple(roles), layers if isinstance(layers, str) else tuple(layers), None, alpha)
-        self.settings = FairSettings(mode=mode, on_overshoot=on_overshoot)
+        self.params = validated(MatrixParams, settings, "objective hbias_matrix")
+        self.settings = FairSettings(mode=self.params.mode, on_overshoot=self.params.on_overshoot)
 
     def applies(self, layer: int, role: str, n_layers: int) -> bool:
-        return self.targets.applies(layer, role, n_layers)
+        return self.params.applies(layer, role, n_layers)
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
         dim = next(iter(inputs.values()))[0].x.shape[-1]
@@ -131,8 +140,7 @@ class MatrixObjective(Objective):
         if M.shape != (dim, dim) or not torch.allclose(M, M.T, atol=1e-5 * float(M.abs().max().clamp_min(1))):
             raise ConfigError(f"extra H_bias for layer {layer} {role}: expected a symmetric {dim}x{dim} matrix, "
                               f"got shape {tuple(M.shape)}")
-        return M * self.targets.alpha_for(layer, role)
+        return M * self.params.alpha_for(layer, role)
 
     def describe(self) -> dict:
-        return {"name": self.name, "fn": getattr(self.fn, "__qualname__", repr(self.fn)),
-                "mode": self.settings.mode, **self.targets.describe()}
+        return {"name": self.name, "fn": getattr(self.fn, "__qualname__", repr(self.fn)), **self.params.describe()}

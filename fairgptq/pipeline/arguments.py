@@ -1,8 +1,7 @@
 """From a pipeline's objective / pair-set entries to plugin keyword arguments (shared by checks and runner).
 
-The typed objective keys (α, roles, layers, ...) are fair_pairs' settings; another objective
-plugin receives only the keys its factory accepts.  A key the user wrote explicitly that
-the factory does not take is an error, never silently dropped.
+An objective's settings were validated by its own model in the schema (``params``); what is
+left here is what the run supplies: the pair list, the set's name, batch size and length.
 """
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from typing import Any
 from ..core.errors import ConfigError
 from .schema import CalibrationSpec, ObjectiveSpec
 
-_TYPED = ("alpha", "roles", "layers", "k", "layer_alpha", "mode", "on_overshoot", "alignment", "calibrate_with_pairs")
 PATH_KEYS = ("path", "file")
 
 
@@ -47,20 +45,14 @@ def with_expanded_paths(params: dict[str, Any]) -> dict[str, Any]:
 
 def objective_arguments(spec: ObjectiveSpec, factory: Any, calibration: CalibrationSpec,
                         pairs: Any = None) -> dict[str, Any]:
-    """Keyword arguments for an objective factory; ``pairs`` is the resolved pair list (or a stand-in)."""
-    names, var_kw = accepted(factory)
-    takes = (lambda n: var_kw or n in names)
-    explicit = spec.model_fields_set
-    kwargs: dict[str, Any] = {}
-    for key in _TYPED:
-        value = getattr(spec, key)
-        if takes(key):
-            if key == "layer_alpha" and value is None:
-                continue
-            kwargs[key] = value
-        elif key in explicit:
-            raise ArgumentError(key, f"objective {spec.name!r} does not take this setting; "
-                              f"its parameters: {', '.join(sorted(names)) or 'none'}")
+    """Keyword arguments for an objective factory: its validated settings plus what the run supplies.
+
+    ``pairs`` is the resolved pair list (or a stand-in); the set's name, batch size and maximum
+    length go to a factory that takes them.
+    """
+    names, _ = accepted(factory)
+    takes = names.__contains__  # what the run supplies goes to named parameters only, never into **settings
+    kwargs: dict[str, Any] = dict(spec.params)
     if takes("pairs"):
         if spec.pairs is None:
             raise ArgumentError("pairs", f"objective {spec.name!r} needs a pair set; name one of calibration.pairs")
@@ -72,9 +64,4 @@ def objective_arguments(spec: ObjectiveSpec, factory: Any, calibration: Calibrat
                 kwargs[key] = getattr(calibration, key)
     elif spec.pairs is not None:
         raise ArgumentError("pairs", f"objective {spec.name!r} does not use pair sets")
-    unknown = [k for k in spec.params if not takes(k)]
-    if unknown:
-        raise ArgumentError("params", f"objective {spec.name!r} has no parameter(s) {unknown}; "
-                          f"its parameters: {', '.join(sorted(names)) or 'none'}")
-    kwargs.update(spec.params)
     return kwargs

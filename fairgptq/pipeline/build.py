@@ -63,7 +63,7 @@ def pair_gap(spec: PipelineSpec, registry: Registry, model, tokenizer, calibrati
         raise ConfigError(f"evaluation.pair_gap.pairs: {len(overlap)} of its {len(held_out.pairs)} pairs were used "
                           f"for calibration (e.g. {overlap[:3]}); draw them from a held-out split "
                           f"(split: holdout while calibration uses split: calibration)")
-    roles = g.roles or sorted({r for o in spec.objectives for r in o.roles}) or list(DEFAULT_ROLES)
+    roles = g.roles or sorted({r for o in spec.objectives for r in o.params.get("roles", ())}) or list(DEFAULT_ROLES)
     key = _json.dumps([g.model_dump(mode="json"), roles, spec.model.model_dump(mode="json"),
                        spec.calibration.max_length, held_out.info["sha256_16"]], sort_keys=True)
     if cache is not None and key in cache:

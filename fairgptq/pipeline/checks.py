@@ -4,13 +4,12 @@ They run after the schema and before any model loads; each problem is (YAML path
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import FairGPTQError
 from ..registry import Registry
-from .arguments import PATH_KEYS, ArgumentError, accepted, expand_path, objective_arguments
+from .arguments import PATH_KEYS, ArgumentError, expand_path, objective_arguments
 from .schema import PipelineSpec
 
 Problem = tuple[str, str]
@@ -22,16 +21,6 @@ def _plugin(registry: Registry, kind: str, name: str, path: str, problems: list[
     except FairGPTQError as e:
         problems.append((path, str(e)))
         return None
-
-
-def _bind(factory: Any, params: dict, path: str, what: str, problems: list[Problem]) -> None:
-    try:
-        inspect.signature(factory).bind(**params)
-    except TypeError as e:
-        names, _ = accepted(factory)
-        problems.append((path, f"{what}: {e}; parameters: {', '.join(sorted(names)) or 'none'}"))
-    except ValueError:
-        pass
 
 
 def _file(value: Any, path: str, problems: list[Problem]) -> None:
@@ -57,9 +46,7 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
     cal = spec.calibration
     for name, ps in cal.pairs.items():
         base = f"calibration.pairs.{name}"
-        factory = _plugin(registry, "pair_sources", ps.source, f"{base}.source", problems)
-        if factory is not None:
-            _bind(factory, ps.params, f"{base}.params", f"pair source {ps.source!r}", problems)
+        _plugin(registry, "pair_sources", ps.source, f"{base}.source", problems)
         for key in PATH_KEYS:
             _file(ps.params.get(key), f"{base}.params.{key}", problems)
     if cal.text is not None and cal.text.n > 0:
@@ -80,19 +67,16 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
                                               f"{', '.join(cal.pairs) or 'none'}"))
             continue
         try:
-            kwargs = objective_arguments(obj, factory, cal, pairs=[])
+            objective_arguments(obj, factory, cal, pairs=[])
         except ArgumentError as e:
             problems.append((f"{base}.{e.key}", e.message))
             continue
-        _bind(factory, kwargs, f"{base}.params", f"objective {obj.name!r}", problems)
-        hessian_from_pairs |= obj.pairs is not None and bool(kwargs.get("calibrate_with_pairs", False))
+        hessian_from_pairs |= obj.pairs is not None and bool(obj.params.get("calibrate_with_pairs", False))
     if not hessian_from_pairs and not (cal.text is not None and cal.text.n > 0):
         problems.append(("calibration", "no data for H: set calibration.text.n > 0, or give an objective a pair "
                                         "set with calibrate_with_pairs: true"))
 
-    factory = _plugin(registry, "backends", spec.backend.name, "backend.name", problems)
-    if factory is not None:
-        _bind(factory, spec.backend.params, "backend.params", f"backend {spec.backend.name!r}", problems)
+    _plugin(registry, "backends", spec.backend.name, "backend.name", problems)
 
     from ..evaluation.tasks import registered_tasks
     tasks = list(registered_tasks(registry))

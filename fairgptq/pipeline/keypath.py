@@ -1,4 +1,4 @@
-"""YAML key paths (``objectives[0].alpha``): parsing, reading and writing, and rendering pydantic locations.
+"""YAML key paths (``objectives[0].params.alpha``): parsing, reading and writing, and rendering pydantic locations.
 
 One syntax for ``--set`` overrides, sweep grids and error messages, so a path printed in
 an error can be pasted back into ``--set``.
@@ -29,7 +29,7 @@ def parse(path: str) -> list[str | int]:
 
 
 def render(loc: tuple | list) -> str:
-    """["objectives", 0, "alpha"] -> ``objectives[0].alpha``."""
+    """["objectives", 0, "params", "alpha"] -> ``objectives[0].params.alpha``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

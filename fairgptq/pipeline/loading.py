@@ -159,7 +159,7 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: write it as key.path=value, e.g. objectives[0].alpha=0.5")
+            raise ConfigError(f"--set {item!r}: write it as key.path=value, e.g. objectives[0].params.alpha=0.5")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as e:

@@ -1,4 +1,4 @@
-"""pydantic errors rewritten as one line per problem: ``objectives[0].alpha: must be >= 0 (got -1)``."""
+"""pydantic errors rewritten as one line per problem: ``objectives[0].params.alpha: must be >= 0 (got -1)``."""
 from __future__ import annotations
 
 import types

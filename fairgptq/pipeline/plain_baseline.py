@@ -21,8 +21,14 @@ from .schema import PipelineSpec
 
 def plain_spec(spec: PipelineSpec) -> PipelineSpec:
     """``spec`` with every objective's α (and per-layer α) set to 0."""
-    objectives = [o.model_copy(update={"alpha": 0.0, "layer_alpha": None}) for o in spec.objectives]
+    objectives = [o.model_copy(update={"params": without_term(o.params)}) for o in spec.objectives]
     return spec.model_copy(update={"objectives": objectives})
+
+
+def without_term(params: dict[str, Any]) -> dict[str, Any]:
+    """An objective's settings with its term switched off: α 0 and no per-layer α (the keys it has)."""
+    off = {"alpha": 0.0, "layer_alpha": None}
+    return {k: off.get(k, v) for k, v in params.items()}
 
 
 def evaluate_plain_gptq(spec: PipelineSpec, registry: Registry, sets: dict, float_model, tok,

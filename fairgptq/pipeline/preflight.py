@@ -86,29 +86,15 @@ def _depth(config: dict) -> tuple[int | None, int | None]:
     return first("num_hidden_layers", "n_layer", "num_layers"), first("hidden_size", "n_embd", "d_model")
 
 
-def _layer_problems(spec: PipelineSpec, n_layers: int, problems: list[Problem]) -> None:
-    from ..objectives.targets import select_layers
+def _layer_problems(spec: PipelineSpec, registry: Registry, n_layers: int, problems: list[Problem]) -> None:
+    """Layer indices the model does not have, found by the objective's own settings model (TargetParams)."""
+    from ..objectives.targets import TargetParams
+    from ..plugin_params import SUPPLIED, params_model
     for i, obj in enumerate(spec.objectives):
-        base = f"objectives[{i}]"
-        if isinstance(obj.layers, list):
-            bad = [x for x in obj.layers if not -n_layers <= x < n_layers]
-            if bad:
-                problems.append((f"{base}.layers", f"index(es) {bad} out of range for a model with {n_layers} "
-                                                   f"decoder layers (valid: -{n_layers} .. {n_layers - 1})"))
-                continue
-        if not obj.layer_alpha:
-            continue
-        bad = [x for x in obj.layer_alpha if not -n_layers <= x < n_layers]
-        if bad:
-            problems.append((f"{base}.layer_alpha", f"index(es) {bad} out of range for a model with {n_layers} "
-                                                    f"decoder layers (valid: -{n_layers} .. {n_layers - 1})"))
-            continue
-        targeted = set(select_layers(obj.layers, n_layers, obj.k))
-        idle = [x for x in obj.layer_alpha if x % n_layers not in targeted]
-        if idle:
-            problems.append((f"{base}.layer_alpha", f"layer(s) {idle} are not among the targeted layers "
-                                                    f"{sorted(targeted)} (layers: {obj.layers!r}), so their α "
-                                                    f"would change nothing"))
+        settings = params_model(registry.get("objectives", obj.name).factory, SUPPLIED["objectives"])(**obj.params)
+        if isinstance(settings, TargetParams):
+            problems += [(f"objectives[{i}].params.{key}", message)
+                         for key, message in settings.depth_problems(n_layers)]
 
 
 def _needs_absent_gpu(spec: PipelineSpec) -> bool:
@@ -230,7 +216,7 @@ def environment_problems(spec: PipelineSpec, registry: Registry) -> list[Problem
     config = _model_config(spec, problems)
     n_layers, hidden = _depth(config) if config else (None, None)
     if n_layers:
-        _layer_problems(spec, n_layers, problems)
+        _layer_problems(spec, registry, n_layers, problems)
     _memory_problems(spec, hidden, problems)
     _evaluation_problems(spec, problems)
     if not problems:

@@ -1,24 +1,21 @@
 """The pipeline file's schema (pydantic): every key, its type and its range, checked before any model loads.
 
 Every model forbids unknown keys, so a typo is an error naming its YAML path instead of a
-setting silently ignored.  Values that may take two shapes (α: a number or a mapping
-role -> number; layers: a strategy or a list of indices) are checked by one validator
-each, so a mistake gets one message rather than one per union branch.
+setting silently ignored.  A plugin's ``params`` (an objective's, a pair source's, a
+backend's) are checked by that plugin's own settings model (fairgptq.plugin_params), so
+a setting has one definition and one check, wherever it is used.
 """
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, create_model,
-                      model_serializer, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo,
+                      create_model, field_validator, model_serializer, model_validator)
 
 from ..core.architectures import ROLES
 from ..core.errors import ConfigError, FairGPTQError
-from ..core.gptq import FAIR_MODES
 from ..core.quantizer import QuantConfig
 from ..objectives.pair_activations import ALIGNMENTS
-from ..objectives.targets import DEFAULT_ROLES, STRATEGIES
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
 
@@ -29,37 +26,28 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-def _nonneg_number(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"must be a number >= 0 (got {v!r})")
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"must be >= 0 (got {v!r})")
-    return float(v)
+def _plugin_params(kind: str, name: str | None, params: dict[str, Any], *, defaults: bool = False) -> dict[str, Any]:
+    """``params`` validated by the named plugin's own settings model (fairgptq.plugin_params).
 
-
-def _check_alpha(v: Any) -> float | dict[str, float]:
-    if isinstance(v, dict):
-        unknown = [r for r in v if r not in ROLES]
-        if unknown:
-            raise ValueError(f"unknown role(s) {unknown} in the α mapping; roles are {list(ROLES)}")
-        return {r: _nonneg_number(a) for r, a in v.items()}
-    return _nonneg_number(v)
-
-
-def _check_layers(v: Any) -> str | list[int]:
-    if isinstance(v, str):
-        if v not in STRATEGIES:
-            raise ValueError(f"must be one of {list(STRATEGIES)} or a list of layer indices (got {v!r})")
-        return v
-    if isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
-        return v
-    raise ValueError(f"must be one of {list(STRATEGIES)} or a non-empty list of layer indices (got {v!r})")
-
-
-def _check_k(v: float | None) -> float | None:
-    if v is not None and not (0 < v < 1 or (v >= 1 and float(v).is_integer())):
-        raise ValueError(f"must be a fraction in (0, 1) or a whole count >= 1 (got {v})")
-    return v
+    Errors carry the YAML path (``objectives[0].params.alpha``).  An unknown plugin name is left
+    to the checks, which report it at the entry's ``name``/``source``.  ``defaults`` fills in the
+    settings the user left out, so the saved config says what ran (objectives: the reports read
+    α, roles and layers from it); pair sources and backends keep what was written.
+    """
+    from ..plugin_params import SUPPLIED, params_model, unknown_settings
+    from ..registry import default_registry
+    if name is None:
+        return params
+    try:
+        factory = default_registry().get(kind, name).factory
+    except FairGPTQError:
+        return params
+    model = params_model(factory, SUPPLIED.get(kind, ()))
+    unknown = unknown_settings(model, params)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown} of {kind[:-1].replace('_', ' ')} {name!r}; its settings: "
+                         f"{', '.join(model.model_fields) or 'none'}")
+    return model.model_validate(params).model_dump(exclude_unset=not defaults)
 
 
 def _check_memory_size(v: str | int | None) -> str | int | None:
@@ -98,6 +86,11 @@ class PairSetSpec(Strict):
     split: Literal["all", "calibration", "holdout"] = "all"
     holdout_fraction: float = Field(0.5, gt=0, lt=1)
 
+    @field_validator("params")
+    @classmethod
+    def _settings(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _plugin_params("pair_sources", info.data.get("source"), params)
+
 
 class TextSpec(Strict):
     """General text windows for H (GPTQ's recipe), on top of or instead of the pair sentences."""
@@ -126,25 +119,30 @@ QuantizationSpec = create_model("QuantizationSpec", __base__=Strict, __doc__="Th
 
 
 class ObjectiveSpec(Strict):
-    """An objective plugin; the typed keys are fair_pairs' settings, ``params`` passes anything else."""
+    """An objective plugin by name, the calibration pair set it reads (if any), and its own settings.
+
+    ``params`` is checked by the plugin's settings model (fair_pairs: FairPairParams, with α,
+    roles, layers, ...), the same model the plugin checks its Python arguments with.
+    """
 
     name: str = "fair_pairs"
     pairs: str | None = None
-    alpha: Annotated[Any, AfterValidator(_check_alpha)] = 0.1
-    roles: list[Role] = Field(default_factory=lambda: list(DEFAULT_ROLES), min_length=1)
-    layers: Annotated[Any, AfterValidator(_check_layers)] = "all"
-    k: Annotated[float | None, AfterValidator(_check_k)] = None
-    layer_alpha: dict[int, Annotated[float, Field(ge=0)]] | None = None
-    mode: Literal[FAIR_MODES] = "first_order"  # type: ignore[valid-type]
-    on_overshoot: Literal["warn", "exact", "error"] = "warn"
-    alignment: Literal[ALIGNMENTS] = "aligned"  # type: ignore[valid-type]
-    calibrate_with_pairs: bool = True
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _settings(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _plugin_params("objectives", info.data.get("name"), params, defaults=True)
 
 
 class BackendSpec(Strict):
     name: str = "cpu"
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _settings(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _plugin_params("backends", info.data.get("name"), params)
 
 
 def _default_gap_pairs() -> "PairSetSpec":
@@ -241,7 +239,7 @@ class ExportSpec(Strict):
 class SweepSpec(Strict):
     """Points to run: ``grid`` (key path -> values, every combination) times ``cases`` (explicit settings).
 
-    Key paths are YAML paths such as ``objectives[0].alpha``.  ``cases`` covers settings that
+    Key paths are YAML paths such as ``objectives[0].params.alpha``.  ``cases`` covers settings that
     go together (the paper's "all layers α 0.1" and "lower layers α 0.5"), which a grid cannot.
     """
 

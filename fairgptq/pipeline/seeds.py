@@ -27,8 +27,8 @@ def is_plain(config: dict) -> bool:
     def zero(alpha: Any) -> bool:
         return all(v == 0 for v in alpha.values()) if isinstance(alpha, dict) else alpha == 0
 
-    return all(zero(o.get("alpha", 0)) and not any((o.get("layer_alpha") or {}).values())
-               for o in config.get("objectives", []))
+    settings = [o.get("params") or {} for o in config.get("objectives", [])]
+    return all(zero(p.get("alpha", 0)) and not any((p.get("layer_alpha") or {}).values()) for p in settings)
 
 
 def _shared_values(unit: dict) -> dict:
