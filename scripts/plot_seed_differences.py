@@ -6,6 +6,8 @@ from plain GPTQ on the same seeds, with its 95 % interval across seeds, on one a
 
     .venv/bin/python scripts/plot_seed_differences.py runs/research/cross_lingual \
         --metric-suffix .pct_stereotype --out docs/research/cross_lingual.png
+    .venv/bin/python scripts/plot_seed_differences.py runs/research/narrative \
+        --metric-suffix .pct_stereotype .pct_prefer_biased .SS --out docs/research/narrative.png
 
 Reads ``results.json`` of a finished sweep with ``repeats`` (its ``groups``); writes one PNG.
 """
@@ -19,7 +21,8 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sweep", type=Path, help="a finished sweep directory with repeats (its results.json)")
-    ap.add_argument("--metric-suffix", default=".pct_stereotype", help="plot the metrics ending in this")
+    ap.add_argument("--metric-suffix", nargs="+", default=[".pct_stereotype"],
+                    help="plot the metrics ending in any of these (one x axis: use metrics of one unit)")
     ap.add_argument("--labels", nargs="*", default=None, help="one label per compared point, in sweep order")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -27,9 +30,9 @@ def main() -> None:
     groups = [g for g in summary.get("groups", []) if "vs_reference" in g]
     if not groups:
         raise SystemExit(f"{args.sweep}: no point compared with plain GPTQ across seeds (a sweep with repeats?)")
-    metrics = sorted({m for g in groups for m in g["vs_reference"]["across_seeds"] if m.endswith(args.metric_suffix)})
+    metrics = sorted({m for g in groups for m in g["vs_reference"]["across_seeds"] if m.endswith(tuple(args.metric_suffix))})
     if not metrics:
-        raise SystemExit(f"{args.sweep}: no compared metric ends in {args.metric_suffix!r}")
+        raise SystemExit(f"{args.sweep}: no compared metric ends in any of {args.metric_suffix}")
     labels = args.labels or [g["group"] for g in groups]
 
     import matplotlib
@@ -50,9 +53,10 @@ def main() -> None:
             ax.errorbar(c["mean"], y, xerr=err, fmt="o", ms=4, capsize=2, color=colours[gi % len(colours)],
                         label=label if mi == 0 else None)
     ax.axvline(0, color="k", lw=1)
-    ax.set_yticks(range(len(metrics)), [m.removesuffix(args.metric_suffix) for m in metrics], fontsize=8)
+    single = args.metric_suffix[0] if len(args.metric_suffix) == 1 else ""
+    ax.set_yticks(range(len(metrics)), [m.removesuffix(single) for m in metrics], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"point − plain GPTQ{args.metric_suffix} (mean over {len(groups[0]['seeds'])} seeds, 95 % t-interval)")
+    ax.set_xlabel(f"point − plain GPTQ{single} (mean over {len(groups[0]['seeds'])} seeds, 95 % t-interval)")
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()

@@ -32,3 +32,33 @@ def test_rows_hold_float_plain_interval_and_paired_differences():
     assert lines[2] == "| crows_pairs.pct_stereotype | 55.50 | 56.00 [54.00, 58.00] | -1.25 [-3.50, +1.00], p 0.21 |"
     with pytest.raises(SystemExit, match="2 labels for 1 compared points"):
         _module().table(summary, ["crows_pairs.pct_stereotype"], ["a", "b"])
+
+
+def test_a_runs_tracked_metrics_include_every_task_kinds_score():
+    """Pair-preference tasks (StereoSet intersentence, RedditBias) are judged by pct_prefer_biased: a sweep must
+    carry it into its across-seed statistics, which read a point's headline metrics."""
+    from fairgptq.pipeline.report import headline_metrics
+    evaluation = {"tasks": {"redditbias_target_swap": {"pct_prefer_biased": 69.7, "likelihood_diff": 2.4, "n": 9},
+                            "crows_pairs": {"pct_stereotype": 55.0}, "wikitext2": {"perplexity": 17.0}}}
+    assert headline_metrics(evaluation) == {"redditbias_target_swap.pct_prefer_biased": 69.7,
+                                            "crows_pairs.pct_stereotype": 55.0, "wikitext2.perplexity": 17.0}
+
+
+def test_pooled_mcnemar_is_per_task_never_across_tasks():
+    """CrowS-Pairs and RedditBias pairs are different tests: each gets its own pooled count and p."""
+    from fairgptq.pipeline.seeds import group_statistics
+
+    def unit(seed, plain, rows=None):
+        u = {"group": "plain" if plain else "fair", "values": {"seed": seed}, "plain": plain, "seed": seed,
+             "metrics": {"crows_pairs.pct_stereotype": 55.0 + seed}}
+        if rows:
+            u["vs_reference"] = {"reference": f"plain/seed={seed}", "rows": rows}
+        return u
+
+    rows = [{"task": "crows_pairs", "metric": "pct_stereotype", "diff": -0.5, "discordant": {"a_only": 10, "b_only": 8}},
+            {"task": "redditbias_target_swap", "metric": "pct_prefer_biased", "diff": 3.0,
+             "discordant": {"a_only": 20, "b_only": 60}}]
+    groups = group_statistics([unit(s, True) for s in (0, 1)] + [unit(s, False, rows) for s in (0, 1)])
+    pooled = next(g for g in groups if g["group"] == "fair")["vs_reference"]["pooled_mcnemar"]
+    assert pooled["crows_pairs"]["a_only"] == 20 and pooled["crows_pairs"]["b_only"] == 16
+    assert pooled["crows_pairs"]["p"] > 0.5 and pooled["redditbias_target_swap"]["p"] < 1e-6

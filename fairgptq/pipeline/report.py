@@ -9,7 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-HEADLINES = ("perplexity", "pct_stereotype", "SS", "LMS", "ICAT", "acc", "acc_norm", "span_diff", "continuation_diff")
+from ..evaluation.report import HEADLINES
+
 _LOWER_IS_BETTER = {"perplexity"}
 
 

@@ -5,8 +5,9 @@ that shares its seed and every swept value outside ``objectives`` — the natura
 it saw the same calibration sample and differs only by the fairness term.  Each unit is
 compared with it item by item (McNemar / paired bootstrap, :mod:`fairgptq.comparison`);
 with repeats, every metric gets mean, SD and a t-interval across seeds, and the per-seed
-differences from the reference a paired t-interval, plus McNemar pooled over all seeds'
-pairs (which treats seeds' pairs as independent draws: say so where it is quoted).
+differences from the reference a paired t-interval, plus McNemar per pair task pooled over
+all seeds' pairs (which treats seeds' pairs as independent draws: say so where it is quoted;
+tasks are never pooled with each other, since their pairs are different tests).
 """
 from __future__ import annotations
 
@@ -78,21 +79,23 @@ def group_statistics(units: list[dict]) -> list[dict]:
         if with_ref:
             entry["reference"] = with_ref[0]["vs_reference"]["reference"].split("/")[0]
             diffs: dict[str, list[float]] = {}
-            pooled = {"a_only": 0, "b_only": 0}
+            pooled: dict[str, dict] = {}  # per pair task: its discordant pairs summed over seeds
             for u in with_ref:
                 for r in u["vs_reference"]["rows"]:
                     diffs.setdefault(f"{r['task']}.{r['metric']}", []).append(r["diff"])
                     if "discordant" in r:
-                        pooled["a_only"] += r["discordant"]["a_only"]
-                        pooled["b_only"] += r["discordant"]["b_only"]
+                        counts = pooled.setdefault(r["task"], {"a_only": 0, "b_only": 0})
+                        counts["a_only"] += r["discordant"]["a_only"]
+                        counts["b_only"] += r["discordant"]["b_only"]
             comparison = {}
             for metric, values in diffs.items():
                 c = paired_t(values)
                 c["verdict"] = verdict(c["p"], c["lo"], c["hi"])
                 comparison[metric] = c
-            n = pooled["a_only"] + pooled["b_only"]
-            pooled["p"] = 1.0 if n == 0 else float(stats.binomtest(pooled["b_only"], n, 0.5).pvalue)
-            entry["vs_reference"] = {"across_seeds": comparison, "pooled_mcnemar_crows_pairs": pooled}
+            for counts in pooled.values():
+                n = counts["a_only"] + counts["b_only"]
+                counts["p"] = 1.0 if n == 0 else float(stats.binomtest(counts["b_only"], n, 0.5).pvalue)
+            entry["vs_reference"] = {"across_seeds": comparison, "pooled_mcnemar": pooled}
         out.append(entry)
     return out
 
@@ -145,12 +148,12 @@ def groups_report(groups: list[dict]) -> str:
                 p = "–" if c.get("p") is None else f"{c['p']:.3g}"
                 lines.append(f"| {g['group']} | {g['reference']} | {metric} | {_ci(c, 4 if 'pair_gap' in metric else 2)}"
                              f" | {sd} | {p} | {c['verdict']} |")
-        lines += ["", "CrowS-Pairs McNemar pooled over the seeds' pairs (treats every seed's choices as independent "
+        lines += ["", "McNemar per pair task, pooled over the seeds' pairs (treats every seed's choices as independent "
                       "draws; the across-seed rows above do not):", ""]
         for g in compared:
-            m = g["vs_reference"]["pooled_mcnemar_crows_pairs"]
-            lines.append(f"- {g['group']}: {m['a_only']} pairs stereotyped only under plain GPTQ, "
-                         f"{m['b_only']} only under this point; p = {m['p']:.3g}")
+            for task, m in g["vs_reference"]["pooled_mcnemar"].items():
+                lines.append(f"- {g['group']}, {task}: {m['a_only']} pairs preferring the stereotype only under plain "
+                             f"GPTQ, {m['b_only']} only under this point; p = {m['p']:.3g}")
     return "\n".join(lines) + "\n"
 
 
