@@ -8,6 +8,10 @@ mean paired difference from plain GPTQ on the same seeds, with its interval and 
         --metrics crows_pairs_english.pct_stereotype stereoset.ss wikitext2.perplexity \
         --labels "intrasentence" "intersentence" "RedditBias"
 
+``--by-category TASK`` prints instead, for one pair task, each category's paired difference from
+plain GPTQ (share of pairs preferring the stereotype; per seed from the item records, then a
+paired t-interval across seeds): CrowS-Pairs bias types, for instance.
+
 Reads ``results.json`` of a finished sweep with ``repeats`` (its ``groups``); prints Markdown.
 """
 from __future__ import annotations
@@ -16,7 +20,9 @@ import argparse
 import json
 from pathlib import Path
 
+from fairgptq.evaluation.items import read_items
 from fairgptq.pipeline.report import headline_metrics
+from fairgptq.statistics import paired_t
 
 
 def _interval(s: dict, signed: bool = False) -> str:
@@ -46,13 +52,58 @@ def table(summary: dict, metrics: list[str], labels: list[str] | None) -> str:
     return "\n".join(rows)
 
 
+def _shares(items: list[dict]) -> dict[str, tuple[float, int]]:
+    """Per category: (sum of choices, count); ``choice`` 1 = the stereotypical side preferred."""
+    out: dict[str, tuple[float, int]] = {}
+    for it in items:
+        cat = it.get("bias_type") or it.get("category") or "all"
+        s, n = out.get(cat, (0.0, 0))
+        out[cat] = (s + float(it["choice"]), n + 1)
+    return out
+
+
+def category_table(sweep: Path, summary: dict, task: str, labels: list[str] | None) -> str:
+    points = summary["points"]
+    plain = {p["seed"]: p for p in points if p["plain"]}
+    compared = [g for g in summary["groups"] if "vs_reference" in g]
+    labels = labels or [g["group"] for g in compared]
+    diffs: dict[str, dict[str, list[float]]] = {}  # category -> group -> per-seed differences (points)
+    sizes: dict[str, int] = {}
+    for g in compared:
+        for p in (p for p in points if p["group"] == g["group"]):
+            ref = _shares(read_items(sweep / "points" / plain[p["seed"]]["name"] / "items")[task])
+            own = _shares(read_items(sweep / "points" / p["name"] / "items")[task])
+            for cat, (s, n) in own.items():
+                diffs.setdefault(cat, {}).setdefault(g["group"], []).append(100 * (s - ref[cat][0]) / n)
+                sizes[cat] = n
+    head = [f"{task} category (held-out pairs)"] + [f"{label} − plain" for label in labels]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cat in sorted(diffs):
+        cells = [f"{cat} (n {sizes[cat]})"]
+        for g in compared:
+            c = paired_t(diffs[cat].get(g["group"], []))
+            if c.get("p") is not None:
+                cells.append(f"{_interval(c, signed=True)}, p {c['p']:.2f}")
+            else:  # no spread across seeds (or one seed): no interval to give
+                cells.append("–" if c.get("mean") is None else f"{c['mean']:+.2f} in every seed")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sweep", type=Path, help="a finished sweep directory with repeats (its results.json)")
-    ap.add_argument("--metrics", nargs="+", required=True, help="task.metric names, one row each")
+    ap.add_argument("--metrics", nargs="+", help="task.metric names, one row each")
+    ap.add_argument("--by-category", metavar="TASK", help="per-category paired differences of one pair task")
     ap.add_argument("--labels", nargs="*", default=None, help="one label per compared point, in sweep order")
     args = ap.parse_args()
-    print(table(json.loads((args.sweep / "results.json").read_text()), args.metrics, args.labels))
+    summary = json.loads((args.sweep / "results.json").read_text())
+    if args.by_category:
+        print(category_table(args.sweep, summary, args.by_category, args.labels))
+    elif args.metrics:
+        print(table(summary, args.metrics, args.labels))
+    else:
+        ap.error("give --metrics or --by-category")
 
 
 if __name__ == "__main__":

@@ -62,3 +62,24 @@ def test_pooled_mcnemar_is_per_task_never_across_tasks():
     pooled = next(g for g in groups if g["group"] == "fair")["vs_reference"]["pooled_mcnemar"]
     assert pooled["crows_pairs"]["a_only"] == 20 and pooled["crows_pairs"]["b_only"] == 16
     assert pooled["crows_pairs"]["p"] > 0.5 and pooled["redditbias_target_swap"]["p"] < 1e-6
+
+
+def test_per_category_differences_come_from_the_item_records(tmp_path):
+    import json
+
+    def write(name, choices):
+        folder = tmp_path / "points" / name / "items"
+        folder.mkdir(parents=True)
+        lines = [{"id": f"p{i}", "bias_type": cat, "choice": c} for i, (cat, c) in enumerate(choices)]
+        (folder / "crows_pairs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    base = [("gender", 1), ("gender", 0), ("age", 1), ("age", 1)]
+    for seed, flip in ((0, 0), (1, 1)):
+        write(f"plain/seed={seed}", base)
+        write(f"fair/seed={seed}", [("gender", 0), ("gender", flip), ("age", 0), ("age", 1)])
+    summary = {"points": [{"name": f"{g}/seed={s}", "group": g, "seed": s, "plain": g == "plain"}
+                          for g in ("plain", "fair") for s in (0, 1)],
+               "groups": [{"group": "plain", "plain": True}, {"group": "fair", "plain": False, "vs_reference": {}}]}
+    lines = _module().category_table(tmp_path, summary, "crows_pairs", ["fair"]).splitlines()
+    assert lines[2] == "| age (n 2) | -50.00 in every seed |"  # no spread, so no interval
+    assert lines[3].startswith("| gender (n 2) | -25.00 [")  # seed 0: -50 points, seed 1: 0
