@@ -187,6 +187,16 @@ def test_extra_hbias_sources_add_up():
                                    MatrixObjective(lambda l, r, d: torch.ones(d, d + 1), roles=("attn_out",))])
 
 
+def test_extra_hbias_source_honours_negative_layer_alpha():
+    """layer_alpha {-1: 0} switches the last layer's term off: term() gets the α applies() resolved."""
+    eye = lambda layer, role, d: torch.eye(d)  # noqa: E731
+    res = quantize_model(tiny_llama(2), None, QuantConfig(), tokenizer=CharTokenizer(), progress=False,
+                         objectives=[FairPairObjective(PAIRS, alpha=0.0),
+                                     MatrixObjective(eye, alpha=2.0, roles=("attn_out",), layer_alpha={-1: 0.0})])
+    touched = {r.name for r in res.reports if r.delta_w_rel is not None}
+    assert touched == {"model.layers.0.self_attn.o_proj"}
+
+
 def test_pairs_hash_is_content_sensitive():
     assert pairs_hash(PAIRS) == pairs_hash(list(PAIRS))
     assert pairs_hash(PAIRS) != pairs_hash(PAIRS[::-1])

@@ -61,6 +61,7 @@ class GroupContrastObjective(Objective):
         self.groups = (_sentences(p.group_a, p.group_a_file, "a"), _sentences(p.group_b, p.group_b_file, "b"))
         self.settings = FairSettings(mode=p.mode, on_overshoot=p.on_overshoot)
         self.batch_size, self.max_length = batch_size, max_length
+        self._alphas: dict[tuple[int, str], float] = {}
 
     def streams(self, tokenizer) -> dict[str, list[TokenBatch]]:
         if tokenizer is None:
@@ -72,10 +73,12 @@ class GroupContrastObjective(Objective):
         return set(STREAMS) if self.params.calibrate_with_texts else set()
 
     def applies(self, layer: int, role: str, n_layers: int) -> bool:
-        return self.params.applies(layer, role, n_layers) and self.params.alpha_for(layer, role) > 0
+        # term() has no n_layers, which negative layer_alpha keys need: it uses the α decided here
+        self._alphas[layer, role] = self.params.alpha_for(layer, role, n_layers)
+        return self.params.applies(layer, role, n_layers) and self._alphas[layer, role] > 0
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
-        alpha = self.params.alpha_for(layer, role)
+        alpha = self._alphas.get((layer, role), self.params.alpha_for(layer, role))
         if alpha == 0:
             return None
         d = _mean_sentence_input(inputs[STREAMS[0]]) - _mean_sentence_input(inputs[STREAMS[1]])

@@ -127,9 +127,12 @@ class MatrixObjective(Objective):
         self.fn = fn
         self.params = validated(MatrixParams, settings, "objective hbias_matrix")
         self.settings = FairSettings(mode=self.params.mode, on_overshoot=self.params.on_overshoot)
+        self._alphas: dict[tuple[int, str], float] = {}
 
     def applies(self, layer: int, role: str, n_layers: int) -> bool:
-        return self.params.applies(layer, role, n_layers)
+        # term() has no n_layers, which negative layer_alpha keys need: it uses the α decided here
+        self._alphas[layer, role] = self.params.alpha_for(layer, role, n_layers)
+        return self.params.applies(layer, role, n_layers) and self._alphas[layer, role] > 0
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
         dim = next(iter(inputs.values()))[0].x.shape[-1]
@@ -140,7 +143,7 @@ class MatrixObjective(Objective):
         if M.shape != (dim, dim) or not torch.allclose(M, M.T, atol=1e-5 * float(M.abs().max().clamp_min(1))):
             raise ConfigError(f"extra H_bias for layer {layer} {role}: expected a symmetric {dim}x{dim} matrix, "
                               f"got shape {tuple(M.shape)}")
-        return M * self.params.alpha_for(layer, role)
+        return M * self._alphas.get((layer, role), self.params.alpha_for(layer, role))
 
     def describe(self) -> dict:
         return {"name": self.name, "fn": getattr(self.fn, "__qualname__", repr(self.fn)), **self.params.describe()}
