@@ -14,10 +14,9 @@ import typing
 from functools import lru_cache
 from typing import Any, Collection
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .core.errors import ConfigError
-
 
 # what a run passes a plugin itself, by kind; every other argument the factory takes is a user setting
 SUPPLIED: dict[str, tuple[str, ...]] = {"objectives": ("pairs", "pair_set", "batch_size", "max_length")}
@@ -39,7 +38,7 @@ def params_model(factory: Any, supplied: Collection[str] = ()) -> type[BaseModel
 def _signature_model(factory: Any, supplied: frozenset[str]) -> type[BaseModel]:
     try:
         sig = inspect.signature(factory)
-    except (TypeError, ValueError):  # a builtin without a signature: accept anything, as before
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check its keywords against
         return create_model("AnyParams", __config__=ConfigDict(extra="allow"))
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
@@ -67,7 +66,6 @@ def unknown_settings(model: type[BaseModel], params: dict[str, Any], supplied: C
 
 def validated(model: type[BaseModel], values: dict[str, Any], owner: str) -> BaseModel:
     """``model`` built from keyword arguments given in Python: a bad value is a ConfigError naming it."""
-    from pydantic import ValidationError
     try:
         return model(**values)
     except ValidationError as e:
