@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="replace an existing run directory")
     run.add_argument("--shard", metavar="I/N", help="sweeps: run only points with index = I mod N (split a sweep "
                                                     "across processes or machines sharing the output folder)")
+    run.add_argument("--reuse", action="append", default=[], metavar="SWEEP",
+                     help="sweeps: copy points that another finished or partial sweep folder already computed "
+                          "(same resolved settings except the name, same input files and versions) instead of "
+                          "rerunning them, and its float-model evaluation (repeatable)")
     run.add_argument("--executor", choices=["local", "ray"],
                      help="sweeps: run the points here (local, the default) or as Ray tasks; the pipeline's "
                           "executor section gives the Ray address and resources")
@@ -134,7 +138,8 @@ def _cmd_run(args) -> int:
     from .pipeline.runner import run_pipeline
     overrides = [*args.overrides, *([f"executor.name={args.executor}"] if args.executor else [])]
     pipe = load_pipeline(args.file, overrides)
-    target = run_pipeline(pipe, args.out, force=args.force, console=console, shard=_shard(args.shard))
+    target = run_pipeline(pipe, args.out, force=args.force, console=console, shard=_shard(args.shard),
+                          reuse=args.reuse)
     if not (target / "results.json").is_file():
         return EXIT_OK  # a shard whose sweep still has points on other shards
     results = json.loads((target / "results.json").read_text())

@@ -135,3 +135,65 @@ def test_sweep_plot_draws_the_alpha_zero_case_and_float_model_as_references(tmp_
     assert {"alpha=0.0", "float model", "ideal (50)"} <= labels
     assert ("crows_pairs.pct_stereotype", 54.2, "alpha=0.0") in drawn    # plain GPTQ: a line, not a series
     assert not report.plot_sweep([_point({"o.layers": "all"}, 50, 20)], ["o.layers"], tmp_path / "x.png")
+
+
+def _other_sweep(sweep_file, tmp_path, **changes):
+    import yaml
+    raw = yaml.safe_load(sweep_file.read_text())
+    raw.update(name="other", description="another question's grid", **changes)
+    return load_pipeline(write_yaml(tmp_path / "other.yaml", raw))
+
+
+def test_reuse_copies_the_same_run_from_another_sweep_and_computes_the_rest(sweep_file, tmp_path, monkeypatch):
+    first = tmp_path / "first"
+    ran = _ran_points(monkeypatch)
+    runner.run_pipeline(load_pipeline(sweep_file), first)
+    ran.clear()
+    second = tmp_path / "second"
+    other = _other_sweep(sweep_file, tmp_path, sweep={"grid": {"objectives[0].params.alpha": [0.0, 0.5]}})
+    runner.run_pipeline(other, second, reuse=[first])
+    assert ran == [0.5]  # α 0 is the same run under another name: copied, not recomputed
+    copied = json.loads((second / "points" / "000_alpha=0.0" / "results.json").read_text())
+    original = json.loads((first / "points" / "000_alpha=0.0" / "results.json").read_text())
+    assert copied["reused_from"]["run"] == str((first / "points" / "000_alpha=0.0").resolve())
+    assert copied["quantization"] == original["quantization"]
+    assert "not recomputed" in (second / "points" / "000_alpha=0.0" / "run.log").read_text()
+    summary = json.loads((second / "results.json").read_text())
+    assert [p["name"] for p in summary["points"]] == ["000_alpha=0.0", "001_alpha=0.5"]
+
+    ran.clear()  # a setting that computes something (the grid) differs: nothing is taken
+    runner.run_pipeline(_other_sweep(sweep_file, tmp_path, quantization={"bits": 4, "group_size": 64}),
+                        tmp_path / "third", reuse=[first])
+    assert ran == [0.0, 0.2]
+
+
+def test_reuse_refuses_a_sweep_that_read_other_inputs(sweep_file, tmp_path):
+    from fairgptq.core.errors import ConfigError
+    first = tmp_path / "first"
+    runner.run_pipeline(load_pipeline(sweep_file), first, shard=(0, 2))
+    inputs = json.loads((first / "inputs.json").read_text())
+    path = next(iter(inputs))
+    inputs[path] = "sha256:0000"
+    (first / "inputs.json").write_text(json.dumps(inputs))
+    with pytest.raises(ConfigError, match=f"--reuse {first}: it read other contents of {path}"):
+        runner.run_pipeline(load_pipeline(sweep_file), tmp_path / "second", reuse=[first])
+    with pytest.raises(ConfigError, match="not a sweep folder"):
+        runner.run_pipeline(load_pipeline(sweep_file), tmp_path / "second", reuse=[tmp_path])
+
+
+def test_reuse_takes_the_float_baseline_only_for_the_same_model_and_evaluation(tmp_path):
+    from fairgptq.pipeline.reuse import ReusablePoints
+    sweep = tmp_path / "sweep"
+    (sweep / "float" / "items").mkdir(parents=True)
+    (sweep / "float" / "items" / "crows_pairs.jsonl").write_text("{}\n")
+    resolved = {"name": "a", "model": {"name": "m"}, "evaluation": {"tasks": ["crows_pairs"]}}
+    write_yaml(sweep / "sweep.yaml", resolved)
+    (sweep / "inputs.json").write_text("{}")
+    (sweep / "baseline.json").write_text(json.dumps({"crows_pairs.pct_stereotype": 55.0}))
+    reusable = ReusablePoints([sweep], {}, {})
+    target = tmp_path / "target"
+    target.mkdir()
+    assert reusable.baseline({**resolved, "evaluation": {"tasks": ["wikitext2"]}}, target) is None
+    assert not (target / "baseline.json").exists()
+    assert reusable.baseline({**resolved, "name": "b"}, target) == {"crows_pairs.pct_stereotype": 55.0}
+    assert (target / "float" / "items" / "crows_pairs.jsonl").is_file()

@@ -29,6 +29,7 @@ from .executors import ExecutorSettings, SweepIncomplete, SweepUnit, run_on_ray
 from .loading import Pipeline
 from .plain_baseline import compare_with_plain, evaluate_plain_gptq
 from .report import headline_metrics, plot_delta_w, plot_sweep, run_report, stability_summary, sweep_report
+from .reuse import ReusablePoints
 from ..evaluation.items import record_evaluation
 from .inputs import sweep_inputs
 from .preflight import check_before_run
@@ -235,7 +236,8 @@ def gap_metrics(pair_gap: dict | None) -> dict[str, float]:
 
 
 def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bool = False,
-                 console: Console | None = None, shard: tuple[int, int] | None = None) -> Path:
+                 console: Console | None = None, shard: tuple[int, int] | None = None,
+                 reuse: list[str | Path] = ()) -> Path:
     """Run a validated pipeline (or its sweep); returns the run directory.
 
     ``shard=(i, n)`` runs only the sweep points whose index is i mod n, so n processes (or
@@ -246,7 +248,10 @@ def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bo
     target = Path(out or spec.output or Path("runs") / spec.name)
     check_before_run(pipeline, target)
     if pipeline.points:
-        return _run_sweep(pipeline, target, force, console, shard)
+        return _run_sweep(pipeline, target, force, console, shard, reuse)
+    if reuse:
+        from ..core.errors import ConfigError
+        raise ConfigError("--reuse takes finished points of other sweeps; this pipeline has no sweep section")
     if shard is not None or spec.executor.name != "local":
         from ..core.errors import ConfigError
         what = "--shard splits" if shard is not None else f"executor {spec.executor.name} runs"
@@ -267,15 +272,18 @@ def _logged(fn, *args, **kwargs):
 
 
 def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
-               shard: tuple[int, int] | None = None) -> Path:
+               shard: tuple[int, int] | None = None, reuse: list[str | Path] = ()) -> Path:
     from .loading import validate
 
     index, count = shard or (0, 1)
 
     # where the points run does not change what they compute: a sweep resumes under another executor
-    config_text = yaml.safe_dump({k: v for k, v in pipeline.resolved().items() if k != "executor"}, sort_keys=False)
+    resolved = {k: v for k, v in pipeline.resolved().items() if k != "executor"}
+    config_text = yaml.safe_dump(resolved, sort_keys=False)
     spec = pipeline.spec
-    with sweep_dir(target, config_text, sweep_inputs(pipeline), force=force, shared=shard is not None,
+    inputs = sweep_inputs(pipeline)
+    reusable = ReusablePoints(list(reuse), inputs, versions()) if reuse else None
+    with sweep_dir(target, config_text, inputs, force=force, shared=shard is not None,
                    protect=[pipeline.folder]) as resumed, run_log(target / "sweep.log"):
         if resumed:
             console.print(f"[yellow]resuming the interrupted sweep in {target}[/]")
@@ -284,6 +292,8 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
         shared = None
         cache: dict = {}  # float-model work that every point shares (the pair-gap yardstick)
         baseline = _load_json(target / "baseline.json")
+        if baseline is None and reusable is not None and spec.evaluation.float_baseline:
+            baseline = reusable.baseline(resolved, target)
         remote: list[SweepUnit] = []  # units for a non-local executor, run after the loop
         for point in pipeline.points:
             folder = target / "points" / point.name
@@ -295,6 +305,13 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
                 continue
             console.rule(f"sweep point {point.index + 1}/{len(pipeline.points)}: {point.name}")
             point_spec = validate(point.raw, pipeline.source, environment=False)
+            source = reusable.find(point_spec.model_dump(mode="json")) if reusable is not None else None
+            if source is not None:
+                with atomic_run_dir(folder, force=True) as tmp:
+                    reusable.copy(source, tmp)
+                console.print(f"[green]✓[/] {point.name}: the same run is finished in {source}; copied, not rerun")
+                logger.info("point %s reused from %s", point.name, source)
+                continue
             wants_baseline = (point_spec.evaluation.float_baseline and point_spec.evaluation.tasks
                               and baseline is None and index == 0)  # one shard evaluates the float model
             if shared is None and not onloads and (spec.executor.name == "local" or wants_baseline):

@@ -1,0 +1,125 @@
+"""Points one sweep can take from another: the same resolved run on the same inputs.
+
+Research questions share runs.  Plain GPTQ on the same pairs and seeds is the reference of every
+question that keeps H fixed, and one question's grid often holds another's point (α 0.1 on all
+layers is a point of the α grid and of the placement grid).  On 2 cores one point costs minutes,
+so ``fairgptq run ... --reuse OTHER_SWEEP`` copies a finished point of another sweep instead of
+recomputing it, and the float model's evaluation with it.
+
+A point is taken only when it would be the same computation:
+
+- its saved ``config.yaml`` equals this point's resolved config in every setting except the
+  pipeline's ``name``, ``description`` and ``output``, which label a run and compute nothing;
+- the other sweep read the same input files (its ``inputs.json`` fingerprints equal this sweep's
+  for every file both read); otherwise ``--reuse`` is refused, naming the files;
+- the other sweep ran the same fairgptq, torch and transformers versions (recorded per point).
+
+What this trusts: that one resolved config on one machine computes one result.  Quantization runs
+on the configured backend threads and evaluation is batched deterministically; two sweeps on this
+project's machine have reproduced each other's shared points digit for digit (docs/research.md,
+pair source).  A copied point keeps its files and says where it came from (``reused_from`` in its
+``results.json``, a line in its ``run.log``), so the summary can be traced to the run that computed it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+import yaml
+
+from ..core.errors import ConfigError
+from .rundir import COMPLETE, SWEEP_CONFIG, SWEEP_INPUTS, is_complete, write_atomic
+
+logger = logging.getLogger("fairgptq.pipeline")
+
+LABELS = ("name", "description", "output")  # settings that name a run and compute nothing
+VERSION_KEYS = ("fairgptq", "torch", "transformers")
+
+
+def _key(config: dict) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in LABELS}, sort_keys=True, default=str)
+
+
+def _versions(results: dict) -> dict:
+    return {k: results.get("versions", {}).get(k) for k in VERSION_KEYS}
+
+
+class ReusablePoints:
+    """Complete points of other sweeps, found by their resolved config."""
+
+    def __init__(self, sweeps: list[str | Path], inputs: dict[str, str], versions: dict[str, str]) -> None:
+        self.sweeps = [Path(s) for s in sweeps]
+        self._versions = {k: versions.get(k) for k in VERSION_KEYS}
+        for sweep in self.sweeps:
+            self._check_sweep(sweep, inputs)
+
+    def _index(self) -> dict[str, Path]:
+        """Complete points by config, read afresh: the other sweep may still be running and finish more."""
+        points: dict[str, Path] = {}
+        for sweep in self.sweeps:
+            for config in sorted((sweep / "points").rglob("config.yaml")):
+                if is_complete(config.parent) and (config.parent / "results.json").is_file():
+                    saved = yaml.safe_load(config.read_text(encoding="utf-8"))
+                    points.setdefault(_key(saved), config.parent)
+        return points
+
+    @staticmethod
+    def _check_sweep(sweep: Path, inputs: dict[str, str]) -> None:
+        if not (sweep / SWEEP_CONFIG).is_file():
+            raise ConfigError(f"--reuse {sweep}: not a sweep folder (no {SWEEP_CONFIG}); give the --out of a sweep run")
+        saved = sweep / SWEEP_INPUTS
+        if not saved.is_file():
+            raise ConfigError(f"--reuse {sweep}: it has no {SWEEP_INPUTS}, so its input files cannot be checked "
+                              f"against this sweep's; rerun it with this version of fairgptq or drop --reuse")
+        theirs = json.loads(saved.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(theirs) & set(inputs) if theirs[k] != inputs[k])
+        if changed:
+            raise ConfigError(f"--reuse {sweep}: it read other contents of {', '.join(changed)} than this sweep "
+                              f"would, so its points are not this sweep's; drop --reuse or restore the files")
+
+    def find(self, resolved: dict) -> Path | None:
+        """The finished point computing exactly ``resolved`` on the same versions, if any sweep has one."""
+        found = self._index().get(_key(resolved))
+        if found is None:
+            return None
+        results = json.loads((found / "results.json").read_text(encoding="utf-8"))
+        if _versions(results) != self._versions:
+            logger.info("not reusing %s: made with %s, this run has %s", found, _versions(results), self._versions)
+            return None
+        return found
+
+    def copy(self, source: Path, tmp: Path) -> None:
+        """Copy a found point into the run folder being made (``atomic_run_dir`` marks and places it)."""
+        for item in source.iterdir():
+            if item.name == COMPLETE:
+                continue
+            dest = tmp / item.name
+            if item.is_dir():
+                shutil.copytree(item, dest, dirs_exist_ok=True)
+            else:
+                shutil.copy2(item, dest)
+        results = json.loads((tmp / "results.json").read_text(encoding="utf-8"))
+        results["reused_from"] = {"run": str(source.resolve()), "pipeline": results.get("pipeline")}
+        write_atomic(tmp / "results.json", json.dumps(results, indent=2, default=str))
+        with open(tmp / "run.log", "a", encoding="utf-8") as log:
+            log.write(f"reused: this point is a copy of {source.resolve()} (same resolved config, inputs and "
+                      f"versions); it was not recomputed\n")
+
+    def baseline(self, resolved: dict, target: Path) -> dict | None:
+        """The float model's evaluation from a sweep with the same model and ``evaluation`` sections.
+
+        Copies its ``baseline.json`` and item records (``float/``) into ``target`` and returns the
+        baseline; None when no reused sweep evaluated the float model the same way.
+        """
+        for sweep in self.sweeps:
+            config = yaml.safe_load((sweep / SWEEP_CONFIG).read_text(encoding="utf-8"))
+            same = all(config.get(k) == resolved.get(k) for k in ("model", "evaluation"))
+            if same and (sweep / "baseline.json").is_file():
+                if (sweep / "float").is_dir():
+                    shutil.copytree(sweep / "float", target / "float", dirs_exist_ok=True)
+                baseline = json.loads((sweep / "baseline.json").read_text(encoding="utf-8"))
+                write_atomic(target / "baseline.json", json.dumps(baseline, indent=2, default=str))
+                logger.info("float baseline reused from %s", sweep)
+                return baseline
+        return None
