@@ -49,7 +49,21 @@ def table(summary: dict, metrics: list[str], labels: list[str] | None) -> str:
             d = g["vs_reference"]["across_seeds"].get(m)
             cells.append(f"{_interval(d, signed=True)}, p {d['p']:.2f}" if d else "–")
         rows.append("| " + " | ".join(cells) + " |")
+    seconds = _seconds(summary)
+    if plain["group"] in seconds:  # quantization + evaluation of one run, as the sweep timed it
+        cells = ["time per run (s)", "–", f"{seconds[plain['group']]:.0f}"]
+        cells += [f"{seconds[g['group']]:.0f}" if g["group"] in seconds else "–" for g in compared]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _seconds(summary: dict) -> dict[str, float]:
+    """Mean wall time per run of each group, from the points' timings."""
+    out: dict[str, list[float]] = {}
+    for p in summary.get("points", []):
+        if p.get("seconds") is not None:
+            out.setdefault(p["group"], []).append(p["seconds"])
+    return {g: sum(v) / len(v) for g, v in out.items()}
 
 
 def _shares(items: list[dict]) -> dict[str, tuple[float, int]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,13 @@ def test_rows_hold_float_plain_interval_and_paired_differences():
                            "metrics": {"crows_pairs.pct_stereotype": _stat(56.0, 54.0, 58.0)}},
                           {"group": "001_alpha=0.1", "plain": False, "seeds": [0, 1, 2],
                            "vs_reference": {"across_seeds": {
-                               "crows_pairs.pct_stereotype": _stat(-1.25, -3.5, 1.0, p=0.21)}}}]}
+                               "crows_pairs.pct_stereotype": _stat(-1.25, -3.5, 1.0, p=0.21)}}}],
+               "points": [{"group": "000_alpha=0.0", "seconds": 100.0}, {"group": "000_alpha=0.0", "seconds": 120.0},
+                          {"group": "001_alpha=0.1", "seconds": 150.0}]}
     lines = _module().table(summary, ["crows_pairs.pct_stereotype"], ["fair"]).splitlines()
     assert lines[0] == "| metric | float | plain GPTQ, mean [95 % CI] (n 3 seeds) | fair − plain |"
     assert lines[2] == "| crows_pairs.pct_stereotype | 55.50 | 56.00 [54.00, 58.00] | -1.25 [-3.50, +1.00], p 0.21 |"
+    assert lines[3] == "| time per run (s) | – | 110 | 150 |"
     with pytest.raises(SystemExit, match="2 labels for 1 compared points"):
         _module().table(summary, ["crows_pairs.pct_stereotype"], ["a", "b"])
 
@@ -83,3 +87,65 @@ def test_per_category_differences_come_from_the_item_records(tmp_path):
     lines = _module().category_table(tmp_path, summary, "crows_pairs", ["fair"]).splitlines()
     assert lines[2] == "| age (n 2) | -50.00 in every seed |"  # no spread, so no interval
     assert lines[3].startswith("| gender (n 2) | -25.00 [")  # seed 0: -50 points, seed 1: 0
+
+
+def _script(name: str):
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses resolve their annotations through the module's entry
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _frontier_sweep(tmp_path, fair: dict[str, tuple[float, float, float, float, float, float]], seeds=(0, 1, 2, 3, 4)):
+    """A sweep summary with one plain group and Fair groups: (ΔCrowS, lo, hi, McNemar p, PPL, mean zero-shot acc)."""
+    import json
+    plain = {"group": "000_alpha=0.0", "plain": True, "seeds": list(seeds),
+             "metrics": {"wikitext2.perplexity": _stat(30.0, 29, 31), "stereoset.SS": _stat(60.0, 59, 61),
+                         **{m: _stat(0.5, 0.4, 0.6) for m in ("piqa.acc", "openbookqa.acc", "siqa.acc")}}}
+    groups, points = [plain], []
+    for name, (d, lo, hi, p_mc, ppl, acc) in fair.items():
+        groups.append({"group": name, "plain": False, "seeds": list(seeds), "reference": plain["group"],
+                       "metrics": {"wikitext2.perplexity": _stat(ppl, ppl - 1, ppl + 1),
+                                   "stereoset.SS": _stat(59.0, 58, 60),
+                                   **{m: _stat(acc, acc - 0.1, acc + 0.1)
+                                      for m in ("piqa.acc", "openbookqa.acc", "siqa.acc")}},
+                       "vs_reference": {"across_seeds": {"crows_pairs.pct_stereotype": _stat(d, lo, hi, p=0.01)},
+                                        "pooled_mcnemar": {"crows_pairs": {"a_only": 1, "b_only": 2, "p": p_mc}}}})
+        for s in seeds:
+            folder = tmp_path / "points" / name / f"seed={s}"
+            folder.mkdir(parents=True)
+            module = {"fair_mode": "exact", "hbias_trace_ratio": 0.01 * (s + 1), "fair_radius": 0.5}
+            (folder / "results.json").write_text(json.dumps({"quantization": {
+                "modules": [module, {"fair_mode": None}],
+                "summary": {"overshoots": 0, "eigen_repairs": 1, "max_delta_w_rel": 0.2}}}))
+            points.append({"name": f"{name}/seed={s}", "group": name, "seed": s, "seconds": 100.0 + s})
+    (tmp_path / "results.json").write_text(json.dumps({"groups": groups, "points": points}))
+    return tmp_path
+
+
+def test_the_frontier_checks_every_recipe_criterion_and_names_what_a_point_misses(tmp_path):
+    mod = _script("recipe_frontier")
+    sweep = _frontier_sweep(tmp_path, {"001_alpha=0.3": (-2.5, -3.5, -1.5, 0.001, 31.0, 0.495),
+                                       "002_alpha=1.0": (-4.0, -5.0, -3.0, 0.001, 45.0, 0.40),
+                                       "003_alpha=0.1": (-0.5, -1.5, 0.5, 0.4, 30.1, 0.5)})
+    points = {p.group: p for p in mod.compared_points(sweep)}
+    assert points["001_alpha=0.3"].failed == [] and points["001_alpha=0.3"].stability["trace_ratio"] == 0.03
+    assert points["002_alpha=1.0"].failed == ["PPL <= 1.05x", "zero-shot >= 97 %"]
+    assert points["003_alpha=0.1"].failed == ["drop >= 2", "significant"]
+    assert mod.verdict(list(points.values())).startswith("Meets every criterion: " + sweep.name + " / 001_alpha=0.3")
+    table = mod.table(list(points.values())).splitlines()
+    assert "| 5 | -2.50 [-3.50, -1.50], p 0.01 | 0.001 | 1.033 | 99.0 % | -1.00 |" in table[2]
+
+
+def test_the_frontier_reports_the_best_point_that_keeps_the_model_when_none_passes(tmp_path):
+    mod = _script("recipe_frontier")
+    sweep = _frontier_sweep(tmp_path, {"001_alpha=1.0": (-4.0, -5.0, -3.0, 0.001, 45.0, 0.40),
+                                       "002_alpha=0.1": (-0.7, -1.5, 0.1, 0.2, 30.3, 0.5)}, seeds=(0, 1, 2))
+    text = mod.verdict(mod.compared_points(sweep))
+    assert text.startswith("No point meets every criterion. Largest CrowS-Pairs drop among the points that keep "
+                           "the model: " + sweep.name + " / 002_alpha=0.1, -0.70 [-1.50, +0.10]")
+    assert text.endswith("it misses: drop >= 2, significant, >= 5 seeds.")
+    mod.plot(mod.compared_points(sweep), tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").stat().st_size > 0

@@ -1,0 +1,222 @@
+"""Which Fair-GPTQ point meets the recipe criteria: the bias / perplexity frontier of research sweeps.
+
+Issue 16 fixes what a recommended recipe must show against plain GPTQ on the same H source and seeds:
+CrowS-Pairs pct_stereotype lower by >= 2 points, significant (pooled McNemar p < 0.05 over >= 5
+seeds, and the across-seed t-interval excluding 0), WikiText-2 perplexity <= 1.05 x plain's,
+zero-shot accuracy kept >= 97 % and StereoSet held-out SS no further from 50 than plain's.  This
+prints every compared point of the given sweeps against each criterion (Markdown), with what
+explains it (tr H_bias / tr H, spectral radius, overshoots, eigen repairs, largest ‖ΔW‖/‖W‖), names
+the best point among those that keep the model, and draws the frontier: the CrowS-Pairs change
+against the perplexity ratio, with the criteria's lines.
+
+    .venv/bin/python scripts/recipe_frontier.py runs/research/recipe_alpha runs/research/recipe_h_source \
+        --plot docs/research/recipe_frontier.png
+
+Reads each finished sweep's ``results.json`` (its ``groups``) and its points' ``results.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CROWS = "crows_pairs.pct_stereotype"
+PPL = "wikitext2.perplexity"
+SS = "stereoset.SS"
+ZERO_SHOT = ("piqa.acc", "openbookqa.acc", "siqa.acc")
+CRITERIA = {"drop >= 2": "CrowS-Pairs at least 2 points below plain GPTQ",
+            "significant": "pooled McNemar p < 0.05 and the t-interval excludes 0",
+            ">= 5 seeds": "five or more pair seeds",
+            "PPL <= 1.05x": "WikiText-2 perplexity at most 1.05 x plain GPTQ's",
+            "zero-shot >= 97 %": "mean PIQA/OBQA/SIQA accuracy at least 97 % of plain GPTQ's",
+            "SS not worse": "StereoSet held-out SS no further from 50 than plain GPTQ's"}
+QUALITY = ("PPL <= 1.05x", "zero-shot >= 97 %")  # what "keeps the model" means
+
+
+@dataclass
+class Point:
+    """One compared point of one sweep: its paired differences and what the criteria read off them."""
+
+    sweep: str
+    group: str
+    seeds: int
+    crows: dict
+    mcnemar_p: float | None
+    ppl_ratio: float | None
+    zero_shot_kept: float | None
+    ss_distance_change: float | None
+    stability: dict
+    seconds: float
+    failed: list[str] = field(default_factory=list)
+    unmeasured: list[str] = field(default_factory=list)
+
+    @property
+    def keeps_model(self) -> bool:
+        """No quality criterion measured and missed (one not measured is stated beside the verdict)."""
+        return not any(c in self.failed for c in QUALITY)
+
+
+def _mean_metric(group: dict, metric: str) -> float | None:
+    m = group["metrics"].get(metric)
+    return None if m is None else m["mean"]
+
+
+def _stability(sweep: Path, names: list[str]) -> dict:
+    """Mean over seeds of: median tr(H_bias)/tr(H) and max radius over the term's modules, events, max ΔW."""
+    per_seed = []
+    for name in names:
+        q = json.loads((sweep / "points" / name / "results.json").read_text())["quantization"]
+        fair = [m for m in q["modules"] if m.get("fair_mode")]
+        ratios = [m["hbias_trace_ratio"] for m in fair if m.get("hbias_trace_ratio") is not None]
+        radii = [m["fair_radius"] for m in fair if m.get("fair_radius") is not None]
+        per_seed.append({"trace_ratio": statistics.median(ratios) if ratios else None,
+                         "max_radius": max(radii) if radii else None,
+                         "overshoots": q["summary"]["overshoots"], "eigen_repairs": q["summary"]["eigen_repairs"],
+                         "max_delta_w_rel": q["summary"]["max_delta_w_rel"]})
+    out = {}
+    for key in per_seed[0] if per_seed else ():
+        values = [s[key] for s in per_seed if s[key] is not None]
+        out[key] = statistics.fmean(values) if values else None
+    return out
+
+
+def compared_points(sweep: Path) -> list[Point]:
+    summary = json.loads((sweep / "results.json").read_text())
+    plain = next((g for g in summary["groups"] if g.get("plain")), None)
+    out = []
+    for g in summary["groups"]:
+        if "vs_reference" not in g or g["vs_reference"]["across_seeds"].get(CROWS) is None:
+            continue
+        ref = next((r for r in summary["groups"] if r["group"] == g.get("reference")), plain)
+        diffs = g["vs_reference"]["across_seeds"]
+        names = [p["name"] for p in summary["points"] if p["group"] == g["group"]]
+        seconds = statistics.fmean(p["seconds"] for p in summary["points"] if p["group"] == g["group"])
+        ppl, ref_ppl = _mean_metric(g, PPL), _mean_metric(ref, PPL)
+        zs = [(_mean_metric(g, m), _mean_metric(ref, m)) for m in ZERO_SHOT]
+        zs = [(a, b) for a, b in zs if a is not None and b is not None]
+        ss, ref_ss = _mean_metric(g, SS), _mean_metric(ref, SS)
+        p = Point(sweep=sweep.name, group=g["group"], seeds=len(g["seeds"]), crows=diffs[CROWS],
+                  mcnemar_p=(g["vs_reference"].get("pooled_mcnemar") or {}).get("crows_pairs", {}).get("p"),
+                  ppl_ratio=None if ppl is None or ref_ppl is None else ppl / ref_ppl,
+                  zero_shot_kept=(statistics.fmean(a for a, _ in zs) / statistics.fmean(b for _, b in zs)) if zs else None,
+                  ss_distance_change=None if ss is None or ref_ss is None else abs(ss - 50) - abs(ref_ss - 50),
+                  stability=_stability(sweep, names), seconds=seconds)
+        checks = _checks(p)
+        p.failed = [c for c, ok in checks.items() if ok is False]
+        p.unmeasured = [c for c, ok in checks.items() if ok is None]
+        out.append(p)
+    return out
+
+
+def _checks(p: Point) -> dict[str, bool | None]:
+    """Each criterion: met, missed, or None where the sweep did not measure what it reads."""
+    c = p.crows
+    excludes_zero = c.get("lo") is not None and (c["lo"] > 0 or c["hi"] < 0)
+
+    def at_most(x: float | None, bound: float) -> bool | None:
+        return None if x is None else x <= bound
+
+    return {"drop >= 2": c["mean"] <= -2,
+            "significant": None if p.mcnemar_p is None else (excludes_zero and c["mean"] < 0 and p.mcnemar_p < 0.05),
+            ">= 5 seeds": p.seeds >= 5,
+            "PPL <= 1.05x": at_most(p.ppl_ratio, 1.05),
+            "zero-shot >= 97 %": None if p.zero_shot_kept is None else p.zero_shot_kept >= 0.97,
+            "SS not worse": at_most(p.ss_distance_change, 0.0)}
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def table(points: list[Point]) -> str:
+    head = ["sweep", "point", "seeds", "Δ CrowS-Pairs [95 % CI], t p", "McNemar p", "PPL / plain",
+            "zero-shot kept", "Δ |SS − 50|", "tr H_bias / tr H", "max radius", "overshoots",
+            "eigen repairs", "max ‖ΔW‖/‖W‖", "s / run", "criteria missed"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in points:
+        c, s = p.crows, p.stability
+        t = f"{c['mean']:+.2f} [{_fmt(c.get('lo'), '+.2f')}, {_fmt(c.get('hi'), '+.2f')}], p {_fmt(c.get('p'), '.2f')}"
+        rows.append("| " + " | ".join([
+            p.sweep, p.group, str(p.seeds), t, _fmt(p.mcnemar_p, ".2g"), _fmt(p.ppl_ratio, ".3f"),
+            _fmt(None if p.zero_shot_kept is None else 100 * p.zero_shot_kept, ".1f") + (" %" if p.zero_shot_kept else ""),
+            _fmt(p.ss_distance_change, "+.2f"), _fmt(s.get("trace_ratio"), ".3g"), _fmt(s.get("max_radius"), ".3g"),
+            _fmt(s.get("overshoots"), ".1f"), _fmt(s.get("eigen_repairs"), ".1f"), _fmt(s.get("max_delta_w_rel"), ".3f"),
+            f"{p.seconds:.0f}", (", ".join(p.failed) or "none")
+            + (f" (not measured: {', '.join(p.unmeasured)})" if p.unmeasured else "")]) + " |")
+    return "\n".join(rows)
+
+
+def verdict(points: list[Point]) -> str:
+    passing = [p for p in points if not p.failed and not p.unmeasured]
+    if passing:
+        best = min(passing, key=lambda p: p.crows["mean"])
+        return (f"Meets every criterion: {best.sweep} / {best.group} (Δ CrowS-Pairs {best.crows['mean']:+.2f}, "
+                f"PPL x{best.ppl_ratio:.3f}).")
+    kept = [p for p in points if p.keeps_model]
+    if not kept:
+        return "No point meets every criterion, and none keeps the model (perplexity or zero-shot missed)."
+    best = min(kept, key=lambda p: p.crows["mean"])
+    return (f"No point meets every criterion. Largest CrowS-Pairs drop among the points that keep the model: "
+            f"{best.sweep} / {best.group}, {best.crows['mean']:+.2f} [{_fmt(best.crows.get('lo'), '+.2f')}, "
+            f"{_fmt(best.crows.get('hi'), '+.2f')}] (t p {_fmt(best.crows.get('p'), '.2f')}, McNemar p "
+            f"{_fmt(best.mcnemar_p, '.2g')}, {best.seeds} seeds), PPL x{best.ppl_ratio:.3f}; it misses: "
+            f"{', '.join(best.failed)}" + (f" (not measured: {', '.join(best.unmeasured)})" if best.unmeasured else "")
+            + ".")
+
+
+def plot(points: list[Point], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    sweeps = list(dict.fromkeys(p.sweep for p in points))
+    for p in points:
+        if p.ppl_ratio is None:
+            continue
+        c = p.crows
+        err = None if c.get("lo") is None else [[c["mean"] - c["lo"]], [c["hi"] - c["mean"]]]
+        colour = colours[sweeps.index(p.sweep) % len(colours)]
+        ax.errorbar(p.ppl_ratio, c["mean"], yerr=err, fmt="o", ms=4, capsize=2, color=colour)
+        ax.annotate(p.group.split("_", 1)[-1], (p.ppl_ratio, c["mean"]), fontsize=6, xytext=(3, 2),
+                    textcoords="offset points")
+    for i, s in enumerate(sweeps):
+        ax.plot([], [], "o", color=colours[i % len(colours)], label=s)
+    ax.axhline(0, color="k", lw=1)
+    ax.axhline(-2, color="tab:green", ls="--", lw=1, label="criterion: 2 points below plain")
+    ax.axvline(1.05, color="tab:red", ls="--", lw=1, label="criterion: PPL 1.05 x plain")
+    ratios = [p.ppl_ratio for p in points if p.ppl_ratio is not None]
+    log = bool(ratios) and max(ratios) / min(ratios) > 2  # α grids span orders of magnitude; screens do not
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("WikiText-2 perplexity / plain GPTQ's (same H source and seeds" + ("; log scale)" if log else ")"))
+    ax.set_ylabel("CrowS-Pairs pct_stereotype − plain GPTQ\n(mean over seeds, 95 % t-interval)")
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("sweeps", type=Path, nargs="+", help="finished sweep directories with repeats")
+    ap.add_argument("--plot", type=Path, help="write the frontier plot here (PNG)")
+    args = ap.parse_args()
+    points = [p for s in args.sweeps for p in compared_points(s)]
+    if not points:
+        raise SystemExit("no point compared with plain GPTQ on CrowS-Pairs across seeds in these sweeps")
+    print(table(points))
+    print()
+    print(verdict(points))
+    if args.plot:
+        plot(points, args.plot)
+        print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
