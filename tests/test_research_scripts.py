@@ -149,3 +149,15 @@ def test_the_frontier_reports_the_best_point_that_keeps_the_model_when_none_pass
     assert text.endswith("it misses: drop >= 2, significant, >= 5 seeds.")
     mod.plot(mod.compared_points(sweep), tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").stat().st_size > 0
+
+
+def test_reach_splits_each_pairs_preference_into_span_and_continuation():
+    mod = _script("crows_reach")
+    items = [{"span_more": -1.0, "span_less": -2.0, "rest_more": -5.0, "rest_less": -3.0},  # span +1, rest −2: rest decides
+             {"span_more": -1.0, "span_less": -3.0, "rest_more": -2.0, "rest_less": -2.5},  # both stereotypical
+             {"span_more": -4.0, "span_less": -3.0, "rest_more": 0.0, "rest_less": 0.0}]   # span at the end: no rest
+    r = mod.reach(items)
+    assert r["n"] == 3 and r["pct_stereotype"] == 100 / 3
+    assert r["pct_span_only"] == 200 / 3 and r["pct_continuation_only"] == 100 / 3
+    assert r["pct_decided_by_continuation"] == 100 / 3
+    assert r["continuation_share"] == 2.5 / (4.0 + 2.5)
