@@ -30,30 +30,43 @@ def _interval(s: dict, signed: bool = False) -> str:
     return f"{fmt.format(s['mean'])} [{fmt.format(s['lo'])}, {fmt.format(s['hi'])}]"
 
 
-def table(summary: dict, metrics: list[str], labels: list[str] | None) -> str:
-    plain = next((g for g in summary["groups"] if g.get("plain")), None)
+def table(summary: dict, metrics: list[str], labels: list[str] | None,
+          plain_labels: list[str] | None = None) -> str:
+    """One column per plain group (a sweep over H sources or backends has one per source), each followed
+    by the points compared with it: their paired differences from that plain group on the same seeds."""
+    plains = [g for g in summary["groups"] if g.get("plain")]
     compared = [g for g in summary["groups"] if "vs_reference" in g]
-    if plain is None or not compared:
+    if not plains or not compared:
         raise SystemExit("no plain group, or no point compared with it across seeds (a sweep with repeats?)")
     labels = labels or [g["group"] for g in compared]
     if len(labels) != len(compared):
         raise SystemExit(f"{len(labels)} labels for {len(compared)} compared points")
+    plain_labels = plain_labels or [g["group"] for g in plains]
+    if len(plain_labels) != len(plains):
+        raise SystemExit(f"{len(plain_labels)} plain labels for {len(plains)} plain groups")
+    label_of = {g["group"]: label for g, label in zip(compared, labels)}
+    columns: list[tuple[str, dict]] = []  # (header, group), plain first then the points compared with it
+    for plain, plain_label in zip(plains, plain_labels):
+        who = "" if len(plains) == 1 else f" ({plain_label})"
+        columns.append((f"plain GPTQ{who}, mean [95 % CI] (n {len(plain['seeds'])} seeds)", plain))
+        columns += [(f"{label_of[g['group']]} − plain", g) for g in compared
+                    if g.get("reference", plains[0]["group"]) == plain["group"]]
     floats = headline_metrics(summary.get("baseline"))
-    head = ["metric", "float", f"plain GPTQ, mean [95 % CI] (n {len(plain['seeds'])} seeds)"]
-    head += [f"{label} − plain" for label in labels]
+    head = ["metric", "float"] + [h for h, _ in columns]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in metrics:
-        cells = [m, f"{floats[m]:.2f}" if m in floats else "–",
-                 _interval(plain["metrics"][m]) if m in plain["metrics"] else "–"]
-        for g in compared:
-            d = g["vs_reference"]["across_seeds"].get(m)
-            cells.append(f"{_interval(d, signed=True)}, p {d['p']:.2f}" if d else "–")
+        cells = [m, f"{floats[m]:.2f}" if m in floats else "–"]
+        for _, g in columns:
+            if g.get("plain"):
+                cells.append(_interval(g["metrics"][m]) if m in g["metrics"] else "–")
+            else:
+                d = g["vs_reference"]["across_seeds"].get(m)
+                cells.append(f"{_interval(d, signed=True)}, p {d['p']:.2f}" if d else "–")
         rows.append("| " + " | ".join(cells) + " |")
     seconds = _seconds(summary)
-    if plain["group"] in seconds:  # quantization + evaluation of one run, as the sweep timed it
-        cells = ["time per run (s)", "–", f"{seconds[plain['group']]:.0f}"]
-        cells += [f"{seconds[g['group']]:.0f}" if g["group"] in seconds else "–" for g in compared]
-        rows.append("| " + " | ".join(cells) + " |")
+    if all(g["group"] in seconds for _, g in columns):  # quantization + evaluation of one run, as timed
+        rows.append("| " + " | ".join(["time per run (s)", "–"] + [f"{seconds[g['group']]:.0f}" for _, g in columns])
+                    + " |")
     return "\n".join(rows)
 
 
@@ -110,12 +123,14 @@ def main() -> None:
     ap.add_argument("--metrics", nargs="+", help="task.metric names, one row each")
     ap.add_argument("--by-category", metavar="TASK", help="per-category paired differences of one pair task")
     ap.add_argument("--labels", nargs="*", default=None, help="one label per compared point, in sweep order")
+    ap.add_argument("--plain-labels", nargs="*", default=None,
+                    help="one label per plain group, where a sweep has several (one per H source, say)")
     args = ap.parse_args()
     summary = json.loads((args.sweep / "results.json").read_text())
     if args.by_category:
         print(category_table(args.sweep, summary, args.by_category, args.labels))
     elif args.metrics:
-        print(table(summary, args.metrics, args.labels))
+        print(table(summary, args.metrics, args.labels, args.plain_labels))
     else:
         ap.error("give --metrics or --by-category")
 

@@ -161,3 +161,19 @@ def test_reach_splits_each_pairs_preference_into_span_and_continuation():
     assert r["pct_span_only"] == 200 / 3 and r["pct_continuation_only"] == 100 / 3
     assert r["pct_decided_by_continuation"] == 100 / 3
     assert r["continuation_share"] == 2.5 / (4.0 + 2.5)
+
+
+def test_a_sweep_with_one_plain_group_per_h_source_gets_one_reference_column_each():
+    def group(name, plain, ref=None, diff=None):
+        g = {"group": name, "plain": plain, "seeds": [0, 1, 2], "metrics": {"wikitext2.perplexity": _stat(30.0, 29, 31)}}
+        if ref:
+            g.update(reference=ref, vs_reference={"across_seeds": {"wikitext2.perplexity": _stat(diff, -1, 1, p=0.5)}})
+        return g
+    summary = {"groups": [group("pairs0", True), group("pairs1", False, "pairs0", 0.5),
+                          group("text0", True), group("text1", False, "text0", -0.25)]}
+    lines = _module().table(summary, ["wikitext2.perplexity"], ["α 0.1", "α 0.1"], ["pairs H", "WikiText-2 H"])
+    head, row = lines.splitlines()[0], lines.splitlines()[2]
+    assert head == ("| metric | float | plain GPTQ (pairs H), mean [95 % CI] (n 3 seeds) | α 0.1 − plain | "
+                    "plain GPTQ (WikiText-2 H), mean [95 % CI] (n 3 seeds) | α 0.1 − plain |")
+    assert row == ("| wikitext2.perplexity | – | 30.00 [29.00, 31.00] | +0.50 [-1.00, +1.00], p 0.50 | "
+                   "30.00 [29.00, 31.00] | -0.25 [-1.00, +1.00], p 0.50 |")
