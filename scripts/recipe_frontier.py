@@ -50,6 +50,7 @@ class Point:
     ss_distance_change: float | None
     stability: dict
     seconds: float
+    origins: tuple[str, ...] = ()
     failed: list[str] = field(default_factory=list)
     unmeasured: list[str] = field(default_factory=list)
 
@@ -62,6 +63,20 @@ class Point:
 def _mean_metric(group: dict, metric: str) -> float | None:
     m = group["metrics"].get(metric)
     return None if m is None else m["mean"]
+
+
+def _origins(sweep: Path, names: list[str]) -> tuple[str, ...]:
+    """Where each seed's run was computed: a point copied by ``--reuse`` names its original."""
+    out = []
+    for name in names:
+        run = (sweep / "points" / name).resolve()
+        while True:  # a copy of a copy names the copy it came from: follow it to the computed run
+            source = json.loads((run / "results.json").read_text()).get("reused_from", {}).get("run")
+            if not source or not (Path(source) / "results.json").is_file():
+                break
+            run = Path(source)
+        out.append(str(run))
+    return tuple(sorted(out))
 
 
 def _stability(sweep: Path, names: list[str]) -> dict:
@@ -103,7 +118,7 @@ def compared_points(sweep: Path) -> list[Point]:
                   ppl_ratio=None if ppl is None or ref_ppl is None else ppl / ref_ppl,
                   zero_shot_kept=(statistics.fmean(a for a, _ in zs) / statistics.fmean(b for _, b in zs)) if zs else None,
                   ss_distance_change=None if ss is None or ref_ss is None else abs(ss - 50) - abs(ref_ss - 50),
-                  stability=_stability(sweep, names), seconds=seconds)
+                  stability=_stability(sweep, names), seconds=seconds, origins=_origins(sweep, names))
         checks = _checks(p)
         p.failed = [c for c, ok in checks.items() if ok is False]
         p.unmeasured = [c for c, ok in checks.items() if ok is None]
@@ -207,7 +222,11 @@ def main() -> None:
     ap.add_argument("sweeps", type=Path, nargs="+", help="finished sweep directories with repeats")
     ap.add_argument("--plot", type=Path, help="write the frontier plot here (PNG)")
     args = ap.parse_args()
-    points = [p for s in args.sweeps for p in compared_points(s)]
+    points, seen = [], set()
+    for p in (p for s in args.sweeps for p in compared_points(s)):
+        if p.origins not in seen:  # a point another sweep copied with --reuse is listed once
+            seen.add(p.origins)
+            points.append(p)
     if not points:
         raise SystemExit("no point compared with plain GPTQ on CrowS-Pairs across seeds in these sweeps")
     print(table(points))

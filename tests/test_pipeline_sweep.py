@@ -197,3 +197,16 @@ def test_reuse_takes_the_float_baseline_only_for_the_same_model_and_evaluation(t
     assert not (target / "baseline.json").exists()
     assert reusable.baseline({**resolved, "name": "b"}, target) == {"crows_pairs.pct_stereotype": 55.0}
     assert (target / "float" / "items" / "crows_pairs.jsonl").is_file()
+
+
+def test_a_copy_of_a_copy_names_the_run_that_computed_it(tmp_path):
+    from fairgptq.pipeline.reuse import ReusablePoints
+    original, copy, again = tmp_path / "a" / "p", tmp_path / "b" / "p", tmp_path / "c" / "p"
+    for d in (original, copy, again):
+        d.mkdir(parents=True)
+    (original / "results.json").write_text(json.dumps({"pipeline": "a"}))
+    reusable = ReusablePoints([], {}, {})
+    reusable.copy(original, copy)
+    reusable.copy(copy, again)
+    assert json.loads((again / "results.json").read_text())["reused_from"] == {"run": str(original.resolve()),
+                                                                               "pipeline": "a"}

@@ -100,7 +100,9 @@ class ReusablePoints:
             else:
                 shutil.copy2(item, dest)
         results = json.loads((tmp / "results.json").read_text(encoding="utf-8"))
-        results["reused_from"] = {"run": str(source.resolve()), "pipeline": results.get("pipeline")}
+        # a copy of a copy keeps naming the run that computed it
+        results["reused_from"] = results.get("reused_from") or {"run": str(source.resolve()),
+                                                                "pipeline": results.get("pipeline")}
         write_atomic(tmp / "results.json", json.dumps(results, indent=2, default=str))
         with open(tmp / "run.log", "a", encoding="utf-8") as log:
             log.write(f"reused: this point is a copy of {source.resolve()} (same resolved config, inputs and "
