@@ -147,15 +147,15 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def table(points: list[Point]) -> str:
-    head = ["sweep", "point", "seeds", "Δ CrowS-Pairs [95 % CI], t p", "McNemar p", "PPL / plain",
-            "zero-shot kept", "Δ |SS − 50|", "tr H_bias / tr H", "max radius", "overshoots",
+    head = ["id", "sweep", "point", "seeds", "Δ CrowS-Pairs [95 % CI], t p", "McNemar p", "PPL / plain",
+            "zero-shot kept", "Δ \\|SS − 50\\|", "tr αH_bias / tr H", "max radius", "modules with radius ≥ 1",
             "eigen repairs", "max ‖ΔW‖/‖W‖", "s / run", "criteria missed"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for p in points:
+    for i, p in enumerate(points, 1):
         c, s = p.crows, p.stability
         t = f"{c['mean']:+.2f} [{_fmt(c.get('lo'), '+.2f')}, {_fmt(c.get('hi'), '+.2f')}], p {_fmt(c.get('p'), '.2f')}"
         rows.append("| " + " | ".join([
-            p.sweep, p.group, str(p.seeds), t, _fmt(p.mcnemar_p, ".2g"), _fmt(p.ppl_ratio, ".3f"),
+            f"P{i}", p.sweep, p.group, str(p.seeds), t, _fmt(p.mcnemar_p, ".2g"), _fmt(p.ppl_ratio, ".3f"),
             _fmt(None if p.zero_shot_kept is None else 100 * p.zero_shot_kept, ".1f") + (" %" if p.zero_shot_kept else ""),
             _fmt(p.ss_distance_change, "+.2f"), _fmt(s.get("trace_ratio"), ".3g"), _fmt(s.get("max_radius"), ".3g"),
             _fmt(s.get("overshoots"), ".1f"), _fmt(s.get("eigen_repairs"), ".1f"), _fmt(s.get("max_delta_w_rel"), ".3f"),
@@ -190,15 +190,15 @@ def plot(points: list[Point], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     sweeps = list(dict.fromkeys(p.sweep for p in points))
-    for p in points:
+    for i, p in enumerate(points, 1):
         if p.ppl_ratio is None:
             continue
         c = p.crows
         err = None if c.get("lo") is None else [[c["mean"] - c["lo"]], [c["hi"] - c["mean"]]]
         colour = colours[sweeps.index(p.sweep) % len(colours)]
         ax.errorbar(p.ppl_ratio, c["mean"], yerr=err, fmt="o", ms=4, capsize=2, color=colour)
-        ax.annotate(p.group.split("_", 1)[-1], (p.ppl_ratio, c["mean"]), fontsize=6, xytext=(3, 2),
-                    textcoords="offset points")
+        ax.annotate(f"P{i}", (p.ppl_ratio, c["mean"]), fontsize=7, xytext=(3, 2),
+                    textcoords="offset points")  # the table's id column names the point
     for i, s in enumerate(sweeps):
         ax.plot([], [], "o", color=colours[i % len(colours)], label=s)
     ax.axhline(0, color="k", lw=1)
