@@ -65,25 +65,26 @@ def _mean_metric(group: dict, metric: str) -> float | None:
     return None if m is None else m["mean"]
 
 
-def _origins(sweep: Path, names: list[str]) -> tuple[str, ...]:
+def _origins(sweep: Path, names: list[str], results: list[dict]) -> tuple[str, ...]:
     """Where each seed's run was computed: a point copied by ``--reuse`` names its original."""
     out = []
-    for name in names:
+    for name, res in zip(names, results):
         run = (sweep / "points" / name).resolve()
         while True:  # a copy of a copy names the copy it came from: follow it to the computed run
-            source = json.loads((run / "results.json").read_text()).get("reused_from", {}).get("run")
+            source = res.get("reused_from", {}).get("run")
             if not source or not (Path(source) / "results.json").is_file():
                 break
             run = Path(source)
+            res = json.loads((run / "results.json").read_text())
         out.append(str(run))
     return tuple(sorted(out))
 
 
-def _stability(sweep: Path, names: list[str]) -> dict:
+def _stability(results: list[dict]) -> dict:
     """Mean over seeds of: median tr(H_bias)/tr(H) and max radius over the term's modules, events, max ΔW."""
     per_seed = []
-    for name in names:
-        q = json.loads((sweep / "points" / name / "results.json").read_text())["quantization"]
+    for res in results:
+        q = res["quantization"]
         fair = [m for m in q["modules"] if m.get("fair_mode")]
         ratios = [m["hbias_trace_ratio"] for m in fair if m.get("hbias_trace_ratio") is not None]
         radii = [m["fair_radius"] for m in fair if m.get("fair_radius") is not None]
@@ -108,6 +109,7 @@ def compared_points(sweep: Path) -> list[Point]:
         ref = next((r for r in summary["groups"] if r["group"] == g.get("reference")), plain)
         diffs = g["vs_reference"]["across_seeds"]
         names = [p["name"] for p in summary["points"] if p["group"] == g["group"]]
+        runs = [json.loads((sweep / "points" / n / "results.json").read_text()) for n in names]  # read once
         seconds = statistics.fmean(p["seconds"] for p in summary["points"] if p["group"] == g["group"])
         ppl, ref_ppl = _mean_metric(g, PPL), _mean_metric(ref, PPL)
         zs = [(_mean_metric(g, m), _mean_metric(ref, m)) for m in ZERO_SHOT]
@@ -118,7 +120,7 @@ def compared_points(sweep: Path) -> list[Point]:
                   ppl_ratio=None if ppl is None or ref_ppl is None else ppl / ref_ppl,
                   zero_shot_kept=(statistics.fmean(a for a, _ in zs) / statistics.fmean(b for _, b in zs)) if zs else None,
                   ss_distance_change=None if ss is None or ref_ss is None else abs(ss - 50) - abs(ref_ss - 50),
-                  stability=_stability(sweep, names), seconds=seconds, origins=_origins(sweep, names))
+                  stability=_stability(runs), seconds=seconds, origins=_origins(sweep, names, runs))
         checks = _checks(p)
         p.failed = [c for c, ok in checks.items() if ok is False]
         p.unmeasured = [c for c, ok in checks.items() if ok is None]

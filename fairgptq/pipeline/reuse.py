@@ -26,6 +26,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+
 import yaml
 
 from ..core.errors import ConfigError
