@@ -34,8 +34,18 @@ def reach(items: list[dict]) -> dict[str, float]:
             "continuation_share": sum(map(abs, rest)) / (sum(map(abs, span)) + sum(map(abs, rest)))}
 
 
+class NoDecomposition(Exception):
+    """A run folder without the span/continuation records this script reads."""
+
+
 def _of(run: Path) -> dict[str, float]:
-    return reach(read_items(run / "items")["crows_pairs_decomposed"])
+    items = read_items(run / "items") if (run / "items").is_dir() else {}
+    if "crows_pairs_decomposed" not in items:
+        raise NoDecomposition(
+            f"{run} has no items/crows_pairs_decomposed records: it was not evaluated with the "
+            f"crows_pairs_decomposed task. Add it to the pipeline's evaluation.tasks (as "
+            f"pipelines/research/recipe_reach.yaml does) and rerun, or give a run that has it")
+    return reach(items["crows_pairs_decomposed"])
 
 
 def sweep_rows(sweep: Path) -> list[tuple[str, dict[str, float]]]:
@@ -53,7 +63,10 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="*", help="run folders holding items/crows_pairs_decomposed.jsonl")
     ap.add_argument("--sweep", type=Path, help="a sweep with repeats: the float model and each point's seed mean")
     args = ap.parse_args()
-    rows = [(str(r), _of(r)) for r in args.runs] + (sweep_rows(args.sweep) if args.sweep else [])
+    try:
+        rows = [(str(r), _of(r)) for r in args.runs] + (sweep_rows(args.sweep) if args.sweep else [])
+    except NoDecomposition as e:
+        ap.exit(2, f"crows_reach.py: error: {e}\n")
     if not rows:
         ap.error("give run folders or --sweep")
     head = ["run", "pairs", "% stereotype (total)", "% span part alone", "% continuation part alone",

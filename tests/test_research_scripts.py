@@ -163,6 +163,15 @@ def test_reach_splits_each_pairs_preference_into_span_and_continuation():
     assert r["continuation_share"] == 2.5 / (4.0 + 2.5)
 
 
+def test_reach_names_the_missing_task_when_a_run_has_no_decomposed_records(tmp_path):
+    mod = _script("crows_reach")
+    (tmp_path / "items").mkdir()
+    with pytest.raises(mod.NoDecomposition, match="evaluated with the crows_pairs_decomposed task"):
+        mod._of(tmp_path)
+    with pytest.raises(mod.NoDecomposition, match="evaluation.tasks"):
+        mod._of(tmp_path / "not-a-run")
+
+
 def test_a_sweep_with_one_plain_group_per_h_source_gets_one_reference_column_each():
     def group(name, plain, ref=None, diff=None):
         g = {"group": name, "plain": plain, "seeds": [0, 1, 2], "metrics": {"wikitext2.perplexity": _stat(30.0, 29, 31)}}
