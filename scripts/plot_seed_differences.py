@@ -14,8 +14,9 @@ Reads ``results.json`` of a finished sweep with ``repeats`` (its ``groups``); wr
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from fairgptq.pipeline.rundir import RunDirError, read_sweep_summary
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     ap.add_argument("--labels", nargs="*", default=None, help="one label per compared point, in sweep order")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    summary = json.loads((args.sweep / "results.json").read_text())
+    summary = read_sweep_summary(args.sweep)
     groups = [g for g in summary.get("groups", []) if "vs_reference" in g]
     if not groups:
         raise SystemExit(f"{args.sweep}: no point compared with plain GPTQ across seeds (a sweep with repeats?)")
@@ -66,4 +67,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RunDirError as e:  # not a sweep, or one still running: say which, no traceback
+        raise SystemExit(f"plot_seed_differences.py: error: {e}")

@@ -23,6 +23,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fairgptq.pipeline.rundir import RunDirError, read_sweep_summary
+
 CROWS = "crows_pairs.pct_stereotype"
 PPL = "wikitext2.perplexity"
 SS = "stereoset.SS"
@@ -100,7 +102,7 @@ def _stability(results: list[dict]) -> dict:
 
 
 def compared_points(sweep: Path) -> list[Point]:
-    summary = json.loads((sweep / "results.json").read_text())
+    summary = read_sweep_summary(sweep)
     plain = next((g for g in summary["groups"] if g.get("plain")), None)
     out = []
     for g in summary["groups"]:
@@ -240,4 +242,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RunDirError as e:  # not a sweep, or one still running: say which, no traceback
+        raise SystemExit(f"recipe_frontier.py: error: {e}")

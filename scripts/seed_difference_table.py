@@ -17,11 +17,11 @@ Reads ``results.json`` of a finished sweep with ``repeats`` (its ``groups``); pr
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from fairgptq.evaluation.items import read_items
 from fairgptq.pipeline.report import headline_metrics
+from fairgptq.pipeline.rundir import RunDirError, read_sweep_summary
 from fairgptq.statistics import paired_t
 
 
@@ -126,7 +126,7 @@ def main() -> None:
     ap.add_argument("--plain-labels", nargs="*", default=None,
                     help="one label per plain group, where a sweep has several (one per H source, say)")
     args = ap.parse_args()
-    summary = json.loads((args.sweep / "results.json").read_text())
+    summary = read_sweep_summary(args.sweep)
     if args.by_category:
         print(category_table(args.sweep, summary, args.by_category, args.labels))
     elif args.metrics:
@@ -136,4 +136,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RunDirError as e:  # not a sweep, or one still running: say which, no traceback
+        raise SystemExit(f"seed_difference_table.py: error: {e}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -161,6 +162,26 @@ def test_reach_splits_each_pairs_preference_into_span_and_continuation():
     assert r["pct_span_only"] == 200 / 3 and r["pct_continuation_only"] == 100 / 3
     assert r["pct_decided_by_continuation"] == 100 / 3
     assert r["continuation_share"] == 2.5 / (4.0 + 2.5)
+
+
+def test_a_folder_without_a_sweep_summary_is_named_for_what_it_is(tmp_path):
+    from fairgptq.pipeline.rundir import RunDirError, read_sweep_summary
+    with pytest.raises(RunDirError, match="does not exist"):
+        read_sweep_summary(tmp_path / "missing")
+    with pytest.raises(RunDirError, match="not a sweep folder"):
+        read_sweep_summary(tmp_path)
+    (tmp_path / "sweep.yaml").write_text("name: x\n")
+    (tmp_path / "points" / "000_alpha=0.0" / "seed=0").mkdir(parents=True)
+    (tmp_path / "points" / "000_alpha=0.0" / "seed=0" / ".complete").touch()
+    with pytest.raises(RunDirError, match=r"unfinished sweep \(1 point\(s\) complete.*rerun the same"):
+        read_sweep_summary(tmp_path)
+    (tmp_path / "results.json").write_text('{"groups": []}')
+    assert read_sweep_summary(tmp_path) == {"groups": []}
+    for script in ("seed_difference_table", "plot_seed_differences", "recipe_frontier"):
+        proc = subprocess.run([sys.executable, str(SCRIPT.parent / f"{script}.py"), str(tmp_path / "missing"),
+                               *(["--out", str(tmp_path / "x.png")] if script == "plot_seed_differences" else [])],
+                              capture_output=True, text=True)
+        assert proc.returncode == 1 and proc.stderr.startswith(f"{script}.py: error: ") and "Traceback" not in proc.stderr
 
 
 def test_reach_names_the_missing_task_when_a_run_has_no_decomposed_records(tmp_path):

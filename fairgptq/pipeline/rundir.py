@@ -55,6 +55,25 @@ def is_complete(path: Path) -> bool:
     return (Path(path) / COMPLETE).is_file()
 
 
+def read_sweep_summary(sweep: Path) -> dict:
+    """The ``results.json`` of a finished sweep, or an error that says why there is none.
+
+    A sweep writes its summary only when its last point completes, so a folder without it is
+    either not a sweep or one whose shards still have points to run; research scripts read the
+    summary and should tell those apart instead of failing on a missing file.
+    """
+    summary = sweep / "results.json"
+    if summary.is_file():
+        return json.loads(summary.read_text(encoding="utf-8"))
+    if not sweep.is_dir():
+        raise RunDirError(f"{sweep} does not exist; give the --out folder of a finished sweep run")
+    if not (sweep / SWEEP_CONFIG).is_file():
+        raise RunDirError(f"{sweep} is not a sweep folder (no {SWEEP_CONFIG}); give the --out of a finished sweep run")
+    done = sum(1 for c in (sweep / "points").rglob(COMPLETE)) if (sweep / "points").is_dir() else 0
+    raise RunDirError(f"{sweep} is an unfinished sweep ({done} point(s) complete, no results.json yet): "
+                      f"rerun the same `fairgptq run ... --out {sweep}` command (every shard) to finish it")
+
+
 def mark_complete(path: Path) -> None:
     write_atomic(Path(path) / COMPLETE, time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
 
