@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,32 @@ def test_a_sweep_with_one_plain_group_per_h_source_gets_one_reference_column_eac
                     "plain GPTQ (WikiText-2 H), mean [95 % CI] (n 3 seeds) | α 0.1 − plain |")
     assert row == ("| wikitext2.perplexity | – | 30.00 [29.00, 31.00] | +0.50 [-1.00, +1.00], p 0.50 | "
                    "30.00 [29.00, 31.00] | -0.25 [-1.00, +1.00], p 0.50 |")
+
+
+def _seed_group(folder: Path, crows: list[float], choices: list[list[int]]) -> Path:
+    for s, (score, picks) in enumerate(zip(crows, choices)):
+        run = folder / f"seed={s}"
+        (run / "items").mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"metrics": {"crows_pairs.pct_stereotype": score}}))
+        (run / "items" / "crows_pairs.jsonl").write_text("".join(
+            json.dumps({"id": f"crows_pairs:{i}", "bias_type": "gender", "ll_more": -1.0 if c else -2.0,
+                        "ll_less": -2.0 if c else -1.0, "choice": c}) + "\n" for i, c in enumerate(picks)))
+    return folder
+
+
+def test_two_seed_groups_from_different_sweeps_get_a_seed_matched_interval_and_pooled_mcnemar(tmp_path):
+    mod = _script("seed_group_difference")
+    a = _seed_group(tmp_path / "a", [55.0, 54.0, 56.0], [[1, 1, 0, 1]] * 3)
+    b = _seed_group(tmp_path / "b", [52.0, 52.0, 53.0, 40.0], [[0, 1, 0, 0]] * 4)   # seed 3 has no partner
+    result = mod.compare_groups(a, b, ["crows_pairs.pct_stereotype", "wikitext2.perplexity"])
+    assert result["seeds"] == [0, 1, 2]
+    crows, ppl = result["rows"]
+    assert crows["mean_a"] == 55.0 and crows["mean_b"] == 52.0 + 1 / 3 and crows["n"] == 3
+    assert crows["mean"] == pytest.approx(-8 / 3) and crows["lo"] < crows["mean"] < crows["hi"]
+    assert ppl == {"metric": "wikitext2.perplexity", "missing": True}
+    assert result["pooled_mcnemar"]["crows_pairs"]["a_only"] == 6 and result["pooled_mcnemar"]["crows_pairs"]["b_only"] == 0
+    assert "6 pairs preferring the stereotype only under A, 0 only under B" in mod.markdown(result, ("A", "B"))
+    with pytest.raises(mod.NotAGroup, match="share 1 seed"):
+        mod.compare_groups(a, _seed_group(tmp_path / "c", [50.0], [[1, 1, 1, 1]]), ["crows_pairs.pct_stereotype"])
+    with pytest.raises(mod.NotAGroup, match="no finished seed runs"):
+        mod.compare_groups(a, tmp_path, ["crows_pairs.pct_stereotype"])
