@@ -3,12 +3,13 @@
 A sweep tests each point against plain GPTQ on the same H source.  Some questions compare two
 groups that no sweep pairs: plain GPTQ calibrated on the pair sentences in one sweep against plain
 GPTQ calibrated on WikiText-2 text in another, or 256 against 1024 calibration pairs.  This prints,
-per metric, both groups' means and B − A with a 95 % t-interval over the seeds both hold, the paired
-t-test's p and Welch's unpaired p, and per pair task the McNemar test pooled over those seeds' pairs.
+per metric, both groups' means and B − A over the seeds both hold, twice: seed-matched (paired
+t-interval and p) and unpaired (Welch's interval and p), and per pair task the McNemar test pooled
+over those seeds' pairs.
 
 Seeds are matched by number.  Where both groups draw the same calibration sample for a seed, the
 paired test is the right one; where a seed draws different samples in the two groups (another pair
-count, another source), the seed number pairs nothing real and Welch's p is the one to quote.
+count, another H source), the seed number pairs nothing real and Welch's interval is the one to quote.
 
     .venv/bin/python scripts/seed_group_difference.py runs/smollm2-seeds/points/000_alpha=0.0 \\
         runs/research/recipe_default/points/000_alpha=0.0 --labels "plain, pairs H" "plain, WikiText-2 H"
@@ -59,9 +60,12 @@ def compare_groups(a: Path, b: Path, metrics: list[str]) -> dict:
             rows.append({"metric": m, "missing": True})
             continue
         diff = paired_t([y - x for x, y in zip(xa, xb)])
-        welch = float(stats.ttest_ind(xb, xa, equal_var=False).pvalue) if len(set(xa + xb)) > 1 else 1.0
+        welch = stats.ttest_ind(xb, xa, equal_var=False)
+        ci = welch.confidence_interval(0.95)
         rows.append({"metric": m, "mean_a": sum(xa) / len(xa), "mean_b": sum(xb) / len(xb), **diff,
-                     "welch_p": welch, "verdict": verdict(diff["p"], diff["lo"], diff["hi"])})
+                     "verdict": verdict(diff["p"], diff["lo"], diff["hi"]),
+                     "welch": {"lo": float(ci.low), "hi": float(ci.high), "p": float(welch.pvalue),
+                               "verdict": verdict(float(welch.pvalue), float(ci.low), float(ci.high))}})
     pooled: dict[str, dict] = {}
     for s in seeds:
         items_a, items_b = read_items(runs_a[s] / "items"), read_items(runs_b[s] / "items")
@@ -80,17 +84,21 @@ def compare_groups(a: Path, b: Path, metrics: list[str]) -> dict:
 def markdown(result: dict, labels: tuple[str, str]) -> str:
     a, b = labels
     n = len(result["seeds"])
-    lines = [f"| metric | {a}, mean ({n} seeds) | {b}, mean | {b} − {a} [95 % CI], paired-t p | Welch p |",
-             "|---|---|---|---|---|"]
+    lines = [f"| metric | {a}, mean ({n} seeds) | {b}, mean | {b} − {a}, seed-matched [95 % CI], paired-t p "
+             f"| {b} − {a}, unpaired [95 % Welch CI], p |", "|---|---|---|---|---|"]
+
+    def cell(mean: float, lo: float, hi: float, p: float | None, verdict_: str) -> str:
+        text = f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}], p {'–' if p is None or math.isnan(p) else f'{p:.2g}'}"
+        return f"**{text}**" if verdict_ == "significant" else text
+
     for r in result["rows"]:
         if r.get("missing"):
             lines.append(f"| {r['metric']} | – | – | not in both groups' results | – |")
             continue
-        p = "–" if r["p"] is None else f"{r['p']:.2g}"
-        cell = f"{r['mean']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}], p {p}"
-        if r["verdict"] == "significant":
-            cell = f"**{cell}**"
-        lines.append(f"| {r['metric']} | {r['mean_a']:.2f} | {r['mean_b']:.2f} | {cell} | {r['welch_p']:.2g} |")
+        w = r["welch"]
+        lines.append(f"| {r['metric']} | {r['mean_a']:.2f} | {r['mean_b']:.2f} | "
+                     f"{cell(r['mean'], r['lo'], r['hi'], r['p'], r['verdict'])} | "
+                     f"{cell(r['mean'], w['lo'], w['hi'], w['p'], w['verdict'])} |")
     for task, c in result["pooled_mcnemar"].items():
         lines.append(f"\n{task}, McNemar pooled over seeds {result['seeds']}: {c['a_only']} pairs preferring the "
                      f"stereotype only under {a}, {c['b_only']} only under {b}; p = {c['p']:.2g}")

@@ -230,6 +230,7 @@ def test_two_seed_groups_from_different_sweeps_get_a_seed_matched_interval_and_p
     crows, ppl = result["rows"]
     assert crows["mean_a"] == 55.0 and crows["mean_b"] == 52.0 + 1 / 3 and crows["n"] == 3
     assert crows["mean"] == pytest.approx(-8 / 3) and crows["lo"] < crows["mean"] < crows["hi"]
+    assert crows["welch"]["lo"] < crows["mean"] < crows["welch"]["hi"] and 0 < crows["welch"]["p"] < 0.05
     assert ppl == {"metric": "wikitext2.perplexity", "missing": True}
     assert result["pooled_mcnemar"]["crows_pairs"]["a_only"] == 6 and result["pooled_mcnemar"]["crows_pairs"]["b_only"] == 0
     assert "6 pairs preferring the stereotype only under A, 0 only under B" in mod.markdown(result, ("A", "B"))
