@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import yaml
+
 from fairgptq.evaluation.items import read_items
 from fairgptq.pipeline.report import headline_metrics
 from fairgptq.pipeline.rundir import RunDirError, read_sweep_summary
@@ -89,21 +91,30 @@ def _shares(items: list[dict]) -> dict[str, tuple[float, int]]:
     return out
 
 
+def _scored_pairs(sweep: Path, point: str) -> str:
+    """Which pairs the sweep scored: its evaluation's ``pair_split`` (all pairs unless set)."""
+    config = yaml.safe_load((sweep / "points" / point / "config.yaml").read_text(encoding="utf-8"))
+    split = (config.get("evaluation") or {}).get("pair_split", "all")
+    return "held-out pairs" if split == "holdout" else f"{split} pairs"
+
+
 def category_table(sweep: Path, summary: dict, task: str, labels: list[str] | None) -> str:
     points = summary["points"]
-    plain = {p["seed"]: p for p in points if p["plain"]}
+    # a point's reference is its group's plain group on the same seed (a sweep over H sources or pair
+    # counts has one plain group per source or count)
+    plain = {(p["group"], p["seed"]): p for p in points if p["plain"]}
     compared = [g for g in summary["groups"] if "vs_reference" in g]
     labels = labels or [g["group"] for g in compared]
     diffs: dict[str, dict[str, list[float]]] = {}  # category -> group -> per-seed differences (points)
     sizes: dict[str, int] = {}
     for g in compared:
         for p in (p for p in points if p["group"] == g["group"]):
-            ref = _shares(read_items(sweep / "points" / plain[p["seed"]]["name"] / "items")[task])
+            ref = _shares(read_items(sweep / "points" / plain[g["reference"], p["seed"]]["name"] / "items")[task])
             own = _shares(read_items(sweep / "points" / p["name"] / "items")[task])
             for cat, (s, n) in own.items():
                 diffs.setdefault(cat, {}).setdefault(g["group"], []).append(100 * (s - ref[cat][0]) / n)
                 sizes[cat] = n
-    head = [f"{task} category (held-out pairs)"] + [f"{label} − plain" for label in labels]
+    head = [f"{task} category ({_scored_pairs(sweep, points[0]['name'])})"] + [f"{label} − plain" for label in labels]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cat in sorted(diffs):
         cells = [f"{cat} (n {sizes[cat]})"]
@@ -128,6 +139,10 @@ def main() -> None:
     args = ap.parse_args()
     summary = read_sweep_summary(args.sweep)
     if args.by_category:
+        tasks = sorted(read_items(args.sweep / "points" / summary["points"][0]["name"] / "items"))
+        if args.by_category not in tasks:
+            ap.error(f"--by-category {args.by_category}: the sweep's points have no item records of that task; "
+                     f"they have {', '.join(tasks) or 'none'}")
         print(category_table(args.sweep, summary, args.by_category, args.labels))
     elif args.metrics:
         print(table(summary, args.metrics, args.labels, args.plain_labels))

@@ -83,10 +83,17 @@ def test_per_category_differences_come_from_the_item_records(tmp_path):
     for seed, flip in ((0, 0), (1, 1)):
         write(f"plain/seed={seed}", base)
         write(f"fair/seed={seed}", [("gender", 0), ("gender", flip), ("age", 0), ("age", 1)])
-    summary = {"points": [{"name": f"{g}/seed={s}", "group": g, "seed": s, "plain": g == "plain"}
-                          for g in ("plain", "fair") for s in (0, 1)],
-               "groups": [{"group": "plain", "plain": True}, {"group": "fair", "plain": False, "vs_reference": {}}]}
+        # a second plain group (another H source) whose points must not serve as fair's reference
+        write(f"plain_text/seed={seed}", [("gender", 0), ("gender", 0), ("age", 0), ("age", 0)])
+    for name in ("plain", "fair", "plain_text"):
+        (tmp_path / "points" / name / "seed=0" / "config.yaml").write_text("evaluation: {pair_split: all}\n")
+    summary = {"points": [{"name": f"{g}/seed={s}", "group": g, "seed": s, "plain": g != "fair"}
+                          for g in ("plain", "fair", "plain_text") for s in (0, 1)],
+               "groups": [{"group": "plain", "plain": True},
+                          {"group": "fair", "plain": False, "reference": "plain", "vs_reference": {}},
+                          {"group": "plain_text", "plain": True}]}
     lines = _module().category_table(tmp_path, summary, "crows_pairs", ["fair"]).splitlines()
+    assert lines[0] == "| crows_pairs category (all pairs) | fair − plain |"
     assert lines[2] == "| age (n 2) | -50.00 in every seed |"  # no spread, so no interval
     assert lines[3].startswith("| gender (n 2) | -25.00 [")  # seed 0: -50 points, seed 1: 0
 
