@@ -105,6 +105,8 @@ def category_table(sweep: Path, summary: dict, task: str, labels: list[str] | No
     plain = {(p["group"], p["seed"]): p for p in points if p["plain"]}
     compared = [g for g in summary["groups"] if "vs_reference" in g]
     labels = labels or [g["group"] for g in compared]
+    if len(labels) != len(compared):
+        raise SystemExit(f"{len(labels)} labels for {len(compared)} compared points")
     diffs: dict[str, dict[str, list[float]]] = {}  # category -> group -> per-seed differences (points)
     sizes: dict[str, int] = {}
     for g in compared:
