@@ -17,11 +17,12 @@ Reads ``results.json`` of a finished sweep with ``repeats`` (its ``groups``); pr
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import yaml
 
-from fairgptq.evaluation.items import read_items
+from fairgptq.evaluation.items import item_tasks, read_items
 from fairgptq.pipeline.report import headline_metrics
 from fairgptq.pipeline.rundir import RunDirError, read_sweep_summary
 from fairgptq.statistics import paired_t
@@ -107,12 +108,16 @@ def category_table(sweep: Path, summary: dict, task: str, labels: list[str] | No
     labels = labels or [g["group"] for g in compared]
     if len(labels) != len(compared):
         raise SystemExit(f"{len(labels)} labels for {len(compared)} compared points")
+    @functools.cache
+    def shares(point: str) -> dict[str, tuple[float, int]]:  # a plain run is every compared group's reference
+        return _shares(read_items(sweep / "points" / point / "items")[task])
+
     diffs: dict[str, dict[str, list[float]]] = {}  # category -> group -> per-seed differences (points)
     sizes: dict[str, int] = {}
     for g in compared:
         for p in (p for p in points if p["group"] == g["group"]):
-            ref = _shares(read_items(sweep / "points" / plain[g["reference"], p["seed"]]["name"] / "items")[task])
-            own = _shares(read_items(sweep / "points" / p["name"] / "items")[task])
+            ref = shares(plain[g["reference"], p["seed"]]["name"])
+            own = shares(p["name"])
             for cat, (s, n) in own.items():
                 diffs.setdefault(cat, {}).setdefault(g["group"], []).append(100 * (s - ref[cat][0]) / n)
                 sizes[cat] = n
@@ -141,7 +146,7 @@ def main() -> None:
     args = ap.parse_args()
     summary = read_sweep_summary(args.sweep)
     if args.by_category:
-        tasks = sorted(read_items(args.sweep / "points" / summary["points"][0]["name"] / "items"))
+        tasks = item_tasks(args.sweep / "points" / summary["points"][0]["name"] / "items")
         if args.by_category not in tasks:
             ap.error(f"--by-category {args.by_category}: the sweep's points have no item records of that task; "
                      f"they have {', '.join(tasks) or 'none'}")

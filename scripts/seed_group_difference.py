@@ -25,6 +25,7 @@ from scipy import stats
 
 from fairgptq.comparison import compare_items
 from fairgptq.evaluation.items import read_items
+from fairgptq.pipeline.seeds import pooled_mcnemar
 from fairgptq.statistics import paired_t, verdict
 
 
@@ -66,19 +67,12 @@ def compare_groups(a: Path, b: Path, metrics: list[str]) -> dict:
                      "verdict": verdict(diff["p"], diff["lo"], diff["hi"]),
                      "welch": {"lo": float(ci.low), "hi": float(ci.high), "p": float(welch.pvalue),
                                "verdict": verdict(float(welch.pvalue), float(ci.low), float(ci.high))}})
-    pooled: dict[str, dict] = {}
+    item_rows = []
     for s in seeds:
         items_a, items_b = read_items(runs_a[s] / "items"), read_items(runs_b[s] / "items")
         for task in sorted(set(items_a) & set(items_b)):
-            for r in compare_items(task, items_a[task], items_b[task], n_boot=200):
-                if "discordant" in r:
-                    c = pooled.setdefault(task, {"a_only": 0, "b_only": 0})
-                    c["a_only"] += r["discordant"]["a_only"]
-                    c["b_only"] += r["discordant"]["b_only"]
-    for c in pooled.values():
-        n = c["a_only"] + c["b_only"]
-        c["p"] = 1.0 if n == 0 else float(stats.binomtest(c["b_only"], n, 0.5).pvalue)
-    return {"seeds": seeds, "rows": rows, "pooled_mcnemar": pooled}
+            item_rows += compare_items(task, items_a[task], items_b[task], n_boot=200)
+    return {"seeds": seeds, "rows": rows, "pooled_mcnemar": pooled_mcnemar(item_rows)}
 
 
 def markdown(result: dict, labels: tuple[str, str]) -> str:

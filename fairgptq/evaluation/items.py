@@ -100,13 +100,19 @@ def write_items(folder: Path, items: dict[str, list[dict]]) -> list[Path]:
     return written
 
 
+def item_tasks(folder: Path) -> list[str]:
+    """The tasks ``folder`` (an items directory) holds records of, without reading them."""
+    return sorted(path.stem for path in folder.glob("*.jsonl"))
+
+
 def read_items(folder: Path) -> dict[str, list[dict]]:
     """Every ``<task>.jsonl`` in ``folder`` (an items directory)."""
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no per-item records here (an items/ directory written by `fairgptq run` "
                           f"or `fairgptq eval --out`); re-run the evaluation with this version of fairgptq")
     out = {}
-    for path in sorted(folder.glob("*.jsonl")):
+    for task in item_tasks(folder):
+        path = folder / f"{task}.jsonl"
         records = []
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():

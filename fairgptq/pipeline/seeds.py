@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from scipy import stats
 
@@ -64,6 +64,24 @@ def unit_comparisons(units: list[dict], folder: Path, *, n_boot: int = 2000) -> 
         unit["vs_reference"] = {"reference": ref["name"], "rows": rows}
 
 
+def pooled_mcnemar(rows: Iterable[dict]) -> dict[str, dict]:
+    """Per pair task: the comparison rows' McNemar discordant pairs summed over seeds, and the exact p.
+
+    Pooling treats every seed's pairs as independent draws (say so where it is quoted); tasks are
+    never pooled with each other, since their pairs are different tests.
+    """
+    pooled: dict[str, dict] = {}
+    for r in rows:
+        if "discordant" in r:
+            counts = pooled.setdefault(r["task"], {"a_only": 0, "b_only": 0})
+            counts["a_only"] += r["discordant"]["a_only"]
+            counts["b_only"] += r["discordant"]["b_only"]
+    for counts in pooled.values():
+        n = counts["a_only"] + counts["b_only"]
+        counts["p"] = 1.0 if n == 0 else float(stats.binomtest(counts["b_only"], n, 0.5).pvalue)
+    return pooled
+
+
 def group_statistics(units: list[dict]) -> list[dict]:
     """Per point (group of seeds): t-intervals of every metric, and the paired comparison with the reference."""
     groups: dict[str, list[dict]] = {}
@@ -78,24 +96,16 @@ def group_statistics(units: list[dict]) -> list[dict]:
         with_ref = [u for u in members if "vs_reference" in u]
         if with_ref:
             entry["reference"] = with_ref[0]["vs_reference"]["reference"].split("/")[0]
+            rows = [r for u in with_ref for r in u["vs_reference"]["rows"]]
             diffs: dict[str, list[float]] = {}
-            pooled: dict[str, dict] = {}  # per pair task: its discordant pairs summed over seeds
-            for u in with_ref:
-                for r in u["vs_reference"]["rows"]:
-                    diffs.setdefault(f"{r['task']}.{r['metric']}", []).append(r["diff"])
-                    if "discordant" in r:
-                        counts = pooled.setdefault(r["task"], {"a_only": 0, "b_only": 0})
-                        counts["a_only"] += r["discordant"]["a_only"]
-                        counts["b_only"] += r["discordant"]["b_only"]
+            for r in rows:
+                diffs.setdefault(f"{r['task']}.{r['metric']}", []).append(r["diff"])
             comparison = {}
             for metric, values in diffs.items():
                 c = paired_t(values)
                 c["verdict"] = verdict(c["p"], c["lo"], c["hi"])
                 comparison[metric] = c
-            for counts in pooled.values():
-                n = counts["a_only"] + counts["b_only"]
-                counts["p"] = 1.0 if n == 0 else float(stats.binomtest(counts["b_only"], n, 0.5).pvalue)
-            entry["vs_reference"] = {"across_seeds": comparison, "pooled_mcnemar": pooled}
+            entry["vs_reference"] = {"across_seeds": comparison, "pooled_mcnemar": pooled_mcnemar(rows)}
         out.append(entry)
     return out
 
