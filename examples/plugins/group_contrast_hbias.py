@@ -32,9 +32,10 @@ from typing import Any, Sequence
 import torch
 
 from fairgptq.core.errors import ConfigError
-from fairgptq.core.objective import Captured, FairSettings, Objective, TokenBatch
+from fairgptq.core.objective import Captured, TokenBatch
 from fairgptq.hookspecs import hookimpl
-from fairgptq.objectives.targets import TargetParams
+from fairgptq.objectives.targets import TargetedObjective, TargetParams
+from fairgptq.objectives.tokens import text_batches
 from fairgptq.plugin_params import validated
 
 STREAMS = ("group_contrast:a", "group_contrast:b")
@@ -49,8 +50,11 @@ class GroupContrastParams(TargetParams):
     group_b_file: str | None = None
     calibrate_with_texts: bool = True
 
+    def builds_hessian(self) -> bool:  # the pipeline asks this; it never reads calibrate_with_texts itself
+        return self.calibrate_with_texts
 
-class GroupContrastObjective(Objective):
+
+class GroupContrastObjective(TargetedObjective):
     """α‖Ŵ(mean_A x − mean_B x)‖² for the targeted modules, from two unpaired groups of sentences."""
 
     name = "group_contrast"
@@ -59,26 +63,20 @@ class GroupContrastObjective(Objective):
     def __init__(self, *, batch_size: int = 16, max_length: int = 128, **settings: Any) -> None:
         self.params = p = validated(GroupContrastParams, settings, "objective group_contrast")
         self.groups = (_sentences(p.group_a, p.group_a_file, "a"), _sentences(p.group_b, p.group_b_file, "b"))
-        self.settings = FairSettings(mode=p.mode, on_overshoot=p.on_overshoot)
+        self.settings = p.settings()
         self.batch_size, self.max_length = batch_size, max_length
-        self._alphas: dict[tuple[int, str], float] = {}
 
     def streams(self, tokenizer) -> dict[str, list[TokenBatch]]:
         if tokenizer is None:
             raise ConfigError("group_contrast needs the model's tokenizer (pass tokenizer= to quantize_model)")
-        return {name: _batches(tokenizer, texts, self.batch_size, self.max_length)
+        return {name: text_batches(tokenizer, texts, batch_size=self.batch_size, max_length=self.max_length)
                 for name, texts in zip(STREAMS, self.groups)}
 
     def hessian_streams(self) -> set[str]:
         return set(STREAMS) if self.params.calibrate_with_texts else set()
 
-    def applies(self, layer: int, role: str, n_layers: int) -> bool:
-        # term() has no n_layers, which negative layer_alpha keys need: it uses the α decided here
-        self._alphas[layer, role] = self.params.alpha_for(layer, role, n_layers)
-        return self.params.applies(layer, role, n_layers) and self._alphas[layer, role] > 0
-
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
-        alpha = self._alphas.get((layer, role), self.params.alpha_for(layer, role))
+        alpha = self.strength(layer, role)  # α of (layer, role), resolved once by applies() with the depth
         if alpha == 0:
             return None
         d = _mean_sentence_input(inputs[STREAMS[0]]) - _mean_sentence_input(inputs[STREAMS[1]])
@@ -98,22 +96,6 @@ def _sentences(texts: Sequence[str] | None, path: str | None, which: str) -> lis
     if not kept:
         raise ConfigError(f"group_contrast: group {which} has no sentences")
     return kept
-
-
-def _batches(tokenizer, texts: list[str], batch_size: int, max_length: int) -> list[TokenBatch]:
-    """Right-padded batches; the mask keeps pad tokens out of every mean."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = []
-    for i in range(0, len(texts), batch_size):
-        ids = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts[i:i + batch_size]]
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for r, x in enumerate(ids):
-            input_ids[r, :len(x)] = torch.tensor(x)
-            mask[r, :len(x)] = 1
-        out.append(TokenBatch(input_ids, mask))
-    return out
 
 
 def _mean_sentence_input(captured: list[Captured]) -> torch.Tensor:

@@ -23,7 +23,7 @@ same way for the shared factorisation, a module's own, and ``in_loop``'s H + H_b
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -98,25 +98,34 @@ class Backend:
         return factor_for(H, config, module=module, keep=keep, factor_dtype=self.factor_dtype)
 
     def solve(self, W: torch.Tensor, H: torch.Tensor, H_bias: torch.Tensor | None, config: QuantConfig,
-              fair: FairSettings | None, *, module: str, factored: FactoredHessian | None = None) -> ModuleSolution:
-        """Optional Fair-GPTQ pre-update, then GPTQ, for one module on this backend's device (spec section 2).
+              fair: FairSettings | None, *, module: str, factored: FactoredHessian | None = None,
+              linear: torch.Tensor | None = None) -> ModuleSolution:
+        """The objectives' pre-update, then GPTQ, for one module on this backend's device (spec section 2).
 
-        ``factored`` (from :meth:`factor` on the same H and config) is reused when given.
-        ``in_loop`` runs GPTQ on H + H_bias, factored here with the same keep mask and dtype.
+        ``H_bias`` (solved as ``fair`` says; ignored without it) and ``linear`` (C, out x in) are the
+        layer objective's extra terms (core/objective.py).  ``factored`` (from :meth:`factor` on the
+        same H and config) is reused when given.  ``in_loop`` runs GPTQ on H + H_bias, factored here
+        with the same keep mask and dtype, from W − C (H + H_bias + λI)^-1 when there is a linear term.
         """
         W, H = W.to(self.device), H.to(self.device)
-        H_bias = None if H_bias is None else H_bias.to(self.device)
+        H_bias = None if H_bias is None or fair is None else H_bias.to(self.device)
+        linear = None if linear is None else linear.to(self.device)
         keep = factored.keep if factored is not None else self.keep_mask(H, W)
         with self.solving():
-            if H_bias is None or fair is None:
-                fh = factored or self._factor(H, config, keep, module)
-                return ModuleSolution(quantize_weight(W, H, config, module=module, factored=fh, keep=keep), None)
-            if fair.mode == "in_loop":
+            if H_bias is not None and fair.mode == "in_loop":
                 H_total = H + H_bias.to(H)
                 fh = self._factor(H_total, config, keep, module)
-                return ModuleSolution(quantize_weight(W, H_total, config, module=module, factored=fh, keep=keep), None)
+                upd = None if linear is None else replace(
+                    fair_update_detailed(W, fh, None, linear=linear, module=module), mode="in_loop")
+                qw = quantize_weight(W if upd is None else upd.W, H_total, config, module=module, factored=fh,
+                                     keep=keep)
+                return ModuleSolution(qw, upd)
             fh = factored or self._factor(H, config, keep, module)
-            upd = fair_update_detailed(W, fh, H_bias, fair.mode, module=module, on_overshoot=fair.on_overshoot)
+            if H_bias is None and linear is None:
+                return ModuleSolution(quantize_weight(W, H, config, module=module, factored=fh, keep=keep), None)
+            upd = fair_update_detailed(W, fh, H_bias, fair.mode if H_bias is not None else "exact", linear=linear,
+                                       module=module, on_overshoot=fair.on_overshoot if H_bias is not None else "warn",
+                                       factor_dtype=self.factor_dtype)
             qw = quantize_weight(upd.W, H, config, module=module, factored=fh, keep=keep)
             qw.stability.events.extend(upd.events)
             return ModuleSolution(qw, upd)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,7 @@ from .errors import ConfigError
 from .gptq import QuantizedWeight
 from .layer_runs import LayerRuns, RestartedRuns
 from .objective import Captured, FairSettings, Objective, TokenBatch
+from .score_gradient import GradientPasses
 from .quantizer import QuantConfig
 
 CALIBRATION = "calibration"
@@ -51,6 +52,9 @@ class ModuleReport:
     fair_overshoot: bool = False
     delta_w_rel: float | None = None
     hbias_trace_ratio: float | None = None
+    # first-order change of the linear term's score: by the pre-update alone, and after rounding
+    score_change_pre_update: float | None = None
+    score_change_quantized: float | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -125,6 +129,8 @@ class LayerQuantizer:
     # restart each batch's forward per role instead of pausing them all (layer_runs.py): ~2.6x the
     # layer forwards for a fraction of the memory; sequential onloading's choice
     restart_forwards: bool = False
+    # sequential score gradients: called with the layer index before the layer is quantized
+    refresh_gradients: Callable[[int], None] | None = None
 
     def quantize_layer(self, li: int, layer: nn.Module,
                        states: dict[str, StreamState]) -> tuple[dict[str, QuantizedWeight], list[ModuleReport]]:
@@ -134,6 +140,8 @@ class LayerQuantizer:
         """
         qweights: dict[str, QuantizedWeight] = {}
         reports: list[ModuleReport] = []
+        if self.refresh_gradients is not None:
+            self.refresh_gradients(li)
         todo = [(role, names) for role, names in self.spec.roles.items() if role in self.roles]
         firsts = [layer.get_submodule(names[0]) for _, names in todo]
         calls = {s: list(zip(st.hidden, st.args, st.kwargs)) for s, st in states.items()}
@@ -205,7 +213,10 @@ def quantize_model(
     backend = backend or Backend(device)
     quant_roles = check_roles(spec, roles)
     streams, hessian_streams = prepare_streams(calibration, objectives, tokenizer)
-    step = LayerQuantizer(spec, config, len(layers), quant_roles, hessian_streams, objectives, backend)
+    gradients = GradientPasses(model, spec, len(layers), objectives, tokenizer,
+                               _targets(layers, spec, quant_roles), device)
+    step = LayerQuantizer(spec, config, len(layers), quant_roles, hessian_streams, objectives, backend,
+                          refresh_gradients=gradients.refresh if gradients.sequential else None)
 
     t0 = time.perf_counter()
     qweights: dict[str, QuantizedWeight] = {}
@@ -213,6 +224,9 @@ def quantize_model(
     was_training = model.training
     model.eval()
     with torch.no_grad(), backend.activate(), LayerProgress(progress, len(layers)) as advance:
+        if gradients:
+            gradients.on_float_model(calibration, backend, config)
+            _apply_float_updates(model, spec, objectives)
         states = {s: capture_first_layer_inputs(model, layers, b, device) for s, b in streams.items()}
         for li, layer in enumerate(layers):
             layer_q, layer_r = step.quantize_layer(li, layer, states)
@@ -224,13 +238,32 @@ def quantize_model(
                               [o.describe() for o in objectives])
 
 
+def _targets(layers: nn.ModuleList, spec: ArchSpec, roles: tuple[str, ...]) -> list[tuple[int, str, str, nn.Module]]:
+    """(layer, role, full name, module) of every module the run quantizes."""
+    return [(li, role, f"{spec.layers}.{li}.{name}", layer.get_submodule(name))
+            for li, layer in enumerate(layers) for role in roles for name in spec.roles[role]]
+
+
+def _apply_float_updates(model: nn.Module, spec: ArchSpec, objectives: list[Objective]) -> None:
+    """Write the objectives' float-model weight changes ("debias, then quantize") before any layer is solved."""
+    for obj in objectives:
+        for name, delta in (obj.float_model_update() or {}).items():
+            module = model.get_submodule(name)
+            W = spec.weight_of(module).float()
+            if tuple(delta.shape) != tuple(W.shape):
+                raise ConfigError(f"objective {obj.name!r} changes {name} by a {tuple(delta.shape)} matrix; the "
+                                  f"weight is {tuple(W.shape)} (out x in)")
+            spec.set_weight(module, W + delta.to(W))
+
+
 def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module],
                 captured: dict[str, list[Captured]], hessian_streams: set[str], objectives: list[Objective],
                 config: QuantConfig, spec: ArchSpec, n_layers: int, prefix: str,
                 qweights: dict[str, QuantizedWeight], reports: list[ModuleReport], backend: Backend) -> None:
     full0 = f"{prefix}.{li}.{names[0]}"
     acc = backend.hessian_accumulator(captured[next(iter(hessian_streams))][0].x.shape[-1])
-    H_bias, fair = _objective_terms(li, role, captured, objectives, n_layers, full0)
+    active = [o for o in objectives if o.applies(li, role, n_layers)]
+    H_bias, fair = _quadratic_terms(li, role, captured, active, full0)
     for s in sorted(hessian_streams):  # the objectives are done with the inputs: free each batch once added
         batches = captured.pop(s)
         while batches:
@@ -244,34 +277,59 @@ def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module
     for name, mod in zip(names, mods):
         full = f"{prefix}.{li}.{name}"
         W = spec.weight_of(mod)
-        sol = backend.solve(W, H, H_bias, config, fair, module=full, factored=shared)
-        spec.set_weight(mod, sol.qweight.dequantize())
+        C, G = _linear_terms(li, role, full, active)
+        W0 = W.float().clone() if G is not None else None
+        extra = {} if C is None else {"linear": C}  # a backend written before linear terms still solves the rest
+        sol = backend.solve(W, H, H_bias, config, fair, module=full, factored=shared, **extra)
+        W_hat = sol.qweight.dequantize()
+        spec.set_weight(mod, W_hat)
         qweights[full] = sol.qweight
         rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict())
-        if H_bias is not None:
+        if H_bias is not None or C is not None:
             rep.fair_mode = sol.fair.mode if sol.fair else fair.mode
+            if sol.fair is not None:
+                rep.delta_w_rel = sol.fair.rel_change
+        if H_bias is not None:
             rep.hbias_trace_ratio = float(torch.diagonal(H_bias).sum()) / max(h_trace, 1e-30)
             if sol.fair is not None:
                 rep.fair_radius, rep.fair_overshoot = sol.fair.radius, sol.fair.overshoot
-                rep.delta_w_rel = sol.fair.rel_change
+        if G is not None:
+            G = G.to(W0.device)
+            if sol.fair is not None:
+                rep.score_change_pre_update = float((G * (sol.fair.W.to(W0.device) - W0)).sum())
+            rep.score_change_quantized = float((G * (W_hat.to(W0.device) - W0)).sum())
         reports.append(rep)
 
 
-def _objective_terms(li: int, role: str, captured: dict[str, list[Captured]], objectives: list[Objective],
-                     n_layers: int, module: str) -> tuple[torch.Tensor | None, FairSettings | None]:
+def _quadratic_terms(li: int, role: str, captured: dict[str, list[Captured]], objectives: list[Objective],
+                     module: str) -> tuple[torch.Tensor | None, FairSettings | None]:
+    """The summed H_bias of the objectives targeting (li, role), and how it is solved (they must agree)."""
     H_bias, fair = None, None
     for obj in objectives:
-        if not obj.applies(li, role, n_layers):
-            continue
         term = obj.term(li, role, captured)
         if term is None:
             continue
-        if fair is not None and obj.settings != fair:
-            raise ConfigError(f"{module}: objectives disagree on the update ({fair} vs {obj.settings}); "
+        settings = obj.settings or FairSettings()
+        if fair is not None and settings != fair:
+            raise ConfigError(f"{module}: objectives disagree on the update ({fair} vs {settings}); "
                               f"give every objective targeting this module the same mode")
-        fair = obj.settings
+        fair = settings
         H_bias = term if H_bias is None else H_bias + term
     return H_bias, fair
+
+
+def _linear_terms(li: int, role: str, module: str,
+                  objectives: list[Objective]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The summed C of the objectives' linear terms for ``module``, and the summed score gradient (for the report)."""
+    C, G = None, None
+    for obj in objectives:
+        term = obj.linear(li, role, module)
+        if term is None:
+            continue
+        C = term.coefficient if C is None else C + term.coefficient
+        if term.gradient is not None:
+            G = term.gradient if G is None else G + term.gradient
+    return C, G
 
 
 class LayerProgress:

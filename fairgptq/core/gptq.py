@@ -250,7 +250,7 @@ def _fit_columns(W: torch.Tensor, keep: torch.Tensor | None, start: int, stop: i
 
 @dataclass
 class FairUpdate:
-    """A debiasing pre-update: the new weight and what to report about it."""
+    """A pre-update of W from the objectives' terms: the new weight and what to report about it."""
 
     W: torch.Tensor
     mode: str
@@ -286,58 +286,94 @@ def _in_loop_order(M: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
     return M if perm is None else M[perm][:, perm]
 
 
-def fair_update_detailed(
-    W: torch.Tensor, fh: FactoredHessian, H_bias: torch.Tensor, mode: str = "first_order", *,
-    module: str = "?", on_overshoot: str = "warn",
-) -> FairUpdate:
-    """The Fair-GPTQ pre-update of W with a factored H (shared with the GPTQ loop that follows).
+def apply_inverse(fh: FactoredHessian, M: torch.Tensor) -> torch.Tensor:
+    """M (H + λI)^-1 for rows M (out x in, natural column order), through GPTQ's factor: (M Uᵀ) U.
 
-    first_order: W' = W − W H_bias (H+λI)^-1, through the GPTQ factor U (cost: one matmul chain).
-    exact:       W' = W (H+λI)(H+H_bias+λI)^-1, the minimiser of tr(ΔW H ΔWᵀ) + tr(W' H_bias W'ᵀ).
-    ``on_overshoot`` (first_order only, radius >= 1): "warn" keeps the paper's update and records it,
-    "exact" switches this module to the exact update, "error" refuses.
+    The step a linear term ⟨C, W' − W⟩ takes is −C (H + λI)^-1: the same matmul chain as
+    ``first_order``, so it costs what the paper's update costs.
+    """
+    Mp = M.to(device=fh.U.device, dtype=fh.U.dtype)
+    if fh.perm is not None:
+        Mp = Mp[:, fh.perm]
+    out = (Mp @ fh.U.T) @ fh.U
+    return out if fh.perm is None else out[:, torch.argsort(fh.perm)]
+
+
+def fair_update_detailed(
+    W: torch.Tensor, fh: FactoredHessian, H_bias: torch.Tensor | None, mode: str = "first_order", *,
+    linear: torch.Tensor | None = None, module: str = "?", on_overshoot: str = "warn",
+    factor_dtype: torch.dtype = torch.float64,
+) -> FairUpdate:
+    """The pre-update of W that minimises the layer objective (core/objective.py) with a factored H.
+
+    With Hd = H + λI, H_bias the quadratic term and C the linear term (``linear``, out x in):
+
+    first_order: W' = W − (W H_bias + C) Hd^-1   (the paper's Algorithm 1; C's step is exact: linear in W)
+    exact:       W' = (W Hd − C)(Hd + H_bias)^-1, the minimiser of
+                 ½tr((W'−W) Hd (W'−W)ᵀ) + ½tr(W' H_bias W'ᵀ) + ⟨C, W' − W⟩
+    Without H_bias both are W' = W − C Hd^-1, whose first-order change of a score S with
+    C = λ ∂S/∂W is −λ tr(G Hd^-1 Gᵀ).  ``on_overshoot`` (first_order only, radius >= 1): "warn" keeps
+    the paper's update and records it, "exact" switches this module to the exact update, "error"
+    refuses.  The exact mode's factorisation goes through the stability guard
+    (:func:`inverse_cholesky_factor`, in ``factor_dtype``) with the λ of H.
     """
     if mode not in ("first_order", "exact"):
         raise ConfigError(f"{module}: fair update mode {mode!r} is not a pre-update; use first_order or exact "
                           f"(in_loop runs GPTQ on H + H_bias instead)")
     if on_overshoot not in ("warn", "exact", "error"):
         raise ConfigError(f"on_overshoot={on_overshoot!r}: use warn, exact or error")
-    check_finite(H_bias, "H_bias", module)
     W0 = W.detach().to(device=fh.U.device, dtype=torch.float32)
-    Wp = W0 if fh.perm is None else W0[:, fh.perm]
-    Hb = _in_loop_order(H_bias.float().to(fh.U.device), fh.perm)
-    radius = first_order_radius(fh, H_bias)
-    overshoot = radius >= 1.0
     events: list[str] = []
-    if overshoot:
-        msg = (f"first_order overshoot risk: spectral radius of H_bias (H+λI)^-1 = {radius:.3g} >= 1 "
-               f"(α too large for this module's calibration)")
-        if mode == "first_order" and on_overshoot == "error":
-            raise ConfigError(f"{module}: {msg}. Lower α, or set on_overshoot: exact.")
-        if mode == "first_order" and on_overshoot == "exact":
-            mode = "exact"
-            msg += "; switched to the exact update"
-        events.append(msg)
-    if mode == "first_order":
-        U = fh.U
-        Wn = Wp - ((Wp @ Hb) @ U.T) @ U
+    radius, overshoot = 0.0, False
+    if linear is not None:
+        check_finite(linear, "the linear term", module)
+        if tuple(linear.shape) != tuple(W0.shape):
+            raise ConfigError(f"{module}: the linear term has shape {tuple(linear.shape)}, the weight {tuple(W0.shape)}")
+    if H_bias is None:
+        Wn = W0 if linear is None else W0 - apply_inverse(fh, linear.float())
+        mode = "exact"  # with no quadratic term every mode takes the same step
     else:
-        eye = torch.eye(fh.H.shape[0], dtype=torch.float64, device=fh.H.device)
-        Hd = fh.H.double() + fh.lam * eye
-        L, info = torch.linalg.cholesky_ex(Hd + Hb.double())
-        if int(info) != 0:
-            cause = ("H itself was not positive semi-definite (it needed an eigenvalue repair to factor); "
-                     "add calibration data or raise damp" if fh.record.eigen_repair else
-                     "an extra H_bias term that is not positive semi-definite; check that every objective "
-                     "returns a PSD matrix (a sum of D Dᵀ terms)")
-            raise HessianFactorizationError(
-                f"{module}: H + H_bias + λI is not positive definite, so the exact update has no solution. "
-                f"Likely cause: {cause}.")
-        Wn = torch.cholesky_solve((Hd @ Wp.double().T), L).T.float()
-    if fh.perm is not None:
-        Wn = Wn[:, torch.argsort(fh.perm)]
+        check_finite(H_bias, "H_bias", module)
+        radius = first_order_radius(fh, H_bias)
+        overshoot = radius >= 1.0
+        if overshoot:
+            msg = (f"first_order overshoot risk: spectral radius of H_bias (H+λI)^-1 = {radius:.3g} >= 1 "
+                   f"(α too large for this module's calibration)")
+            if mode == "first_order" and on_overshoot == "error":
+                raise ConfigError(f"{module}: {msg}. Lower α, or set on_overshoot: exact.")
+            if mode == "first_order" and on_overshoot == "exact":
+                mode = "exact"
+                msg += "; switched to the exact update"
+            events.append(msg)
+        Hb = H_bias.float().to(fh.U.device)
+        rhs = W0 @ Hb if linear is None else W0 @ Hb + linear.float().to(W0.device)
+        Wn = W0 - apply_inverse(fh, rhs) if mode == "first_order" else _exact_update(W0, fh, Hb, linear, module,
+                                                                                      factor_dtype, events)
     rel = float(torch.linalg.matrix_norm(Wn - W0) / torch.linalg.matrix_norm(W0).clamp_min(1e-30))
     return FairUpdate(W=Wn, mode=mode, radius=radius, overshoot=overshoot, rel_change=rel, events=events)
+
+
+def _exact_update(W0: torch.Tensor, fh: FactoredHessian, Hb: torch.Tensor, linear: torch.Tensor | None,
+                  module: str, factor_dtype: torch.dtype, events: list[str]) -> torch.Tensor:
+    """W' = (W Hd − C)(Hd + H_bias)^-1 with (Hd + H_bias)^-1 = Vᵀ V from the guarded factorisation."""
+    dt = torch.float64 if factor_dtype == torch.float64 else torch.float32
+    perm = fh.perm
+    Wp = W0 if perm is None else W0[:, perm]
+    Hbp = _in_loop_order(Hb, perm)
+    Hd = fh.H.to(dt) + fh.lam * torch.eye(fh.H.shape[0], dtype=dt, device=fh.H.device)
+    cause = ("H itself was not positive semi-definite (it needed an eigenvalue repair to factor); add calibration "
+             "data or raise damp" if fh.record.eigen_repair else
+             "an extra H_bias term that is not positive semi-definite; check that every objective returns a PSD "
+             "matrix (a sum of D Dᵀ terms)")
+    V, rec = inverse_cholesky_factor(fh.H.to(dt) + Hbp.to(dt), fh.record.damp_used, module=module, likely_cause=cause,
+                                     factor_dtype=factor_dtype, damp_of=fh.H)
+    events.extend(f"exact update: {e}" for e in rec.events)
+    rhs = Wp.to(dt) @ Hd
+    if linear is not None:
+        C = linear.to(device=Wp.device, dtype=dt)
+        rhs = rhs - (C if perm is None else C[:, perm])
+    Wn = ((rhs @ V.T) @ V).float()
+    return Wn if perm is None else Wn[:, torch.argsort(perm)]
 
 
 def fair_update(

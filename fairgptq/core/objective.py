@@ -1,17 +1,37 @@
-"""The contract between the engine and objective plugins (the extra H_bias sources).
+"""The contract between the engine and objective plugins: terms of the layer objective.
 
-An objective contributes a PSD term (in x in, α already applied) to the GPTQ problem
-of the modules it targets, computed from activations the driver captured at that
-module's input.  It may ask the driver to propagate token streams of its own (the
-Fair-GPTQ pair objective asks for "stereo" and "anti", row i of both holding pair i)
-through the partially quantized model, exactly as the calibration text is.
+For a module with weight W (out x in), calibration Hessian H = (2/N) Σ X Xᵀ and damping λ,
+the engine minimises, before GPTQ rounds the result,
+
+    L(W') = ½ tr((W' − W) H (W' − W)ᵀ)  +  ½ tr(W' H_bias W'ᵀ)  +  ⟨C, W' − W⟩
+
+and an objective contributes either or both extra terms to the modules it targets:
+
+- a **quadratic** term H_bias (in x in, PSD, α applied; :meth:`Objective.term`), shared by the
+  modules reading one input, built from activations the driver captured at that input (the
+  Fair-GPTQ pair term: H_bias = (2α/P) Σ_p D_p D_pᵀ over pair differences);
+- a **linear** term C (out x in, per module; :meth:`Objective.linear`).  Optimal Brain Surgeon drops
+  it because trained weights sit at a minimum of the *training* loss; they do not sit at a minimum
+  of a bias score S, so C = λ ∂S/∂W moves the solution along −∂S/∂W in the metric GPTQ already
+  measures error in.  An objective that wants gradients of a score asks for them
+  (:meth:`Objective.score_request`); the driver runs the forward and backward passes and hands the
+  result back (:meth:`Objective.receive_gradient`).
+
+How each mode solves L is in :func:`fairgptq.core.gptq.fair_update_detailed` (pre-update, then
+ordinary GPTQ rounding).  An objective may also ask the driver to propagate token streams of its
+own through the partially quantized model (the pair objective's "stereo" and "anti" streams,
+row i of both holding pair i), exactly as the calibration text is.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
+
+from .errors import ConfigError
 
 
 @dataclass
@@ -32,17 +52,101 @@ class Captured:
 
 @dataclass(frozen=True)
 class FairSettings:
-    """How the H_bias of a module is used (spec section 2)."""
+    """How a module's quadratic term is solved (spec section 2): ``mode`` and the overshoot policy."""
 
     mode: str = "first_order"
     on_overshoot: str = "warn"
 
 
+@dataclass
+class ScoreRequest:
+    """A score the objective wants differentiated: S = Σ_b Σ_{i,t} weights[b][i, t] · log p(ids[b][i, t] | ids[b][i, <t]).
+
+    ``weights`` has each batch's (batch, seq) shape; position 0 of a row is never scored (nothing
+    predicts it) and padding must weigh 0.  A likelihood preference over pairs is +1/P on the
+    stereotypical sentence's scored tokens and −1/P on the anti-stereotypical one's.
+
+    ``sequential``: also recompute the gradient at each layer on the partially quantized model
+    (its earlier layers already rounded), instead of once on the float model.
+    ``float_hessian_batches``: the driver also sums, on the float model, the input Hessian of every
+    targeted module over this many calibration batches (None: all of them; 0: none) and factors it
+    with the run's damping, for objectives that need every module's H before the first one is
+    solved (a budget split over modules, or a step taken on the float model).
+    """
+
+    batches: list[TokenBatch]
+    weights: list[torch.Tensor]
+    sequential: bool = False
+    float_hessian_batches: int | None = 0
+
+
+@dataclass
+class ScoreGradient:
+    """S and ∂S/∂W (out x in, float32) per targeted module's full name, on the model they were taken on."""
+
+    value: float
+    grads: dict[str, torch.Tensor]
+    layer: int | None = None  # the layer they were recomputed for (sequential), None: the float model's
+
+
+@dataclass
+class LinearTerm:
+    """C of ⟨C, W' − W⟩ for one module; ``gradient`` (∂S/∂W) lets the engine report the predicted ΔS."""
+
+    coefficient: torch.Tensor
+    gradient: torch.Tensor | None = None
+
+
+class ObjectiveParams(BaseModel):
+    """An objective's settings model, and the questions a pipeline asks about them.
+
+    A pipeline never reads an objective's setting names: it asks its settings model whether the
+    term is off (the plain-GPTQ reference), for the settings without the term (the reference's
+    twin, identical otherwise, so it sees the same calibration), which roles it targets (the
+    held-out pair gap's "targeted" modules) and whether its pair set also builds H.  An objective
+    that declares a ``Params`` model derived from this class answers them; one whose settings are
+    read off its signature is never "off" and has no twin, so a plain baseline refuses it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    def is_off(self) -> bool:
+        """True when these settings add no term (the run is plain GPTQ on the same calibration)."""
+        return False
+
+    def without_term(self) -> "ObjectiveParams":
+        """These settings with the term switched off and everything else kept (the plain twin)."""
+        raise ConfigError(f"{type(self).__name__} cannot switch its term off: give the objective's settings "
+                          f"model an is_off / without_term pair (core/objective.py, ObjectiveParams)")
+
+    def targeted_roles(self) -> list[str] | None:
+        """The module roles the term applies to (None: not known from the settings alone)."""
+        return None
+
+    def depth_problems(self, n_layers: int, *, idle: bool = True) -> list[tuple[str, str]]:
+        """(setting, message) for what a model of ``n_layers`` decoder layers cannot satisfy (layer indices)."""
+        return []
+
+    def builds_hessian(self) -> bool:
+        """Whether the objective's own sentences (pairs, texts) also build H: calibration data, not only a term."""
+        return False
+
+    def dump(self) -> dict[str, Any]:
+        """The settings as a pipeline writes them (aliases, every default filled in)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
 class Objective(ABC):
-    """Base class of objective plugins.  Subclasses set ``name`` and implement ``term``."""
+    """Base class of objective plugins.  Subclasses set ``name`` and implement ``applies``.
+
+    A subclass adds a quadratic term (override :meth:`term`), a linear term (override
+    :meth:`linear`, usually with :meth:`score_request` and :meth:`receive_gradient`), or both.
+    ``settings`` says how a quadratic term is solved; an objective with only a linear term
+    leaves it None (every mode solves a linear term the same way).
+    """
 
     name: str = "objective"
-    settings: FairSettings = FairSettings()
+    settings: FairSettings | None = None
 
     def streams(self, tokenizer) -> dict[str, list[TokenBatch]]:
         """Token streams this objective needs at every module's input (default: none)."""
@@ -52,14 +156,37 @@ class Objective(ABC):
         """Which of this objective's streams also build H (pairs double as calibration text)."""
         return set()
 
+    def score_request(self, tokenizer) -> ScoreRequest | None:
+        """The score whose gradient the linear term needs (default: none)."""
+        return None
+
+    def receive_gradient(self, gradient: ScoreGradient, float_hessians: dict[str, torch.Tensor] | None) -> None:
+        """Called with the requested gradients: once on the float model, then per layer if sequential.
+
+        ``float_hessians`` (module full name -> H on the float model) comes with the first call only,
+        when the request asked for it.
+        """
+
+    def float_model_update(self) -> dict[str, torch.Tensor] | None:
+        """Weight changes (out x in, by module full name) to make to the float model before quantizing.
+
+        Asked once, after the float model's gradient: an objective that debiases first and lets
+        GPTQ quantize the result ("debias, then quantize") returns its step here, not a linear term.
+        """
+        return None
+
     @abstractmethod
     def applies(self, layer: int, role: str, n_layers: int) -> bool:
         """Whether this objective adds a term to (layer, role)."""
 
-    @abstractmethod
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
-        """The PSD in x in term for (layer, role) from the captured inputs, α applied; None to skip."""
+        """The quadratic term: a PSD in x in H_bias for (layer, role) from the captured inputs, α applied."""
+        return None
+
+    def linear(self, layer: int, role: str, module: str) -> LinearTerm | None:
+        """The linear term C of ``module`` (its full name), e.g. λ times the gradient it received."""
+        return None
 
     def describe(self) -> dict:
-        """Settings recorded in reports and checkpoints."""
+        """Settings (and, after the run, what the objective measured) for reports and checkpoints."""
         return {"name": self.name}

@@ -97,18 +97,20 @@ def damping_lambda(H: torch.Tensor, damp: float) -> float:
 
 def inverse_cholesky_factor(
     H: torch.Tensor, damp: float, *, module: str = "?", record: StabilityRecord | None = None,
-    likely_cause: str | None = None, factor_dtype: torch.dtype = torch.float64,
+    likely_cause: str | None = None, factor_dtype: torch.dtype = torch.float64, damp_of: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, StabilityRecord]:
     """Guarded upper Cholesky factor U of (H + λI)^-1 with (H + λI)^-1 = Uᵀ U.
 
-    Returns U in H's dtype and the record of what it took.  ``H`` is not modified.
+    Returns U in H's dtype and the record of what it took.  ``H`` is not modified.  λ = damp times
+    the mean diagonal of ``damp_of`` (default: H itself); the exact Fair-GPTQ update factors
+    H + H_bias with the λ of H alone, so that its maths is the spec's.
     """
     rec = record or StabilityRecord(module=module)
     rec.module, rec.damp_requested = module, damp
     check_finite(H, "the Hessian", module)
     H64 = H.to(factor_dtype)
     H64 = (H64 + H64.T) / 2
-    mean_diag = float(torch.diagonal(H64).mean())
+    mean_diag = float(torch.diagonal(H64 if damp_of is None else damp_of.to(factor_dtype)).mean())
     if mean_diag == 0:
         raise HessianFactorizationError(
             f"{module}: the Hessian's diagonal is all zero (mean {mean_diag}); the module never saw a "
@@ -141,7 +143,7 @@ def inverse_cholesky_factor(
         H_rep = (evecs * clipped) @ evecs.T
         H_rep = (H_rep + H_rep.T) / 2
         rec.attempts += 1
-        U = _try_inverse_factor(H_rep, damp * float(torch.diagonal(H_rep).mean()))
+        U = _try_inverse_factor(H_rep, damp * (float(torch.diagonal(H_rep).mean()) if damp_of is None else mean_diag))
         tried_repair = "nor after eigenvalue repair"
     if U is not None:
         rec.eigen_repair = True

@@ -12,11 +12,11 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 
 from ..core.errors import ConfigError
-from ..core.objective import Captured, FairSettings, Objective
+from ..core.objective import Captured
 from ..datasets_adapters.pairs import Pair
 from ..plugin_params import validated
 from .pair_activations import ALIGNMENTS, PairStreams, pair_differences, tokenize_pairs
-from .targets import Alpha, TargetParams
+from .targets import Alpha, TargetedObjective, TargetParams
 
 
 def pairs_hash(pairs: Sequence[Pair]) -> str:
@@ -38,8 +38,11 @@ class FairPairParams(TargetParams):
     alignment: Literal[ALIGNMENTS] = "aligned"  # type: ignore[valid-type]
     calibrate_with_pairs: bool = True
 
+    def builds_hessian(self) -> bool:
+        return self.calibrate_with_pairs
 
-class FairPairObjective(Objective):
+
+class FairPairObjective(TargetedObjective):
     """Fair-GPTQ's pair term for the targeted (layer, role) modules.
 
     ``pairs``, ``pair_set`` (the set's name), ``batch_size`` and ``max_length`` come from the
@@ -55,11 +58,10 @@ class FairPairObjective(Objective):
             raise ConfigError("the pair objective needs at least one pair")
         self.pairs = list(pairs)
         self.params = validated(FairPairParams, settings, "objective fair_pairs")
-        self.settings = FairSettings(mode=self.params.mode, on_overshoot=self.params.on_overshoot)
+        self.settings = self.params.settings()
         self.batch_size, self.max_length = batch_size, max_length
         self.pair_set = pair_set
         self._streams: PairStreams | None = None
-        self._alphas: dict[tuple[int, str], float] = {}
 
     @property
     def _names(self) -> tuple[str, str]:
@@ -67,6 +69,8 @@ class FairPairObjective(Objective):
         return f"pairs[{self.pair_set}]:stereo", f"pairs[{self.pair_set}]:anti"
 
     def streams(self, tokenizer) -> dict:
+        if self.params.is_off() and not self.params.builds_hessian():
+            return {}  # no term and no H from the pairs: propagating them would change nothing but the time
         if tokenizer is None:
             raise ConfigError("the pair objective needs the model's tokenizer (pass tokenizer= to quantize_model)")
         self._streams = tokenize_pairs(self.pairs, tokenizer, alignment=self.params.alignment,
@@ -77,18 +81,13 @@ class FairPairObjective(Objective):
     def hessian_streams(self) -> set[str]:
         return set(self._names) if self.params.calibrate_with_pairs else set()
 
-    def applies(self, layer: int, role: str, n_layers: int) -> bool:
-        # term() has no n_layers, which negative layer_alpha keys need: it uses the α decided here
-        self._alphas[layer, role] = self.params.alpha_for(layer, role, n_layers)
-        return self.params.applies(layer, role, n_layers) and self._alphas[layer, role] > 0
-
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
         if self._streams is None:
             # without it the driver propagated no pair streams: the run would silently be plain GPTQ
             raise ConfigError(f"layer {layer} {role}: the pair objective's term was asked for before its "
                               f"streams(tokenizer) were built; run it through quantize_model (or call "
                               f"streams() and propagate its batches first)")
-        alpha = self._alphas.get((layer, role), self.params.alpha_for(layer, role))
+        alpha = self.strength(layer, role)
         if alpha == 0:
             return None
         s, a = self._names
@@ -113,7 +112,7 @@ class MatrixParams(TargetParams):
     alpha: Alpha = 1.0
 
 
-class MatrixObjective(Objective):
+class MatrixObjective(TargetedObjective):
     """An extra H_bias source: any callable (layer, role, dim) -> PSD matrix or None, scaled by α.
 
     The way to add a bias term that is not built from pairs (e.g. a projector onto a
@@ -126,13 +125,7 @@ class MatrixObjective(Objective):
     def __init__(self, fn: Callable[[int, str, int], Any], **settings: Any) -> None:
         self.fn = fn
         self.params = validated(MatrixParams, settings, "objective hbias_matrix")
-        self.settings = FairSettings(mode=self.params.mode, on_overshoot=self.params.on_overshoot)
-        self._alphas: dict[tuple[int, str], float] = {}
-
-    def applies(self, layer: int, role: str, n_layers: int) -> bool:
-        # term() has no n_layers, which negative layer_alpha keys need: it uses the α decided here
-        self._alphas[layer, role] = self.params.alpha_for(layer, role, n_layers)
-        return self.params.applies(layer, role, n_layers) and self._alphas[layer, role] > 0
+        self.settings = self.params.settings()
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
         dim = next(iter(inputs.values()))[0].x.shape[-1]
@@ -143,7 +136,7 @@ class MatrixObjective(Objective):
         if M.shape != (dim, dim) or not torch.allclose(M, M.T, atol=1e-5 * float(M.abs().max().clamp_min(1))):
             raise ConfigError(f"extra H_bias for layer {layer} {role}: expected a symmetric {dim}x{dim} matrix, "
                               f"got shape {tuple(M.shape)}")
-        return M * self._alphas.get((layer, role), self.params.alpha_for(layer, role))
+        return M * self.strength(layer, role)
 
     def describe(self) -> dict:
         return {"name": self.name, "fn": getattr(self.fn, "__qualname__", repr(self.fn)), **self.params.describe()}

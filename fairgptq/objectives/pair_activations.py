@@ -23,6 +23,7 @@ from ..core.errors import ConfigError
 from ..core.objective import Captured, TokenBatch
 from ..core.sequences import common_prefix_length
 from ..datasets_adapters.pairs import Pair
+from .tokens import pad_id, right_padded
 
 ALIGNMENTS = ("aligned", "positional")
 logger = logging.getLogger("fairgptq.objectives")
@@ -101,14 +102,14 @@ def tokenize_pairs(pairs: list[Pair], tokenizer, *, alignment: str = "aligned", 
                    max_length: int = 128) -> PairStreams:
     """Right-padded batches, pair i of the set in the same row of both streams."""
     stereo, anti, plans = [], [], []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     blind = 0
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         ids0 = [tokenizer(p.stereo, truncation=True, max_length=max_length).input_ids for p in chunk]
         ids1 = [tokenizer(p.anti, truncation=True, max_length=max_length).input_ids for p in chunk]
         blind += sum(a == b for a, b in zip(ids0, ids1))
-        b0, b1 = _pad(ids0, pad), _pad(ids1, pad)
+        b0, b1 = right_padded(ids0, pad), right_padded(ids1, pad)
         stereo.append(b0)
         anti.append(b1)
         plans.append(plan_alignment(ids0, ids1, b0.input_ids.shape[1], b1.input_ids.shape[1], alignment))
@@ -131,12 +132,3 @@ def _check_truncation(blind: int, total: int, max_length: int) -> None:
     logger.warning("%d of %d pairs differ only after the first %d tokens and contribute nothing; %s",
                    blind, total, max_length, fix)
 
-
-def _pad(ids: list[list[int]], pad: int) -> TokenBatch:
-    seq = max(len(i) for i in ids)
-    input_ids = torch.full((len(ids), seq), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), seq), dtype=torch.long)
-    for r, row in enumerate(ids):
-        input_ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[r, :len(row)] = 1
-    return TokenBatch(input_ids, mask)

@@ -1,21 +1,24 @@
-"""Which modules an objective touches, and with what α (spec section 3): the settings model objectives share.
+"""Which modules an objective touches, and with what α (spec section 3): the settings models objectives share.
 
-:class:`TargetParams` is the one place these settings are checked: the pipeline schema
-validates ``objectives[i].params`` with an objective's ``Params`` model (a subclass), and the
-objective validates its Python keyword arguments with the same model.  Checks that need the
-model's depth (an index past the last layer) cannot run before the model is known; they live
-in :meth:`TargetParams.depth_problems`, which the pipeline's preflight and the run both call.
+:class:`TargetSelection` (roles, layers) and :class:`TargetParams` (plus α and the quadratic
+term's solve) are the one place these settings are checked: the pipeline schema validates
+``objectives[i].params`` with an objective's ``Params`` model (a subclass), and the objective
+validates its Python keyword arguments with the same model.  Checks that need the model's depth
+(an index past the last layer) cannot run before the model is known; they live in
+``depth_problems``, which the pipeline's preflight and the run both call.
+:class:`TargetedObjective` is the base the built-in objectives (and the examples) share.
 """
 from __future__ import annotations
 
 import math
 from typing import Annotated, Any, Callable, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from ..core.architectures import ROLES
 from ..core.errors import ConfigError
 from ..core.gptq import FAIR_MODES
+from ..core.objective import FairSettings, Objective, ObjectiveParams
 
 DEFAULT_ROLES = ("attn_out", "mlp_out")
 Role = Literal[ROLES]  # type: ignore[valid-type]
@@ -109,20 +112,65 @@ def _check_layer_alpha(v: dict[int, float] | None) -> dict[int, float] | None:
 Alpha = Annotated[Any, AfterValidator(_check_alpha)]  # a number >= 0, or a mapping role -> number
 
 
-class TargetParams(BaseModel):
-    """Roles x layers an objective applies to, α per role and per-layer overrides, and the solve settings.
+class Targeting(ObjectiveParams):
+    """What roles x layers settings answer: which modules a term applies to, checked against the depth.
 
+    Holds no fields, so each settings model declares its own in the order its users read them:
+    :class:`TargetSelection` (roles, layers, subset_size) and :class:`TargetParams` (α first).
     ``layers`` is a strategy (all, lower, upper, lower+upper: the paper's subsets) or a list of
     indices; ``subset_size`` sizes the lower/upper subsets (a count, or a fraction of L).
-    ``mode`` and ``on_overshoot`` choose how the debiasing update is solved (core.gptq).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    def depth_problems(self, n_layers: int, *, idle: bool = True) -> list[tuple[str, str]]:
+        """(setting, message) for indices a model of ``n_layers`` layers does not have."""
+        if isinstance(self.layers, list):
+            bad = [x for x in self.layers if not -n_layers <= x < n_layers]
+            if bad:
+                return [("layers", f"index(es) {bad} {_out_of_range(n_layers)}")]
+        return []
+
+    def strength_for(self, layer: int, role: str, n_layers: int) -> float:
+        """How strongly the term applies to one targeted module (1 here; α where the settings have one)."""
+        return 0.0 if self.is_off() else 1.0
+
+    def applies(self, layer: int, role: str, n_layers: int) -> bool:
+        return role in self.roles and layer in select_layers(self.layers, n_layers, self.subset_size)
+
+    def targeted_roles(self) -> list[str]:
+        return list(self.roles)
+
+    def describe(self) -> dict:
+        return self.dump()
+
+
+_ROLES_FIELD = Field(default_factory=lambda: list(DEFAULT_ROLES), min_length=1)
+Layers = Annotated[Any, AfterValidator(_check_layers)]
+SubsetSize = Annotated[float | None, AfterValidator(_check_subset_size)]
+
+
+class TargetSelection(Targeting):
+    """Roles x layers an objective applies to, without an α (an objective with a strength of its own)."""
+
+    roles: list[Role] = _ROLES_FIELD
+    layers: Layers = "all"
+    subset_size: SubsetSize = None
+
+
+def _out_of_range(n_layers: int) -> str:
+    return f"out of range for a model with {n_layers} decoder layers (valid: -{n_layers} .. {n_layers - 1})"
+
+
+class TargetParams(Targeting):
+    """Targeting plus α per role, per-layer overrides and the quadratic term's solve settings.
+
+    ``mode`` and ``on_overshoot`` choose how the debiasing update is solved (core.gptq).  The term is
+    off when every α is 0; its plain twin sets α 0 and drops the per-layer α.
+    """
 
     alpha: Alpha = 0.1
-    roles: list[Role] = Field(default_factory=lambda: list(DEFAULT_ROLES), min_length=1)
-    layers: Annotated[Any, AfterValidator(_check_layers)] = "all"
-    subset_size: Annotated[float | None, AfterValidator(_check_subset_size)] = None
+    roles: list[Role] = _ROLES_FIELD
+    layers: Layers = "all"
+    subset_size: SubsetSize = None
     layer_alpha: Annotated[dict[int, Any] | None, AfterValidator(_check_layer_alpha)] = None
     mode: Literal[FAIR_MODES] = "first_order"  # type: ignore[valid-type]
     on_overshoot: Literal["warn", "exact", "error"] = "warn"
@@ -135,22 +183,29 @@ class TargetParams(BaseModel):
                 raise ValueError(f"alpha given for role(s) {extra} that are not targeted ({self.roles})")
         return self
 
+    def is_off(self) -> bool:
+        alphas = self.alpha.values() if isinstance(self.alpha, dict) else [self.alpha]
+        return all(a == 0 for a in alphas) and not any((self.layer_alpha or {}).values())
+
+    def without_term(self) -> "TargetParams":
+        return self.model_copy(update={"alpha": 0.0, "layer_alpha": None})
+
+    def settings(self) -> FairSettings:
+        """How the quadratic term is solved, as the driver takes it."""
+        return FairSettings(mode=self.mode, on_overshoot=self.on_overshoot)
+
     def depth_problems(self, n_layers: int, *, idle: bool = True) -> list[tuple[str, str]]:
         """(setting, message) for indices a model of ``n_layers`` layers does not have.
 
         ``idle`` also reports ``layer_alpha`` entries for layers the objective does not target,
         whose α would change nothing (the pipeline's preflight asks for it; the run does not).
         """
-        valid = f"out of range for a model with {n_layers} decoder layers (valid: -{n_layers} .. {n_layers - 1})"
-        if isinstance(self.layers, list):
-            bad = [x for x in self.layers if not -n_layers <= x < n_layers]
-            if bad:
-                return [("layers", f"index(es) {bad} {valid}")]
-        if not self.layer_alpha:
-            return []
+        problems = super().depth_problems(n_layers, idle=idle)
+        if problems or not self.layer_alpha:
+            return problems
         bad = [x for x in self.layer_alpha if not -n_layers <= x < n_layers]
         if bad:
-            return [("layer_alpha", f"index(es) {bad} {valid}")]
+            return [("layer_alpha", f"index(es) {bad} {_out_of_range(n_layers)}")]
         targeted = set(select_layers(self.layers, n_layers, self.subset_size))
         lazy = [x for x in self.layer_alpha if x % n_layers not in targeted]
         if idle and lazy:
@@ -176,8 +231,30 @@ class TargetParams(BaseModel):
             return float(layer_alpha[layer])
         return float(self.alpha[role]) if isinstance(self.alpha, dict) else float(self.alpha)
 
-    def applies(self, layer: int, role: str, n_layers: int) -> bool:
-        return role in self.roles and layer in select_layers(self.layers, n_layers, self.subset_size)
+    def strength_for(self, layer: int, role: str, n_layers: int) -> float:
+        return self.alpha_for(layer, role, n_layers) if self.applies(layer, role, n_layers) else 0.0
 
-    def describe(self) -> dict:
-        return self.model_dump()
+
+class TargetedObjective(Objective):
+    """An objective whose settings are :class:`Targeting`: which modules, and how strongly, resolved once.
+
+    ``applies`` (the driver asks it first, with the model's depth) records each module's strength
+    (α for :class:`TargetParams`), so :meth:`strength` in ``term``/``linear`` needs no depth.
+    """
+
+    params: Targeting
+
+    def applies(self, layer: int, role: str, n_layers: int) -> bool:
+        if not self.params.applies(layer, role, n_layers):
+            return False
+        strengths = self.__dict__.setdefault("_strengths", {})
+        strengths[layer, role] = self.params.strength_for(layer, role, n_layers)
+        return strengths[layer, role] > 0
+
+    def strength(self, layer: int, role: str) -> float:
+        """The strength ``applies`` resolved for (layer, role); without that call, the one the settings give."""
+        known = self.__dict__.get("_strengths", {})
+        if (layer, role) in known:
+            return known[layer, role]
+        alpha_for = getattr(self.params, "alpha_for", None)
+        return alpha_for(layer, role) if alpha_for is not None else 1.0

@@ -46,6 +46,16 @@ from .writer import ShardedCheckpointWriter
 _LAYER_WORKING_FACTOR = 4
 
 
+def _refuse_score_gradients(objectives: list[Objective], tokenizer) -> None:
+    """An objective with a linear term needs a backward pass through every layer at once: not here yet."""
+    needing = [o.name for o in objectives if o.score_request(tokenizer) is not None]
+    if needing:
+        raise ConfigError(f"objective(s) {needing} need gradients of a score through the whole model, and a "
+                          f"sequential onloaded run holds one decoder layer at a time, so it cannot take them yet; "
+                          f"quantize in memory (model.onload: never, with enough max_memory) or leave the "
+                          f"objective out")
+
+
 @dataclass
 class OnloadResult:
     """The run's record (``result.qweights`` stays empty: every layer went to disk) and its memory figures."""
@@ -159,6 +169,7 @@ def quantize_onloaded(
     spec = arch_for(model)
     layers = decoder_layers(model, spec)
     objectives = list(objectives)
+    _refuse_score_gradients(objectives, tokenizer)
     quant_roles = check_roles(spec, roles)
     streams, hessian_streams = prepare_streams(calibration, objectives, tokenizer)
     backend = backend or Backend("cpu")  # the layers are read onto the CPU

@@ -1,0 +1,186 @@
+"""Gradients of a token-level score, and float-model input Hessians, for objectives that ask for them.
+
+An objective with a linear term (core/objective.py) needs G = ∂S/∂W of a score
+S = Σ w · log p(token) for each module it targets.  :func:`score_gradient` computes it with one
+forward and one backward pass per batch, taking gradients only of the targeted weights (every
+other parameter is frozen for the pass, so autograd stops at the lowest targeted layer), and
+pushing only the positions that are scored through the output head (``logits_to_keep``), since the
+vocabulary projection dominates a small model's cost.  :class:`GradientPasses` is what the driver
+calls: the float model's pass once before quantization, then, for sequential requests, a pass per
+layer on the partially quantized model.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from .architectures import ArchSpec
+from .errors import ConfigError
+from .gptq import FactoredHessian, factor_for
+from .objective import Objective, ScoreGradient, ScoreRequest, TokenBatch
+from .quantizer import QuantConfig
+from .stability import check_finite
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+
+def _accepts_logits_to_keep(model: nn.Module) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def score_gradient(model: nn.Module, request: ScoreRequest, modules: dict[str, nn.Module], spec: ArchSpec,
+                   device: torch.device) -> ScoreGradient:
+    """S and ∂S/∂W (out x in, float32) of every module in ``modules`` (full name -> module), on ``model`` as it is.
+
+    Nothing else of the model changes: every parameter's ``requires_grad`` is restored afterwards and no
+    gradient is left on any weight.
+    """
+    if len(request.batches) != len(request.weights):
+        raise ConfigError(f"a score request has {len(request.batches)} batches but {len(request.weights)} weight tensors")
+    flags = {p: p.requires_grad for p in model.parameters()}
+    for p in flags:
+        p.requires_grad_(False)
+    weights = {name: m.weight for name, m in modules.items()}
+    for w in weights.values():
+        w.grad = None
+        w.requires_grad_(True)
+    keep_logits = _accepts_logits_to_keep(model)
+    value = 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            for batch, w in zip(request.batches, request.weights):
+                value += _batch_score(model, batch, w, device, keep_logits)
+        grads = {}
+        for name, w in weights.items():
+            g = torch.zeros_like(w, dtype=torch.float32) if w.grad is None else w.grad.detach().float()
+            grads[name] = spec.stored(g).contiguous()
+            check_finite(grads[name], "the score's gradient", name)
+    finally:
+        for w in weights.values():
+            w.grad = None
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+        model.train(was_training)
+    return ScoreGradient(value, grads)
+
+
+def _batch_score(model: nn.Module, batch: TokenBatch, w: torch.Tensor, device: torch.device,
+                 keep_logits: bool) -> float:
+    """Σ w · log p(token) over one batch; its backward pass adds to the targeted weights' ``.grad``."""
+    ids = batch.input_ids.to(device)
+    if tuple(w.shape) != tuple(ids.shape):
+        raise ConfigError(f"score weights of shape {tuple(w.shape)} for a batch of shape {tuple(ids.shape)}")
+    w = w.to(device=device, dtype=torch.float32)
+    w[:, 0] = 0.0  # nothing predicts a row's first token
+    scored = w.abs().sum(dim=0).nonzero()
+    if scored.numel() == 0:
+        return 0.0
+    first = int(scored.min())  # logits for positions first-1 .. end predict tokens first .. end
+    seq = ids.shape[1]
+    kwargs = {"logits_to_keep": seq - first + 1} if keep_logits else {}
+    out = model(input_ids=ids, attention_mask=batch.attention_mask.to(device), use_cache=False, **kwargs)
+    logits = out.logits[:, -(seq - first + 1):-1] if keep_logits else out.logits[:, first - 1:-1]
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, first:, None]).squeeze(-1)
+    score = (logp * w[:, first:]).sum()
+    if score.requires_grad:  # no targeted module: the score's value alone
+        score.backward()
+    return float(score.detach())
+
+
+def float_input_hessians(model: nn.Module, groups: dict[str, nn.Module], batches: list[TokenBatch],
+                         backend: "Backend", config: QuantConfig, device: torch.device) -> dict[str, FactoredHessian]:
+    """The input Hessian of each module in ``groups`` (one per shared input) over ``batches``, factored.
+
+    Summed as the driver sums H (same accumulator, same per-sentence normalisation, pad positions
+    excluded) but on the model as it is, in one forward pass per batch, and factored with the run's
+    damping: what an objective needs to weigh every module before the first is solved.
+    """
+    accs, mask_now = {}, {}
+
+    def hook_for(name: str):
+        def hook(module, args):
+            x = args[0]
+            if name not in accs:
+                accs[name] = backend.hessian_accumulator(x.shape[-1])
+            accs[name].add(x.detach(), mask_now["mask"], module=name)
+        return hook
+
+    handles = [m.register_forward_pre_hook(hook_for(name)) for name, m in groups.items()]
+    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    try:
+        with torch.no_grad():
+            for b in batches:
+                mask_now["mask"] = b.attention_mask.to(torch.bool)
+                model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device), use_cache=False,
+                      **keep)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: factor_for(acc.hessian(), config, module=name, factor_dtype=backend.factor_dtype)
+            for name, acc in accs.items()}
+
+
+class GradientPasses:
+    """The score gradients a run's objectives ask for: once on the float model, per layer when sequential.
+
+    ``targets`` are every (layer index, role, module full name, module) the run quantizes; an
+    objective's gradient covers the modules it applies to.
+    """
+
+    def __init__(self, model: nn.Module, spec: ArchSpec, n_layers: int, objectives: Iterable[Objective], tokenizer,
+                 targets: list[tuple[int, str, str, nn.Module]], device: torch.device) -> None:
+        self.model, self.spec, self.n_layers, self.device = model, spec, n_layers, device
+        self.requests: list[tuple[Objective, ScoreRequest, list[tuple[int, str, str, nn.Module]]]] = []
+        for obj in objectives:
+            request = obj.score_request(tokenizer)
+            if request is None:
+                continue
+            mine = [t for t in targets if obj.applies(t[0], t[1], n_layers)]
+            if mine:
+                self.requests.append((obj, request, mine))
+
+    def __bool__(self) -> bool:
+        return bool(self.requests)
+
+    @property
+    def sequential(self) -> bool:
+        return any(r.sequential for _, r, _ in self.requests)
+
+    def on_float_model(self, calibration: list[TokenBatch] | None, backend: "Backend", config: QuantConfig) -> None:
+        """Each request's gradient on the float model, with the float input Hessians it asked for."""
+        for obj, request, mine in self.requests:
+            grad = score_gradient(self.model, request, {name: m for _, _, name, m in mine}, self.spec, self.device)
+            hessians = None
+            if request.float_hessian_batches != 0:
+                if not calibration:
+                    raise ConfigError(f"objective {obj.name!r} needs the float model's input Hessians, which are "
+                                      f"summed over calibration text; give calibration text (calibration.text.n > 0)")
+                hessians = self._hessians(mine, calibration[:request.float_hessian_batches], backend, config)
+            obj.receive_gradient(grad, hessians)
+
+    def _hessians(self, mine, batches, backend, config) -> dict[str, FactoredHessian]:
+        """Float input Hessians of the targeted modules: one per shared input (a role's first module)."""
+        layers = self.model.get_submodule(self.spec.layers)
+        key = {(li, role): f"{self.spec.layers}.{li}.{self.spec.roles[role][0]}" for li, role, _, _ in mine}
+        groups = {key[li, role]: layers[li].get_submodule(self.spec.roles[role][0]) for li, role, _, _ in mine}
+        factored = float_input_hessians(self.model, groups, batches, backend, config, self.device)
+        return {name: factored[key[li, role]] for li, role, name, _ in mine}
+
+    def refresh(self, layer: int) -> None:
+        """Sequential requests: the gradient of ``layer``'s targets on the model as it is now."""
+        for obj, request, mine in self.requests:
+            here = {name: m for li, _, name, m in mine if li == layer}
+            if request.sequential and here:
+                grad = score_gradient(self.model, request, here, self.spec, self.device)
+                grad.layer = layer
+                obj.receive_gradient(grad, None)

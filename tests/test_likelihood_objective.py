@@ -1,0 +1,243 @@
+"""The linear term of the layer objective and the likelihood-directed objective (issue 24), on tiny models.
+
+- the solve of every mode against a brute-force minimiser of the layer objective;
+- the score and its gradient against the CrowS-Pairs scorer and finite differences;
+- B on the calibration pairs falls by the predicted first-order amount for small λ (the error
+  shrinking quadratically with λ);
+- the sequential gradient sees earlier layers' rounding; "before" is plain GPTQ of the stepped model.
+Tiny random models prove the maths and the plumbing only, never that debiasing works.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+
+from fairgptq import QuantConfig, quantize_model
+from fairgptq.core.architectures import arch_for
+from fairgptq.core.backend import Backend
+from fairgptq.core.errors import ConfigError
+from fairgptq.core.gptq import apply_inverse, factor_hessian, fair_update_detailed, quantize_weight
+from fairgptq.core.objective import FairSettings, ScoreRequest
+from fairgptq.core.score_gradient import GradientPasses, score_gradient
+from fairgptq.datasets_adapters.pairs import Pair
+from fairgptq.evaluation.crows_decomposition import evaluate_crows_decomposition
+from fairgptq.evaluation.scoring import encode_request, score_requests
+from fairgptq.objectives.likelihood_pairs import LikelihoodPairObjective, LikelihoodPairParams, score_batches
+from fairgptq.plugin_params import validated
+
+from tiny_model import PAIRS, tiny_llama, token_batches
+
+DAMP = 0.01
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _problem(rows=3, cols=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(cols, 40, generator=g, dtype=torch.float64)
+    H = 2 * X @ X.T / 40
+    D = torch.randn(cols, 3, generator=g, dtype=torch.float64)
+    return (torch.randn(rows, cols, generator=g, dtype=torch.float64), H, D @ D.T * 0.5,
+            torch.randn(rows, cols, generator=g, dtype=torch.float64) * 0.3)
+
+
+def _brute_force(W, H, Hb, C):
+    """argmin ½tr((W'−W)Hd(W'−W)ᵀ) + ½tr(W' Hb W'ᵀ) + ⟨C, W'−W⟩ by a generic optimiser (no closed form)."""
+    Hd = (H + DAMP * torch.diagonal(H).mean() * torch.eye(H.shape[0], dtype=H.dtype)).numpy()
+    Wn, Hbn, Cn = W.numpy(), (np.zeros_like(Hd) if Hb is None else Hb.numpy()), C.numpy()
+
+    def f(x):
+        Wp = x.reshape(Wn.shape)
+        E = Wp - Wn
+        return 0.5 * np.sum((E @ Hd) * E) + 0.5 * np.sum((Wp @ Hbn) * Wp) + np.sum(Cn * E)
+
+    res = minimize(f, Wn.ravel().copy(), method="BFGS", options={"gtol": 1e-10, "maxiter": 10000})
+    return torch.from_numpy(res.x.reshape(Wn.shape))
+
+
+@pytest.mark.parametrize("with_quadratic", [False, True])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_exact_solve_is_the_brute_force_minimiser(with_quadratic, act_order):
+    W, H, Hb, C = _problem(seed=1)
+    Hb = Hb if with_quadratic else None
+    upd = fair_update_detailed(W.float(), factor_hessian(H.float(), DAMP, act_order=act_order), None if Hb is None
+                               else Hb.float(), "exact", linear=C.float())
+    torch.testing.assert_close(upd.W.double(), _brute_force(W, H, Hb, C), rtol=1e-4, atol=1e-4)
+
+
+def test_linear_term_alone_is_the_same_step_in_every_mode():
+    W, H, _, C = _problem(seed=2)
+    fh = factor_hessian(H.float(), DAMP)
+    step = fair_update_detailed(W.float(), fh, None, "first_order", linear=C.float())
+    torch.testing.assert_close(step.W.double(), _brute_force(W, H, None, C), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(step.W, W.float() - apply_inverse(fh, C.float()))
+    assert torch.equal(fair_update_detailed(W.float(), fh, None, "exact", linear=C.float()).W, step.W)
+
+
+def test_first_order_with_both_terms_is_the_papers_update_plus_the_linear_step():
+    W, H, Hb, C = _problem(seed=3)
+    fh = factor_hessian(H.float(), DAMP)
+    both = fair_update_detailed(W.float(), fh, Hb.float(), "first_order", linear=C.float()).W
+    quadratic_only = fair_update_detailed(W.float(), fh, Hb.float(), "first_order").W
+    torch.testing.assert_close(both, quadratic_only - apply_inverse(fh, C.float()), rtol=1e-5, atol=1e-6)
+
+
+def test_in_loop_rounds_the_linear_step_under_h_plus_hbias():
+    cfg = QuantConfig(bits=4, group_size=32)
+    W, H, Hb, C = (t.float() for t in _problem(rows=8, cols=64, seed=4))
+    sol = Backend().solve(W, H, Hb, cfg, FairSettings("in_loop"), module="m", linear=C)
+    H_total = H + Hb
+    target = W - apply_inverse(factor_hessian(H_total, DAMP), C)
+    assert sol.fair.mode == "in_loop"
+    assert torch.equal(sol.qweight.codes, quantize_weight(target, H_total, cfg).codes)
+
+
+def test_a_linear_term_of_the_wrong_shape_is_refused():
+    W, H, _, C = _problem(seed=5)
+    with pytest.raises(ConfigError, match="linear term has shape"):
+        fair_update_detailed(W.float(), factor_hessian(H.float(), DAMP), None, linear=C.float().T)
+
+
+# ---------------------------------------------------------------------------------------------- the score
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tok = tiny_llama(layers=2)
+    pairs = [Pair(s, a, "gender", source_id=str(i)) for i, (s, a) in enumerate(PAIRS)]
+    calibration = token_batches(tok, [" ".join(["the man is a good doctor and she was very kind"] * 3)] * 8)
+    return model, tok, pairs, calibration
+
+
+def _B(model, tok, pairs, score="sentence"):
+    batches, weights, _ = score_batches(pairs, tok, score=score, batch_size=3)
+    return score_gradient(model, ScoreRequest(batches, weights), {}, arch_for(model), torch.device("cpu")).value
+
+
+def test_the_score_is_the_crows_pairs_likelihood_preference(tiny):
+    model, tok, pairs, _ = tiny
+    stereo = score_requests(model, [encode_request(tok, "", p.stereo) for p in pairs], batch_size=4, progress=False)
+    anti = score_requests(model, [encode_request(tok, "", p.anti) for p in pairs], batch_size=4, progress=False)
+    expected = float(np.mean([a.logprob - b.logprob for a, b in zip(stereo, anti)]))
+    assert _B(model, tok, pairs) == pytest.approx(expected, abs=1e-5)
+    parts = evaluate_crows_decomposition(model, tok, pairs, batch_size=4, progress=False)
+    assert _B(model, tok, pairs, "span") == pytest.approx(parts["span_diff"], abs=1e-5)
+
+
+def test_the_gradient_matches_finite_differences(tiny):
+    model, tok, pairs, _ = tiny
+    model = copy.deepcopy(model).double()
+    batches, weights, _ = score_batches(pairs, tok, batch_size=3)
+    name = "model.layers.1.mlp.down_proj"
+    module = model.get_submodule(name)
+    flags = [p.requires_grad for p in model.parameters()]
+    G = score_gradient(model, ScoreRequest(batches, weights), {name: module}, arch_for(model),
+                       torch.device("cpu")).grads[name]
+    assert [p.requires_grad for p in model.parameters()] == flags  # the model is left as it was
+    assert all(p.grad is None for p in model.parameters())
+    i, j = divmod(int(G.abs().argmax()), G.shape[1])
+    eps = 1e-3
+    values = []
+    for sign in (1, -1):
+        with torch.no_grad():
+            module.weight[i, j] += sign * eps
+        values.append(score_gradient(model, ScoreRequest(batches, weights), {}, arch_for(model),
+                                     torch.device("cpu")).value)
+        with torch.no_grad():
+            module.weight[i, j] -= sign * eps
+    assert (values[0] - values[1]) / (2 * eps) == pytest.approx(float(G[i, j]), rel=2e-2)
+
+
+def _step_then_B(tiny, lam):
+    """B₀, the predicted first-order ΔB and the real B after the objective's step on the float model."""
+    model, tok, pairs, calibration = tiny
+    model = copy.deepcopy(model)
+    obj = LikelihoodPairObjective(pairs, when="before", **{"lambda": lam})
+    spec = arch_for(model)
+    layers = model.get_submodule(spec.layers)
+    targets = [(li, role, f"model.layers.{li}.{n}", layers[li].get_submodule(n)) for li in range(len(layers))
+               for role in ("attn_out", "mlp_out") for n in spec.roles[role]]
+    GradientPasses(model, spec, len(layers), [obj], tok, targets, torch.device("cpu")).on_float_model(
+        calibration, Backend(), QuantConfig(damp=DAMP))
+    for name, delta in obj.float_model_update().items():
+        module = model.get_submodule(name)
+        with torch.no_grad():
+            module.weight += delta
+    measured = obj.describe()
+    return measured["calibration_preference"], measured["predicted_change_float_h"], _B(model, tok, pairs)
+
+
+def test_b_falls_by_the_predicted_first_order_amount_for_small_lambda(tiny):
+    errors = []
+    for lam in (2e-6, 1e-6):
+        B0, predicted, B1 = _step_then_B(tiny, lam)
+        assert predicted < 0 and B1 < B0
+        assert (B1 - B0) == pytest.approx(predicted, rel=0.05)
+        errors.append(abs((B1 - B0) - predicted))
+    assert errors[1] < errors[0] / 2.5  # second-order remainder: a quarter when λ halves
+
+
+def test_target_removes_that_fraction_of_the_preference_to_first_order(tiny):
+    model, tok, pairs, calibration = tiny
+    obj = LikelihoodPairObjective(pairs, target=0.5)
+    result = quantize_model(copy.deepcopy(model), calibration, QuantConfig(bits=8, group_size=32), objectives=[obj],
+                            tokenizer=tok, progress=False)
+    measured = obj.describe()
+    assert measured["predicted_change_float_h"] == pytest.approx(-0.5 * measured["calibration_preference"])
+    per_module = [r.score_change_pre_update for r in result.reports if r.score_change_pre_update is not None]
+    assert len(per_module) == 4 and all(v * measured["calibration_preference"] < 0 for v in per_module)
+    assert all(r.score_change_quantized is not None for r in result.reports if r.role in ("attn_out", "mlp_out"))
+
+
+def test_sequential_gradient_is_taken_on_the_partially_quantized_model(tiny):
+    model, tok, pairs, calibration = tiny
+    obj = LikelihoodPairObjective(pairs, target=0.5, gradient="sequential")
+    quantize_model(copy.deepcopy(model), calibration, QuantConfig(bits=4, group_size=32), objectives=[obj],
+                   tokenizer=tok, progress=False)
+    measured = obj.describe()
+    by_layer = measured["preference_by_layer"]
+    assert sorted(by_layer) == [0, 1]
+    assert by_layer[0] == pytest.approx(measured["calibration_preference"], abs=1e-6)  # nothing rounded yet
+    assert by_layer[1] != pytest.approx(measured["calibration_preference"], abs=1e-6)  # layer 0 was
+
+
+def test_before_is_plain_gptq_of_the_stepped_float_model(tiny):
+    model, tok, pairs, calibration = tiny
+    cfg = QuantConfig(bits=4, group_size=32)
+    obj = LikelihoodPairObjective(pairs, target=0.5, when="before")
+    debiased = copy.deepcopy(model)
+    result = quantize_model(debiased, calibration, cfg, objectives=[obj], tokenizer=tok, progress=False)
+    assert all(r.fair_mode is None for r in result.reports)  # no term during quantization
+    stepped = copy.deepcopy(model)
+    for name, delta in obj.float_model_update().items():
+        with torch.no_grad():
+            stepped.get_submodule(name).weight += delta
+    plain = quantize_model(stepped, calibration, cfg, progress=False)
+    for name, qw in plain.qweights.items():
+        assert torch.equal(qw.codes, result.qweights[name].codes), name
+
+
+def test_an_onloaded_run_refuses_a_score_gradient(tiny, tmp_path):
+    from fairgptq.onload.quantize import quantize_onloaded
+    model, tok, pairs, calibration = tiny
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(ConfigError, match="one decoder layer at a time"):
+        quantize_onloaded(tmp_path / "m", tmp_path / "out", calibration, QuantConfig(bits=4, group_size=32),
+                          objectives=[LikelihoodPairObjective(pairs, target=0.5)], tokenizer=tok, progress=False)
+
+
+def test_settings_one_strength_and_a_plain_twin():
+    p = validated(LikelihoodPairParams, {"lambda": 0.2}, "x")
+    assert p.target is None and p.lambda_ == 0.2 and p.dump()["lambda"] == 0.2 and not p.is_off()
+    assert p.without_term().is_off() and p.without_term().roles == p.roles
+    assert validated(LikelihoodPairParams, {}, "x").target == 0.5
+    with pytest.raises(ConfigError, match="not both"):
+        validated(LikelihoodPairParams, {"lambda": 0.2, "target": 0.5}, "x")
+    with pytest.raises(ConfigError, match="target"):
+        validated(LikelihoodPairParams, {"target": 1.5}, "x")  # never past parity
+    with pytest.raises(ConfigError, match="sequential"):
+        validated(LikelihoodPairParams, {"when": "before", "gradient": "sequential"}, "x")
+    assert validated(LikelihoodPairParams, {"target": 0}, "x").is_off()
