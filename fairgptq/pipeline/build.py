@@ -16,6 +16,7 @@ from ..objectives.fair_pairs import pairs_hash
 from ..objectives.targets import DEFAULT_ROLES
 from ..registry import Registry
 from .arguments import expand_path, objective_arguments, with_expanded_paths
+from .objective_settings import targeted_roles
 from .schema import PairSetSpec, PipelineSpec
 
 
@@ -63,7 +64,8 @@ def pair_gap(spec: PipelineSpec, registry: Registry, model, tokenizer, calibrati
         raise ConfigError(f"evaluation.pair_gap.pairs: {len(overlap)} of its {len(held_out.pairs)} pairs were used "
                           f"for calibration (e.g. {overlap[:3]}); draw them from a held-out split "
                           f"(split: holdout while calibration uses split: calibration)")
-    roles = g.roles or sorted({r for o in spec.objectives for r in o.params.get("roles", ())}) or list(DEFAULT_ROLES)
+    roles = (g.roles or targeted_roles(registry, ((o.name, o.params) for o in spec.objectives))
+             or list(DEFAULT_ROLES))
     key = _json.dumps([g.model_dump(mode="json"), roles, spec.model.model_dump(mode="json"),
                        spec.calibration.max_length, held_out.info["sha256_16"]], sort_keys=True)
     if cache is not None and key in cache:

@@ -10,6 +10,7 @@ from typing import Any
 from ..core.errors import FairGPTQError
 from ..registry import Registry
 from .arguments import PATH_KEYS, ArgumentError, expand_path, objective_arguments
+from .objective_settings import builds_hessian
 from .schema import PipelineSpec
 
 Problem = tuple[str, str]
@@ -56,7 +57,7 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
             problems.append(("calibration.text", f"WikiText-2 file not found: {text_file}; set FAIRGPTQ_DATA_DIR "
                                                  f"to the folder holding wikitext2/ or give calibration.text.path"))
 
-    hessian_from_pairs = False
+    hessian_from_objectives = False
     for i, obj in enumerate(spec.objectives):
         base = f"objectives[{i}]"
         factory = _plugin(registry, "objectives", obj.name, f"{base}.name", problems)
@@ -71,10 +72,10 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
         except ArgumentError as e:
             problems.append((f"{base}.{e.key}", e.message))
             continue
-        hessian_from_pairs |= obj.pairs is not None and bool(obj.params.get("calibrate_with_pairs", False))
-    if not hessian_from_pairs and not (cal.text is not None and cal.text.n > 0):
-        problems.append(("calibration", "no data for H: set calibration.text.n > 0, or give an objective a pair "
-                                        "set with calibrate_with_pairs: true"))
+        hessian_from_objectives |= builds_hessian(registry, obj.name, obj.params)
+    if not hessian_from_objectives and not (cal.text is not None and cal.text.n > 0):
+        problems.append(("calibration", "no data for H: set calibration.text.n > 0, or give an objective whose "
+                                        "own sentences also build H (fair_pairs: calibrate_with_pairs: true)"))
 
     _plugin(registry, "backends", spec.backend.name, "backend.name", problems)
 

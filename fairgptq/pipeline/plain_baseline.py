@@ -1,10 +1,11 @@
 """The plain-GPTQ reference of a run: the same quantization without the fairness term, evaluated.
 
 "Does Fair-GPTQ beat plain GPTQ?" is the question every report answers, so a run can quantize
-the float model a second time with every objective's α set to 0 (``evaluation.plain_baseline``).
-α = 0 keeps everything else identical: the same calibration data builds H (the pair sentences
-when ``calibrate_with_pairs``), the same grid, damping and backend; only H_bias is gone.  It
-costs one more quantization and evaluation (about 2-3 minutes for the demo on 2 cores).
+the float model a second time with every objective's term switched off (``evaluation.plain_baseline``),
+as each objective's own settings model says (``without_term``: α 0 for fair_pairs, target 0 for
+likelihood_pairs).  That keeps everything else identical: the same calibration data builds H (the
+pair sentences when the objective says so), the same grid, damping and backend; only the term is
+gone.  It costs one more quantization and evaluation (about 2-3 minutes for the demo on 2 cores).
 """
 from __future__ import annotations
 
@@ -16,19 +17,15 @@ from ..core.objective import TokenBatch
 from ..export import snap_to_checkpoint_precision
 from ..registry import Registry
 from . import build
+from .objective_settings import registry_for, without_term
 from .schema import PipelineSpec
 
 
-def plain_spec(spec: PipelineSpec) -> PipelineSpec:
-    """``spec`` with every objective's α (and per-layer α) set to 0."""
-    objectives = [o.model_copy(update={"params": without_term(o.params)}) for o in spec.objectives]
+def plain_spec(spec: PipelineSpec, registry: Registry | None = None) -> PipelineSpec:
+    """``spec`` with every objective's term switched off, as each objective's settings model says."""
+    registry = registry or registry_for(spec.plugins)
+    objectives = [o.model_copy(update={"params": without_term(registry, o.name, o.params)}) for o in spec.objectives]
     return spec.model_copy(update={"objectives": objectives})
-
-
-def without_term(params: dict[str, Any]) -> dict[str, Any]:
-    """An objective's settings with its term switched off: α 0 and no per-layer α (the keys it has)."""
-    off = {"alpha": 0.0, "layer_alpha": None}
-    return {k: off.get(k, v) for k, v in params.items()}
 
 
 def evaluate_plain_gptq(spec: PipelineSpec, registry: Registry, sets: dict, float_model, tok,
@@ -42,7 +39,7 @@ def evaluate_plain_gptq(spec: PipelineSpec, registry: Registry, sets: dict, floa
     """
     from ..evaluation import evaluate
 
-    plain = plain_spec(spec)
+    plain = plain_spec(spec, registry)
     model = copy.deepcopy(float_model)
     backend = registry.create("backends", plain.backend.name, **plain.backend.params)
     result = quantize_model(model, calibration, build.quant_config(plain), objectives=build.objectives(

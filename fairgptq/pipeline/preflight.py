@@ -87,12 +87,11 @@ def _depth(config: dict) -> tuple[int | None, int | None]:
 
 
 def _layer_problems(spec: PipelineSpec, registry: Registry, n_layers: int, problems: list[Problem]) -> None:
-    """Layer indices the model does not have, found by the objective's own settings model (TargetParams)."""
-    from ..objectives.targets import TargetParams
-    from ..plugin_params import SUPPLIED, params_model
+    """Layer indices the model does not have, as each objective's own settings model finds them."""
+    from .objective_settings import settings_of
     for i, obj in enumerate(spec.objectives):
-        settings = params_model(registry.get("objectives", obj.name).factory, SUPPLIED["objectives"])(**obj.params)
-        if isinstance(settings, TargetParams):
+        settings = settings_of(registry, obj.name, obj.params)
+        if settings is not None:
             problems += [(f"objectives[{i}].params.{key}", message)
                          for key, message in settings.depth_problems(n_layers)]
 

@@ -107,6 +107,21 @@ def vs_plain_sentence(row: dict) -> str:
             f"{row['diff']:+.3g}{ci}{p}: {row['verdict']}")
 
 
+_OBJECTIVE_IDENTITY = ("name", "pair_set", "pairs", "pairs_sha256_16")
+
+
+def objective_settings_text(described: dict) -> str:
+    """An objective's own record (its settings, and what it measured during the run) as ``key=value`` text.
+
+    Whatever the objective's ``describe()`` says, in its order: the report never assumes a setting name.
+    """
+    return ", ".join(f"{k}={_short(v)}" for k, v in described.items() if k not in _OBJECTIVE_IDENTITY)
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else json.dumps(v, default=str)
+
+
 def run_report(results: dict) -> str:
     """report.md of one run."""
     cfg, q = results["config"], results["quantization"]
@@ -123,10 +138,9 @@ def run_report(results: dict) -> str:
                   f"safetensors shards; evaluated with {onload.get('evaluated_with') or 'no evaluation'}.", ""]
     if results["objectives"]:
         rows = [[o.get("name"), o.get("pair_set", "–"), o.get("pairs", "–"), o.get("pairs_sha256_16", "–"),
-                 json.dumps(o.get("alpha")), json.dumps(o.get("layers")), ", ".join(o.get("roles", [])),
-                 o.get("mode", "–")] for o in results["objectives"]]
-        parts += ["## Objectives", _table(["objective", "pair set", "pairs", "sha256/16", "α", "layers", "roles",
-                                           "mode"], rows), ""]
+                 objective_settings_text(o)] for o in results["objectives"]]
+        parts += ["## Objectives", _table(["objective", "pair set", "pairs", "sha256/16", "settings and measures"],
+                                          rows), ""]
     if results["metrics"]:
         parts += ["## Metrics", metrics_table(results["metrics"], headline_metrics(results.get("baseline")),
                                               headline_metrics(results.get("plain_baseline"))), ""]

@@ -35,7 +35,8 @@ from .inputs import sweep_inputs
 from .preflight import check_before_run
 from .rundir import atomic_run_dir, is_complete, mark_complete, remove_other_points, sweep_dir, write_atomic
 from .schema import PipelineSpec
-from .seeds import group_statistics, groups_report, is_plain, plot_groups, unit_comparisons, units_report
+from .objective_settings import config_is_plain
+from .seeds import group_statistics, groups_report, plot_groups, unit_comparisons, units_report
 
 logger = logging.getLogger("fairgptq.pipeline")
 VERIFY_PROMPT = "The doctor said that the nurse would bring the results of the test in the morning."
@@ -197,7 +198,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
                             pair_sets={name: ps.info for name, ps in sets.items()}, result=result, backend=backend,
                             modules=modules, timings=timings,
                             metrics={**headline_metrics(evaluation), **gap_metrics(pair_gap)}, evaluation=evaluation,
-                            pair_gap=pair_gap, plain=is_plain(resolved), baseline=baseline, export=export,
+                            pair_gap=pair_gap, plain=config_is_plain(resolved, registry), baseline=baseline, export=export,
                             plain_baseline=plain, vs_plain=vs_plain)
 
 
@@ -377,6 +378,6 @@ def _load_json(path: Path) -> Any:
 
 def _point_summary(point, results: dict) -> dict:
     return {"name": point.name, "group": point.group, "seed": point.seed, "values": point.values,
-            "plain": is_plain(results["config"]), "metrics": results["metrics"],
+            "plain": config_is_plain(results["config"]), "metrics": results["metrics"],
             "max_delta_w_rel": results["quantization"]["summary"]["max_delta_w_rel"],
             "overshoots": results["quantization"]["summary"]["overshoots"], "seconds": results["timings"]["total"]}

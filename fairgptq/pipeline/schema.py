@@ -47,7 +47,7 @@ def _plugin_params(kind: str, name: str | None, params: dict[str, Any], *, defau
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown} of {kind[:-1].replace('_', ' ')} {name!r}; its settings: "
                          f"{', '.join(model.model_fields) or 'none'}")
-    return model.model_validate(params).model_dump(exclude_unset=not defaults)
+    return model.model_validate(params).model_dump(exclude_unset=not defaults, by_alias=True)
 
 
 def _check_memory_size(v: str | int | None) -> str | int | None:

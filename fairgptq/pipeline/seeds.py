@@ -1,6 +1,7 @@
 """A sweep's statistics: each point against its plain-GPTQ reference, and every point across seeds.
 
-The reference of a point is the *plain* point (every objective's α is 0, or no objective)
+The reference of a point is the *plain* point (every objective's term is off, as its settings
+model says, or no objective)
 that shares its seed and every swept value outside ``objectives`` — the natural pair, since
 it saw the same calibration sample and differs only by the fairness term.  Each unit is
 compared with it item by item (McNemar / paired bootstrap, :mod:`fairgptq.comparison`);
@@ -14,22 +15,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from scipy import stats
 
 from ..comparison import compare_items, pair_gap_rows
 from ..evaluation.items import read_items
 from ..statistics import paired_t, t_interval, verdict
-
-
-def is_plain(config: dict) -> bool:
-    """True when no objective adds a term (all α are 0): plain GPTQ on the same calibration."""
-    def zero(alpha: Any) -> bool:
-        return all(v == 0 for v in alpha.values()) if isinstance(alpha, dict) else alpha == 0
-
-    settings = [o.get("params") or {} for o in config.get("objectives", [])]
-    return all(zero(p.get("alpha", 0)) and not any((p.get("layer_alpha") or {}).values()) for p in settings)
 
 
 def _shared_values(unit: dict) -> dict:
