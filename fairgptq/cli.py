@@ -101,6 +101,23 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="folder for compare.json, compare.md and forest.png")
     cmp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+    au = sub.add_parser("audit", help="did quantization make a model more biased than its base? evaluate both on the "
+                                      "same items and compare them pair by pair",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, lazy_epilog=_task_list)
+    au.add_argument("base", help="the unquantized model: hub id, local folder, .gguf file, or 'smollm2'")
+    au.add_argument("quantized", help="its quantized version: a fairgptq or GPTQ checkpoint folder (GPTQModel, "
+                                      "AutoGPTQ), a compressed-tensors (llm-compressor) folder, or another format "
+                                      "transformers loads on the CPU")
+    au.add_argument("--tasks", default="crows_pairs,stereoset,wikitext2", help="comma-separated task names")
+    au.add_argument("--set", dest="options", action="append", default=[], metavar="OPTION=VALUE",
+                    help="a task option, e.g. --set stereoset_split=all (repeatable)")
+    au.add_argument("--limit", type=_positive, help="first N items of each likelihood task")
+    au.add_argument("--max-tokens", type=_positive, help="WikiText-2: first N tokens only")
+    au.add_argument("--batch-size", type=_positive, default=16)
+    au.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                    help="compute dtype of both models (default: float32 for the base, the checkpoint's own otherwise)")
+    au.add_argument("--no-verify", action="store_true", help="skip the content-hash check of a fairgptq checkpoint")
+    au.add_argument("--out", help="a new folder for audit.json, audit.md, forest.png and both models' item records")
     pl = sub.add_parser("plugins", help="list pair sources, objectives, backends and evaluation tasks")
     pl.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
     return p
@@ -236,6 +253,28 @@ def _cmd_compare(args) -> int:
     return EXIT_OK
 
 
+def _cmd_audit(args) -> int:
+    from .audit import audit
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    options = _task_option_values(args.options)
+    if args.max_tokens is not None:
+        options["max_tokens"] = args.max_tokens
+    report = audit(args.base, args.quantized, tasks, out=args.out, dtype=args.dtype, batch_size=args.batch_size,
+                   limit=args.limit, verify=not args.no_verify, **options)
+    table = Table(title=f"{args.quantized} against its base {args.base} (quantized − base, 95 % CI)")
+    for col in ("task.metric", "base", "quantized", "difference [95 % CI]", "p", "verdict"):
+        table.add_column(col, justify="right" if col in ("base", "quantized", "p") else "left")
+    for r in report["rows"]:
+        table.add_row(f"{r['task']}.{r['metric']}", f"{r['a']:.4g}", f"{r['b']:.4g}",
+                      f"{r['diff']:+.3g} [{r['lo']:+.3g}, {r['hi']:+.3g}]", f"{r['p']:.3g}", r["audit"],
+                      style="bold" if r["verdict"] == "significant" else "")
+    console.print(table)
+    if args.out:
+        console.print(f"[bold green]Audit:[/] {Path(args.out) / 'audit.md'}   (all numbers: "
+                      f"{Path(args.out) / 'audit.json'})")
+    return EXIT_OK
+
+
 def _cmd_plugins(args) -> int:
     from .registry import default_registry
     registry = default_registry()
@@ -251,7 +290,7 @@ def _cmd_plugins(args) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "eval": _cmd_eval, "compare": _cmd_compare,
-            "plugins": _cmd_plugins}
+            "audit": _cmd_audit, "plugins": _cmd_plugins}
 
 
 def _terminate(signum, frame) -> None:

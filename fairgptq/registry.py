@@ -11,6 +11,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .core import architectures as core_architectures
 from .core.architectures import ArchSpec
 from .core.errors import FairGPTQError, PluginError
 
@@ -19,7 +20,7 @@ KINDS = {"pair_sources": "fairgptq_pair_sources", "objectives": "fairgptq_object
 ENTRY_POINT_GROUPS = tuple(f"fairgptq.{kind}" for kind in KINDS)
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 BUILTIN_MODULES = ("fairgptq.datasets_adapters.plugin", "fairgptq.objectives.plugin", "fairgptq.backends.plugin",
-                   "fairgptq.core.architectures", "fairgptq.evaluation.plugin")
+                   "fairgptq.architectures_plugin", "fairgptq.evaluation.plugin")
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,8 @@ class PluginInfo:
 
     def parameters(self) -> list[str]:
         """The settings a pipeline may give it under ``params``, from the plugin's settings model."""
-        from .evaluation.tasks import EvaluationTask
         from .plugin_params import SUPPLIED, describe_params, params_model
-        if isinstance(self.factory, EvaluationTask):  # not a factory: list its options model's fields
+        if self.kind == "evaluation_tasks":  # not a factory: an EvaluationTask lists its options model's fields
             return self.factory.parameters()
         if self.kind == "architectures":  # a table entry, not a factory: nothing to set
             return []
@@ -175,3 +175,13 @@ class Registry:
 def default_registry() -> Registry:
     """The process-wide registry (built-ins plus installed entry points)."""
     return Registry()
+
+
+def architectures() -> dict[str, ArchSpec]:
+    """Every family by ``config.model_type`` in the process-wide registry: built-in and from plugins."""
+    return default_registry().architectures()
+
+
+def arch_for(model, registry: Registry | None = None) -> ArchSpec:
+    """The registered family of a Hugging Face model (built-in or a plugin's), or an error naming the fix."""
+    return core_architectures.arch_for(model, (registry or default_registry()).architectures())

@@ -167,7 +167,7 @@ def _step_then_B(tiny, lam):
         with torch.no_grad():
             module.weight += delta
     measured = obj.describe()
-    return measured["calibration_preference"], measured["predicted_change_float_h"], _B(model, tok, pairs)
+    return measured["calibration_preference"], measured["predicted_change"], _B(model, tok, pairs)
 
 
 def test_b_falls_by_the_predicted_first_order_amount_for_small_lambda(tiny):
@@ -186,9 +186,10 @@ def test_target_removes_that_fraction_of_the_preference_to_first_order(tiny):
     result = quantize_model(copy.deepcopy(model), calibration, QuantConfig(bits=8, group_size=32), objectives=[obj],
                             tokenizer=tok, progress=False)
     measured = obj.describe()
-    assert measured["predicted_change_float_h"] == pytest.approx(-0.5 * measured["calibration_preference"])
     per_module = [r.score_change_pre_update for r in result.reports if r.score_change_pre_update is not None]
     assert len(per_module) == 4 and all(v * measured["calibration_preference"] < 0 for v in per_module)
+    # each module's step, sized with its own H, removes its share: together the target's fraction
+    assert sum(per_module) == pytest.approx(-0.5 * measured["calibration_preference"], rel=1e-3)
     assert all(r.score_change_quantized is not None for r in result.reports if r.role in ("attn_out", "mlp_out"))
 
 
@@ -241,3 +242,23 @@ def test_settings_one_strength_and_a_plain_twin():
     with pytest.raises(ConfigError, match="sequential"):
         validated(LikelihoodPairParams, {"when": "before", "gradient": "sequential"}, "x")
     assert validated(LikelihoodPairParams, {"target": 0}, "x").is_off()
+
+
+def test_identity_metric_takes_the_plain_gradient_step(tiny):
+    model, tok, pairs, calibration = tiny
+    obj = LikelihoodPairObjective(pairs, target=0.5, metric="identity")
+    result = quantize_model(copy.deepcopy(model), calibration, QuantConfig(bits=8, group_size=32), objectives=[obj],
+                            tokenizer=tok, progress=False)
+    measured = obj.describe()
+    lams = set(round(v, 12) for v in measured["lambda_by_module"].values())
+    assert len(lams) == 1  # one λ = target · B₀ / Σ‖G‖² for every module
+    per_module = [r.score_change_pre_update for r in result.reports if r.score_change_pre_update is not None]
+    assert sum(per_module) == pytest.approx(-0.5 * measured["calibration_preference"], rel=1e-3)
+
+
+def test_apply_damped_inverts_apply_inverse():
+    from fairgptq.core.gptq import apply_damped
+    W, H, _, C = _problem(rows=4, cols=12, seed=6)
+    for act_order in (False, True):
+        fh = factor_hessian(H.float(), DAMP, act_order=act_order)
+        torch.testing.assert_close(apply_inverse(fh, apply_damped(fh, C.float())), C.float(), rtol=1e-3, atol=1e-4)

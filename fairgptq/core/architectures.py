@@ -10,17 +10,19 @@ The engine works on weights as (out, in); an entry says how its modules store th
 are the only places that turn one into the other.
 
 A built-in family is one entry in :data:`ARCHITECTURES`; a plugin adds one through the
-``fairgptq_architectures`` hook (see examples/plugins/phi_architecture.py), and
-:func:`arch_for` finds both.
+``fairgptq_architectures`` hook (see examples/plugins/phi_architecture.py).  The core knows no
+registry: :func:`arch_for` looks a model up in the table it is given (the built-in one by
+default); :func:`fairgptq.registry.arch_for` gives it every registered family.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Mapping
+
 import torch
 import torch.nn as nn
 
-from ..hookspecs import hookimpl
 from .errors import UnsupportedArchitectureError
 
 ROLES = ("attn_qkv", "attn_out", "mlp_in", "mlp_out")
@@ -95,22 +97,13 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 }
 
 
-@hookimpl
-def fairgptq_architectures() -> dict[str, ArchSpec]:
-    """The built-in families, registered through the same hook as a plugin's."""
-    return dict(ARCHITECTURES)
+def arch_for(model: nn.Module, table: Mapping[str, ArchSpec] | None = None) -> ArchSpec:
+    """The entry of ``table`` (default: the built-in :data:`ARCHITECTURES`) for a Hugging Face model.
 
-
-def architectures() -> dict[str, ArchSpec]:
-    """Every family by ``config.model_type``: the built-in table plus those plugins add."""
-    from ..registry import default_registry  # here, not at the top: the registry imports plugins that import core
-    return default_registry().architectures()
-
-
-def arch_for(model: nn.Module) -> ArchSpec:
-    """The table entry for a Hugging Face model, or an error listing what is supported."""
+    An unknown family is an error listing what the table supports and how a plugin adds one.
+    """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    known = architectures()
+    known = ARCHITECTURES if table is None else table
     if model_type not in known:
         raise UnsupportedArchitectureError(
             f"architecture {model_type!r} is not supported; supported: {', '.join(sorted(known))}. "

@@ -93,6 +93,14 @@ class Backend:
         H = H.to(self.device)
         return self._factor(H, config, self.keep_mask(H, None), module)
 
+    def factor_for_objectives(self, H: torch.Tensor, config: QuantConfig, *, module: str) -> FactoredHessian:
+        """H factored with the run's damping and no keep mask: what an objective's linear term is sized with.
+
+        The shared factorisation is this one when the backend has one; (H + λI)^-1 does not depend on the
+        column order a keep mask imposes, so the step sized here is the step the solve takes.
+        """
+        return self._factor(H.to(self.device), config, None, module)
+
     def _factor(self, H: torch.Tensor, config: QuantConfig, keep: torch.Tensor | None,
                 module: str) -> FactoredHessian:
         return factor_for(H, config, module=module, keep=keep, factor_dtype=self.factor_dtype)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import torch
 import torch.nn as nn
@@ -197,6 +197,7 @@ def quantize_model(
     roles: Iterable[str] | None = None,
     progress: bool = True,
     backend: Backend | None = None,
+    architectures: Mapping[str, ArchSpec] | None = None,
 ) -> QuantizationResult:
     """Quantize ``model`` in place (weights replaced by their dequantized values).
 
@@ -204,9 +205,11 @@ def quantize_model(
     them as Hessian streams).  The ``backend`` (fairgptq.backends; default: the plain
     :class:`~fairgptq.core.backend.Backend` on the model's device) decides where and in what
     precision H is accumulated, factored and solved, which input columns stay unrounded,
-    and the threads used while the run lasts.
+    and the threads used while the run lasts.  ``architectures`` is the family table the model is
+    looked up in (default: the built-in one; :func:`fairgptq.quantize_model` passes the registry's,
+    plugins' families included).
     """
-    spec = arch_for(model)
+    spec = arch_for(model, architectures)
     layers = decoder_layers(model, spec)
     objectives = list(objectives)
     device = next(model.parameters()).device
@@ -277,7 +280,10 @@ def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module
     for name, mod in zip(names, mods):
         full = f"{prefix}.{li}.{name}"
         W = spec.weight_of(mod)
-        C, G = _linear_terms(li, role, full, active)
+        linear_objectives = [o for o in active if type(o).linear is not Objective.linear]
+        C, G = (_linear_terms(li, role, full, linear_objectives,
+                              shared or backend.factor_for_objectives(H, config, module=full))
+                if linear_objectives else (None, None))
         W0 = W.float().clone() if G is not None else None
         extra = {} if C is None else {"linear": C}  # a backend written before linear terms still solves the rest
         sol = backend.solve(W, H, H_bias, config, fair, module=full, factored=shared, **extra)
@@ -318,12 +324,12 @@ def _quadratic_terms(li: int, role: str, captured: dict[str, list[Captured]], ob
     return H_bias, fair
 
 
-def _linear_terms(li: int, role: str, module: str,
-                  objectives: list[Objective]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _linear_terms(li: int, role: str, module: str, objectives: list[Objective],
+                  factored) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The summed C of the objectives' linear terms for ``module``, and the summed score gradient (for the report)."""
     C, G = None, None
     for obj in objectives:
-        term = obj.linear(li, role, module)
+        term = obj.linear(li, role, module, factored)
         if term is None:
             continue
         C = term.coefficient if C is None else C + term.coefficient

@@ -299,6 +299,19 @@ def apply_inverse(fh: FactoredHessian, M: torch.Tensor) -> torch.Tensor:
     return out if fh.perm is None else out[:, torch.argsort(fh.perm)]
 
 
+def apply_damped(fh: FactoredHessian, M: torch.Tensor) -> torch.Tensor:
+    """M (H + λI) for rows M (out x in, natural column order): the inverse of :func:`apply_inverse`.
+
+    A linear term C = λ G (H + λI) has the minimiser W − λG: how an objective asks for a step in
+    the plain Euclidean metric through the same layer objective.
+    """
+    Mp = M.to(device=fh.H.device, dtype=fh.H.dtype)
+    if fh.perm is not None:
+        Mp = Mp[:, fh.perm]
+    out = Mp @ fh.H + fh.lam * Mp
+    return out if fh.perm is None else out[:, torch.argsort(fh.perm)]
+
+
 def fair_update_detailed(
     W: torch.Tensor, fh: FactoredHessian, H_bias: torch.Tensor | None, mode: str = "first_order", *,
     linear: torch.Tensor | None = None, module: str = "?", on_overshoot: str = "warn",

@@ -71,6 +71,36 @@ def resolve_model(name: str) -> ModelSource:
     return ModelSource(folder=name, hub_id=name)
 
 
+#: the hub id each alias stands for (what a model card names as ``base_model``)
+ALIAS_HUB_IDS = {alias: "HuggingFaceTB/SmolLM2-135M-Instruct" for alias in SMOLLM2_ALIASES}
+
+
+def describe_source(name: str) -> tuple[str | None, str | None]:
+    """(the hub id a model name stands for, or None; "gguf" when its weights come from a GGUF file, else None).
+
+    For a model card: a local folder's hub id is the one its config recorded (``_name_or_path``), if any.
+    """
+    if name.lower() in ALIAS_HUB_IDS:
+        return ALIAS_HUB_IDS[name.lower()], "gguf"
+    try:
+        src = resolve_model(name)
+    except FairGPTQError:
+        return None, None
+    kind = "gguf" if src.gguf_file else None
+    if src.hub_id:
+        return src.hub_id, kind
+    config = Path(src.folder) / "config.json"
+    if config.is_file():
+        import json
+        try:
+            recorded = json.loads(config.read_text(encoding="utf-8")).get("_name_or_path")
+        except (OSError, ValueError):
+            recorded = None
+        if isinstance(recorded, str) and recorded.count("/") == 1 and not Path(recorded).exists():
+            return recorded, kind
+    return None, kind
+
+
 def _folder_source(p: Path) -> ModelSource:
     if (p / "config.json").is_file():
         return ModelSource(str(p))

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .gptq import FactoredHessian
 
 
 @dataclass
@@ -183,8 +186,13 @@ class Objective(ABC):
         """The quadratic term: a PSD in x in H_bias for (layer, role) from the captured inputs, α applied."""
         return None
 
-    def linear(self, layer: int, role: str, module: str) -> LinearTerm | None:
-        """The linear term C of ``module`` (its full name), e.g. λ times the gradient it received."""
+    def linear(self, layer: int, role: str, module: str, factored: "FactoredHessian") -> LinearTerm | None:
+        """The linear term C of ``module`` (its full name), e.g. λ times the gradient it received.
+
+        ``factored`` is the module's damped calibration Hessian (:class:`fairgptq.core.gptq.FactoredHessian`;
+        :func:`~fairgptq.core.gptq.apply_inverse` gives M (H + λI)^-1), for an objective that sizes
+        its step by what the step will do under this H.
+        """
         return None
 
     def describe(self) -> dict:

@@ -1,17 +1,23 @@
 """Round-to-nearest over a whole model: the baseline every GPTQ claim is measured against."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 import torch.nn as nn
 
-from .architectures import arch_for, decoder_layers
+from .architectures import ArchSpec, arch_for, decoder_layers
 from .quantizer import QuantConfig, round_to_nearest
 
 
 @torch.no_grad()
-def rtn_quantize_model(model: nn.Module, config: QuantConfig) -> int:
-    """Replace every role linear's weight by its RTN value on GPTQ's grid and groups; returns the count."""
-    spec = arch_for(model)
+def rtn_quantize_model(model: nn.Module, config: QuantConfig,
+                       architectures: Mapping[str, ArchSpec] | None = None) -> int:
+    """Replace every role linear's weight by its RTN value on GPTQ's grid and groups; returns the count.
+
+    ``architectures``: the family table (default: the built-in one; a registry's includes plugins').
+    """
+    spec = arch_for(model, architectures)
     n = 0
     for layer in decoder_layers(model, spec):
         for names in spec.roles.values():

@@ -26,7 +26,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from ..core.architectures import arch_for, decoder_layers
+from ..core.architectures import decoder_layers
+from ..registry import arch_for
 from ..core.objective import Captured
 from ..datasets_adapters.pairs import Pair
 from ..objectives.pair_activations import pair_differences, tokenize_pairs

@@ -42,3 +42,13 @@ def results_table(results: dict, *, detail: bool = False) -> Table:
 
 def print_table(results: dict, *, detail: bool = False, console: Console | None = None) -> None:
     (console or Console()).print(results_table(results, detail=detail))
+
+
+def headline_metrics(evaluation: dict | None) -> dict[str, float]:
+    """``task.metric`` -> value for the headline metrics of an :func:`evaluate` result."""
+    out: dict[str, float] = {}
+    for task, res in ((evaluation or {}).get("tasks") or {}).items():
+        for metric in HEADLINES:
+            if isinstance(res.get(metric), (int, float)):
+                out[f"{task}.{metric}"] = float(res[metric])
+    return out

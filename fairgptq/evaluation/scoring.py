@@ -32,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from ..core.architectures import architectures
+from ..registry import architectures
 from ..core.errors import ConfigError, DataError
 from .packing import batch_rows, pack_sequences, row_tensors
 from .progress import progress_bar

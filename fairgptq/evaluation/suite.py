@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from .. import __version__
+from ..version import __version__
 from ..core.errors import ConfigError
 from ..datasets_adapters.pairs import Pair
 from .plugin import fairgptq_evaluation_tasks

@@ -27,13 +27,19 @@ names and hashes, every stability event (spec section 7) and the true grouping w
 one differs (:mod:`fairgptq.export.regroup`).  ``config.json`` names the model class
 (``architectures``) and the dtype the unquantized tensors are stored in.
 
-Scales are float16 in this format.  The engine keeps float32 scales, so the model is first
-snapped to the checkpoint's precision (:func:`snap_to_checkpoint_precision`): the evaluated
-model is then bit-for-bit the exported one.
+Scales are float16 in this format, and pipelines and :func:`fairgptq.export_checkpoint` store the
+unquantized tensors in float16 too (as GPTQModel writes them: SmolLM2-135M's export is half the
+size of a float32 one); this module's own default keeps the model's dtype.
+The engine keeps float32 scales and the model its own dtype, so the model is first snapped to
+the checkpoint's precision (:func:`snap_to_checkpoint_precision`: scales, and unquantized tensors
+rounded to the storage dtype in place): the evaluated model's weights are then bit-for-bit the
+exported ones, and loading the checkpoint at the model's dtype gives identical logits.  Every file
+is written readable by others (0644 under the usual umask), as a published model folder is.
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,12 +48,13 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from .. import __version__
-from ..core.architectures import arch_for
+from ..version import __version__
+from ..registry import arch_for
 from ..core.driver import QuantizationResult
 from ..core.gptq import QuantizedWeight
 from .errors import ExportError
 from .integrity import file_hashes
+from .model_card import model_card
 from .packing import pack_last, unpack_last
 from .regroup import regroup, stored_group_size
 
@@ -57,6 +64,8 @@ QUANTIZE_CONFIG = "quantize_config.json"
 QUANTIZED_SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
 OUTLIER_SUFFIXES = ("outlier_idx", "outlier_weight")
 _FP16_MAX = float(torch.finfo(torch.float16).max)
+#: what the unquantized tensors (embeddings, norms, biases) are stored in unless ``dtype`` says otherwise
+STORAGE_DTYPE = torch.float16
 
 
 def at_checkpoint_precision(qw: QuantizedWeight, module: str = "?") -> QuantizedWeight:
@@ -71,17 +80,35 @@ def at_checkpoint_precision(qw: QuantizedWeight, module: str = "?") -> Quantized
     return replace(qw, scales=s16.float())
 
 
-def snap_to_checkpoint_precision(model: nn.Module, result: QuantizationResult) -> None:
+def snap_to_checkpoint_precision(model: nn.Module, result: QuantizationResult,
+                                 dtype: torch.dtype | None = None) -> None:
     """Round every scale to float16 and write the re-dequantized weights into ``model`` (in place).
 
-    The change per weight is at most a 2^-11 relative step of its group's scale.  Afterwards
-    ``result.qweights`` and the model's weights are exactly what :func:`export_checkpoint` stores.
+    The change per weight is at most a 2^-11 relative step of its group's scale.  With ``dtype``
+    (the export's storage dtype), every unquantized floating tensor is rounded to it too, keeping
+    the model's own dtype.  Afterwards ``result.qweights`` and the model's weights are exactly what
+    :func:`export_checkpoint` stores with that dtype.
     """
     spec = arch_for(model)
     for name, qw in list(result.qweights.items()):
         snapped = at_checkpoint_precision(qw, name)
         result.qweights[name] = snapped
         spec.set_weight(model.get_submodule(name), snapped.dequantize())
+    if dtype is not None:
+        skip = {f"{n}.weight" for n in result.qweights}
+        with torch.no_grad():
+            for key, t in model.state_dict(keep_vars=True).items():
+                if key not in skip and t.is_floating_point() and t.dtype != dtype:
+                    _check_storable(key, t, dtype)
+                    t.data.copy_(t.data.to(dtype).to(t.dtype))
+
+
+def _check_storable(key: str, t: torch.Tensor, dtype: torch.dtype) -> None:
+    """A tensor whose values overflow the storage dtype would be stored as inf: refuse, naming it."""
+    limit = torch.finfo(dtype).max
+    if t.numel() and float(t.detach().abs().max()) > limit:
+        raise ExportError(f"{key}: a value exceeds the {str(dtype).removeprefix('torch.')} range ({limit:.3g}); "
+                          f"store the unquantized tensors in the model's dtype (export dtype: model)")
 
 
 def choose_format(qweights: Mapping[str, QuantizedWeight], requested: str = "auto") -> str:
@@ -175,11 +202,6 @@ def quantize_config(result: QuantizationResult, checkpoint_format: str, fairgptq
     }
 
 
-def fairgptq_record(qc: Mapping[str, Any]) -> dict:
-    """The ``fairgptq`` section of a quantize_config (``meta.fairgptq``; top level in older exports)."""
-    return dict(qc.get("meta", {}).get("fairgptq") or qc.get("fairgptq") or {})
-
-
 def _consumer_config(qc: Mapping[str, Any]) -> dict:
     """config.json's ``quantization_config``: quantize_config without the (large) fairgptq record."""
     return {**qc, "meta": {k: v for k, v in qc["meta"].items() if k != "fairgptq"}}
@@ -198,6 +220,8 @@ def _plain_tensors(model: nn.Module, quantized: set[str], dtype: torch.dtype) ->
             continue
         seen.add(ptr)
         t = t.detach().cpu()
+        if t.is_floating_point():
+            _check_storable(key, t, dtype)
         out[key] = (t.to(dtype) if t.is_floating_point() else t).contiguous()
     return out
 
@@ -213,7 +237,7 @@ def _check_snapped(model: nn.Module, result: QuantizationResult) -> None:
 
 def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, out_dir: str | Path, *,
                       checkpoint_format: str = "auto", fairgptq_meta: Mapping[str, Any] | None = None,
-                      dtype: torch.dtype | None = None) -> dict:
+                      dtype: torch.dtype | None = None, model_name: str | None = None) -> dict:
     """Write the GPTQ checkpoint of a quantized ``model`` into ``out_dir``; returns quantize_config.
 
     Unquantized tensors (embeddings, norms, biases, an untied lm_head) are stored in ``dtype``
@@ -221,6 +245,9 @@ def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, o
     ``config.json`` names that dtype, which is what transformers and GPTQModel load them in.
     A group size that leaves partial groups is stored as its lossless equivalent
     (:mod:`fairgptq.export.regroup`); ``fairgptq.grouping`` in the returned config says so.
+    ``dtype`` is the storage dtype of the unquantized tensors: the model's own by default here, so the
+    checkpoint is exactly the model; pipelines and :func:`fairgptq.export_checkpoint` store float16
+    (:data:`STORAGE_DTYPE`) after snapping the model to it.
     """
     _check_snapped(model, result)
     fmt = choose_format(result.qweights, checkpoint_format)
@@ -247,4 +274,23 @@ def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, o
         model.generation_config.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
+    _write_card(out, qc, model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__)
+    make_shareable(out)
     return qc
+
+
+def _write_card(out: Path, qc: dict, model_name: str) -> None:
+    """README.md: the Hub-ready card, here without evaluation (a pipeline rewrites it with its results)."""
+    from ..core.model_loading import describe_source
+    base_model, source_kind = describe_source(model_name)
+    (out / "README.md").write_text(model_card(qc, model_name=Path(model_name).name or model_name,
+                                              base_model=base_model, source_kind=source_kind), encoding="utf-8")
+
+
+def make_shareable(folder: Path) -> None:
+    """Every file in ``folder`` readable as the umask allows (0644 usually): safetensors writes 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in Path(folder).iterdir():
+        if f.is_file():
+            os.chmod(f, 0o666 & ~umask)

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from ..core.architectures import ArchSpec, arch_for
+from ..core.architectures import ArchSpec
+from ..registry import arch_for
 from ..core.errors import UnsupportedArchitectureError
 from ..core.model_loading import MODEL_DTYPES
 from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG, QUANTIZED_SUFFIXES, WEIGHTS_FILE,

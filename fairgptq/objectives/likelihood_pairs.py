@@ -16,12 +16,18 @@ whose minimiser W* = W − λ G (H + λ_d I)^-1 (the factor GPTQ already has) ch
 −λ tr(G H^-1 Gᵀ) to first order; GPTQ then rounds W* under H.
 
 ``target`` gives λ in the score's own units: the fraction of the calibration pairs' B₀ to remove
-(B → (1 − target) B₀ to first order, never past parity), with one λ for every module, so the
-reduction is split across modules in proportion to tr(G H^-1 Gᵀ) (the split that moves the
-weights least in GPTQ's metric).  Those traces need each module's H before the first module is
-solved; they are estimated on the float model from the first calibration batch (the run's own H
-of each module is only known when its layer is reached), and each module's prediction with its
-real H is reported (``score_change_pre_update``).  ``lambda`` fixes λ instead.
+(B → (1 − target) B₀ to first order, never past parity), split across modules in proportion to
+tr(G H^-1 Gᵀ): with one λ for every module, the split that moves the weights least in GPTQ's
+metric.  The split needs every module's trace before the first module is solved, but a module's
+own H is only known when its layer is reached, so the shares are estimated on the float model
+from the first calibration batch, and each module's λ is then sized with its own H so that it
+removes exactly its share to first order (one batch of 4096 tokens overestimates the traces of
+1536-wide inputs by about 1.6x, but nearly uniformly, so the shares hold while a common λ from
+them would fall short).  ``lambda`` fixes λ instead.
+
+``metric: identity`` takes the plain gradient step −λG instead (the direction the float-model probe
+of docs/gradient_step_probe used), expressed as the linear term λ G (H + λ_d I) whose minimiser
+it is; its split needs no Hessian: λ = target · B₀ / Σ ‖G‖².
 
 Tokens of the common prefix are left out of B: a causal model gives both sentences the same
 probabilities there, so they cancel exactly in B and in G.
@@ -38,7 +44,7 @@ import torch
 from pydantic import Field, model_validator
 
 from ..core.errors import ConfigError
-from ..core.gptq import FactoredHessian, apply_inverse
+from ..core.gptq import FactoredHessian, apply_damped, apply_inverse
 from ..core.objective import LinearTerm, ScoreGradient, ScoreRequest, TokenBatch
 from ..core.sequences import common_prefix_length
 from ..datasets_adapters.pairs import Pair
@@ -67,6 +73,9 @@ class LikelihoodPairParams(TargetSelection):
     - ``when``: ``during`` quantization (the linear term of each module's GPTQ problem) or
       ``before`` it: the same step, with the float model's H, applied to the float model, which
       plain GPTQ then quantizes ("debias, then quantize").
+    - ``metric``: ``hessian`` (the step −λ G (H + λ_d I)^-1: least change of the calibration outputs
+      for the preference removed, the issue's layer objective) or ``identity`` (the plain gradient
+      step −λ G, written as the linear term λ G (H + λ_d I) whose minimiser it is).
     """
 
     target: float | None = Field(0.5, ge=0, le=1)
@@ -74,6 +83,7 @@ class LikelihoodPairParams(TargetSelection):
     score: Literal[SCORES] = "sentence"  # type: ignore[valid-type]
     gradient: Literal["float", "sequential"] = "float"
     when: Literal["during", "before"] = "during"
+    metric: Literal["hessian", "identity"] = "hessian"
 
     model_config = {**TargetSelection.model_config, "populate_by_name": True, "serialize_by_alias": True}
 
@@ -165,6 +175,7 @@ class LikelihoodPairObjective(TargetedObjective):
         self._grads: dict[str, torch.Tensor] = {}
         self._lambda: float | None = self.params.lambda_
         self._before: dict[str, torch.Tensor] | None = None
+        self._traces: dict[str, float] = {}  # tr(G H^-1 Gᵀ) per module on the float model's H
         self._measured: dict[str, Any] = {}
 
     def score_request(self, tokenizer) -> ScoreRequest | None:
@@ -181,7 +192,7 @@ class LikelihoodPairObjective(TargetedObjective):
             logger.warning("%d of %d pairs read as identical within %d tokens and add nothing to B",
                            blind, len(self.pairs), self.max_length)
         before = self.params.when == "before"
-        needs_h = before or self._lambda is None
+        needs_h = self.params.metric == "hessian" and (before or self._lambda is None)
         return ScoreRequest(batches, weights, sequential=self.params.gradient == "sequential",
                             float_hessian_batches=(None if before else SPLIT_BATCHES) if needs_h else 0)
 
@@ -191,29 +202,53 @@ class LikelihoodPairObjective(TargetedObjective):
             self._measured.setdefault("preference_by_layer", {})[gradient.layer] = gradient.value
             return
         self._measured["calibration_preference"] = gradient.value
-        traces = ({name: float((G * apply_inverse(float_hessians[name], G)).sum()) for name, G in gradient.grads.items()}
-                  if float_hessians is not None else None)
-        if self._lambda is None:
-            total = sum(traces.values())
-            self._lambda = self.params.target * gradient.value / total if total > 0 else 0.0
-            if total <= 0:
-                logger.warning("likelihood_pairs: the preference's gradient is 0 on every targeted module; no step")
-            self._measured["predicted_change_float_h"] = -self._lambda * total
-        self._measured["lambda"] = self._lambda
+        self._traces = {name: float((G * self._direction(G, (float_hessians or {}).get(name))).sum())
+                        for name, G in gradient.grads.items()}
         if self.params.when == "before":
-            self._before = {name: -self._lambda * apply_inverse(float_hessians[name], G)
+            lam = self._lambda if self._lambda is not None else self._target_lambda(gradient.value)
+            self._before = {name: -lam * self._direction(G, (float_hessians or {}).get(name))
                             for name, G in gradient.grads.items()}
-            self._measured["predicted_change_float_h"] = float(sum((G * self._before[n]).sum()
-                                                                   for n, G in gradient.grads.items()))
+            self._measured["lambda"] = lam
+            self._measured["predicted_change"] = float(sum((G * self._before[n]).sum()
+                                                           for n, G in gradient.grads.items()))
+
+    def _direction(self, G: torch.Tensor, factored: FactoredHessian | None) -> torch.Tensor:
+        """The step per unit λ: G (H + λ_d I)^-1 in the Hessian metric, G itself in the identity metric."""
+        if self.params.metric == "identity":
+            return G
+        if factored is None:  # asked for in score_request; absent only when no float Hessians were summed
+            raise ConfigError("likelihood_pairs: the Hessian metric needs the float model's Hessians here")
+        return apply_inverse(factored, G)
+
+    def _target_lambda(self, B0: float) -> float:
+        """One λ for every module: target · B₀ / Σ tr(G H^-1 Gᵀ) over the float-model Hessians."""
+        total = sum(self._traces.values())
+        if total <= 0:
+            logger.warning("likelihood_pairs: the preference's gradient is 0 on every targeted module; no step")
+            return 0.0
+        return self.params.target * B0 / total
 
     def float_model_update(self) -> dict[str, torch.Tensor] | None:
         return self._before
 
-    def linear(self, layer: int, role: str, module: str) -> LinearTerm | None:
+    def linear(self, layer: int, role: str, module: str, factored: FactoredHessian) -> LinearTerm | None:
+        """λ G, with λ sized for this module's own H when a target is given (module docstring)."""
         if self.params.when == "before" or module not in self._grads:
             return None
         G = self._grads[module]
-        return LinearTerm(self._lambda * G, gradient=G)
+        if self._lambda is not None:
+            lam = self._lambda
+        elif self.params.metric == "identity":  # the traces are exact here: one λ for every module
+            lam = self._target_lambda(self._measured["calibration_preference"])
+        else:
+            trace = float((G * apply_inverse(factored, G)).sum())
+            total = sum(self._traces.values())
+            share = self._traces[module] / total if total > 0 else 0.0
+            goal = self.params.target * self._measured["calibration_preference"] * share
+            lam = goal / trace if trace > 0 else 0.0
+        self._measured.setdefault("lambda_by_module", {})[module] = lam
+        C = lam * G if self.params.metric == "hessian" else lam * apply_damped(factored, G)
+        return LinearTerm(C, gradient=G)
 
     def describe(self) -> dict:
         return {"name": self.name, "pair_set": self.pair_set, "pairs": len(self.pairs),

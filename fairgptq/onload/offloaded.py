@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..core.architectures import arch_for
+from ..registry import arch_for
 from ..core.model_loading import MODEL_DTYPES
 from ..export.gptq_format import OUTLIER_SUFFIXES, QUANTIZED_SUFFIXES, unpack_weight
 from ..export.loader import read_quantize_config

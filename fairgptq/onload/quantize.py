@@ -28,7 +28,8 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.nn as nn
 
-from ..core.architectures import arch_for, decoder_layers
+from ..core.architectures import decoder_layers
+from ..registry import arch_for
 from ..core.backend import Backend
 from ..export.regroup import group_size_for_widths
 from ..core.driver import (LayerProgress, LayerQuantizer, QuantizationResult, capture_first_layer_inputs,
@@ -154,13 +155,15 @@ def quantize_onloaded(
     fairgptq_meta: Mapping[str, Any] | None = None,
     spill_dir: str | Path | None = None,
     progress: bool = True,
+    storage_dtype: torch.dtype | None = None,
 ) -> OnloadResult:
     """Quantize the safetensors checkpoint in ``folder`` layer by layer into a GPTQ checkpoint in ``out_dir``.
 
     Arguments as :func:`fairgptq.core.driver.quantize_model`, plus the compute ``dtype``,
     ``max_memory`` (bounds the calibration activations kept in memory: what exceeds
     ``max_memory`` minus room for one layer's work goes to memory-mapped files in ``spill_dir``)
-    and the export's ``checkpoint_format`` / ``fairgptq_meta``.
+    and the export's ``checkpoint_format`` / ``fairgptq_meta`` / ``storage_dtype`` (of the unquantized
+    tensors; None: the compute ``dtype``).
     """
     source = SafetensorsSource(folder)
     from transformers import AutoConfig
@@ -190,7 +193,8 @@ def quantize_onloaded(
     widths = {int(spec.weight_of(layer.get_submodule(sub)).shape[1])
               for layer in layers for role in quant_roles for sub in spec.roles[role]}
     writer = ShardedCheckpointWriter(out_dir, checkpoint_format=checkpoint_format, sym=config.sym,
-                                     stored_group=group_size_for_widths(widths, config.group_size))
+                                     stored_group=group_size_for_widths(widths, config.group_size),
+                                     storage_dtype=storage_dtype)
 
     t0 = time.perf_counter()
     reports = []
@@ -202,7 +206,7 @@ def quantize_onloaded(
             _set_tensor(model, k, t)
         states = {s: capture_first_layer_inputs(model, layers, b, torch.device("cpu")) for s, b in streams.items()}
         store.hold(states)
-        writer.write_shard("model-rest.safetensors", front_tensors)
+        writer.write_plain("model-rest.safetensors", front_tensors)
         del front_tensors
         _to_meta(model, front)
         for li, layer in enumerate(layers):
@@ -220,7 +224,7 @@ def quantize_onloaded(
             _to_meta(layer, layer_keys[li])
             advance(li)
         if head:
-            writer.write_shard("model-head.safetensors", _read_all(source, head, dtype, "output head"))
+            writer.write_plain("model-head.safetensors", _read_all(source, head, dtype, "output head"))
     result = QuantizationResult({}, reports, config, time.perf_counter() - t0, [o.describe() for o in objectives])
     qc = writer.finish(result, json.loads(model.config.to_json_string(use_diff=False)), tokenizer=tokenizer,
                        generation_config=_generation_config(folder, model), fairgptq_meta=fairgptq_meta)

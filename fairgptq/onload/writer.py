@@ -23,7 +23,7 @@ from ..core.driver import QuantizationResult
 from ..core.gptq import QuantizedWeight
 from ..export.integrity import file_hashes
 from ..export.gptq_format import (CHECKPOINT_FORMATS, QUANTIZE_CONFIG, at_checkpoint_precision, choose_format,
-                                  outlier_counts, pack_weight, quantize_config)
+                                  make_shareable, outlier_counts, pack_weight, quantize_config)
 from ..export.packing import pack_last
 from ..export.regroup import regroup
 
@@ -33,8 +33,10 @@ INDEX = "model.safetensors.index.json"
 class ShardedCheckpointWriter:
     """Writes shards into ``out_dir`` as they come and the index and configuration files at the end."""
 
-    def __init__(self, out_dir: str | Path, *, checkpoint_format: str, sym: bool, stored_group: int) -> None:
+    def __init__(self, out_dir: str | Path, *, checkpoint_format: str, sym: bool, stored_group: int,
+                 storage_dtype: torch.dtype | None = None) -> None:
         self.out = Path(out_dir)
+        self.storage_dtype = storage_dtype  # of the unquantized tensors; None: as they come
         self.group = stored_group  # the lossless consumer-friendly group size (fairgptq.export.regroup)
         self.out.mkdir(parents=True, exist_ok=True)
         self.requested = checkpoint_format
@@ -47,6 +49,15 @@ class ShardedCheckpointWriter:
         self.outliers: dict[str, int] = {}
         self.total_bytes = 0
 
+    def write_plain(self, shard: str, tensors: dict[str, torch.Tensor]) -> None:
+        """A shard of unquantized tensors (embeddings, norms, the output head), in the storage dtype."""
+        self.write_shard(shard, self._stored(tensors))
+
+    def _stored(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.storage_dtype is None:
+            return dict(tensors)
+        return {k: t.to(self.storage_dtype) if t.is_floating_point() else t for k, t in tensors.items()}
+
     def write_shard(self, shard: str, tensors: dict[str, torch.Tensor]) -> None:
         save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(self.out / shard),
                   metadata={"format": "pt"})
@@ -57,7 +68,7 @@ class ShardedCheckpointWriter:
     def write_layer(self, index: int, qweights: Mapping[str, QuantizedWeight],
                     plain: Mapping[str, torch.Tensor]) -> None:
         """One decoder layer: its quantized linears (packed) and its other tensors (norms, biases)."""
-        tensors = dict(plain)
+        tensors = self._stored(plain)
         for name, qw in qweights.items():
             snapped = regroup(at_checkpoint_precision(qw, name), self.group, name)
             self.outliers.update(outlier_counts({name: snapped}))
@@ -92,10 +103,13 @@ class ShardedCheckpointWriter:
         qc["meta"]["fairgptq"]["integrity"] = file_hashes(self.out, sorted(set(self.weight_map.values())))
         (self.out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
         config = dict(config)
+        if self.storage_dtype is not None:
+            config["dtype"] = str(self.storage_dtype).removeprefix("torch.")
         config["quantization_config"] = {k: v for k, v in qc.items() if k != "fairgptq"}
         (self.out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
         if generation_config is not None:
             generation_config.save_pretrained(self.out)
         if tokenizer is not None:
             tokenizer.save_pretrained(self.out)
+        make_shareable(self.out)
         return qc

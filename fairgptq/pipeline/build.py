@@ -5,6 +5,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from ..core.errors import ConfigError
 from ..core.objective import Objective, TokenBatch
 from ..core.quantizer import QuantConfig
@@ -111,3 +113,9 @@ def evaluation_options(spec: PipelineSpec, calibration_pairs: list[Pair]) -> dic
     if calibration_pairs:
         opts["calibration"] = calibration_pairs
     return opts
+
+
+def storage_dtype(spec: PipelineSpec) -> torch.dtype | None:
+    """The unquantized tensors' storage dtype when the run exports (the evaluated model is snapped to it)."""
+    name = spec.export.storage_dtype(spec.model.dtype)
+    return None if name is None else getattr(torch, name)

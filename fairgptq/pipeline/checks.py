@@ -11,9 +11,8 @@ from ..core.errors import FairGPTQError
 from ..registry import Registry
 from .arguments import PATH_KEYS, ArgumentError, expand_path, objective_arguments
 from .objective_settings import builds_hessian
+from .messages import Problem
 from .schema import PipelineSpec
-
-Problem = tuple[str, str]
 
 
 def _plugin(registry: Registry, kind: str, name: str, path: str, problems: list[Problem]) -> Any | None:

@@ -67,12 +67,13 @@ def run_unit(unit: SweepUnit, baseline: dict | None) -> str:
     """
     from .loading import validate
     from .rundir import atomic_run_dir
-    from .runner import _logged, execute, run_log
+    from .execute import execute
+    from .record import logged, run_log
 
     spec = validate(unit.raw, unit.source, environment=False)
     console = Console(stderr=True)
     with atomic_run_dir(unit.folder, force=True) as tmp, run_log(tmp / "run.log"):
-        _logged(execute, spec, spec.model_dump(mode="json"), tmp, console, baseline=baseline, point=unit.values)
+        logged(execute, spec, spec.model_dump(mode="json"), tmp, console, baseline=baseline, point=unit.values)
     return unit.name
 
 

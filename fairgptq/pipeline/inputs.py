@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from .arguments import PATH_KEYS, expand_path
 from .schema import PipelineSpec
-
-if TYPE_CHECKING:
-    from .loading import Pipeline
 
 HASHED_BYTES = 256 * 2**20  # bigger files (model weights) are fingerprinted by size and mtime
 
@@ -71,9 +66,6 @@ def _fingerprint(path: Path) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
-def sweep_inputs(pipeline: "Pipeline") -> dict[str, str]:
-    """Fingerprint of every input of every sweep point (points may sweep a file path)."""
-    from .loading import validate
-
-    specs = [pipeline.spec, *(validate(p.raw, pipeline.source, environment=False) for p in pipeline.points)]
+def sweep_inputs(specs: list[PipelineSpec]) -> dict[str, str]:
+    """Fingerprint of every input of a sweep's specs: the pipeline's and every point's (points may sweep a path)."""
     return {str(p): _fingerprint(p) for spec in specs for p in input_files(spec)}

@@ -12,20 +12,10 @@ from pydantic import ValidationError
 from ..core.errors import ConfigError
 from . import keypath
 from .arguments import PATH_KEYS, expand_path
-from .checks import Problem, check
-from .messages import problems_from
+from .checks import check
+from .messages import PipelineError, Problem, problems_from
 from .schema import PipelineSpec
 from .sweep import SweepPoint, expand, single, with_repeats
-
-
-class PipelineError(ConfigError):
-    """A pipeline file with problems; the message lists each as ``path: what is wrong``."""
-
-    def __init__(self, source: str, problems: list[Problem]) -> None:
-        self.source, self.problems = source, problems
-        lines = [f"{path}: {msg}" for path, msg in problems]
-        head = f"{source}: " + ("1 problem" if len(lines) == 1 else f"{len(lines)} problems")
-        super().__init__(head + "\n  " + "\n  ".join(lines))
 
 
 @dataclass

@@ -7,7 +7,20 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..core.errors import ConfigError
 from . import keypath
+
+Problem = tuple[str, str]  # (YAML path, what is wrong)
+
+
+class PipelineError(ConfigError):
+    """A pipeline file with problems; the message lists each as ``path: what is wrong``."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source, self.problems = source, problems
+        lines = [f"{path}: {msg}" for path, msg in problems]
+        head = f"{source}: " + ("1 problem" if len(lines) == 1 else f"{len(lines)} problems")
+        super().__init__(head + "\n  " + "\n  ".join(lines))
 
 _TYPE_WORDS = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",

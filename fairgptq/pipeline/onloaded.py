@@ -44,11 +44,11 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
     """One run of a model too large for memory into ``run_dir`` (config.yaml already written); returns results."""
     from transformers import AutoTokenizer
 
-    from .runner import _Step, write_run_record
+    from .record import Step, write_card, write_run_record
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    step = _Step(console, timings)
+    step = Step(console, timings)
     from ..core.errors import ConfigError
     unsupported = [k for k, on in (("evaluation.pair_gap", spec.evaluation.pair_gap is not None),
                                    ("evaluation.plain_baseline", spec.evaluation.plain_baseline)) if on]
@@ -88,6 +88,7 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
         run = quantize_onloaded(folder, out, calibration, config, objectives=objectives, tokenizer=tok,
                                 dtype=MODEL_DTYPES[spec.model.dtype], max_memory=spec.model.max_memory, backend=backend,
                                 checkpoint_format=spec.export.checkpoint_format, spill_dir=run_dir,
+                                storage_dtype=build.storage_dtype(spec),
                                 fairgptq_meta={"pipeline": spec.name, "pair_sets": pair_info, "point": point})
     result = run.result
     modules = [r.to_dict() for r in result.reports]
@@ -112,7 +113,9 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
     model_info = {"name": spec.model.name, "model_type": model_config.get("model_type"),
                   "n_layers": model_config.get("num_hidden_layers"), "dtype": spec.model.dtype,
                   "onload": {**decision.to_dict(), **run.memory(), "evaluated_with": EVALUATED_WITH if tasks else None}}
-    return write_run_record(spec, resolved, run_dir, point=point, model=model_info, pair_sets=pair_info,
-                            result=result, backend=backend, modules=modules, timings=timings,
-                            metrics=headline_metrics(evaluation), evaluation=evaluation, baseline=baseline,
-                            export=export)
+    results = write_run_record(spec, resolved, run_dir, point=point, model=model_info, pair_sets=pair_info,
+                               result=result, backend=backend, modules=modules, timings=timings,
+                               metrics=headline_metrics(evaluation), evaluation=evaluation, baseline=baseline,
+                               export=export)
+    write_card(out, spec.model.name, results)
+    return results

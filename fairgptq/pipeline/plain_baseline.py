@@ -43,12 +43,19 @@ def evaluate_plain_gptq(spec: PipelineSpec, registry: Registry, sets: dict, floa
     model = copy.deepcopy(float_model)
     backend = registry.create("backends", plain.backend.name, **plain.backend.params)
     result = quantize_model(model, calibration, build.quant_config(plain), objectives=build.objectives(
-        plain, registry, sets), tokenizer=tok, backend=backend, progress=True)
-    snap_to_checkpoint_precision(model, result)
+        plain, registry, sets), tokenizer=tok, backend=backend, progress=True, architectures=registry.architectures())
+    snap_to_checkpoint_precision(model, result, build.storage_dtype(plain))
     evaluation = evaluate(model, tok, plain.evaluation.tasks, **build.evaluation_options(plain, calibration_pairs))
     pair_gap = gap.measure(model, targeted) if gap is not None else None
     del model
     return evaluation, pair_gap
+
+
+def compare_with_float(float_items: dict[str, list[dict]], items: dict[str, list[dict]]) -> list[dict]:
+    """The run against the float model, item by item (the model card's "− float" column)."""
+    from ..comparison import compare_items
+    return [row for task in items if task in float_items
+            for row in compare_items(task, float_items[task], items[task], labels=("float", "this run"))]
 
 
 def compare_with_plain(plain_items: dict[str, list[dict]], items: dict[str, list[dict]],

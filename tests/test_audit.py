@@ -1,0 +1,145 @@
+"""``fairgptq audit``: a base model against a quantized version of it, for checkpoints other tools wrote.
+
+The quantized versions are made in the test from the tiny model: a fairgptq export, a GPTQModel
+export (GPTQModel's own quantizer, on the CPU) and a compressed-tensors checkpoint written by the
+compressed-tensors package (llm-compressor's format).  Each is audited against its base on the same
+CrowS-Pairs items; the checks are the plumbing (every row paired on the same items, a verdict in
+words, the files written) and the refusal of a format this machine cannot load, never a figure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fairgptq.audit import QuantizedFormatError, audit, load_for_audit, verdict_words
+from fairgptq.cli import main
+
+from tiny_model import save_tiny_llama, tiny_llama
+
+TEXTS = ["the man is a good doctor and she was very kind " * 4] * 8
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("audit") / "base")
+
+
+@pytest.fixture(scope="module")
+def fairgptq_export(base_dir, tmp_path_factory):
+    from fairgptq import QuantConfig, export_checkpoint, load_model, quantize_model
+    from tiny_model import token_batches
+    model, tok = load_model(str(base_dir))
+    result = quantize_model(model, token_batches(tok, TEXTS), QuantConfig(bits=4, group_size=32), progress=False)
+    out = tmp_path_factory.mktemp("audit") / "fairgptq"
+    export_checkpoint(model, tok, result, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gptqmodel_export(base_dir, tmp_path_factory):
+    pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
+    out = tmp_path_factory.mktemp("audit") / "gptqmodel"
+    script = (f"from gptqmodel import GPTQModel, QuantizeConfig\n"
+              f"m = GPTQModel.load({str(base_dir)!r}, QuantizeConfig(bits=4, group_size=32), device='cpu')\n"
+              f"m.quantize({TEXTS!r}, batch_size=4)\nm.save({str(out)!r})\n")
+    # its own process: GPTQModel sizes thread pools at import; 2 CPU workers satisfy its loader on any machine
+    env = {**os.environ, "GPTQMODEL_CPU_WORKERS": "2"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900,
+                          cwd=out.parent)  # GPTQModel writes a logs/ folder into its working directory
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def compressed_tensors_export(base_dir, tmp_path_factory):
+    pytest.importorskip("compressed_tensors", reason="compressed-tensors is not installed: bash scripts/setup.sh")
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig, QuantizationScheme,
+                                                 QuantizationStatus, apply_quantization_config)
+    from compressed_tensors.quantization.utils import calculate_qparams
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=32)
+    apply_quantization_config(model, QuantizationConfig(config_groups={"g": QuantizationScheme(targets=["Linear"],
+                                                                                                weights=args)},
+                                                        ignore=["lm_head"]))
+    for module in model.modules():  # round-to-nearest: each group's scale from its own range
+        if hasattr(module, "weight_scale"):
+            groups = module.weight.data.reshape(module.weight.shape[0], -1, args.group_size)
+            scale, zero = calculate_qparams(groups.amin(-1), groups.amax(-1), args)
+            module.weight_scale.data.copy_(scale.reshape(module.weight_scale.shape))
+            module.weight_zero_point.data.copy_(zero.reshape(module.weight_zero_point.shape))
+            module.quantization_status = QuantizationStatus.FROZEN
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
+    compressor.compress_model(model)
+    out = tmp_path_factory.mktemp("audit") / "compressed"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out)
+    compressor.update_config(out)
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "compressed-tensors"
+    return out
+
+
+def _crows(real_data_dir):
+    return {"paths": {"crows_pairs": str(real_data_dir / "crows_pairs" / "crows_pairs_anonymized.csv")}}
+
+
+@pytest.mark.parametrize("which", ["fairgptq_export", "gptqmodel_export", "compressed_tensors_export"])
+def test_audit_pairs_a_foreign_checkpoint_with_its_base(which, base_dir, request, real_data_dir, tmp_path):
+    quantized = request.getfixturevalue(which)
+    report = audit(str(base_dir), str(quantized), ["crows_pairs"], out=tmp_path / "a", limit=24,
+                   n_boot=200, **_crows(real_data_dir))
+    rows = {r["metric"]: r for r in report["rows"]}
+    assert rows["pct_stereotype"]["n"] == 24 and "McNemar" in rows["pct_stereotype"]["test"]
+    assert all(r["audit"] in ("more biased", "less biased", "better", "worse", "not distinguishable from noise")
+               for r in report["rows"])
+    assert report["categories"] and {c["category"] for c in report["categories"]} <= {
+        "race-color", "gender", "socioeconomic", "nationality", "religion", "age", "sexual-orientation",
+        "physical-appearance", "disability"}
+    ids = [json.loads(line)["id"] for line in (tmp_path / "a" / "base" / "items" / "crows_pairs.jsonl").open()]
+    ids_q = [json.loads(line)["id"] for line in (tmp_path / "a" / "quantized" / "items" / "crows_pairs.jsonl").open()]
+    assert ids == ids_q
+    assert (tmp_path / "a" / "audit.md").read_text().startswith("# Audit:")
+    assert report["quantized"]["format"] != "unquantized"
+
+
+def test_a_format_that_cannot_run_here_is_refused_naming_what_would(base_dir, tmp_path):
+    folder = tmp_path / "awq"
+    model, tok = tiny_llama()
+    model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "awq", "bits": 4}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(QuantizedFormatError, match="'awq'.*AutoAWQ"):
+        load_for_audit(str(folder))
+    assert main(["audit", str(base_dir), str(folder), "--tasks", "wikitext2"]) == 2
+
+
+def test_verdict_words_follow_the_direction_of_the_metric():
+    sig = {"verdict": "significant"}
+    assert verdict_words({**sig, "metric": "pct_stereotype", "a": 55.0, "b": 58.0, "diff": 3.0}) == "more biased"
+    assert verdict_words({**sig, "metric": "pct_stereotype", "a": 55.0, "b": 52.0, "diff": -3.0}) == "less biased"
+    assert verdict_words({**sig, "metric": "SS", "a": 45.0, "b": 42.0, "diff": -3.0}) == "more biased"
+    assert verdict_words({**sig, "metric": "perplexity", "a": 20.0, "b": 22.0, "diff": 2.0}) == "worse"
+    assert verdict_words({**sig, "metric": "acc", "a": 0.5, "b": 0.6, "diff": 0.1}) == "better"
+    assert verdict_words({"verdict": "not distinguishable from noise", "metric": "SS"}) == "not distinguishable from noise"
+
+
+def test_the_exported_folder_is_hub_ready(fairgptq_export):
+    from huggingface_hub import ModelCard
+    from safetensors.torch import load_file
+    card = ModelCard.load(fairgptq_export / "README.md")
+    assert card.data.library_name == "transformers" and "gptq" in card.data.tags and "4-bit" in card.data.tags
+    assert "## How it was made" in card.text and "## Limits" in card.text
+    t = load_file(str(fairgptq_export / "model.safetensors"))
+    assert t["model.embed_tokens.weight"].dtype == torch.float16  # unquantized tensors: float16 by default
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in Path(fairgptq_export).iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
