@@ -24,7 +24,7 @@ from fairgptq.backends.cuda import cuda_unavailable_reason
 from fairgptq.core.quant_linear import pack_int4, unpack_int4
 from fairgptq.backends.outlier import kept_count, select_channels
 from fairgptq.core.errors import ConfigError
-from fairgptq.core.gptq import factor_hessian, quantize_weight, reconstruction_loss
+from fairgptq.core.gptq import factor_hessian, fair_update, quantize_weight, reconstruction_loss
 from fairgptq.core.objective import FairSettings
 from fairgptq.core.quantizer import QuantConfig
 from fairgptq.core.backend import Backend
@@ -317,8 +317,11 @@ def test_cuda_backend_matches_cpu_solve():
     assert got.codes.is_cuda
     mismatched = (got.codes.cpu() != ref.codes).float().mean()
     assert mismatched < 0.01  # float rounding ties may flip a few codes between devices
-    rel = (got.dequantize().cpu() - ref.dequantize()).norm() / ref.dequantize().norm()
-    assert rel < 1e-2
+    # A flipped code changes the error fed back to every later column, so the weights may differ by a few
+    # percent (2.4 % measured on an H200, from 0.5 % of the codes); what must agree is GPTQ's objective.
+    upd = fair_update(W, H, H_bias, mode="first_order")
+    gpu_loss = reconstruction_loss(upd, got.dequantize().cpu(), H)
+    assert gpu_loss == pytest.approx(reconstruction_loss(upd, ref.dequantize(), H), rel=0.02)
 
 
 @needs_cuda

@@ -262,3 +262,40 @@ def test_apply_damped_inverts_apply_inverse():
     for act_order in (False, True):
         fh = factor_hessian(H.float(), DAMP, act_order=act_order)
         torch.testing.assert_close(apply_inverse(fh, apply_damped(fh, C.float())), C.float(), rtol=1e-3, atol=1e-4)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none here)")
+
+
+@needs_cuda
+@pytest.mark.parametrize("with_quadratic", [False, True])
+def test_cuda_backend_solves_the_linear_term_as_the_cpu_does(with_quadratic):
+    from fairgptq.backends.cuda import CudaBackend
+    cfg = QuantConfig(bits=4, group_size=32)
+    W, H, Hb, C = (t.float() for t in _problem(rows=16, cols=64, seed=7))
+    Hb = Hb if with_quadratic else None
+    backend = CudaBackend()
+    with backend.activate():
+        got = backend.solve(W, H, Hb, cfg, FairSettings("exact"), module="m", linear=C)
+    ref = Backend().solve(W, H, Hb, cfg, FairSettings("exact"), module="m", linear=C)
+    assert got.qweight.codes.is_cuda
+    torch.testing.assert_close(got.fair.W.cpu(), ref.fair.W, rtol=1e-4, atol=1e-5)
+    assert float((got.qweight.codes.cpu() != ref.qweight.codes).float().mean()) < 0.01
+
+
+@needs_cuda
+@pytest.mark.parametrize("metric", ["hessian", "identity"])
+def test_likelihood_objective_on_a_model_on_the_gpu(tiny, metric):
+    from fairgptq.backends.cuda import CudaBackend
+    model, tok, pairs, calibration = tiny
+    runs = {}
+    for device, backend in (("cpu", Backend()), ("cuda", CudaBackend())):
+        obj = LikelihoodPairObjective(pairs, target=0.5, metric=metric)
+        result = quantize_model(copy.deepcopy(model).to(device), calibration, QuantConfig(bits=4, group_size=32),
+                                objectives=[obj], tokenizer=tok, backend=backend, progress=False)
+        runs[device] = (obj.describe(), sum(r.score_change_pre_update for r in result.reports
+                                            if r.score_change_pre_update is not None))
+    (cpu, cpu_pred), (gpu, gpu_pred) = runs["cpu"], runs["cuda"]
+    assert gpu["calibration_preference"] == pytest.approx(cpu["calibration_preference"], rel=1e-3, abs=1e-4)
+    assert gpu_pred == pytest.approx(-0.5 * gpu["calibration_preference"], rel=1e-3)
+    assert gpu_pred == pytest.approx(cpu_pred, rel=2e-2)
