@@ -53,7 +53,7 @@ from ..registry import arch_for
 from ..core.driver import QuantizationResult
 from ..core.gptq import QuantizedWeight
 from .errors import ExportError
-from .integrity import file_hashes
+from .integrity import seal
 from .model_card import model_card
 from .packing import pack_last, unpack_last
 from .regroup import regroup, stored_group_size
@@ -261,14 +261,14 @@ def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, o
             tensors[f"{name}.{suffix}"] = t
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     qc = quantize_config(result, fmt, dict(fairgptq_meta or {}), group)
-    qc["meta"]["fairgptq"]["integrity"] = file_hashes(out, [WEIGHTS_FILE])
-    (out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
     config = json.loads(model.config.to_json_string(use_diff=False))
     # Consumers pick the model class from `architectures`; a model built from a GGUF file or a
     # bare config has it unset.
     config["architectures"] = config.get("architectures") or [type(model).__name__]
     config["dtype"] = str(dtype).removeprefix("torch.")
     config["quantization_config"] = _consumer_config(qc)
+    seal(out, [WEIGHTS_FILE], qc, config)
+    (out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(out)

@@ -4,10 +4,15 @@ A checkpoint with flipped bytes used to load silently with different logits, a N
 gave exit 0 with ``likelihood_diff nan``, and a truncated file, a missing ``qzeros`` or a
 ``g_idx`` out of range were tracebacks.  Now:
 
-- :func:`file_hashes` goes into ``quantize_config.json``'s ``fairgptq`` section at export
-  (``integrity: {"sha256": {file: hex}}``) and :func:`verify_files` checks it at load (skip
-  with ``verify=False`` / ``fairgptq eval --no-verify``); checkpoints written elsewhere have no
-  hashes and are loaded without this check (logged).
+- :func:`seal` puts, into ``quantize_config.json``'s ``fairgptq`` section at export, the
+  content hash of every tensor file and of the two configuration files that say how to read
+  them: ``config.json`` (the architecture: layers, widths) and ``quantize_config.json`` itself
+  (bits, group size, format), hashed as canonical JSON without the integrity entry
+  (``integrity: {"sha256": {file: hex}, "config_json": hex, "quantize_config": hex}``).
+  :func:`verify_files` checks all of them at load (skip with ``verify=False`` / ``fairgptq eval
+  --no-verify``).  A checkpoint fairgptq wrote (its quantizer says so) without that record is
+  refused: the record was removed, which is what tampering would do.  Checkpoints written
+  elsewhere have no hashes and are loaded without this check (logged).
 - :func:`check_quantized_tensors` refuses, per module, missing parts, shapes that do not
   fit the bit width, group indices outside the scales, and non-finite scales.
 """
@@ -15,8 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import json
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
@@ -38,17 +44,51 @@ def sha256_of(path: Path) -> str:
 
 
 def file_hashes(folder: str | Path, names: list[str]) -> dict:
-    """The ``integrity`` entry for quantize_config.json's fairgptq section."""
+    """The tensor-file part of the ``integrity`` entry."""
     return {"sha256": {name: sha256_of(Path(folder) / name) for name in names}}
 
 
+def json_hash(obj: Any) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys, no spaces), so re-indenting a file changes nothing."""
+    canonical = json.dumps(json.loads(json.dumps(obj, default=str)), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _without_integrity(qc: Mapping) -> dict:
+    qc = json.loads(json.dumps(qc, default=str))
+    (qc.get("meta", {}).get("fairgptq") or qc.get("fairgptq") or {}).pop("integrity", None)
+    return qc
+
+
+def seal(folder: str | Path, weight_files: list[str], quantize_config: dict, config: Mapping) -> None:
+    """Write the ``integrity`` entry into ``quantize_config`` (its fairgptq section) before it is saved."""
+    entry = file_hashes(folder, weight_files)
+    entry["config_json"] = json_hash(config)
+    entry["quantize_config"] = json_hash(_without_integrity(quantize_config))
+    quantize_config["meta"]["fairgptq"]["integrity"] = entry
+
+
+def written_by_fairgptq(quantize_config: Mapping | None) -> bool:
+    """Whether a quantization config names fairgptq as its quantizer (``meta.quantizer``)."""
+    quantizer = ((quantize_config or {}).get("meta") or {}).get("quantizer") or []
+    return any(str(q).startswith("fairgptq") for q in quantizer)
+
+
 def verify_files(folder: str | Path, quantize_config: Mapping) -> None:
-    """Compare every recorded tensor file's hash; raises :class:`CheckpointIntegrityError` on a mismatch."""
+    """Compare every recorded hash (tensor files and both configs); raises :class:`CheckpointIntegrityError`."""
     record = quantize_config.get("meta", {}).get("fairgptq") or quantize_config.get("fairgptq") or {}
-    recorded = record.get("integrity", {}).get("sha256")
+    integrity = record.get("integrity") or {}
+    recorded = integrity.get("sha256")
     if not recorded:
+        if written_by_fairgptq(quantize_config):
+            raise CheckpointIntegrityError(
+                f"{folder}: a fairgptq checkpoint without its integrity record (quantize_config.json's "
+                f"meta.fairgptq.integrity was removed, or quantize_config.json itself), so its files cannot be "
+                f"checked; re-export it, or load it anyway with --no-verify (verify=False)")
         logger.info("%s: no fairgptq content hashes recorded; files not verified", folder)
         return
+    _check_config_hashes(Path(folder), quantize_config, integrity)
     for name, expected in recorded.items():
         path = Path(folder) / name
         if not path.is_file():
@@ -58,6 +98,25 @@ def verify_files(folder: str | Path, quantize_config: Mapping) -> None:
                 f"{path}: content hash differs from the one recorded at export (quantize_config.json, fairgptq."
                 f"integrity); the file was modified or corrupted. Re-export it, or load it anyway with "
                 f"--no-verify (verify=False)")
+
+
+def _check_config_hashes(folder: Path, quantize_config: Mapping, integrity: Mapping) -> None:
+    """config.json and quantize_config.json as exported (exports before these hashes existed skip it)."""
+    problems = []
+    if "quantize_config" in integrity and json_hash(_without_integrity(quantize_config)) != integrity["quantize_config"]:
+        problems.append("quantize_config.json (bits, group size, format: how the tensors are read)")
+    if "config_json" in integrity:
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = None
+        if config is None or json_hash(config) != integrity["config_json"]:
+            problems.append("config.json (the architecture: layers, widths)")
+    if problems:
+        raise CheckpointIntegrityError(
+            f"{folder}: {' and '.join(problems)} changed since export (their hashes are in quantize_config.json, "
+            f"fairgptq.integrity); the checkpoint would be read wrongly. Re-export it, or load it anyway with "
+            f"--no-verify (verify=False)")
 
 
 def check_quantized_tensors(name: str, parts: Mapping[str, torch.Tensor], bits: int) -> None:
@@ -80,3 +139,19 @@ def check_quantized_tensors(name: str, parts: Mapping[str, torch.Tensor], bits: 
         raise CheckpointIntegrityError(f"{name}: g_idx holds group indices outside 0..{n_groups - 1}")
     if not bool(torch.isfinite(scales.float()).all()):
         raise CheckpointIntegrityError(f"{name}: non-finite (NaN or Inf) scales; the checkpoint is corrupted")
+    if scales.numel() and not bool(scales.any()):
+        raise CheckpointIntegrityError(f"{name}: every scale is 0, so the whole weight reads as 0; the checkpoint "
+                                       f"is corrupted")
+
+
+def check_plain_tensors(tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse an unquantized tensor that is non-finite, or a weight matrix that is all zero (1-D biases may be)."""
+    for key, t in tensors.items():
+        if not t.is_floating_point():
+            continue
+        if not bool(torch.isfinite(t).all()):
+            n = int((~torch.isfinite(t)).sum())
+            raise CheckpointIntegrityError(f"{key}: {n} NaN/Inf value(s) in an unquantized tensor; the checkpoint is "
+                                           f"corrupted")
+        if t.dim() >= 2 and t.numel() and not bool(t.any()):
+            raise CheckpointIntegrityError(f"{key}: the whole matrix is 0; the checkpoint is corrupted")

@@ -20,16 +20,27 @@ from ..core.errors import UnsupportedArchitectureError
 from ..core.model_loading import MODEL_DTYPES
 from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG, QUANTIZED_SUFFIXES, WEIGHTS_FILE,
                           ExportError, unpack_weight)
-from .integrity import CheckpointIntegrityError, check_quantized_tensors, verify_files
+from .integrity import CheckpointIntegrityError, check_plain_tensors, check_quantized_tensors, verify_files
 
 
 SHARD_INDEX = "model.safetensors.index.json"
 
 
 def is_gptq_checkpoint(path: str | Path) -> bool:
+    """A folder with GPTQ tensors and a GPTQ config: quantize_config.json, or config.json's quantization_config."""
     p = Path(path)
-    return p.is_dir() and (p / QUANTIZE_CONFIG).is_file() and ((p / WEIGHTS_FILE).is_file()
-                                                               or (p / SHARD_INDEX).is_file())
+    if not (p.is_dir() and ((p / WEIGHTS_FILE).is_file() or (p / SHARD_INDEX).is_file())):
+        return False
+    return (p / QUANTIZE_CONFIG).is_file() or _embedded_config(p) is not None
+
+
+def _embedded_config(p: Path) -> dict | None:
+    """config.json's GPTQ quantization_config (transformers' copy), when it has one."""
+    try:
+        qc = json.loads((p / "config.json").read_text(encoding="utf-8")).get("quantization_config")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return qc if isinstance(qc, dict) and qc.get("quant_method") == "gptq" else None
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -42,7 +53,10 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_quantize_config(path: str | Path) -> dict:
+    """quantize_config.json, or (a checkpoint that lost it) config.json's quantization_config."""
     p = Path(path) / QUANTIZE_CONFIG
+    if not p.is_file() and _embedded_config(Path(path)) is not None:
+        return _embedded_config(Path(path))
     try:
         qc = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -102,6 +116,7 @@ def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: 
         if expected != tuple(W.shape):
             raise ExportError(f"{path}: {name} unpacks to {tuple(W.shape)} (out, in), the model expects {expected}")
         layout.set_weight(module, W)
+    check_plain_tensors(tensors)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     quantized = {f"{n}.weight" for n in prefixes}
     missing = [k for k in missing if k not in quantized]

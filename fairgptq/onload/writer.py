@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from ..core.driver import QuantizationResult
 from ..core.gptq import QuantizedWeight
-from ..export.integrity import file_hashes
+from ..export.integrity import seal
 from ..export.gptq_format import (CHECKPOINT_FORMATS, QUANTIZE_CONFIG, at_checkpoint_precision, choose_format,
                                   make_shareable, outlier_counts, pack_weight, quantize_config)
 from ..export.packing import pack_last
@@ -100,12 +100,12 @@ class ShardedCheckpointWriter:
         index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(self.weight_map.items()))}
         (self.out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
         qc = quantize_config(result, fmt, dict(fairgptq_meta or {}), self.group, self.outliers)
-        qc["meta"]["fairgptq"]["integrity"] = file_hashes(self.out, sorted(set(self.weight_map.values())))
-        (self.out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
         config = dict(config)
         if self.storage_dtype is not None:
             config["dtype"] = str(self.storage_dtype).removeprefix("torch.")
-        config["quantization_config"] = {k: v for k, v in qc.items() if k != "fairgptq"}
+        config["quantization_config"] = {**qc, "meta": {k: v for k, v in qc["meta"].items() if k != "fairgptq"}}
+        seal(self.out, sorted(set(self.weight_map.values())), qc, config)
+        (self.out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
         (self.out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
         if generation_config is not None:
             generation_config.save_pretrained(self.out)
