@@ -46,6 +46,26 @@ def _versions(results: dict) -> dict:
     return {k: results.get("versions", {}).get(k) for k in VERSION_KEYS}
 
 
+def _checkpoint_problem(point: Path, results: dict) -> str | None:
+    """Why a finished point's exported model cannot be copied (None when it exported none, or it verifies)."""
+    if not results.get("export"):
+        return None
+    from ..core.errors import FairGPTQError
+    from ..export import is_gptq_checkpoint, read_quantize_config
+    from ..export.integrity import verify_files
+    model = point / results["export"].get("path", "model")
+    if not is_gptq_checkpoint(model):
+        return f"its exported model ({model}) is missing or incomplete"
+    qc = read_quantize_config(model)
+    if not (qc.get("meta", {}).get("fairgptq") or {}).get("integrity"):
+        return "its exported model has no integrity record to check the copy against"
+    try:
+        verify_files(model, qc)
+    except FairGPTQError as e:
+        return f"its exported model does not verify ({e})"
+    return None
+
+
 class ReusablePoints:
     """Complete points of other sweeps, found by their resolved config."""
 
@@ -80,13 +100,21 @@ class ReusablePoints:
                               f"would, so its points are not this sweep's; drop --reuse or restore the files")
 
     def find(self, resolved: dict) -> Path | None:
-        """The finished point computing exactly ``resolved`` on the same versions, if any sweep has one."""
+        """The finished point computing exactly ``resolved`` on the same versions, if any sweep has one.
+
+        A point whose run exported a model is taken only if that model is there and verifies against
+        its integrity record; otherwise it is refused (logged and said on the console) and recomputed.
+        """
         found = self._index().get(_key(resolved))
         if found is None:
             return None
         results = json.loads((found / "results.json").read_text(encoding="utf-8"))
         if _versions(results) != self._versions:
             logger.info("not reusing %s: made with %s, this run has %s", found, _versions(results), self._versions)
+            return None
+        problem = _checkpoint_problem(found, results)
+        if problem is not None:
+            logger.warning("not reusing %s: %s; the point is computed again", found, problem)
             return None
         return found
 

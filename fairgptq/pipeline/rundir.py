@@ -9,8 +9,11 @@ The guarantees (the README's run-directory section states them for users):
   working directory, a folder holding the pipeline file, or any of their parents.
 - Replacement is atomic: the new run completes beside the old one and the two are swapped
   (``renameat2(RENAME_EXCHANGE)`` on Linux, else two renames with SIGINT/SIGTERM blocked);
-  the old run is deleted only afterwards.  Whatever moment an interrupt hits, the next
-  attempt finds the old complete run or the new one (:func:`_recover`).
+  the old run is deleted only afterwards, and so that no moment of the deletion looks complete:
+  its ``.complete`` goes first, then it is renamed to ``.<name>.trash-<pid>`` (never restored)
+  and removed there.  Whatever moment an interrupt (even SIGKILL) hits, the next attempt finds
+  the old complete run or the new one (:func:`_recover`), and restores a leftover only when its
+  exported model still verifies.
 - Stale partials are cleaned only while holding the directory's lock, so never one that a
   live run is writing; a partial that holds an exported model is kept (renamed to a visible
   ``<name>.unevaluated``) instead of deleted: quantization may have taken hours.
@@ -139,7 +142,44 @@ def prepare_parent(final: Path) -> None:
 
 
 def _partials(final: Path) -> list[Path]:
-    return [*final.parent.glob(f".{final.name}.partial-*"), *final.parent.glob(f".{final.name}.old-*")]
+    return [*final.parent.glob(f".{final.name}.partial-*"), *final.parent.glob(f".{final.name}.old-*"),
+            *final.parent.glob(f".{final.name}.trash-*")]
+
+
+def _test_pause(step: str) -> None:
+    """Tests only: stop here (signalled through a file) so a test can kill the process at this exact step."""
+    if os.environ.get("FAIRGPTQ_TEST_PAUSE") == step:
+        Path(os.environ["FAIRGPTQ_TEST_PAUSE_FILE"]).write_text(str(os.getpid()))
+        time.sleep(600)
+
+
+def _discard(old: Path, final: Path) -> None:
+    """Delete a replaced run so that no moment of it looks complete: .complete first, then a trash name, then the rest."""
+    (old / COMPLETE).unlink(missing_ok=True)
+    trash = final.parent / f".{final.name}.trash-{os.getpid()}"
+    os.rename(old, trash)
+    _test_pause("discard")
+    shutil.rmtree(trash)
+
+
+def _restorable(candidate: Path) -> bool:
+    """A leftover complete run is put back only if its exported model (when it had one) is there and verifies."""
+    try:
+        results = json.loads((candidate / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # no run record to judge by (a sweep folder, a bare run): as complete as its marker says
+    if not isinstance(results, dict) or not results.get("export"):
+        return True
+    from ..export import is_gptq_checkpoint, read_quantize_config
+    from ..export.integrity import verify_files
+    model = candidate / "model"
+    if not is_gptq_checkpoint(model):
+        return False
+    try:
+        verify_files(model, read_quantize_config(model))
+    except FairGPTQError:
+        return False
+    return True
 
 
 def _unique(path: Path) -> Path:
@@ -167,6 +207,9 @@ def _recover(final: Path) -> None:
     new = [p for p in leftovers if p.name.startswith(f".{final.name}.partial-") and is_complete(p)]
     old = [p for p in leftovers if p.name.startswith(f".{final.name}.old-")]
     for candidate in new + old:
+        if not _restorable(candidate):
+            logger.warning("not restoring %s: its exported model is missing or does not verify", candidate.name)
+            continue
         os.rename(candidate, final)
         logger.warning("restored %s from %s (an interrupted replacement)", final, candidate.name)
         return
@@ -176,7 +219,8 @@ def _remove_stale_partials(final: Path) -> list[Path]:
     """Called under ``final``'s lock, so no live run owns these; returns the salvaged folders."""
     kept = []
     for stale in _partials(final):
-        dest = _salvage(stale, final)
+        # a trash folder is a replaced run mid-deletion (the user asked for its replacement): never salvaged
+        dest = None if stale.name.startswith(f".{final.name}.trash-") else _salvage(stale, final)
         if dest is not None:
             kept.append(dest)
         else:
@@ -211,13 +255,13 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     """Make the complete ``tmp`` the run at ``final``; an old run there is deleted only afterwards."""
     if final.exists() and any(final.iterdir()):
         if _exchange(tmp, final):
-            shutil.rmtree(tmp)  # now the old run
+            _discard(tmp, final)  # now the old run
             return
         old = final.parent / f".{final.name}.old-{os.getpid()}"
         with _signals_blocked():
             os.rename(final, old)
             os.rename(tmp, final)
-        shutil.rmtree(old)
+        _discard(old, final)
     else:
         if final.exists():
             final.rmdir()  # empty
