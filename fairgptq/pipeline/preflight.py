@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fairgptq.pipeline")
 LONGEST_SUFFIX = len(".partial-4194304") + 2  # a partial's name: "." + name + this
 LONGEST_INSIDE = "model/tokenizer_config.json"  # the deepest file fairgptq writes in a run directory
-MEMORY_WARN_FRACTION, MEMORY_REFUSE_FRACTION = 0.25, 1.0
 
 
 def _model_config(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> dict | None:
@@ -79,10 +78,9 @@ def _safetensors_damage(path: Path) -> str | None:
     return None
 
 
-def _depth(config: dict) -> tuple[int | None, int | None]:
-    def first(*keys: str) -> int | None:
-        return next((config[k] for k in keys if isinstance(config.get(k), int)), None)
-    return first("num_hidden_layers", "n_layer", "num_layers"), first("hidden_size", "n_embd", "d_model")
+def _depth(config: dict) -> int | None:
+    return next((config[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if isinstance(config.get(k), int)),
+                None)
 
 
 def _layer_problems(spec: PipelineSpec, registry: Registry, n_layers: int, problems: list[Problem]) -> None:
@@ -171,23 +169,40 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
                              f"evaluation.stereoset_split: holdout (same holdout_fraction)"))
 
 
-def _memory_problems(spec: PipelineSpec, hidden: int | None, problems: list[Problem]) -> None:
-    """Calibration activations live in memory: n x seqlen x hidden float32 values, in and out of a layer."""
+def memory_problems(spec: PipelineSpec, *, against: str = "total") -> list[Problem]:
+    """The in-memory run's need (weights + calibration activations, :mod:`.memory_check`) against the machine.
+
+    ``against="total"`` (validate): refused only beyond the physical memory, warned beyond what is free now;
+    ``"available"`` (the start of ``run``): refused beyond what is free now.  Skipped for models whose
+    shape is unknown before loading (hub ids) and for ``model.onload: always`` (activations spill to disk).
+    """
+    from .memory_check import calibration_bytes, shape_of
+    import psutil
+    if spec.model.onload == "always":
+        return []
+    shape = shape_of(spec.model.name)
+    if shape is None:
+        return []
     text = spec.calibration.text
-    if text is None or text.n == 0 or hidden is None:
-        return
-    need = 2 * text.n * text.seqlen * hidden * 4
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
+    tokens = (text.n * text.seqlen if text is not None else 0) + sum(
+        2 * (ps.n or 0) * spec.calibration.max_length for ps in spec.calibration.pairs.values())
+    dtype_bytes = 2 if spec.model.dtype in ("float16", "bfloat16") else 4
+    weights, activations = shape.weight_bytes(dtype_bytes), calibration_bytes(shape, tokens)
+    need = weights + activations
+    memory = psutil.virtual_memory()
     gib = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
-    if need > MEMORY_REFUSE_FRACTION * total:
-        problems.append(("calibration.text.n", f"{text.n} windows of {text.seqlen} tokens need about {gib(need)} "
-                                               f"of activations; this machine has {gib(total)}. Lower n or seqlen"))
-    elif need > MEMORY_WARN_FRACTION * total:
-        logger.warning("calibration.text.n: %d windows of %d tokens need about %s of activations (this machine "
-                       "has %s)", text.n, text.seqlen, gib(need), gib(total))
+    detail = (f"about {gib(need)} ({gib(weights)} of weights, {gib(activations)} for {tokens} calibration tokens "
+              f"held layer by layer)")
+    fix = "lower calibration.text.n or seqlen, or set model.onload: always (activations spill to disk)"
+    limit = memory.total if against == "total" else memory.available
+    if need > limit:
+        where = "this machine has" if against == "total" else "this machine has free now"
+        return [("calibration.text" if text is not None else "model.name",
+                 f"the run needs {detail}; {where} {gib(limit)}. Fix: {fix}")]
+    if against == "total" and need > memory.available:
+        logger.warning("the run needs %s; %s is free now: it will be refused at run time unless memory frees up "
+                       "(%s)", detail, gib(memory.available), fix)
+    return []
 
 
 def hardware_problems(spec: PipelineSpec, registry: Registry) -> list[Problem]:
@@ -212,10 +227,10 @@ def environment_problems(spec: PipelineSpec, registry: Registry) -> list[Problem
     else:
         problems += hardware_problems(spec, registry)
     config = _model_config(spec, registry, problems)
-    n_layers, hidden = _depth(config) if config else (None, None)
+    n_layers = _depth(config) if config else None
     if n_layers:
         _layer_problems(spec, registry, n_layers, problems)
-    _memory_problems(spec, hidden, problems)
+    problems += memory_problems(spec)
     _evaluation_problems(spec, problems)
     if not problems:
         _pair_problems(spec, registry, problems)
@@ -267,7 +282,8 @@ def check_before_run(pipeline: "Pipeline", target: Path) -> None:
     registry = default_registry()
     for module in pipeline.spec.plugins:
         registry.register_module(module)
-    problems = hardware_problems(pipeline.spec, registry) + output_problems(target, [p.name for p in pipeline.points])
+    problems = (hardware_problems(pipeline.spec, registry) + memory_problems(pipeline.spec, against="available")
+                + output_problems(target, [p.name for p in pipeline.points]))
     if problems:
         raise PipelineError(f"--out {target}", problems)
 
