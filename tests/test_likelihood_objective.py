@@ -299,3 +299,12 @@ def test_likelihood_objective_on_a_model_on_the_gpu(tiny, metric):
     assert gpu["calibration_preference"] == pytest.approx(cpu["calibration_preference"], rel=1e-3, abs=1e-4)
     assert gpu_pred == pytest.approx(-0.5 * gpu["calibration_preference"], rel=1e-3)
     assert gpu_pred == pytest.approx(cpu_pred, rel=2e-2)
+
+
+def test_sequential_refresh_every_k_layers(tiny):
+    model, tok, pairs, calibration = tiny
+    model4 = tiny_llama(layers=4)[0]
+    obj = LikelihoodPairObjective(pairs, target=0.5, gradient="sequential", refresh=2)
+    quantize_model(model4, calibration, QuantConfig(bits=4, group_size=32), objectives=[obj], tokenizer=tok,
+                   progress=False)
+    assert sorted(obj.describe()["preference_by_layer"]) == [0, 2]  # one pass for layers 0-1, one for 2-3

@@ -69,8 +69,9 @@ class ScoreRequest:
     predicts it) and padding must weigh 0.  A likelihood preference over pairs is +1/P on the
     stereotypical sentence's scored tokens and −1/P on the anti-stereotypical one's.
 
-    ``sequential``: also recompute the gradient at each layer on the partially quantized model
-    (its earlier layers already rounded), instead of once on the float model.
+    ``sequential``: also recompute the gradient on the partially quantized model (its earlier layers
+    already rounded), every ``refresh`` layers, for the targets of those layers, instead of only once
+    on the float model (each recomputation is a forward and a backward pass).
     ``float_hessian_batches``: the driver also sums, on the float model, the input Hessian of every
     targeted module over this many calibration batches (None: all of them; 0: none) and factors it
     with the run's damping, for objectives that need every module's H before the first one is
@@ -80,6 +81,7 @@ class ScoreRequest:
     batches: list[TokenBatch]
     weights: list[torch.Tensor]
     sequential: bool = False
+    refresh: int = 1
     float_hessian_batches: int | None = 0
 
 

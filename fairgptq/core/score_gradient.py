@@ -177,10 +177,12 @@ class GradientPasses:
         return {name: factored[key[li, role]] for li, role, name, _ in mine}
 
     def refresh(self, layer: int) -> None:
-        """Sequential requests: the gradient of ``layer``'s targets on the model as it is now."""
+        """Sequential requests, every ``refresh`` layers: the gradient of the targets of ``layer`` and the
+        layers up to the next refresh, on the model as it is now."""
         for obj, request, mine in self.requests:
-            here = {name: m for li, _, name, m in mine if li == layer}
-            if request.sequential and here:
+            k = max(1, request.refresh)
+            here = {name: m for li, _, name, m in mine if layer <= li < layer + k}
+            if request.sequential and layer % k == 0 and here:
                 grad = score_gradient(self.model, request, here, self.spec, self.device)
                 grad.layer = layer
                 obj.receive_gradient(grad, None)

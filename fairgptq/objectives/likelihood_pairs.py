@@ -67,9 +67,9 @@ class LikelihoodPairParams(TargetSelection):
     - ``lambda``: λ itself (≥ 0), instead of ``target``.
     - ``score``: ``sentence`` (every token after the common prefix: the CrowS-Pairs convention) or
       ``span`` (only the differing span's own tokens).
-    - ``gradient``: ``float`` (G once, on the float model) or ``sequential`` (G recomputed at each
-      layer on the partially quantized model, so later layers see earlier layers' rounding; one
-      forward and backward pass per layer).
+    - ``gradient``: ``float`` (G once, on the float model) or ``sequential`` (G recomputed on the
+      partially quantized model, so later layers see earlier layers' rounding: one forward and
+      backward pass every ``refresh`` layers, for those layers' modules).
     - ``when``: ``during`` quantization (the linear term of each module's GPTQ problem) or
       ``before`` it: the same step, with the float model's H, applied to the float model, which
       plain GPTQ then quantizes ("debias, then quantize").
@@ -82,6 +82,7 @@ class LikelihoodPairParams(TargetSelection):
     lambda_: float | None = Field(None, ge=0, alias="lambda")
     score: Literal[SCORES] = "sentence"  # type: ignore[valid-type]
     gradient: Literal["float", "sequential"] = "float"
+    refresh: int = Field(1, ge=1)
     when: Literal["during", "before"] = "during"
     metric: Literal["hessian", "identity"] = "hessian"
 
@@ -194,6 +195,7 @@ class LikelihoodPairObjective(TargetedObjective):
         before = self.params.when == "before"
         needs_h = self.params.metric == "hessian" and (before or self._lambda is None)
         return ScoreRequest(batches, weights, sequential=self.params.gradient == "sequential",
+                            refresh=self.params.refresh,
                             float_hessian_batches=(None if before else SPLIT_BATCHES) if needs_h else 0)
 
     def receive_gradient(self, gradient: ScoreGradient, float_hessians: dict[str, FactoredHessian] | None) -> None:
