@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -80,8 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     ev = sub.add_parser("eval", help="evaluate an exported checkpoint or any model name",
                         formatter_class=argparse.RawDescriptionHelpFormatter, lazy_epilog=_task_list)
-    ev.add_argument("model", help="exported GPTQ folder, local model folder / .gguf, hub id, or 'smollm2'")
-    ev.add_argument("--tasks", default="wikitext2,crows_pairs", help="comma-separated task names (listed below)")
+    ev.add_argument("model", help="exported GPTQ folder, local model folder / .gguf, hub id, or 'smollm2'; or a run "
+                                  "directory (its model/ is evaluated with the settings of its config.yaml, into "
+                                  "its items/: how an .unevaluated run is finished)")
+    ev.add_argument("--tasks", default=None, help="comma-separated task names (listed below; default "
+                                                  "wikitext2,crows_pairs, or a run directory's own)")
     ev.add_argument("--set", dest="options", action="append", default=[], metavar="OPTION=VALUE",
                     help="a task option, e.g. --set stereoset_split=all (repeatable; listed below)")
     ev.add_argument("--module", action="append", default=[],
@@ -92,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-verify", action="store_true",
                     help="skip the content-hash check of a fairgptq checkpoint's tensor files")
     ev.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
-    ev.add_argument("--out", help="a folder for results.json and items/<task>.jsonl, or a .json file (its item "
-                                  "records then go to <stem>_items/)")
+    ev.add_argument("--out", help="a new or empty folder for results.json and items/<task>.jsonl, or a new .json "
+                                  "file (its item records then go to <stem>_items/); nothing existing is overwritten")
     cmp = sub.add_parser("compare", help="paired differences of evaluated runs against a baseline, with 95 %% "
                                          "intervals and p-values")
     cmp.add_argument("runs", nargs="+", metavar="RUN", help="run directories or `fairgptq eval --out` outputs")
@@ -194,34 +198,84 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 def _cmd_eval(args) -> int:
     from .core.model_loading import load_model
     from .evaluation import evaluate
-    from .evaluation.items import ITEMS_DIR, split_evaluation, write_items
+    from .evaluation.items import split_evaluation, write_items
     from .evaluation.report import print_table, save_json
     from .export import is_gptq_checkpoint, load_gptq_checkpoint
     from .registry import default_registry
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     for module in args.module:
         default_registry().register_module(module)
-    options = _task_option_values(args.options)
-    if args.out and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
-        raise ConfigError(f"--out {args.out}: give a file path in an existing folder (the results JSON), not a "
-                          f"folder")
-    if is_gptq_checkpoint(args.model):
-        model, tok, _ = load_gptq_checkpoint(args.model, dtype=args.dtype, verify=not args.no_verify)
-    else:
-        model, tok = load_model(args.model, args.dtype or "float32")
+    run_dir = _run_dir_settings(Path(args.model))
+    settings = run_dir.settings if run_dir else {}
+    tasks = ([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks
+             else settings.pop("tasks", ["wikitext2", "crows_pairs"]))
+    options = {**settings, **_task_option_values(args.options)}
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens
-    results = evaluate(model, tok, tasks, batch_size=args.batch_size, limit=args.limit, **options)
-    results["model"]["name"] = args.model
+    if args.limit is not None:
+        options["limit"] = args.limit
+    json_file, items_dir = _eval_outputs(args.out, run_dir.folder if run_dir else None)
+    model_path = str(run_dir.folder / "model") if run_dir else args.model
+    if is_gptq_checkpoint(model_path):
+        model, tok, _ = load_gptq_checkpoint(model_path, dtype=args.dtype, verify=not args.no_verify)
+    else:
+        model, tok = load_model(model_path, args.dtype or "float32")
+    options.setdefault("batch_size", args.batch_size)
+    results = evaluate(model, tok, tasks, **options)
+    results["model"]["name"] = model_path
     results, items = split_evaluation(results)
     print_table(results, console=console)
-    if args.out:
-        out = Path(args.out)
-        json_file, items_dir = ((out, out.with_name(f"{out.stem}_items")) if out.suffix == ".json"
-                                else (out / "results.json", out / ITEMS_DIR))
+    if json_file is not None:
         console.print(f"results: {save_json(results, json_file)}")
         console.print(f"item records: {', '.join(map(str, write_items(items_dir, items)))}")
     return EXIT_OK
+
+
+@dataclass
+class _RunDirSettings:
+    folder: Path
+    settings: dict
+
+
+def _run_dir_settings(path: Path) -> "_RunDirSettings | None":
+    """A run directory (config.yaml + model/): its pipeline's evaluation settings, as ``evaluate`` takes them."""
+    if not (path.is_dir() and (path / "config.yaml").is_file() and (path / "model").is_dir()):
+        return None
+    import yaml
+    from .pipeline.loading import validate
+    try:
+        spec = validate(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")), str(path / "config.yaml"),
+                        environment=False)
+    except (yaml.YAMLError, OSError) as e:
+        raise ConfigError(f"{path / 'config.yaml'}: not readable ({e})") from None
+    from .pipeline.build import evaluation_options
+    return _RunDirSettings(path, {"tasks": list(spec.evaluation.tasks), **evaluation_options(spec, [])})
+
+
+def _eval_outputs(out: str | None, run_dir: Path | None) -> tuple[Path | None, Path | None]:
+    """(results JSON, item folder) for ``--out``, or a run directory's own; never over anything that exists."""
+    from .evaluation.items import ITEMS_DIR
+    if out is None and run_dir is None:
+        return None, None
+    if out is None:
+        json_file, items_dir = run_dir / "evaluation.json", run_dir / ITEMS_DIR
+    else:
+        target = Path(out)
+        if target.suffix == ".json":
+            json_file, items_dir = target, target.with_name(f"{target.stem}_items")
+        else:
+            if target.exists() and (not target.is_dir() or any(target.iterdir())):
+                raise ConfigError(f"--out {out}: exists and holds files, so it is not a folder eval may write into; give "
+                                  f"a new or empty folder (or a new .json file): nothing existing is overwritten")
+            json_file, items_dir = target / "results.json", target / ITEMS_DIR
+    for existing in (json_file, items_dir):
+        if existing.exists():
+            raise ConfigError(f"{existing} exists; fairgptq does not overwrite a result: give --out a new folder")
+    try:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create {json_file.parent} ({e.strerror or e}); choose another "
+                          f"place") from None
+    return json_file, items_dir
 
 
 def _task_option_values(items: list[str]) -> dict:
@@ -243,6 +297,9 @@ def _cmd_compare(args) -> int:
     from .comparison import compare_runs, load_run, rich_table, write_outputs
     if args.bootstrap < 100:
         raise ConfigError(f"--bootstrap needs at least 100 resamples for a 95 % interval (got {args.bootstrap})")
+    same = [r for r in args.runs if Path(r).resolve() == Path(args.baseline).resolve()]
+    if same:
+        raise ConfigError(f"{same[0]} is the baseline itself; comparing a run with itself says nothing: give other runs")
     baseline = load_run(args.baseline)
     runs = [load_run(r) for r in args.runs]
     result = compare_runs(baseline, runs, n_boot=args.bootstrap, seed=args.seed)

@@ -100,3 +100,23 @@ def test_reuse_verifies_each_points_checkpoint(pipeline_file, tmp_path, monkeypa
     for point in ("000_alpha=0.0", "001_alpha=0.2"):
         assert (second / "points" / point / "model" / "model.safetensors").is_file()
     assert "not reusing" in (second / "sweep.log").read_text()
+
+
+def test_eval_of_an_unevaluated_run_uses_its_pipelines_settings(pipeline_file, tmp_path, monkeypatch, real_data_dir):
+    """Finding 5: finishing an .unevaluated run scores the items its pipeline would have, into items/."""
+    import fairgptq.evaluation as evaluation
+    csv = real_data_dir / "crows_pairs" / "crows_pairs_anonymized.csv"
+    raw = yaml.safe_load(pipeline_file.read_text())
+    raw["evaluation"] = {"tasks": ["crows_pairs"], "limit": 5, "paths": {"crows_pairs": str(csv)}}
+    failing = write_yaml(tmp_path / "f.yaml", raw)
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    out = tmp_path / "run"
+    assert cli.main(["run", str(failing), "--out", str(out)]) == 1
+    monkeypatch.undo()
+    kept = tmp_path / "run.unevaluated"
+    assert cli.main(["eval", str(kept)]) == 0
+    records = [json.loads(line) for line in (kept / "items" / "crows_pairs.jsonl").open()]
+    assert len(records) == 5  # the pipeline's limit, not eval's default
+    assert json.loads((kept / "evaluation.json").read_text())["tasks"]["crows_pairs"]["n"] == 5
+    assert cli.main(["eval", str(kept)]) == 2  # a second time: nothing is overwritten
+    assert cli.main(["compare", str(kept), "--baseline", str(kept)]) == 2  # a run against itself

@@ -79,5 +79,10 @@ def _run(model, tokenizer, options: NoOptions, context: TaskContext) -> dict:
                                         batch_size=context.batch_size, progress=context.progress)
 
 
+def _read(path: Path | None):
+    from ..datasets_adapters.crows_pairs import load_crows_pairs
+    return load_crows_pairs(path)
+
+
 TASK = EvaluationTask("crows_pairs_decomposed", "CrowS-Pairs preference split into the differing span's part "
-                      "and the continuation's", _run, data_file=DEFAULT_FILE)
+                      "and the continuation's", _run, data_file=DEFAULT_FILE, read_data=_read)

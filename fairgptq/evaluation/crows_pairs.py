@@ -95,5 +95,10 @@ def _run(model, tokenizer, options: CrowsPairsOptions, context: TaskContext) -> 
                                 progress=context.progress)
 
 
+def _read(path: Path | None):
+    from ..datasets_adapters.crows_pairs import load_crows_pairs
+    return load_crows_pairs(path)
+
+
 TASK = EvaluationTask("crows_pairs", "CrowS-Pairs stereotype preference, lm-eval's crows_pairs_english", _run,
-                      CrowsPairsOptions, data_file=DEFAULT_FILE)
+                      CrowsPairsOptions, data_file=DEFAULT_FILE, read_data=_read)

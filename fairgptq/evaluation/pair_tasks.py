@@ -25,6 +25,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from statistics import fmean
 from typing import Any, Iterable, Literal, Sequence
@@ -234,6 +235,7 @@ def _run(model, tokenizer, options: PairTaskOptions, context: TaskContext) -> di
 
 
 TASKS: tuple[EvaluationTask, ...] = tuple(
-    EvaluationTask(name, spec.description, _run, PairTaskOptions, data_file=spec.path, needs_data=spec.path is not None)
+    EvaluationTask(name, spec.description, _run, PairTaskOptions, data_file=spec.path, needs_data=spec.path is not None,
+                   read_data=partial(load_task_pairs, name))
     for name, spec in PAIR_TASKS.items())
 """One task per entry of :data:`PAIR_TASKS`; one without a path reads its pair source's own default data."""

@@ -80,5 +80,9 @@ def _run(model, tokenizer, options: WikiText2Options, context: TaskContext) -> d
                               max_tokens=options.max_tokens, progress=context.progress)
 
 
+def _read(path: Path | None) -> str:
+    return read_wikitext("test", path).strip()
+
+
 TASK = EvaluationTask("wikitext2", "WikiText-2 test perplexity, the GPTQ paper's protocol", _run,
-                      WikiText2Options, data_file="wikitext2/test.txt")
+                      WikiText2Options, data_file="wikitext2/test.txt", read_data=_read)

@@ -176,5 +176,10 @@ def _run(model, tokenizer, options: StereoSetOptions, context: TaskContext) -> d
                               progress=context.progress)
 
 
+def _read(path: Path | None):
+    from ..datasets_adapters.stereoset import load_stereoset
+    return load_stereoset(path, kind="intrasentence")
+
+
 TASK = EvaluationTask("stereoset", "StereoSet intrasentence SS / LMS / ICAT, bias-bench's scoring", _run,
-                      StereoSetOptions, data_file=DEFAULT_FILE)
+                      StereoSetOptions, data_file=DEFAULT_FILE, read_data=_read)

@@ -74,8 +74,10 @@ class EvaluationTask:
 
     ``data_file``: the file it reads when no path is given, relative to the data folder
     (``$FAIRGPTQ_DATA_DIR``); None with ``needs_data=True`` means the user must give a path
-    (``evaluation.paths.<task>``); ``needs_data=False``: the task brings its own data.  The
-    pipeline's preflight checks that file before any model loads.
+    (``evaluation.paths.<task>``); ``needs_data=False``: the task brings its own data.
+    ``read_data(path)`` reads the task's items as ``run`` will, without a model (``path`` None: the
+    local copy), raising on an unreadable file: ``fairgptq validate`` calls it for every task, so a
+    header-only, empty, mis-encoded or misplaced data file is refused before any quantization.
     """
 
     name: str
@@ -84,6 +86,7 @@ class EvaluationTask:
     options: type[TaskOptions] = NoOptions
     data_file: str | None = None
     needs_data: bool = True
+    read_data: Callable[[Path | None], Sequence[Any] | str] | None = None
 
     def parameters(self) -> list[str]:
         """``option=default`` for each option (what ``fairgptq plugins`` and ``eval --help`` print)."""

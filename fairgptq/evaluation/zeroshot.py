@@ -7,6 +7,7 @@ delimiter not counted) before picking.  Ties go to the first option (``argmax``)
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from statistics import fmean
 from typing import Sequence
@@ -58,6 +59,7 @@ def _run(model, tokenizer, options: NoOptions, context: TaskContext) -> dict:
 
 
 TASKS: tuple[EvaluationTask, ...] = tuple(
-    EvaluationTask(t.name, f"{t.description}: acc / acc_norm", _run, data_file=t.default_file)
+    EvaluationTask(t.name, f"{t.description}: acc / acc_norm", _run, data_file=t.default_file,
+                   read_data=partial(load_zeroshot, t.name))
     for t in ZERO_SHOT_TASKS.values())
 """One task per zero-shot reader; those without a local copy (arc, hellaswag) need ``paths``."""

@@ -52,9 +52,16 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
     if cal.text is not None and cal.text.n > 0:
         from ..datasets_adapters.wikitext import data_dir
         text_file = expand_path(cal.text.path) if cal.text.path else data_dir() / "wikitext2" / f"{cal.text.split}.txt"
-        if not Path(text_file).is_file():
+        if not Path(text_file).exists():
             problems.append(("calibration.text", f"WikiText-2 file not found: {text_file}; set FAIRGPTQ_DATA_DIR "
                                                  f"to the folder holding wikitext2/ or give calibration.text.path"))
+        else:
+            from ..datasets_adapters.wikitext import read_wikitext
+            from .preflight import data_problem
+            problem = data_problem(lambda p: read_wikitext(cal.text.split, p).strip(), Path(text_file),
+                                   "calibration text")
+            if problem:
+                problems.append(("calibration.text", problem))
 
     hessian_from_objectives = False
     for i, obj in enumerate(spec.objectives):

@@ -127,6 +127,9 @@ def _backend_problems(spec: PipelineSpec, registry: Registry, problems: list[Pro
 
 
 def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
+    """Every evaluation data file exists and reads as its task will read it (items > 0), before any model loads."""
+    from ..evaluation.tasks import registered_tasks
+    tasks = registered_tasks()
     for task, path in evaluation_files(spec).items():
         key = f"evaluation.paths.{task}" if task in spec.evaluation.paths else f"evaluation.tasks[{task!r}]"
         if path is None:
@@ -134,6 +137,25 @@ def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
         elif not path.exists():  # a file, or the folder of a multi-file set (RedditBias, CHBias)
             problems.append((key, f"{task} data not found: {path}; set FAIRGPTQ_DATA_DIR to the data folder "
                                   f"or give evaluation.paths.{task}"))
+        elif tasks.get(task) is not None and tasks[task].read_data is not None:
+            problem = data_problem(tasks[task].read_data, path, task)
+            if problem:
+                problems.append((key, problem))
+
+
+def data_problem(read, path: Path, what: str) -> str | None:
+    """Why ``read(path)`` gives no usable items (None when it gives some): one line naming the file."""
+    try:
+        items = read(path)
+    except UnicodeDecodeError as e:
+        return f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+    except IsADirectoryError:
+        return f"{path} is a folder; {what} reads one file: give the file's path"
+    except (FairGPTQError, OSError, ValueError, KeyError) as e:
+        return f"{path}: {what} cannot read it ({type(e).__name__}: {str(e).strip()[:300]})"
+    if not len(items):
+        return f"{path}: {what} found no items in it (empty, or only a header); give a file with data"
+    return None
 
 
 def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> None:
@@ -234,7 +256,8 @@ def environment_problems(spec: PipelineSpec, registry: Registry) -> list[Problem
     _evaluation_problems(spec, problems)
     if not problems:
         _pair_problems(spec, registry, problems)
-    problems += output_problems(Path(spec.output or Path("runs") / spec.name), [])
+    target = Path(spec.output or Path("runs") / spec.name)
+    problems += output_problems(target, []) or _target_problems(target)
     return problems
 
 
@@ -243,6 +266,16 @@ def _name_max(existing: Path) -> int:
         return os.pathconf(existing, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         return 255
+
+
+def _target_problems(target: Path) -> list[Problem]:
+    """What every run would refuse about its output folder, whatever --force says (validate's view)."""
+    from .rundir import RunDirError, check_target
+    try:
+        check_target(target, force=True)
+    except RunDirError as e:
+        return [("output", str(e))]
+    return []
 
 
 def output_problems(target: Path, point_names: list[str]) -> list[Problem]:

@@ -275,8 +275,9 @@ def _salvage_note(dest: Path) -> str:
         tasks = ",".join(config["evaluation"]["tasks"])
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         pass
-    finish = (f"; finish the evaluation with: fairgptq eval {dest / 'model'} --tasks {tasks} "
-              f"--out {dest / 'evaluation.json'}") if tasks else ""
+    # `fairgptq eval RUN_DIR` re-reads the pipeline's evaluation settings from its config.yaml, so the
+    # finished evaluation scores the same items as the sweep's other runs, into RUN_DIR/items/
+    finish = f"; finish the evaluation with: fairgptq eval {dest}" if tasks else ""
     return f"the quantized model was exported before the failure and is kept in {dest / 'model'}{finish}"
 
 
