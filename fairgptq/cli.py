@@ -297,6 +297,9 @@ def _cmd_compare(args) -> int:
     from .comparison import compare_runs, load_run, rich_table, write_outputs
     if args.bootstrap < 100:
         raise ConfigError(f"--bootstrap needs at least 100 resamples for a 95 % interval (got {args.bootstrap})")
+    if args.out:
+        from .comparison import check_output_folder
+        check_output_folder(Path(args.out))
     same = [r for r in args.runs if Path(r).resolve() == Path(args.baseline).resolve()]
     if same:
         raise ConfigError(f"{same[0]} is the baseline itself; comparing a run with itself says nothing: give other runs")
@@ -312,6 +315,9 @@ def _cmd_compare(args) -> int:
 
 def _cmd_audit(args) -> int:
     from .audit import audit
+    if args.out:
+        from .comparison import check_output_folder
+        check_output_folder(Path(args.out))
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     options = _task_option_values(args.options)
     if args.max_tokens is not None:

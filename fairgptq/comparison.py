@@ -69,6 +69,13 @@ def _aligned(task: str, base: list[dict], other: list[dict], labels: tuple[str, 
         raise ConfigError(f"{task}: {labels[0]} and {labels[1]} scored different item sets "
                           f"({len(only_a)} only in the first, e.g. {only_a[:3]}; {len(only_b)} only in the second, "
                           f"e.g. {only_b[:3]}); evaluate both with the same task options (limit, split, paths)")
+    for label, records in zip(labels, (base, other)):
+        for it in records:
+            bad = [k for k, v in it.items() if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                raise ConfigError(f"{task}: item {it['id']} of {label} holds a non-finite value ({bad[0]} = "
+                                  f"{it[bad[0]]}); that evaluation is broken (re-evaluate the model), so it cannot "
+                                  f"be compared")
     ids = [it["id"] for it in base]
     return [ia[i] for i in ids], [ib[i] for i in ids]
 
@@ -186,6 +193,20 @@ def forest_plot(result: dict, path: Path) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def check_output_folder(out: Path) -> None:
+    """``--out`` must be a new folder or one without a comparison in it (checked before any work)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is a file; give a folder for compare.json, compare.md, forest.png")
+    clash = [n for n in ("compare.json", "compare.md", "forest.png") if (out / n).exists()]
+    if clash:
+        raise ConfigError(f"--out {out} already holds {', '.join(clash)}; fairgptq does not overwrite a result: give "
+                          f"a new folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create it ({e.strerror or e}); choose another place") from None
 
 
 def write_outputs(result: dict, out: Path) -> list[Path]:

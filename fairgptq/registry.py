@@ -6,7 +6,7 @@ import inspect
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import pluggy
 
@@ -69,6 +69,9 @@ class Registry:
                               f"it is on PYTHONPATH or installed") from e
         except Exception as e:  # a SyntaxError or any error the module raises while importing
             raise PluginError(f"plugin module {dotted!r} failed while importing: {type(e).__name__}: {e}") from e
+        if not any(callable(getattr(mod, hook, None)) for hook in KINDS.values()):
+            raise PluginError(f"plugin module {dotted!r} registers nothing: it defines none of the hooks "
+                              f"{', '.join(KINDS.values())} (marked @hookimpl); is it the right module?")
         self.register(mod, name=dotted)
 
     def register(self, plugin: object, name: str | None = None) -> None:
@@ -164,11 +167,28 @@ class Registry:
                 raise PluginError(f"{label}: unknown parameter(s) {unknown}; parameters: "
                                   f"{', '.join(info.parameters()) or 'none'}")
         try:
-            return info.factory(**params)
+            made = info.factory(**params)
         except FairGPTQError:
             raise
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             raise PluginError(f"{label} cannot use its params {params!r}: {type(e).__name__}: {e}") from e
+        _check_made(kind, label, info.origin, made)
+        return made
+
+
+def _check_made(kind: str, label: str, origin: str, made: Any) -> None:
+    """A factory that returns the wrong kind of object is named now, not as an AttributeError deep in a run."""
+    from .core.backend import Backend
+    from .core.objective import Objective
+    from .datasets_adapters.pairs import Pair
+    expected = {"backends": (Backend, "a fairgptq Backend (fairgptq.core.backend)"),
+                "objectives": (Objective, "a fairgptq Objective (fairgptq.core.objective)")}
+    if kind in expected and not isinstance(made, expected[kind][0]):
+        raise PluginError(f"{label} ({origin}): its factory returned {type(made).__name__}, not {expected[kind][1]}")
+    if kind == "pair_sources" and (isinstance(made, (str, bytes)) or not isinstance(made, Sequence)
+                                   or not all(isinstance(p, Pair) for p in made)):
+        raise PluginError(f"{label} ({origin}): its factory returned {type(made).__name__}, not a list of Pair "
+                          f"(fairgptq.datasets_adapters.pairs.Pair)")
 
 
 @lru_cache(maxsize=1)

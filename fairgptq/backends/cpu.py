@@ -27,6 +27,10 @@ from ..core.errors import ConfigError
 from ..core.backend import Backend
 
 
+#: threads beyond this many per available CPU are refused: they buy nothing and can exhaust memory
+MAX_THREADS_PER_CPU = 8
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (affinity mask / cgroup-limited where the OS says so)."""
     try:
@@ -54,9 +58,14 @@ class CpuBackend(Backend):
     def __init__(self, threads: int | None = None, loop_threads: int = 1, *, hessian_dtype: str = "float32",
                  factor_dtype: str = "float64") -> None:
         super().__init__("cpu", hessian_dtype=hessian_dtype, factor_dtype=factor_dtype)
+        most = max(MAX_THREADS_PER_CPU * available_cpus(), 64)
         for key, value in (("threads", threads), ("loop_threads", loop_threads)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{key} must be a whole number >= 1 (got {value!r})")
+            if value is not None and value > most:
+                raise ConfigError(f"{key}={value}: this machine has {available_cpus()} CPU(s); more than {most} "
+                                  f"threads only exhausts memory (each thread reserves a stack). Use at most "
+                                  f"{available_cpus()}")
         self.threads, self.loop_threads = threads, loop_threads
 
     def run_threads(self) -> int:

@@ -1,8 +1,10 @@
 """Turning a validated spec into engine inputs: pair sets, calibration batches, objectives, backend, config."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +19,7 @@ from ..evaluation.stereoset import split_items
 from ..objectives.fair_pairs import pairs_hash
 from ..objectives.targets import DEFAULT_ROLES
 from ..registry import Registry
-from .arguments import expand_path, objective_arguments, with_expanded_paths
+from .arguments import PATH_KEYS, expand_path, objective_arguments, with_expanded_paths
 from .objective_settings import targeted_roles
 from .schema import PairSetSpec, PipelineSpec
 
@@ -30,17 +32,45 @@ class PairSet:
 
 def pair_sets(spec: PipelineSpec, registry: Registry) -> dict[str, PairSet]:
     """Load, split and sample every named pair set; ``info`` (size, hash, skipped rows) goes in the record."""
-    return {name: load_pair_set(ps, registry) for name, ps in spec.calibration.pairs.items()}
+    sets = {}
+    for name, ps in spec.calibration.pairs.items():
+        try:
+            sets[name] = load_pair_set(ps, registry)
+        except TooFewPairs as e:
+            raise ConfigError(f"calibration.pairs.{name}.n: {e}") from None
+    return sets
+
+
+class TooFewPairs(ConfigError):
+    """More pairs asked for than the split holds."""
+
+
+#: pair sources already read in this process, by source, settings and the state of the files they read:
+#: a sweep's points and its validation share one pair file, so it is read (and its bad rows reported) once
+_SOURCES: dict[str, Any] = {}
+
+
+def _read_source(ps: PairSetSpec, registry: Registry):
+    params = with_expanded_paths(ps.params)
+    stamps = [(v, Path(v).stat().st_mtime_ns, Path(v).stat().st_size) for k, v in sorted(params.items())
+              if k in PATH_KEYS and isinstance(v, str) and Path(v).is_file()]
+    key = json.dumps([ps.source, params, stamps], sort_keys=True, default=str)
+    if key not in _SOURCES:
+        _SOURCES[key] = registry.create("pair_sources", ps.source, **params)
+    return _SOURCES[key]
 
 
 def load_pair_set(ps: PairSetSpec, registry: Registry) -> PairSet:
     """One pair set: the source plugin's pairs, the chosen split, then a deterministic sample."""
-    loaded = registry.create("pair_sources", ps.source, **with_expanded_paths(ps.params))
+    loaded = _read_source(ps, registry)
     bad_rows = getattr(loaded, "bad_rows", ())
     total = len(loaded)
     if ps.split != "all":
         loaded = LoadedPairs(split_items(loaded, ps.split, ps.holdout_fraction), bad_rows,
                              getattr(loaded, "source", ""))
+    if ps.n is not None and ps.n > len(loaded):
+        raise TooFewPairs(f"{ps.n} pairs asked for, but the {ps.split} split of {ps.source} holds {len(loaded)}; "
+                          f"lower n, or leave it out to take them all")
     pairs = list(sample_pairs(loaded, ps.n, ps.seed, ps.stratify))
     return PairSet(pairs, {
         "source": ps.source, "params": ps.params, "origin": getattr(loaded, "source", ""), "rows_read": total,

@@ -4,6 +4,8 @@ They run after the schema and before any model loads; each problem is (YAML path
 """
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,12 @@ def _plugin(registry: Registry, kind: str, name: str, path: str, problems: list[
 
 def _file(value: Any, path: str, problems: list[Problem]) -> None:
     if isinstance(value, str) and not expand_path(value).exists():
-        problems.append((path, f"file not found: {expand_path(value)}"))
+        unset = [v for v in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value) if v not in os.environ]
+        if unset:
+            problems.append((path, f"{value}: the variable {unset[0]} is not set; set it (FAIRGPTQ_DATA_DIR: the "
+                                   f"data folder; scripts/test.sh and demo.sh set it to ../shared/data)"))
+        else:
+            problems.append((path, f"file not found: {expand_path(value)}"))
 
 
 def _looks_like_path(name: str) -> bool:

@@ -80,7 +80,10 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
 
 def parse_yaml(text: str, source: str) -> Any:
     """YAML text to data: safe types only, no duplicate keys, no alias bombs."""
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # its reader refuses control characters (a NUL byte) at once
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -134,6 +137,12 @@ def resolve_relative_paths(spec: PipelineSpec, base: Path) -> None:
     """
     name = spec.model.name
     spec.model.name = _relative_to(base, name, only_if_exists=not name.startswith(("./", "../")))
+    here = Path(name)
+    if (spec.model.name == name and not here.is_absolute() and not name.startswith(("~", "$"))
+            and here.exists() and base.resolve() != Path.cwd().resolve()):
+        raise ConfigError(f"model.name {name!r}: there is no such folder beside the pipeline ({base}), only in the "
+                          f"working directory; relative paths in a pipeline mean the pipeline's folder. Write "
+                          f"{str(here.resolve())!r}, or the path relative to {base}")
     for ps in spec.calibration.pairs.values():
         for key in PATH_KEYS:
             if isinstance(ps.params.get(key), str):

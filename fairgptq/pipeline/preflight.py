@@ -206,8 +206,8 @@ def memory_problems(spec: PipelineSpec, *, against: str = "total") -> list[Probl
     if shape is None:
         return []
     text = spec.calibration.text
-    tokens = (text.n * text.seqlen if text is not None else 0) + sum(
-        2 * (ps.n or 0) * spec.calibration.max_length for ps in spec.calibration.pairs.values())
+    tokens = (text.n * text.seqlen if text is not None else 0) + sum(  # a pair set larger than 10k is checked
+        2 * min(ps.n or 0, 10_000) * spec.calibration.max_length for ps in spec.calibration.pairs.values())
     dtype_bytes = 2 if spec.model.dtype in ("float16", "bfloat16") else 4
     weights, activations = shape.weight_bytes(dtype_bytes), calibration_bytes(shape, tokens)
     need = weights + activations
@@ -278,9 +278,21 @@ def _target_problems(target: Path) -> list[Problem]:
     return []
 
 
+def _name_problems(target: Path) -> list[Problem]:
+    """A path component longer than the file system allows (any check of the path would fail with an OSError)."""
+    name_limit = _name_max(Path("/"))
+    too_long = next((part for part in target.absolute().parts if len(part.encode()) > name_limit), None)
+    if too_long is None:
+        return []
+    return [("output", f"{str(target)[:80]}…: a folder name of {len(too_long)} characters is too long for this file "
+                       f"system (at most {name_limit}); choose a shorter --out")]
+
+
 def output_problems(target: Path, point_names: list[str]) -> list[Problem]:
     """Can every directory and file of this run be created under ``target``?"""
-    problems: list[Problem] = []
+    problems: list[Problem] = _name_problems(target)
+    if problems:
+        return problems
     existing = target.absolute()
     while not existing.exists():
         existing = existing.parent
@@ -310,6 +322,9 @@ def check_before_run(pipeline: "Pipeline", target: Path) -> None:
     """At the start of ``run``: the hardware, the real --out and every sweep point's folder under it."""
     from .messages import PipelineError
     from .rundir import check_target
+    names = _name_problems(target)
+    if names:  # a name the file system refuses: say so before touching the path
+        raise PipelineError(f"--out {str(target)[:80]}", names)
     check_target(target, force=True, protect=[pipeline.folder])
     from ..registry import default_registry
     registry = default_registry()

@@ -54,9 +54,11 @@ def _check_memory_size(v: str | int | None) -> str | int | None:
     from ..onload.memory import parse_size
     if v is not None:
         try:
-            parse_size(v)
+            size = parse_size(v)
         except ConfigError as e:
             raise ValueError(str(e)) from None
+        if size <= 0:
+            raise ValueError(f"must be a positive size such as 8GiB or 500MB (got {v!r})")
     return v
 
 
