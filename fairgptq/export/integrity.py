@@ -69,19 +69,35 @@ def seal(folder: str | Path, weight_files: list[str], quantize_config: dict, con
     quantize_config["meta"]["fairgptq"]["integrity"] = entry
 
 
-def written_by_fairgptq(quantize_config: Mapping | None) -> bool:
-    """Whether a quantization config names fairgptq as its quantizer (``meta.quantizer``)."""
-    quantizer = ((quantize_config or {}).get("meta") or {}).get("quantizer") or []
-    return any(str(q).startswith("fairgptq") for q in quantizer)
+def written_by_fairgptq(quantize_config: Mapping | None, folder: str | Path | None = None) -> bool:
+    """Whether fairgptq wrote a checkpoint: its quantize config, or config.json's copy, names fairgptq.
+
+    Both are looked at, so that replacing one file's ``meta`` does not pass the checkpoint off as foreign.
+    """
+    configs = [quantize_config]
+    if folder is not None:
+        try:
+            configs.append(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+                           .get("quantization_config"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    for qc in configs:
+        meta = qc.get("meta") if isinstance(qc, Mapping) else None
+        if isinstance(meta, Mapping) and ("fairgptq" in meta or any(
+                str(q).startswith("fairgptq") for q in (meta.get("quantizer") or [] if isinstance(
+                    meta.get("quantizer"), list) else [meta.get("quantizer")]))):
+            return True
+    return False
 
 
 def verify_files(folder: str | Path, quantize_config: Mapping) -> None:
     """Compare every recorded hash (tensor files and both configs); raises :class:`CheckpointIntegrityError`."""
-    record = quantize_config.get("meta", {}).get("fairgptq") or quantize_config.get("fairgptq") or {}
-    integrity = record.get("integrity") or {}
-    recorded = integrity.get("sha256")
-    if not recorded:
-        if written_by_fairgptq(quantize_config):
+    meta = quantize_config.get("meta") if isinstance(quantize_config.get("meta"), Mapping) else {}
+    record = meta.get("fairgptq") or quantize_config.get("fairgptq") or {}
+    integrity = (record.get("integrity") if isinstance(record, Mapping) else None) or {}
+    recorded = integrity.get("sha256") if isinstance(integrity, Mapping) else None
+    if not isinstance(recorded, Mapping) or not recorded:
+        if written_by_fairgptq(quantize_config, folder):
             raise CheckpointIntegrityError(
                 f"{folder}: a fairgptq checkpoint without its integrity record (quantize_config.json's "
                 f"meta.fairgptq.integrity was removed, or quantize_config.json itself), so its files cannot be "

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from ..core.architectures import ArchSpec
 from ..registry import arch_for
-from ..core.errors import UnsupportedArchitectureError
+from ..core.errors import FairGPTQError, UnsupportedArchitectureError
 from ..core.model_loading import MODEL_DTYPES
 from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG, QUANTIZED_SUFFIXES, WEIGHTS_FILE,
                           ExportError, unpack_weight)
@@ -84,12 +84,24 @@ def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: 
 
     ``verify`` checks the content hashes fairgptq recorded at export (see :mod:`.integrity`).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     path = Path(path)
     qc = read_quantize_config(path)
     if verify:
         verify_files(path, qc)
+    try:
+        return _build(path, qc, dtype, device)
+    except FairGPTQError:
+        raise
+    except Exception as e:  # the files do not describe a model transformers can build: say which folder, and why
+        raise ExportError(f"{path}: not a loadable checkpoint: its config.json or tensors do not fit together "
+                          f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})"
+                          ) from None
+
+
+def _build(path: Path, qc: dict, dtype: str | None, device: str):
+    """The model of a verified (or unverified, by request) GPTQ folder, every quantized linear dequantized."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
     fmt = qc.get("checkpoint_format", "gptq")
     config = AutoConfig.from_pretrained(path)
     if hasattr(config, "quantization_config"):

@@ -1,0 +1,147 @@
+"""Property-based fuzzing of what issue 26 named besides pipelines: checkpoints, plugins, data files.
+
+- Checkpoint tampering (flipped bytes, changed or deleted config fields, removed records or files):
+  loading with verification ends in a model whose weights are the exported ones, or in a
+  FairGPTQError (exit 2), never in another exception.  (``--no-verify`` is the user's explicit
+  choice to read a changed checkpoint; tests/test_checkpoint_integrity.py covers what it still refuses.)
+- Plugin factories returning anything: ``Registry.create`` returns what the kind needs or raises a
+  PluginError naming the plugin.
+- Evaluation data files of any content and encoding: every task's reader, as validate calls it, gives
+  items or one message, never an exception.
+
+Derandomized, so the same cases run on every CI run; 200 + 150 + 200 examples (``FAIRGPTQ_FUZZ_SCALE``
+multiplies them), with tests/test_run_safety_fuzz.py's 500 pipeline cases over 1000 in all.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fairgptq import QuantConfig, export_checkpoint, quantize_model
+from fairgptq.core.errors import FairGPTQError, PluginError
+from fairgptq.export import load_gptq_checkpoint
+from fairgptq.hookspecs import hookimpl
+from fairgptq.registry import Registry
+
+from tiny_model import PAIRS, tiny_llama, token_batches
+
+SCALE = float(os.environ.get("FAIRGPTQ_FUZZ_SCALE", 1))
+FUZZ = dict(deadline=None, derandomize=True, database=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+anything = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=True)
+                        | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=5)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model, tok = tiny_llama()
+    result = quantize_model(model, token_batches(tok, [s for p in PAIRS for s in p]), QuantConfig(bits=4, group_size=32),
+                            progress=False)
+    folder = tmp_path_factory.mktemp("fuzz") / "model"
+    export_checkpoint(model, tok, result, folder)
+    weights = {name: model.get_submodule(name).weight.detach().clone() for name in result.qweights}
+    return folder, weights
+
+
+CONFIG_KEYS = ["bits", "group_size", "sym", "desc_act", "checkpoint_format", "quant_method", "meta"]
+MODEL_KEYS = ["num_hidden_layers", "hidden_size", "vocab_size", "intermediate_size", "num_attention_heads",
+              "model_type", "dtype", "quantization_config", "tie_word_embeddings"]
+tampering = st.lists(st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 10**9)),
+    st.tuples(st.just("set_qc"), st.sampled_from(CONFIG_KEYS), anything),
+    st.tuples(st.just("set_config"), st.sampled_from(MODEL_KEYS), anything),
+    st.tuples(st.just("drop_record"), st.just(None)),
+    st.tuples(st.just("remove"), st.sampled_from(["quantize_config.json", "config.json", "model.safetensors",
+                                                   "tokenizer.json"])),
+    st.tuples(st.just("truncate"), st.integers(0, 10**6)),
+), min_size=1, max_size=3)
+
+
+def _apply(folder: Path, op: tuple) -> None:
+    kind, *args = op
+    weights = folder / "model.safetensors"
+    if kind in ("flip", "truncate") and weights.is_file():
+        data = bytearray(weights.read_bytes())
+        if kind == "flip" and data:
+            data[args[0] % len(data)] ^= 0xFF
+        else:
+            data = data[:args[0] % max(1, len(data))]
+        weights.write_bytes(bytes(data))
+    elif kind in ("set_qc", "set_config", "drop_record"):
+        path = folder / ("config.json" if kind == "set_config" else "quantize_config.json")
+        if not path.is_file():
+            return
+        config = json.loads(path.read_text())
+        if kind == "drop_record":
+            if isinstance(config.get("meta"), dict):
+                config["meta"].pop("fairgptq", None)
+        else:
+            config[args[0]] = args[1]
+        path.write_text(json.dumps(config, default=str))
+    elif kind == "remove":
+        (folder / args[0]).unlink(missing_ok=True)
+
+
+@settings(max_examples=int(200 * SCALE), **FUZZ)
+@given(ops=tampering)
+def test_tampered_checkpoints_load_faithfully_or_are_refused(exported, tmp_path_factory, ops):
+    folder, weights = exported
+    case = tmp_path_factory.mktemp("case") / "model"
+    shutil.copytree(folder, case)
+    for op in ops:
+        _apply(case, op)
+    try:
+        model, _, _ = load_gptq_checkpoint(case, dtype="float32")
+    except FairGPTQError:
+        return  # exit 2 with one message
+    for name, w in weights.items():  # every check held: the weights must be the exported ones
+        assert torch.equal(model.get_submodule(name).weight.data, w), (name, ops)
+
+
+returns = st.one_of(anything, st.just([]), st.sampled_from(["x", 3, None, object()]))
+
+
+@settings(max_examples=int(150 * SCALE), **FUZZ)
+@given(kind=st.sampled_from(["backends", "objectives", "pair_sources"]), value=returns)
+def test_plugin_factories_returning_anything_are_named(kind, value):
+    class Plugin:
+        pass
+
+    hook = {"backends": "fairgptq_backends", "objectives": "fairgptq_objectives",
+            "pair_sources": "fairgptq_pair_sources"}[kind]
+    setattr(Plugin, hook, hookimpl(lambda self: {"fuzzed": lambda **kw: value}))
+    registry = Registry(entry_points=False)
+    registry.register(Plugin(), name="fuzzed_plugin")
+    try:
+        made = registry.create(kind, "fuzzed")
+    except PluginError as e:
+        assert "'fuzzed'" in str(e)
+        return
+    assert kind == "pair_sources" and isinstance(made, (list, tuple)) and len(made) == 0
+
+
+TASK_FILES = {"crows_pairs": ".csv", "stereoset": ".jsonl", "wikitext2": ".txt", "piqa": ".jsonl"}
+contents = st.one_of(st.binary(max_size=300), st.text(max_size=300).map(lambda t: t.encode("utf-8")),
+                     st.lists(st.text(alphabet="abc ,\"\n{}:[]", max_size=30), max_size=8).map(
+                         lambda rows: "\n".join(rows).encode("utf-8")))
+
+
+@settings(max_examples=int(200 * SCALE), **FUZZ)
+@given(task=st.sampled_from(sorted(TASK_FILES)), data=contents, as_folder=st.booleans())
+def test_data_files_of_any_content_give_items_or_one_message(tmp_path_factory, task, data, as_folder):
+    from fairgptq.evaluation.tasks import registered_tasks
+    from fairgptq.pipeline.preflight import data_problem
+    folder = tmp_path_factory.mktemp("data")
+    path = folder if as_folder else folder / f"data{TASK_FILES[task]}"
+    if not as_folder:
+        path.write_bytes(data)
+    problem = data_problem(registered_tasks()[task].read_data, path, task)
+    assert problem is None or (isinstance(problem, str) and "\n" not in problem.strip())
