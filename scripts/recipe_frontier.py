@@ -12,6 +12,9 @@ against the perplexity ratio, with the criteria's lines.
     .venv/bin/python scripts/recipe_frontier.py runs/research/recipe_alpha runs/research/recipe_h_source \
         --plot docs/research/recipe_frontier.png
 
+Issue 24 asks for 98 % of plain GPTQ's zero-shot accuracy (``--zero-shot-kept 0.98``); the plot's
+points carry both intervals: the CrowS-Pairs change and the perplexity change, each paired over seeds.
+
 Reads each finished sweep's ``results.json`` (its ``groups``) and its points' ``results.json``.
 """
 from __future__ import annotations
@@ -33,9 +36,18 @@ CRITERIA = {"drop >= 2": "CrowS-Pairs at least 2 points below plain GPTQ",
             "significant": "pooled McNemar p < 0.05 and the t-interval excludes 0",
             ">= 5 seeds": "five or more pair seeds",
             "PPL <= 1.05x": "WikiText-2 perplexity at most 1.05 x plain GPTQ's",
-            "zero-shot >= 97 %": "mean PIQA/OBQA/SIQA accuracy at least 97 % of plain GPTQ's",
+            "zero-shot >= 97 %": "mean PIQA/OBQA/SIQA accuracy at least 97 % (--zero-shot-kept) of plain GPTQ's",
             "SS not worse": "StereoSet held-out SS no further from 50 than plain GPTQ's"}
-QUALITY = ("PPL <= 1.05x", "zero-shot >= 97 %")  # what "keeps the model" means
+ZERO_SHOT_KEPT = {"fraction": 0.97}  # --zero-shot-kept sets it
+
+
+def zero_shot_key() -> str:
+    return f"zero-shot >= {100 * ZERO_SHOT_KEPT['fraction']:g} %"
+
+
+def quality() -> tuple[str, str]:
+    """What "keeps the model" means."""
+    return ("PPL <= 1.05x", zero_shot_key())
 
 
 @dataclass
@@ -48,6 +60,7 @@ class Point:
     crows: dict
     mcnemar_p: float | None
     ppl_ratio: float | None
+    ppl_ratio_interval: tuple[float, float] | None
     zero_shot_kept: float | None
     ss_distance_change: float | None
     stability: dict
@@ -59,7 +72,7 @@ class Point:
     @property
     def keeps_model(self) -> bool:
         """No quality criterion measured and missed (one not measured is stated beside the verdict)."""
-        return not any(c in self.failed for c in QUALITY)
+        return not any(c in self.failed for c in quality())
 
 
 def _mean_metric(group: dict, metric: str) -> float | None:
@@ -117,9 +130,12 @@ def compared_points(sweep: Path) -> list[Point]:
         zs = [(_mean_metric(g, m), _mean_metric(ref, m)) for m in ZERO_SHOT]
         zs = [(a, b) for a, b in zs if a is not None and b is not None]
         ss, ref_ss = _mean_metric(g, SS), _mean_metric(ref, SS)
+        ppl_diff = diffs.get(PPL) or {}
         p = Point(sweep=sweep.name, group=g["group"], seeds=len(g["seeds"]), crows=diffs[CROWS],
                   mcnemar_p=(g["vs_reference"].get("pooled_mcnemar") or {}).get("crows_pairs", {}).get("p"),
                   ppl_ratio=None if ppl is None or ref_ppl is None else ppl / ref_ppl,
+                  ppl_ratio_interval=(None if ref_ppl is None or ppl_diff.get("lo") is None else
+                                      (1 + ppl_diff["lo"] / ref_ppl, 1 + ppl_diff["hi"] / ref_ppl)),
                   zero_shot_kept=(statistics.fmean(a for a, _ in zs) / statistics.fmean(b for _, b in zs)) if zs else None,
                   ss_distance_change=None if ss is None or ref_ss is None else abs(ss - 50) - abs(ref_ss - 50),
                   stability=_stability(runs), seconds=seconds, origins=_origins(sweep, names, runs))
@@ -142,7 +158,7 @@ def _checks(p: Point) -> dict[str, bool | None]:
             "significant": None if p.mcnemar_p is None else (excludes_zero and c["mean"] < 0 and p.mcnemar_p < 0.05),
             ">= 5 seeds": p.seeds >= 5,
             "PPL <= 1.05x": at_most(p.ppl_ratio, 1.05),
-            "zero-shot >= 97 %": None if p.zero_shot_kept is None else p.zero_shot_kept >= 0.97,
+            zero_shot_key(): None if p.zero_shot_kept is None else p.zero_shot_kept >= ZERO_SHOT_KEPT["fraction"],
             "SS not worse": at_most(p.ss_distance_change, 0.0)}
 
 
@@ -199,8 +215,10 @@ def plot(points: list[Point], out: Path) -> None:
             continue
         c = p.crows
         err = None if c.get("lo") is None else [[c["mean"] - c["lo"]], [c["hi"] - c["mean"]]]
+        xerr = (None if p.ppl_ratio_interval is None else
+                [[max(0.0, p.ppl_ratio - p.ppl_ratio_interval[0])], [max(0.0, p.ppl_ratio_interval[1] - p.ppl_ratio)]])
         colour = colours[sweeps.index(p.sweep) % len(colours)]
-        ax.errorbar(p.ppl_ratio, c["mean"], yerr=err, fmt="o", ms=4, capsize=2, color=colour)
+        ax.errorbar(p.ppl_ratio, c["mean"], yerr=err, xerr=xerr, fmt="o", ms=4, capsize=2, color=colour)
         ax.annotate(f"P{i}", (p.ppl_ratio, c["mean"]), fontsize=7, xytext=(3, 2),
                     textcoords="offset points")  # the table's id column names the point
     for i, s in enumerate(sweeps):
@@ -212,7 +230,8 @@ def plot(points: list[Point], out: Path) -> None:
     log = bool(ratios) and max(ratios) / min(ratios) > 2  # α grids span orders of magnitude; screens do not
     if log:
         ax.set_xscale("log")
-    ax.set_xlabel("WikiText-2 perplexity / plain GPTQ's (same H source and seeds" + ("; log scale)" if log else ")"))
+    ax.set_xlabel("WikiText-2 perplexity / plain GPTQ's (same H source and seeds; 95 % paired interval"
+                  + ("; log scale)" if log else ")"))
     ax.set_ylabel("CrowS-Pairs pct_stereotype − plain GPTQ\n(mean over seeds, 95 % t-interval)")
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
@@ -225,7 +244,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sweeps", type=Path, nargs="+", help="finished sweep directories with repeats")
     ap.add_argument("--plot", type=Path, help="write the frontier plot here (PNG)")
+    ap.add_argument("--zero-shot-kept", type=float, default=0.97,
+                    help="share of plain GPTQ's zero-shot accuracy a point must keep (issue 16: 0.97, issue 24: 0.98)")
     args = ap.parse_args()
+    ZERO_SHOT_KEPT["fraction"] = args.zero_shot_kept
     points, seen = [], set()
     for p in (p for s in args.sweeps for p in compared_points(s)):
         if p.origins not in seen:  # a point another sweep copied with --reuse is listed once
