@@ -65,7 +65,8 @@ def smollm2_gptq(smollm2_base, real_data_dir):
 
 @pytest.fixture(scope="session")
 def smollm2_export(smollm2_gptq, tmp_path_factory):
-    """``smollm2_gptq`` snapped to float16 scales and exported (4-bit g128: stored as its lossless g64 form).
+    """``smollm2_gptq`` snapped to the checkpoint's precision (float16 scales and unquantized tensors) and
+    exported as a pipeline exports it (4-bit g128: stored as its lossless g64 form; float16 embeddings).
 
     Shared by the interop tests (transformers, GPTQModel, lm-eval, vLLM's layout rules).
     Returns (folder, model, tokenizer, QuantizationResult); the model is the snapped copy, whose
@@ -73,12 +74,11 @@ def smollm2_export(smollm2_gptq, tmp_path_factory):
     """
     import dataclasses
 
-    from fairgptq.export import export_checkpoint, snap_to_checkpoint_precision
+    from fairgptq import export_checkpoint
 
     model, tok, result = smollm2_gptq
     model = copy.deepcopy(model)
     result = dataclasses.replace(result, qweights=dict(result.qweights))
-    snap_to_checkpoint_precision(model, result)
     folder = tmp_path_factory.mktemp("smollm2_export") / "model"
-    export_checkpoint(model, tok, result, folder)
+    export_checkpoint(model, tok, result, folder, model_name="smollm2")  # as a pipeline exports: float16 storage
     return folder, model, tok, result

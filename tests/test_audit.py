@@ -143,3 +143,21 @@ def test_the_exported_folder_is_hub_ready(fairgptq_export):
     os.umask(umask)
     for f in Path(fairgptq_export).iterdir():
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
+
+
+def test_a_pipeline_exports_a_model_card_whose_numbers_are_the_runs(tmp_path, real_data_dir):
+    from huggingface_hub import ModelCard
+    from fairgptq.pipeline import load_pipeline
+    from fairgptq.pipeline.runner import run_pipeline
+    from tiny_model import tiny_pipeline, write_pair_file, write_yaml
+    csv = real_data_dir / "crows_pairs" / "crows_pairs_anonymized.csv"
+    raw = tiny_pipeline(save_tiny_llama(tmp_path / "m"), write_pair_file(tmp_path / "p.jsonl"),
+                        evaluation={"tasks": ["crows_pairs"], "limit": 12, "paths": {"crows_pairs": str(csv)},
+                                    "float_baseline": True, "plain_baseline": True})
+    out = run_pipeline(load_pipeline(write_yaml(tmp_path / "t.yaml", raw)), tmp_path / "run")
+    results = json.loads((out / "results.json").read_text())
+    card = ModelCard.load(out / "model" / "README.md")
+    metrics = {f"{r.dataset_type}.{r.metric_type}": r.metric_value for r in card.data.eval_results}
+    assert metrics and all(metrics[k] == pytest.approx(results["metrics"][k], abs=1e-4) for k in metrics)
+    assert "− plain GPTQ" in card.text and "float model" in card.text and "fair_pairs" in card.text
+    assert results["export"]["reload_check"] == "identical logits"

@@ -52,7 +52,7 @@ def _v1_dequantize(t: dict, name: str, bits: int) -> np.ndarray:
 def reference(smollm2_export):
     """fairgptq's loader on the export: logits of PROMPTS and WikiText-2 perplexity (fp32)."""
     folder, _, tok, _ = smollm2_export
-    model, _, _ = load_gptq_checkpoint(folder)
+    model, _, _ = load_gptq_checkpoint(folder, dtype="float32")  # float16 storage, float32 compute
     return {"logits": _logits(model, tok), "ppl": _ppl(model, tok)}
 
 
@@ -75,6 +75,22 @@ def _compare(name: str, model, tok, reference: dict, ppl_rtol: float, min_top_ag
           f"perplexity {ppl:.4f} vs fairgptq {reference['ppl']:.4f} ({100 * (ppl / reference['ppl'] - 1):+.3f} %)")
     assert agree >= min_top_agreement * total
     assert ppl == pytest.approx(reference["ppl"], rel=ppl_rtol)
+
+
+@pytest.mark.real_model
+def test_smollm2_export_is_a_hub_ready_folder_under_120_mb(smollm2_export):
+    """Issue 27: float16 unquantized tensors (GPTQModel's choice), files others can read, a model card the Hub parses."""
+    from huggingface_hub import ModelCard
+    folder, model, tok, _ = smollm2_export
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    assert size < 120 * 2**20, f"{size / 2**20:.0f} MiB"
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and "gptq" in card.data.tags
+    assert "GGUF" in card.text  # the base's caveat: it was already on a 4-bit grid
+    loaded, _, _ = load_gptq_checkpoint(folder, dtype="float32")
+    ids = tok("The doctor said that the nurse would come.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)  # the snapped model is exactly the file
 
 
 @pytest.mark.real_model
