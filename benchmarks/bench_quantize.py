@@ -63,13 +63,13 @@ def smollm2_and_calibration():
         calib = calibration_windows(tok, n=64, seqlen=512)
     except DataError as e:
         pytest.skip(f"WikiText-2 calibration data absent: {e}")
-    return model, calib
+    return model, calib, tok
 
 
 def test_quantize_smollm2_135m(benchmark, smollm2_and_calibration):
     from fairgptq.core.driver import quantize_model
 
-    model, calib = smollm2_and_calibration
+    model, calib, _ = smollm2_and_calibration
     cfg = QuantConfig(bits=4, group_size=128)
     res = benchmark.pedantic(quantize_model, args=(model, calib, cfg), kwargs={"progress": False},
                              rounds=1, iterations=1, warmup_rounds=0)

@@ -13,24 +13,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fairgptq import QuantConfig, export_checkpoint, quantize_model
 from fairgptq.cli import main
 from fairgptq.export import load_gptq_checkpoint
 from fairgptq.export.integrity import CheckpointIntegrityError
 
-from tiny_model import PAIRS, tiny_llama, token_batches
+from tiny_model import export_tiny
 
 WEIGHTS = "model.safetensors"
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    model, tok = tiny_llama()
-    result = quantize_model(model, token_batches(tok, [s for p in PAIRS for s in p]), QuantConfig(bits=4, group_size=32),
-                            progress=False)
-    folder = tmp_path_factory.mktemp("integrity") / "model"
-    export_checkpoint(model, tok, result, folder)
-    return folder
+    return export_tiny(tmp_path_factory.mktemp("integrity") / "model")[0]
 
 
 @pytest.fixture

@@ -24,13 +24,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fairgptq import QuantConfig, export_checkpoint, quantize_model
 from fairgptq.core.errors import FairGPTQError, PluginError
 from fairgptq.export import load_gptq_checkpoint
 from fairgptq.hookspecs import hookimpl
 from fairgptq.registry import Registry
 
-from tiny_model import PAIRS, tiny_llama, token_batches
+from tiny_model import export_tiny
 
 SCALE = float(os.environ.get("FAIRGPTQ_FUZZ_SCALE", 1))
 FUZZ = dict(deadline=None, derandomize=True, database=None,
@@ -42,13 +41,7 @@ anything = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) |
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    model, tok = tiny_llama()
-    result = quantize_model(model, token_batches(tok, [s for p in PAIRS for s in p]), QuantConfig(bits=4, group_size=32),
-                            progress=False)
-    folder = tmp_path_factory.mktemp("fuzz") / "model"
-    export_checkpoint(model, tok, result, folder)
-    weights = {name: model.get_submodule(name).weight.detach().clone() for name in result.qweights}
-    return folder, weights
+    return export_tiny(tmp_path_factory.mktemp("fuzz") / "model")
 
 
 CONFIG_KEYS = ["bits", "group_size", "sym", "desc_act", "checkpoint_format", "quant_method", "meta"]

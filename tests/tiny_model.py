@@ -104,3 +104,15 @@ class BareForward(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask=None, use_cache=False):
         return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
+def export_tiny(folder: Path):
+    """The tiny model quantized (4-bit g32 on its own pair sentences) and exported as fairgptq exports; returns
+    the folder and the model's quantized weights by module name (what a faithful load must give back)."""
+    from fairgptq import QuantConfig, export_checkpoint, quantize_model
+
+    model, tok = tiny_llama()
+    result = quantize_model(model, token_batches(tok, [s for p in PAIRS for s in p]), QuantConfig(bits=4, group_size=32),
+                            progress=False)
+    export_checkpoint(model, tok, result, folder)
+    return folder, {name: model.get_submodule(name).weight.detach().clone() for name in result.qweights}
