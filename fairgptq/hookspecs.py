@@ -1,12 +1,13 @@
 """The plugin contract, in one place (as pytest's hookspecs).
 
-fairgptq knows four plugin kinds.  A plugin is any module or object with functions
+fairgptq knows five plugin kinds.  A plugin is any module or object with functions
 marked ``@hookimpl`` and named after a hook below; each hook returns a mapping from a
 public name (used in YAML pipelines) to a factory (a class or function called with the
 pipeline's keyword parameters).
 
 - pair sources   ``fairgptq_pair_sources``  factory(**params) -> list[Pair]
-- objectives     ``fairgptq_objectives``    factory(**params) -> Objective (core/objective.py)
+- objectives     ``fairgptq_objectives``    factory(**params) -> Objective (core/objective.py): terms of the
+  layer objective (a quadratic H_bias, a linear term), with a ``Params`` settings model the pipeline asks
 - backends       ``fairgptq_backends``      factory(**params) -> Backend (core/backend.py)
 - architectures  ``fairgptq_architectures`` config.model_type -> ArchSpec (core/architectures.py), not a factory
 - evaluation tasks ``fairgptq_evaluation_tasks``  an EvaluationTask (evaluation/tasks.py), not a
@@ -44,7 +45,7 @@ def fairgptq_pair_sources() -> Mapping[str, Factory]:
 
 @hookspec
 def fairgptq_objectives() -> Mapping[str, Factory]:
-    """Objectives by name: ``factory(**params) -> Objective``, contributing PSD H_bias terms."""
+    """Objectives by name: ``factory(**params) -> Objective``, adding quadratic and/or linear terms."""
 
 
 @hookspec

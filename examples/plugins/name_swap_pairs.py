@@ -10,7 +10,7 @@ pipeline with
           source: name_swap
           params: {sentences_file: my_sentences.txt}
     objectives:
-      - {name: fair_pairs, pairs: names, alpha: 0.1}
+      - {name: fair_pairs, pairs: names, params: {alpha: 0.1}}
 
 or package it with an entry point in its own pyproject.toml:
 
