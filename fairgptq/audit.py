@@ -19,11 +19,8 @@ from typing import Any, Iterable
 
 from .comparison import compare_items, forest_plot, row_sentence
 from .core.errors import ConfigError, FairGPTQError
+from .evaluation.report import ideal_value, is_bias_metric, lower_is_better
 
-#: scores of a stereotype preference (ideal 50): moving away from 50 is "more biased"
-BIAS_METRICS = {"pct_stereotype", "SS", "pct_prefer_biased", "pct_stereotype_span_only"}
-#: quality metrics where lower is better (the rest of the non-bias metrics: higher is better)
-LOWER_IS_BETTER = {"perplexity"}
 #: quantization methods transformers cannot run on a CPU, and what does run them
 NEEDS = {"awq": "AutoAWQ / GPTQModel's AWQ kernels on a CUDA GPU", "bitsandbytes": "bitsandbytes on a CUDA GPU",
          "fp8": "a GPU with FP8 support (or vLLM)", "exl2": "ExLlamaV2 on a CUDA GPU", "hqq": "HQQ on a GPU",
@@ -101,10 +98,12 @@ def verdict_words(row: dict) -> str:
     """'more biased' / 'less biased' / 'worse' / 'better' when significant, else 'not distinguishable from noise'."""
     if row.get("verdict") != "significant":
         return "not distinguishable from noise"
-    metric = row["metric"]
-    if metric in BIAS_METRICS:
-        return "more biased" if abs(row["b"] - 50) > abs(row["a"] - 50) else "less biased"
-    better = row["diff"] < 0 if metric in LOWER_IS_BETTER else row["diff"] > 0
+    key = f"{row.get('task', '')}.{row['metric']}"
+    if is_bias_metric(key):  # a stereotype preference: further from its ideal (50) is more biased
+        ideal = ideal_value(key)
+        ideal = 50.0 if ideal is None else ideal
+        return "more biased" if abs(row["b"] - ideal) > abs(row["a"] - ideal) else "less biased"
+    better = row["diff"] < 0 if lower_is_better(key) else row["diff"] > 0
     return "better" if better else "worse"
 
 

@@ -170,11 +170,12 @@ def _cmd_run(args) -> int:
     else:
         console.print(_metrics_table(results["metrics"], f"{results['pipeline']}: quantized model"))
         if results.get("vs_plain"):
+            from .evaluation.report import main_metric
             from .pipeline.report import vs_plain_sentence
             console.print("[bold]Against plain GPTQ on the same calibration[/] (paired over items; one run is one "
                           "draw of GPTQ's rounding noise, so only a significant difference is evidence):")
             for row in results["vs_plain"]:
-                if row["metric"] in ("pct_stereotype", "perplexity", "SS", "acc", "ratio_targeted"):
+                if main_metric(row["task"], row["metric"]):
                     console.print(f"  {vs_plain_sentence(row)}")
         if results.get("export"):
             console.print(f"GPTQ checkpoint: [bold]{target / results['export']['path']}[/] "

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from .core.errors import ConfigError
-from .evaluation.items import ITEMS_DIR, item_kind, read_items
-from .statistics import BINARY_CHOICE_METRICS, METRICS_BY_KIND, bootstrap_weights, mcnemar, paired_bootstrap, verdict
+from .evaluation.items import ITEMS_DIR, kind_of, read_items
+from .statistics import bootstrap_weights, mcnemar, paired_bootstrap, verdict
 
 N_BOOT = 2000
 
@@ -84,10 +84,10 @@ def compare_items(task: str, base: list[dict], other: list[dict], *, n_boot: int
                   labels: tuple[str, str] = ("A", "B")) -> list[dict]:
     """One row per metric of ``task``: A, B, B − A with its interval, p-value, test and verdict."""
     a, b = _aligned(task, base, other, labels)
-    kind = item_kind(a)
-    if item_kind(b) != kind:
+    kind = kind_of(a, task)
+    if kind_of(b, task) != kind:
         raise ConfigError(f"{task}: the two runs' records are of different kinds")
-    fa, fb = METRICS_BY_KIND[kind](a), METRICS_BY_KIND[kind](b)
+    fa, fb = kind.resampled(a), kind.resampled(b)
     weights = bootstrap_weights(len(a), n_boot, seed)
     rows = []
     for metric in fa:
@@ -96,7 +96,7 @@ def compare_items(task: str, base: list[dict], other: list[dict], *, n_boot: int
         row = {"task": task, "metric": metric, "n": len(a), "a": float(fa[metric](full)[0]),
                "b": float(fb[metric](full)[0]), "diff": diff, "lo": lo, "hi": hi, "p": p,
                "test": f"paired bootstrap over {'windows' if kind == 'windows' else 'items'} ({n_boot})"}
-        if metric in BINARY_CHOICE_METRICS:
+        if metric in kind.choice_metrics:
             m = mcnemar([it["choice"] for it in a], [it["choice"] for it in b])
             row.update(p=m.p, test=f"exact McNemar ({m.a_only} + {m.b_only} discordant); CI: paired bootstrap",
                        discordant={"a_only": m.a_only, "b_only": m.b_only})

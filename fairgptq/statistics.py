@@ -31,34 +31,35 @@ LEVEL = 0.95
 
 
 # --- metrics as functions of item weights (one row of weights = one resample) ------------------------------
+# Each task's ItemKind (fairgptq.evaluation.kinds) names the one its records use.
 
-def _pair_choice(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def resampled_pair_choice(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     choice = np.array([float(it["choice"]) for it in items])
     diff = np.array([abs(it["ll_more"] - it["ll_less"]) for it in items])
     return {"pct_stereotype": lambda w: 100.0 * (w @ choice) / w.sum(1),
             "likelihood_diff": lambda w: (w @ diff) / w.sum(1)}
 
 
-def _preference(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def resampled_preference(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     choice = np.array([float(it["choice"]) for it in items])
     diff = np.array([it["ll_biased"] - it["ll_other"] for it in items])
     return {"pct_prefer_biased": lambda w: 100.0 * (w @ choice) / w.sum(1),
             "likelihood_diff": lambda w: (w @ diff) / w.sum(1)}
 
 
-def _multiple_choice(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def resampled_multiple_choice(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     acc = np.array([float(it["correct"]) for it in items])
     norm = np.array([float(it["correct_norm"]) for it in items])
     return {"acc": lambda w: (w @ acc) / w.sum(1), "acc_norm": lambda w: (w @ norm) / w.sum(1)}
 
 
-def _windows(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def resampled_windows(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     nll = np.array([float(it["nll"]) for it in items])
     tokens = np.array([float(it["tokens"]) for it in items])
     return {"perplexity": lambda w: np.exp((w @ nll) / (w @ tokens))}
 
 
-def _stereoset(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def resampled_stereoset(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """SS / LMS macro-averaged over target terms, as bias-bench computes them (see evaluation.stereoset)."""
     targets = sorted({it["target"] for it in items})
     index = {t: k for k, t in enumerate(targets)}
@@ -80,21 +81,10 @@ def _stereoset(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.nda
     return {"SS": lambda w: macro(w, ss), "LMS": lambda w: macro(w, lms), "ICAT": icat}
 
 
-def _decomposition(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def resampled_decomposition(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     span = np.array([it["span_more"] - it["span_less"] for it in items])
     rest = np.array([it["rest_more"] - it["rest_less"] for it in items])
     return {"span_diff": lambda w: (w @ span) / w.sum(1), "continuation_diff": lambda w: (w @ rest) / w.sum(1)}
-
-
-METRICS_BY_KIND: dict[str, Callable[[Sequence[dict]], dict[str, Callable[[np.ndarray], np.ndarray]]]] = {
-    "pair_choice": _pair_choice, "preference": _preference, "multiple_choice": _multiple_choice, "windows": _windows, "stereoset": _stereoset,
-    "decomposition": _decomposition,
-}
-# metrics where a smaller value is the better model, and where the ideal is 50 (bias scores)
-LOWER_IS_BETTER = frozenset({"perplexity"})
-IDEAL_50 = frozenset({"pct_stereotype", "SS"})
-# binary per-pair outcomes (the ``choice`` field): tested by exact McNemar
-BINARY_CHOICE_METRICS = frozenset({"pct_stereotype", "pct_prefer_biased"})
 
 
 # --- tests ----------------------------------------------------------------------------------------------------

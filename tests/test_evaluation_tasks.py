@@ -157,3 +157,54 @@ def test_pipeline_validates_a_plugin_task_option_by_its_model(in_default_registr
     message = dict(e.value.problems)["evaluation.pronoun_templte"]
     assert message.startswith("unknown key; allowed keys: tasks, float_baseline")
     assert "pronoun_template (occupation_pronouns)" in message and "stereoset_split (stereoset)" in message
+
+
+def test_a_task_declares_the_kind_of_its_records_and_gets_its_statistics():
+    """A plugin task with a record shape of its own declares its ItemKind: summary, paired statistics,
+    headline and direction come from it; a kind of the wrong type is refused when registered."""
+    import numpy as np
+
+    from fairgptq.comparison import compare_items
+    from fairgptq.core.errors import PluginError
+    from fairgptq.evaluation.kinds import ItemKind
+    from fairgptq.evaluation.report import headline_metrics, ideal_value, is_bias_metric
+    from fairgptq.hookspecs import hookimpl
+    from fairgptq.registry import Registry
+
+    def summarize(items):
+        return {"n": len(items), "pct_flagged": 100.0 * sum(it["flagged"] for it in items) / len(items)}
+
+    kind = ItemKind("flags", frozenset({"flagged", "score"}), summarize,
+                    lambda items: {"pct_flagged": lambda w, f=np.array([float(i["flagged"]) for i in items]):
+                                   100.0 * (w @ f) / w.sum(1)},
+                    headline=("pct_flagged",), ideal={"pct_flagged": 0.0}, bias=frozenset({"pct_flagged"}))
+    task = EvaluationTask("flag_task", "flags", lambda *a: {}, needs_data=False, kind=kind)
+
+    class Plugin:
+        @hookimpl
+        def fairgptq_evaluation_tasks(self):
+            return {"flag_task": task}
+
+    registry = Registry(entry_points=False)
+    registry.register(Plugin(), name="flags")
+    from fairgptq.registry import default_registry
+    default_registry().register(Plugin(), name="flags_default")
+    try:
+        a = [{"id": str(i), "flagged": int(i % 3 == 0), "score": 1.0} for i in range(30)]
+        b = [{"id": str(i), "flagged": int(i % 2 == 0), "score": 1.0} for i in range(30)]
+        rows = compare_items("flag_task", a, b, n_boot=200)
+        assert [r["metric"] for r in rows] == ["pct_flagged"] and rows[0]["diff"] == pytest.approx(50 / 3 * 1.0, rel=1e-9)
+        assert headline_metrics({"tasks": {"flag_task": {"pct_flagged": 20.0, "n": 30}}}) == {"flag_task.pct_flagged": 20.0}
+        assert ideal_value("flag_task.pct_flagged") == 0.0 and is_bias_metric("flag_task.pct_flagged")
+    finally:
+        default_registry().pm.unregister(name="flags_default")
+
+    class Broken:
+        @hookimpl
+        def fairgptq_evaluation_tasks(self):
+            return {"bad": EvaluationTask("bad", "bad", lambda *a: {}, needs_data=False, kind="flags")}
+
+    with pytest.raises(PluginError, match="ItemKind"):
+        from fairgptq.evaluation.tasks import registered_tasks
+        registry.register(Broken(), name="broken")
+        registered_tasks(registry)

@@ -13,7 +13,8 @@ from fairgptq import cli
 from fairgptq.comparison import compare_items, compare_runs, load_run, markdown, write_outputs
 from fairgptq.core.errors import ConfigError
 from fairgptq.evaluation.items import summarize, write_items
-from fairgptq.statistics import METRICS_BY_KIND, bootstrap_weights, mcnemar, paired_bootstrap, paired_t, t_interval
+from fairgptq.evaluation.items import kind_named
+from fairgptq.statistics import bootstrap_weights, mcnemar, paired_bootstrap, paired_t, t_interval
 
 
 def crows_items(choices, offset=0.0):
@@ -43,8 +44,8 @@ def test_bootstrap_interval_covers_a_known_difference():
     a = rng.binomial(1, 0.55, n)
     flip = rng.random(n) < 0.10  # B changes a tenth of the choices, mostly away from stereotype
     b = np.where(flip, rng.binomial(1, 0.2, n), a)
-    fa = METRICS_BY_KIND["pair_choice"](crows_items(a))
-    fb = METRICS_BY_KIND["pair_choice"](crows_items(b))
+    fa = kind_named("pair_choice").resampled(crows_items(a))
+    fb = kind_named("pair_choice").resampled(crows_items(b))
     diff, lo, hi, p = paired_bootstrap(fa["pct_stereotype"], fb["pct_stereotype"], bootstrap_weights(n, 2000, 0))
     assert diff == pytest.approx(100 * (b.mean() - a.mean()))
     assert lo < diff < hi and hi < 0 and p < 0.01
@@ -62,8 +63,8 @@ def test_bootstrap_coverage_over_many_draws():
         n = 400
         a = rng.binomial(1, 0.5, n)
         b = np.where(rng.random(n) < 0.2, 1, a)  # true difference: 0.2 * P(a = 0) = 10 points
-        fa = METRICS_BY_KIND["pair_choice"](crows_items(a))
-        fb = METRICS_BY_KIND["pair_choice"](crows_items(b))
+        fa = kind_named("pair_choice").resampled(crows_items(a))
+        fb = kind_named("pair_choice").resampled(crows_items(b))
         _, lo, hi, _ = paired_bootstrap(fa["pct_stereotype"], fb["pct_stereotype"], bootstrap_weights(n, 500, t))
         covered += lo <= 10.0 <= hi
     assert covered / trials >= 0.85
@@ -109,7 +110,7 @@ def test_every_metric_function_at_unit_weights_equals_the_summary():
         kind = {"stereo": "stereoset", "correct": "multiple_choice", "nll": "windows", "choice": "pair_choice"}
         kind = next(v for k, v in kind.items() if k in items[0])
         summary = summarize(items)
-        for metric, fn in METRICS_BY_KIND[kind](items).items():
+        for metric, fn in kind_named(kind).resampled(items).items():
             assert float(fn(np.ones((1, len(items))))[0]) == pytest.approx(summary[metric], rel=1e-12)
 
 

@@ -20,8 +20,10 @@ or package it with an entry point in its own pyproject.toml:
     [project.entry-points."fairgptq.evaluation_tasks"]
     occupation_pronouns = "occupation_pronouns"
 
-Its records have the ``preference`` shape (``choice``, ``ll_biased``, ``ll_other``, ``bias_type``),
-so ``fairgptq compare`` and the run reports give it paired statistics like the built-in tasks.
+Its records have the ``preference`` shape (``choice``, ``ll_biased``, ``ll_other``, ``bias_type``), and it
+says so by declaring that kind (``kind=PREFERENCE``), so ``fairgptq compare``, the run reports, sweep
+statistics and audits give it paired statistics, headline metrics and verdicts like the built-in tasks.
+A task with a record shape of its own declares its own ``fairgptq.evaluation.kinds.ItemKind``.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from pathlib import Path
 from pydantic import field_validator
 
 from fairgptq.core.errors import DataError
-from fairgptq.evaluation.pair_tasks import preference_metrics
+from fairgptq.evaluation.pair_tasks import PREFERENCE, preference_metrics
 from fairgptq.evaluation.scoring import score_sentences
 from fairgptq.evaluation.tasks import EvaluationTask, TaskContext, TaskOptions
 from fairgptq.hookspecs import hookimpl
@@ -81,7 +83,7 @@ def _run(model, tokenizer, options: OccupationPronounOptions, context: TaskConte
 
 
 TASK = EvaluationTask("occupation_pronouns", "share of occupations given their stereotyped pronoun (example plugin)",
-                      _run, OccupationPronounOptions, needs_data=False)
+                      _run, OccupationPronounOptions, needs_data=False, kind=PREFERENCE)
 
 
 @hookimpl

@@ -23,6 +23,8 @@ from ..core.errors import ConfigError
 from ..core.sequences import common_prefix_length
 from ..datasets_adapters.crows_pairs import DEFAULT_FILE
 from ..datasets_adapters.pairs import Pair
+from ..statistics import resampled_decomposition
+from .kinds import ItemKind
 from .scoring import Request, encode_request, score_requests
 from .tasks import EvaluationTask, NoOptions, TaskContext
 
@@ -84,5 +86,10 @@ def _read(path: Path | None):
     return load_crows_pairs(path)
 
 
+#: records a pair's span and continuation log-likelihoods (``span_more`` ... ``rest_less``)
+DECOMPOSITION = ItemKind("decomposition", frozenset({"span_more", "span_less", "rest_more", "rest_less"}),
+                         decomposition_metrics, resampled_decomposition, headline=("span_diff", "continuation_diff"),
+                         bias=frozenset({"pct_stereotype_span_only"}), ideal={"pct_stereotype_span_only": 50.0})
+
 TASK = EvaluationTask("crows_pairs_decomposed", "CrowS-Pairs preference split into the differing span's part "
-                      "and the continuation's", _run, data_file=DEFAULT_FILE, read_data=_read)
+                      "and the continuation's", _run, data_file=DEFAULT_FILE, read_data=_read, kind=DECOMPOSITION)

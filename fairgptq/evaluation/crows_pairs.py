@@ -16,6 +16,8 @@ from typing import Literal, Sequence
 from ..core.errors import ConfigError
 from ..datasets_adapters.crows_pairs import DEFAULT_FILE
 from ..datasets_adapters.pairs import Pair
+from ..statistics import resampled_pair_choice
+from .kinds import ItemKind
 from .scoring import ContinuationScore, score_sentences
 from .tasks import EvaluationTask, TaskContext, TaskOptions
 
@@ -100,5 +102,10 @@ def _read(path: Path | None):
     return load_crows_pairs(path)
 
 
+#: records ``choice`` (1: the more stereotypical sentence preferred), ``ll_more``, ``ll_less``, ``bias_type``
+PAIR_CHOICE = ItemKind("pair_choice", frozenset({"choice", "ll_more", "ll_less"}), crows_pairs_metrics,
+                       resampled_pair_choice, headline=("pct_stereotype",), choice_metrics=frozenset({"pct_stereotype"}),
+                       ideal={"pct_stereotype": 50.0}, bias=frozenset({"pct_stereotype"}))
+
 TASK = EvaluationTask("crows_pairs", "CrowS-Pairs stereotype preference, lm-eval's crows_pairs_english", _run,
-                      CrowsPairsOptions, data_file=DEFAULT_FILE, read_data=_read)
+                      CrowsPairsOptions, data_file=DEFAULT_FILE, read_data=_read, kind=PAIR_CHOICE)

@@ -6,8 +6,9 @@ the pair-by-pair outcomes can (:mod:`fairgptq.statistics`).  So every task retur
 *computed from* those records by the function registered for their kind below, which is
 what lets a test (and a sceptical reader) recompute every figure from the files.
 
-Item kinds, recognised by their fields so that a new task (French CrowS-Pairs, RedditBias,
-a plugin's own) gets statistics for free by writing records of a known shape:
+Each task declares the kind of its records (:class:`~fairgptq.evaluation.kinds.ItemKind`, in the
+task's own module); records read without their task are recognised by their fields.  The
+built-in kinds:
 
 - ``pair_choice``: ``choice`` (1 = the more stereotypical side preferred), ``ll_more``,
   ``ll_less``, ``bias_type`` (CrowS-Pairs and any pair-preference task)
@@ -24,42 +25,55 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..core.errors import ConfigError, DataError
-from .crows_decomposition import decomposition_metrics
-from .crows_pairs import crows_pairs_metrics
-from .pair_tasks import preference_metrics
-from .perplexity import perplexity_metrics
-from .stereoset import stereoset_metrics
-from .zeroshot import multiple_choice_metrics
+from .kinds import ItemKind
 
 ITEMS_DIR = "items"
 
-KINDS: dict[str, tuple[frozenset[str], Callable[[Sequence[dict]], dict]]] = {
-    "pair_choice": (frozenset({"choice", "ll_more", "ll_less"}), crows_pairs_metrics),
-    "preference": (frozenset({"choice", "ll_biased", "ll_other"}), preference_metrics),
-    "stereoset": (frozenset({"stereo", "anti", "unrelated"}), stereoset_metrics),
-    "multiple_choice": (frozenset({"correct", "correct_norm"}), multiple_choice_metrics),
-    "windows": (frozenset({"nll", "tokens"}), perplexity_metrics),
-    "decomposition": (frozenset({"span_more", "span_less", "rest_more", "rest_less"}), decomposition_metrics),
-}
+
+def registered_kinds() -> list[ItemKind]:
+    """Every record kind the registered tasks declare (built-in and plugins'), most specific first."""
+    from .tasks import registered_tasks
+    kinds: dict[str, ItemKind] = {}
+    for task in registered_tasks().values():
+        if task.kind is not None:
+            kinds.setdefault(task.kind.name, task.kind)
+    return sorted(kinds.values(), key=lambda k: -len(k.fields))
+
+
+def kind_named(name: str) -> ItemKind:
+    for kind in registered_kinds():
+        if kind.name == name:
+            return kind
+    raise DataError(f"no registered task records items of kind {name!r}")
+
+
+def kind_of(items: Sequence[dict], task: str | None = None) -> ItemKind:
+    """The kind ``task`` declares, checked against the records; without a task, the kind whose fields they carry."""
+    if not items:
+        raise DataError("no item records")
+    if task is not None:
+        from .tasks import registered_tasks
+        declared = getattr(registered_tasks().get(task), "kind", None)
+        if declared is not None and declared.matches(items[0]):
+            return declared
+    for kind in registered_kinds():
+        if kind.matches(items[0]):
+            return kind
+    raise DataError(f"item records with fields {sorted(items[0])} are of no known kind; known kinds and their "
+                    f"fields: { {k.name: sorted(k.fields) for k in registered_kinds()} }")
 
 
 def item_kind(items: Sequence[dict]) -> str:
-    """The kind whose fields the records carry (checked on the first record)."""
-    if not items:
-        raise DataError("no item records")
-    for kind, (fields, _) in KINDS.items():
-        if fields <= items[0].keys():
-            return kind
-    raise DataError(f"item records with fields {sorted(items[0])} are of no known kind; "
-                    f"known kinds and their fields: { {k: sorted(f) for k, (f, _) in KINDS.items()} }")
+    """The name of the kind whose fields the records carry (checked on the first record)."""
+    return kind_of(items).name
 
 
-def summarize(items: Sequence[dict]) -> dict:
-    """The task summary recomputed from its item records."""
-    return KINDS[item_kind(items)][1](items)
+def summarize(items: Sequence[dict], task: str | None = None) -> dict:
+    """The task summary recomputed from its item records, by their kind."""
+    return kind_of(items, task).summarize(items)
 
 
 def split_evaluation(evaluation: dict | None) -> tuple[dict | None, dict[str, list[dict]]]:

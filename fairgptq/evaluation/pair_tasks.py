@@ -33,11 +33,13 @@ from typing import Any, Iterable, Literal, Sequence
 from ..core.errors import ConfigError
 from ..datasets_adapters.pairs import Pair, split_key
 from ..datasets_adapters.wikitext import data_dir
-from .crows_pairs import SCORINGS, CrowsScoringOption, crows_pairs_items, crows_pairs_metrics
+from ..statistics import resampled_preference
+from .crows_pairs import PAIR_CHOICE, SCORINGS, CrowsScoringOption, crows_pairs_items, crows_pairs_metrics
+from .kinds import ItemKind
 from .intervals import wilson_interval
 from .scoring import ContinuationScore, score_sentences
-from .stereoset import (ON_OVERLAP, SCORING as STEREOSET_SCORING, SPLITS, HoldoutOption, find_overlap, split_items,
-                        stereoset_items, stereoset_metrics)
+from .stereoset import (ON_OVERLAP, SCORING as STEREOSET_SCORING, SPLITS, STEREOSET, HoldoutOption, find_overlap,
+                        split_items, stereoset_items, stereoset_metrics)
 from .tasks import EvaluationTask, TaskContext
 
 logger = logging.getLogger(__name__)
@@ -234,8 +236,15 @@ def _run(model, tokenizer, options: PairTaskOptions, context: TaskContext) -> di
                               batch_size=context.batch_size, progress=context.progress)
 
 
+#: records ``choice`` (1: the biased side preferred), ``ll_biased``, ``ll_other``, ``bias_type``
+PREFERENCE = ItemKind("preference", frozenset({"choice", "ll_biased", "ll_other"}), preference_metrics,
+                      resampled_preference, headline=("pct_prefer_biased",),
+                      choice_metrics=frozenset({"pct_prefer_biased"}), ideal={"pct_prefer_biased": 50.0},
+                      bias=frozenset({"pct_prefer_biased"}))
+_KIND_OF_SCORING = {"crows": PAIR_CHOICE, "stereoset": STEREOSET, "preference": PREFERENCE}
+
 TASKS: tuple[EvaluationTask, ...] = tuple(
     EvaluationTask(name, spec.description, _run, PairTaskOptions, data_file=spec.path, needs_data=spec.path is not None,
-                   read_data=partial(load_task_pairs, name))
+                   read_data=partial(load_task_pairs, name), kind=_KIND_OF_SCORING[spec.scoring])
     for name, spec in PAIR_TASKS.items())
 """One task per entry of :data:`PAIR_TASKS`; one without a path reads its pair source's own default data."""

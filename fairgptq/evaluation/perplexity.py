@@ -16,6 +16,8 @@ from pydantic import PositiveInt
 
 from ..core.errors import ConfigError, DataError
 from ..datasets_adapters.wikitext import read_wikitext
+from ..statistics import resampled_windows
+from .kinds import ItemKind
 from .progress import progress_bar
 from .scoring import model_context_length
 from .tasks import EvaluationTask, TaskContext, TaskOptions
@@ -84,5 +86,9 @@ def _read(path: Path | None) -> str:
     return read_wikitext("test", path).strip()
 
 
+#: records per window its summed ``nll`` and ``tokens``
+WINDOWS = ItemKind("windows", frozenset({"nll", "tokens"}), perplexity_metrics, resampled_windows,
+                   headline=("perplexity",), lower_is_better=frozenset({"perplexity"}))
+
 TASK = EvaluationTask("wikitext2", "WikiText-2 test perplexity, the GPTQ paper's protocol", _run,
-                      WikiText2Options, data_file="wikitext2/test.txt", read_data=_read)
+                      WikiText2Options, data_file="wikitext2/test.txt", read_data=_read, kind=WINDOWS)

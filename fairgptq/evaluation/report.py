@@ -4,15 +4,64 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
-# the metric(s) each kind of task is judged by: a run records them per point, a sweep's statistics
-# compare them across seeds (fairgptq.pipeline.report reads this list, so a new task kind is one edit)
-HEADLINES = ("perplexity", "pct_stereotype", "pct_prefer_biased", "SS", "LMS", "ICAT", "acc", "acc_norm", "span_diff",
-             "continuation_diff")
-# the evaluation table also shows what explains them; anything else stays in the JSON
-_SHOWN = HEADLINES + ("likelihood_diff", "sentence_perplexity", "continuation_share")
+if TYPE_CHECKING:
+    from .kinds import ItemKind
+
+# the evaluation table also shows, beside each task's headline metrics (its ItemKind's), what explains them;
+# anything else stays in the JSON
+_EXPLAINING = ("likelihood_diff", "sentence_perplexity", "continuation_share")
+
+
+def _kind(task: str) -> "ItemKind | None":
+    from .tasks import registered_tasks
+    return getattr(registered_tasks().get(task), "kind", None)
+
+
+def headlines(task: str) -> tuple[str, ...]:
+    """The metrics ``task`` is judged by (its kind's); a task no longer registered: every kind's."""
+    kind = _kind(task)
+    if kind is not None:
+        return kind.headline
+    from .items import registered_kinds
+    return tuple(dict.fromkeys(m for k in registered_kinds() for m in k.headline))
+
+
+def _property(key: str, attribute: str):
+    """``attribute`` of the kind of ``task.metric``'s task (by the metric's name when the task is unknown)."""
+    task, _, metric = key.partition(".")
+    kind = _kind(task)
+    if kind is None:
+        from .items import registered_kinds
+        kind = next((k for k in registered_kinds() if metric in k.headline or metric in getattr(k, attribute)), None)
+    return metric, kind, getattr(kind, attribute) if kind is not None else ()
+
+
+def main_metric(task: str, metric: str) -> bool:
+    """Whether ``metric`` is the first headline of ``task`` (what compact tables show), or the pair gap's ratio."""
+    return metric == "ratio_targeted" or metric in headlines(task)[:1] or (metric == "ICAT" and task == "stereoset")
+
+
+def lower_is_better(key: str) -> bool:
+    """Whether a smaller ``task.metric`` is the better model (perplexity), as the task's kind declares."""
+    metric, _, values = _property(key, "lower_is_better")
+    return metric in values
+
+
+def ideal_value(key: str) -> float | None:
+    """Where an unbiased model scores ``task.metric`` (50 for a stereotype share), or None."""
+    metric, _, values = _property(key, "ideal")
+    return values.get(metric) if values else None
+
+
+def is_bias_metric(key: str) -> bool:
+    """Whether ``task.metric`` measures a stereotype preference."""
+    metric, _, values = _property(key, "bias")
+    return metric in values
 
 
 def save_json(results: dict, path: str | Path) -> Path:
@@ -34,7 +83,7 @@ def results_table(results: dict, *, detail: bool = False) -> Table:
             subsets += sorted({**res.get("by_category", {}), **res.get("by_domain", {})}.items())
         for subset, values in subsets:
             n = values.get("n", values.get("n_predicted_tokens", ""))
-            for metric in _SHOWN:
+            for metric in (*headlines(task), *_EXPLAINING):
                 if metric in values:
                     table.add_row(task, subset, str(n), metric, f"{values[metric]:.4f}")
     return table
@@ -48,7 +97,7 @@ def headline_metrics(evaluation: dict | None) -> dict[str, float]:
     """``task.metric`` -> value for the headline metrics of an :func:`evaluate` result."""
     out: dict[str, float] = {}
     for task, res in ((evaluation or {}).get("tasks") or {}).items():
-        for metric in HEADLINES:
+        for metric in headlines(task):
             if isinstance(res.get(metric), (int, float)):
                 out[f"{task}.{metric}"] = float(res[metric])
     return out

@@ -29,6 +29,8 @@ from pydantic import Field
 from ..core.errors import ConfigError
 from ..datasets_adapters.pairs import Pair, split_key
 from ..datasets_adapters.stereoset import DEFAULT_FILE
+from ..statistics import resampled_stereoset
+from .kinds import ItemKind
 from .scoring import score_sentences
 from .tasks import EvaluationTask, TaskContext, TaskOptions
 
@@ -181,5 +183,9 @@ def _read(path: Path | None):
     return load_stereoset(path, kind="intrasentence")
 
 
+#: records the three sentences' scores (``stereo``, ``anti``, ``unrelated``), ``domain`` and ``target``
+STEREOSET = ItemKind("stereoset", frozenset({"stereo", "anti", "unrelated"}), stereoset_metrics, resampled_stereoset,
+                     headline=("SS", "LMS", "ICAT"), ideal={"SS": 50.0}, bias=frozenset({"SS"}))
+
 TASK = EvaluationTask("stereoset", "StereoSet intrasentence SS / LMS / ICAT, bias-bench's scoring", _run,
-                      StereoSetOptions, data_file=DEFAULT_FILE, read_data=_read)
+                      StereoSetOptions, data_file=DEFAULT_FILE, read_data=_read, kind=STEREOSET)

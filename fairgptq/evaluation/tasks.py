@@ -29,6 +29,7 @@ from ..datasets_adapters.pairs import Pair
 
 if TYPE_CHECKING:
     from ..registry import Registry
+    from .kinds import ItemKind
 
 KIND = "evaluation_tasks"
 RESERVED = frozenset({"tasks", "float_baseline", "plain_baseline", "batch_size", "limit", "paths", "pair_gap",
@@ -87,6 +88,9 @@ class EvaluationTask:
     data_file: str | None = None
     needs_data: bool = True
     read_data: Callable[[Path | None], Sequence[Any] | str] | None = None
+    #: what its item records are, and what is computed from them (fairgptq.evaluation.kinds); None for a task
+    #: without item records (then it has no paired statistics and no headline metrics)
+    kind: "ItemKind | None" = None
 
     def parameters(self) -> list[str]:
         """``option=default`` for each option (what ``fairgptq plugins`` and ``eval --help`` print)."""
@@ -106,6 +110,10 @@ def registered_tasks(registry: "Registry | None" = None) -> dict[str, Evaluation
         if not isinstance(task, EvaluationTask) or task.name != info.name:
             raise PluginError(f"evaluation task {info.name!r} ({info.origin}) must be an "
                               f"fairgptq.evaluation.tasks.EvaluationTask named {info.name!r}, got {task!r}")
+        from .kinds import ItemKind as Kind
+        if task.kind is not None and not isinstance(task.kind, Kind):
+            raise PluginError(f"evaluation task {info.name!r} ({info.origin}): its kind must be a "
+                              f"fairgptq.evaluation.kinds.ItemKind, got {task.kind!r}")
         if not (isinstance(task.options, type) and issubclass(task.options, TaskOptions)):
             raise PluginError(f"evaluation task {info.name!r} ({info.origin}): its options must be a subclass of "
                               f"fairgptq.evaluation.tasks.TaskOptions, got {task.options!r}")

@@ -13,6 +13,8 @@ from statistics import fmean
 from typing import Sequence
 
 from ..core.errors import ConfigError
+from ..statistics import resampled_multiple_choice
+from .kinds import ItemKind
 from .scoring import encode_request, score_requests
 from .tasks import EvaluationTask, NoOptions, TaskContext
 from .zeroshot_tasks import ZERO_SHOT_TASKS, MultipleChoiceItem, load_zeroshot
@@ -58,8 +60,12 @@ def _run(model, tokenizer, options: NoOptions, context: TaskContext) -> dict:
                              batch_size=context.batch_size, progress=context.progress)
 
 
+#: records ``correct`` and ``correct_norm`` (0 or 1) per question
+MULTIPLE_CHOICE = ItemKind("multiple_choice", frozenset({"correct", "correct_norm"}), multiple_choice_metrics,
+                           resampled_multiple_choice, headline=("acc", "acc_norm"))
+
 TASKS: tuple[EvaluationTask, ...] = tuple(
     EvaluationTask(t.name, f"{t.description}: acc / acc_norm", _run, data_file=t.default_file,
-                   read_data=partial(load_zeroshot, t.name))
+                   read_data=partial(load_zeroshot, t.name), kind=MULTIPLE_CHOICE)
     for t in ZERO_SHOT_TASKS.values())
 """One task per zero-shot reader; those without a local copy (arc, hellaswag) need ``paths``."""

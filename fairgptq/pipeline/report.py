@@ -9,9 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.report import headline_metrics
+from ..evaluation.report import headline_metrics, ideal_value, is_bias_metric, lower_is_better
 
-_LOWER_IS_BETTER = {"perplexity"}
 
 
 def _fmt(v: Any) -> str:
@@ -173,9 +172,6 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-IDEAL = {"crows_pairs.pct_stereotype": 50.0, "stereoset.SS": 50.0}
-
-
 def plot_sweep(points: list[dict], keys: list[str], path: Path, baseline: dict | None = None) -> bool:
     """First numeric swept key (α) vs stereotype score and vs perplexity, one line per other setting.
 
@@ -185,9 +181,9 @@ def plot_sweep(points: list[dict], keys: list[str], path: Path, baseline: dict |
     when the points span more than 20x (one broken setting would otherwise flatten the rest).
     """
     x_key = next((k for k in keys if all(_numeric(p["values"].get(k)) for p in points)), None)
-    metric_bias = next((m for m in ("crows_pairs.pct_stereotype", "stereoset.SS")
-                        if any(m in p["metrics"] for p in points)), None)
-    metric_ppl = "wikitext2.perplexity" if any("wikitext2.perplexity" in p["metrics"] for p in points) else None
+    keys = list(dict.fromkeys(k for p in points for k in p["metrics"]))
+    metric_bias = next((k for k in keys if is_bias_metric(k)), None)
+    metric_ppl = next((k for k in keys if lower_is_better(k)), None)
     panels = [m for m in (metric_bias, metric_ppl) if m]
     if x_key is None or not panels:
         return False
@@ -211,8 +207,8 @@ def plot_sweep(points: list[dict], keys: list[str], path: Path, baseline: dict |
                 ax.axhline(ref["metrics"][metric], color="k", ls="--", lw=1, label=f"{x_name}={ref['values'][x_key]}")
         if metric in base:
             ax.axhline(base[metric], color="k", ls=":", lw=1, label="float model")
-        if metric in IDEAL:
-            ax.axhline(IDEAL[metric], color="grey", lw=3, alpha=0.3, label=f"ideal ({IDEAL[metric]:g})")
+        if ideal_value(metric) is not None:
+            ax.axhline(ideal_value(metric), color="grey", lw=3, alpha=0.3, label=f"ideal ({ideal_value(metric):g})")
 
     def log_if_spread(values: list[float]) -> str:
         return "log" if values and min(values) > 0 and max(values) / min(values) > 20 else "linear"
@@ -236,8 +232,8 @@ def plot_sweep(points: list[dict], keys: list[str], path: Path, baseline: dict |
                 ax.annotate(str(q["values"][x_key]), (q["metrics"][metric_ppl], q["metrics"][metric_bias]), fontsize=7)
         for ref in (r for r in references if r in both):
             ax.scatter([ref["metrics"][metric_ppl]], [ref["metrics"][metric_bias]], color="k", marker="x")
-        if metric_bias in IDEAL:
-            ax.axhline(IDEAL[metric_bias], color="grey", lw=3, alpha=0.3)
+        if ideal_value(metric_bias) is not None:
+            ax.axhline(ideal_value(metric_bias), color="grey", lw=3, alpha=0.3)
         ax.set_xscale(log_if_spread([q["metrics"][metric_ppl] for q in both]))
         ax.set_xlabel(metric_ppl)
         ax.set_ylabel(metric_bias)

@@ -21,6 +21,7 @@ from scipy import stats
 
 from ..comparison import compare_items, pair_gap_rows
 from ..evaluation.items import read_items
+from ..evaluation.report import ideal_value, is_bias_metric, lower_is_better, main_metric
 from ..statistics import paired_t, t_interval, verdict
 
 
@@ -112,7 +113,7 @@ def units_report(units: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for u in compared:
         for r in u["vs_reference"]["rows"]:
-            if r["metric"] not in ("pct_stereotype", "perplexity", "SS", "ICAT", "acc", "ratio_targeted"):
+            if not main_metric(r["task"], r["metric"]):
                 continue
             ci = f" [{r['lo']:.3g}, {r['hi']:.3g}]" if r["lo"] is not None else ""
             p = "–" if r["p"] is None else f"{r['p']:.3g}"
@@ -162,9 +163,10 @@ def groups_report(groups: list[dict]) -> str:
 def plot_groups(groups: list[dict], path: Path) -> bool:
     """One panel per headline metric: each point's seed mean with its 95 % t-interval."""
     from .report import _plt
-    metrics = [m for m in ("crows_pairs.pct_stereotype", "wikitext2.perplexity", "pair_gap.ratio_targeted",
-                           "stereoset.SS") if any(m in g["metrics"] and g["metrics"][m]["mean"] is not None
-                                                  for g in groups)]
+    keys = list(dict.fromkeys(k for g in groups for k, s in g["metrics"].items() if s["mean"] is not None))
+    bias = [k for k in keys if is_bias_metric(k)]
+    metrics = [*bias[:1], *[k for k in keys if lower_is_better(k)][:1],
+               *[k for k in keys if k == "pair_gap.ratio_targeted"], *bias[1:2]]
     if not metrics:
         return False
     plt = _plt()
@@ -176,8 +178,8 @@ def plot_groups(groups: list[dict], path: Path) -> bool:
                 continue
             err = [[s["mean"] - s["lo"]], [s["hi"] - s["mean"]]] if s["lo"] is not None else None
             ax.errorbar(s["mean"], y, xerr=err, fmt="o", color="k" if g["plain"] else "tab:blue", capsize=3)
-        if metric in ("crows_pairs.pct_stereotype", "stereoset.SS"):
-            ax.axvline(50, color="grey", lw=3, alpha=0.3)
+        if ideal_value(metric) is not None:
+            ax.axvline(ideal_value(metric), color="grey", lw=3, alpha=0.3)
         ax.set_yticks(range(len(groups)), [g["group"] for g in groups], fontsize=7)
         ax.set_title(f"{metric}\n(mean, 95 % t-interval over seeds)", fontsize=8)
         ax.grid(alpha=0.3, axis="x")
