@@ -150,14 +150,67 @@ class LayerQuantizer:
                 mods = [layer.get_submodule(n) for n in names]
                 captured = {s: [Captured(x, m) for x, m in zip(xs, states[s].masks)]
                             for s, xs in runs.inputs_of(first).items()}
-                _solve_role(li, role, names, mods, captured, self.hessian_streams, self.objectives, self.config,
-                            self.spec, self.n_layers, self.spec.layers, qweights, reports, self.backend)
+                for name, qweight, report in self.solve_role(li, role, names, mods, captured):
+                    qweights[name] = qweight
+                    reports.append(report)
                 del captured
             outputs = runs.outputs()
         del calls
         for s, st in states.items():
             st.hidden = [_layer_output(o).detach() for o in outputs[s]]
         return qweights, reports
+
+    def solve_role(self, li: int, role: str, names: tuple[str, ...], mods: list[nn.Module],
+                   captured: dict[str, list[Captured]]) -> list[tuple[str, QuantizedWeight, ModuleReport]]:
+        """Sum H over the Hessian streams, take the objectives' terms, solve every module of one role.
+
+        The role's modules share one input, so one H and one factorisation; each is written back
+        dequantized at once, so later roles of the layer see the rounded outputs (true-sequential).
+        """
+        spec, backend, config = self.spec, self.backend, self.config
+        full0 = f"{spec.layers}.{li}.{names[0]}"
+        acc = backend.hessian_accumulator(captured[next(iter(self.hessian_streams))][0].x.shape[-1])
+        active = [o for o in self.objectives if o.applies(li, role, self.n_layers)]
+        H_bias, fair = _quadratic_terms(li, role, captured, active, full0)
+        for s in sorted(self.hessian_streams):  # the objectives are done with the inputs: free each batch once added
+            batches = captured.pop(s)
+            while batches:
+                batch = batches.pop(0)
+                acc.add(batch.x, batch.mask, module=full0)
+                del batch
+        H = acc.hessian()
+        # in_loop solves on H + H_bias, not H: the backend factors that in each module's solve
+        shared = None if fair is not None and fair.mode == "in_loop" else backend.factor(H, config, module=full0)
+        h_trace = float(torch.diagonal(H).sum())
+        solved = []
+        for name, mod in zip(names, mods):
+            full = f"{spec.layers}.{li}.{name}"
+            W = spec.weight_of(mod)
+            linear_objectives = [o for o in active if type(o).linear is not Objective.linear]
+            C, G = (_linear_terms(li, role, full, linear_objectives,
+                                  shared or backend.factor_for_objectives(H, config, module=full))
+                    if linear_objectives else (None, None))
+            W0 = W.float().clone() if G is not None else None
+            extra = {} if C is None else {"linear": C}  # a backend written before linear terms still solves the rest
+            sol = backend.solve(W, H, H_bias, config, fair, module=full, factored=shared, **extra)
+            W_hat = sol.qweight.dequantize()
+            spec.set_weight(mod, W_hat)
+            rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict())
+            if H_bias is not None or C is not None:
+                rep.fair_mode = sol.fair.mode if sol.fair else fair.mode
+                if sol.fair is not None:
+                    rep.delta_w_rel = sol.fair.rel_change
+            if H_bias is not None:
+                rep.hbias_trace_ratio = float(torch.diagonal(H_bias).sum()) / max(h_trace, 1e-30)
+                if sol.fair is not None:
+                    rep.fair_radius, rep.fair_overshoot = sol.fair.radius, sol.fair.overshoot
+            if G is not None:
+                G = G.to(W0.device)
+                if sol.fair is not None:
+                    rep.score_change_pre_update = float((G * (sol.fair.W.to(W0.device) - W0)).sum())
+                rep.score_change_quantized = float((G * (W_hat.to(W0.device) - W0)).sum())
+            solved.append((full, sol.qweight, rep))
+        return solved
 
 
 def prepare_streams(calibration: list[TokenBatch] | None, objectives: list[Objective],
@@ -257,54 +310,6 @@ def _apply_float_updates(model: nn.Module, spec: ArchSpec, objectives: list[Obje
                 raise ConfigError(f"objective {obj.name!r} changes {name} by a {tuple(delta.shape)} matrix; the "
                                   f"weight is {tuple(W.shape)} (out x in)")
             spec.set_weight(module, W + delta.to(W))
-
-
-def _solve_role(li: int, role: str, names: tuple[str, ...], mods: list[nn.Module],
-                captured: dict[str, list[Captured]], hessian_streams: set[str], objectives: list[Objective],
-                config: QuantConfig, spec: ArchSpec, n_layers: int, prefix: str,
-                qweights: dict[str, QuantizedWeight], reports: list[ModuleReport], backend: Backend) -> None:
-    full0 = f"{prefix}.{li}.{names[0]}"
-    acc = backend.hessian_accumulator(captured[next(iter(hessian_streams))][0].x.shape[-1])
-    active = [o for o in objectives if o.applies(li, role, n_layers)]
-    H_bias, fair = _quadratic_terms(li, role, captured, active, full0)
-    for s in sorted(hessian_streams):  # the objectives are done with the inputs: free each batch once added
-        batches = captured.pop(s)
-        while batches:
-            batch = batches.pop(0)
-            acc.add(batch.x, batch.mask, module=full0)
-            del batch
-    H = acc.hessian()
-    # in_loop solves on H + H_bias, not H: the backend factors that in each module's solve
-    shared = None if fair is not None and fair.mode == "in_loop" else backend.factor(H, config, module=full0)
-    h_trace = float(torch.diagonal(H).sum())
-    for name, mod in zip(names, mods):
-        full = f"{prefix}.{li}.{name}"
-        W = spec.weight_of(mod)
-        linear_objectives = [o for o in active if type(o).linear is not Objective.linear]
-        C, G = (_linear_terms(li, role, full, linear_objectives,
-                              shared or backend.factor_for_objectives(H, config, module=full))
-                if linear_objectives else (None, None))
-        W0 = W.float().clone() if G is not None else None
-        extra = {} if C is None else {"linear": C}  # a backend written before linear terms still solves the rest
-        sol = backend.solve(W, H, H_bias, config, fair, module=full, factored=shared, **extra)
-        W_hat = sol.qweight.dequantize()
-        spec.set_weight(mod, W_hat)
-        qweights[full] = sol.qweight
-        rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict())
-        if H_bias is not None or C is not None:
-            rep.fair_mode = sol.fair.mode if sol.fair else fair.mode
-            if sol.fair is not None:
-                rep.delta_w_rel = sol.fair.rel_change
-        if H_bias is not None:
-            rep.hbias_trace_ratio = float(torch.diagonal(H_bias).sum()) / max(h_trace, 1e-30)
-            if sol.fair is not None:
-                rep.fair_radius, rep.fair_overshoot = sol.fair.radius, sol.fair.overshoot
-        if G is not None:
-            G = G.to(W0.device)
-            if sol.fair is not None:
-                rep.score_change_pre_update = float((G * (sol.fair.W.to(W0.device) - W0)).sum())
-            rep.score_change_quantized = float((G * (W_hat.to(W0.device) - W0)).sum())
-        reports.append(rep)
 
 
 def _quadratic_terms(li: int, role: str, captured: dict[str, list[Captured]], objectives: list[Objective],

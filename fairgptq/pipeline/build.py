@@ -127,6 +127,12 @@ def objectives(spec: PipelineSpec, registry: Registry, sets: dict[str, PairSet])
     return built
 
 
+def backend(spec: PipelineSpec, registry: Registry):
+    """The run's backend, built from ``backend:`` (the one place a pipeline builds one: its constructor checks
+    its parameters and its hardware, so validate, the run and the plain baseline fail the same way)."""
+    return registry.create("backends", spec.backend.name, **spec.backend.params)
+
+
 def quant_config(spec: PipelineSpec) -> QuantConfig:
     """The engine's config from the validated quantization section, which has exactly its fields."""
     return QuantConfig(**spec.quantization.model_dump())

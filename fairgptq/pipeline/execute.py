@@ -79,7 +79,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
                           f"(sha256/16 {ps.info['sha256_16']}, {ps.info['bad_rows']} bad rows skipped)")
         calibration = build.text_calibration(spec, tok)
         objectives = build.objectives(spec, registry, sets)
-        backend = registry.create("backends", spec.backend.name, **spec.backend.params)
+        backend = build.backend(spec, registry)
     calib_pairs = [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs]
     tasks = spec.evaluation.tasks
     float_items: dict = {}

@@ -67,7 +67,7 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
         sets = build.pair_sets(spec, registry)
         calibration = build.text_calibration(spec, tok)
         objectives = build.objectives(spec, registry, sets)
-        backend = registry.create("backends", spec.backend.name, **spec.backend.params)
+        backend = build.backend(spec, registry)
     calib_pairs = [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs]
     tasks = spec.evaluation.tasks
     if spec.evaluation.float_baseline and tasks and baseline is None and point is None:

@@ -41,7 +41,7 @@ def evaluate_plain_gptq(spec: PipelineSpec, registry: Registry, sets: dict, floa
 
     plain = plain_spec(spec, registry)
     model = copy.deepcopy(float_model)
-    backend = registry.create("backends", plain.backend.name, **plain.backend.params)
+    backend = build.backend(plain, registry)
     result = quantize_model(model, calibration, build.quant_config(plain), objectives=build.objectives(
         plain, registry, sets), tokenizer=tok, backend=backend, progress=True, architectures=registry.architectures())
     snap_to_checkpoint_precision(model, result, build.storage_dtype(plain))

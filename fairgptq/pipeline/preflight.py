@@ -121,7 +121,8 @@ def _device_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
 def _backend_problems(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> None:
     """Build the backend once: it checks its parameters (and, for cuda, the GPU) in its constructor."""
     try:
-        registry.create("backends", spec.backend.name, **spec.backend.params)
+        from .build import backend
+        backend(spec, registry)
     except FairGPTQError as e:
         problems.append(("backend", str(e)))
 
