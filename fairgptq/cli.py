@@ -100,8 +100,14 @@ def _parser() -> argparse.ArgumentParser:
                                   "file (its item records then go to <stem>_items/); nothing existing is overwritten")
     cmp = sub.add_parser("compare", help="paired differences of evaluated runs against a baseline, with 95 %% "
                                          "intervals and p-values")
-    cmp.add_argument("runs", nargs="+", metavar="RUN", help="run directories or `fairgptq eval --out` outputs")
-    cmp.add_argument("--baseline", required=True, metavar="RUN", help="the run every other run is compared with")
+    cmp.add_argument("runs", nargs="*", metavar="RUN", help="run directories or `fairgptq eval --out` outputs")
+    cmp.add_argument("--baseline", metavar="RUN", help="the run every other run is compared with")
+    cmp.add_argument("--groups", nargs=2, metavar=("A", "B"), type=Path,
+                     help="instead: two groups of seed runs (sweep point folders holding seed=<s>/, from one sweep "
+                          "or two), B − A over their common seeds: seed-matched and Welch intervals, pooled McNemar")
+    cmp.add_argument("--metrics", nargs="+", default=["crows_pairs.pct_stereotype", "wikitext2.perplexity"],
+                     help="with --groups: task.metric names, one row each")
+    cmp.add_argument("--labels", nargs=2, default=("A", "B"), help="with --groups: the two groups' names")
     cmp.add_argument("--out", help="folder for compare.json, compare.md and forest.png")
     cmp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
@@ -122,6 +128,18 @@ def _parser() -> argparse.ArgumentParser:
                     help="compute dtype of both models (default: float32 for the base, the checkpoint's own otherwise)")
     au.add_argument("--no-verify", action="store_true", help="skip the content-hash check of a fairgptq checkpoint")
     au.add_argument("--out", help="a new folder for audit.json, audit.md, forest.png and both models' item records")
+    rp = sub.add_parser("report", help="a finished sweep's research tables and plots: each point's paired difference "
+                                       "from plain GPTQ across seeds, per metric or per bias category")
+    rp.add_argument("sweep", type=Path, help="a finished sweep directory with repeats")
+    rp.add_argument("--metrics", nargs="+", help="task.metric rows (default: every headline metric of the sweep)")
+    rp.add_argument("--labels", nargs="*", default=None, help="one label per compared point, in sweep order")
+    rp.add_argument("--plain-labels", nargs="*", default=None, help="one label per plain group, where there are several")
+    rp.add_argument("--by-category", metavar="TASK", help="one pair task's per-category paired differences instead")
+    rp.add_argument("--plot", type=Path, metavar="PNG", help="also draw the forest plot of the differences here")
+    rp.add_argument("--metric-suffix", nargs="+", default=[".pct_stereotype"],
+                    help="with --plot: plot the metrics ending in any of these (one unit per axis)")
+    rp.add_argument("--rewrite", action="store_true",
+                    help="first rewrite the sweep's summary (results.json, report.md, plots) from its points")
     pl = sub.add_parser("plugins", help="list pair sources, objectives, backends and evaluation tasks")
     pl.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
     return p
@@ -294,7 +312,59 @@ def _task_option_values(items: list[str]) -> dict:
     return options
 
 
+def _cmd_report(args) -> int:
+    from .evaluation.items import item_tasks
+    from .pipeline import seed_tables
+    from .pipeline.rundir import read_sweep_summary
+    if args.rewrite:
+        _rewrite_summary(args.sweep)
+    summary = read_sweep_summary(args.sweep)
+    if "groups" not in summary:
+        raise ConfigError(f"{args.sweep} is a sweep without repeats; its report.md compares its points already")
+    if args.by_category:
+        tasks = item_tasks(args.sweep / "points" / summary["points"][0]["name"] / "items")
+        if args.by_category not in tasks:
+            raise ConfigError(f"--by-category {args.by_category}: the sweep's points have no item records of that "
+                              f"task; they have {', '.join(tasks) or 'none'}")
+        print(seed_tables.category_table(args.sweep, summary, args.by_category, args.labels))
+    else:
+        metrics = args.metrics or list(dict.fromkeys(m for g in summary["groups"] for m in g["metrics"]))
+        print(seed_tables.difference_table(summary, metrics, args.labels, args.plain_labels))
+    if args.plot:
+        console.print(f"wrote {seed_tables.forest_plot(args.sweep, summary, args.metric_suffix, args.labels, args.plot)}")
+    return EXIT_OK
+
+
+def _rewrite_summary(sweep: Path) -> None:
+    """A finished sweep's summary written again from its points by this version (same pipeline, same points)."""
+    import yaml
+    from .pipeline.loading import Pipeline, validate
+    from .pipeline.runner import write_sweep_summary
+    from .pipeline.sweep import expand, single, with_repeats
+    config = sweep / "sweep.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{sweep} is not a sweep folder (no sweep.yaml)")
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    spec = validate(raw, str(config), environment=False)
+    points = expand(raw, spec.sweep.grid, spec.sweep.cases) if spec.sweep else single(raw)
+    if spec.repeats is not None:
+        points = with_repeats(points, spec.repeats.seeds)
+    pending = [p.name for p in points if not (sweep / "points" / p.name / "results.json").is_file()]
+    if pending:
+        raise ConfigError(f"{sweep}: {len(pending)} point(s) have no results yet (e.g. {pending[0]}); finish the sweep")
+    baseline = json.loads((sweep / "baseline.json").read_text()) if (sweep / "baseline.json").is_file() else None
+    write_sweep_summary(Pipeline(spec, raw, str(config), points), sweep, baseline)
+
+
 def _cmd_compare(args) -> int:
+    if args.groups:
+        from .pipeline.seed_tables import compare_groups, groups_markdown
+        if args.runs or args.baseline:
+            raise ConfigError("--groups compares two seed groups; give either --groups A B or RUN ... --baseline RUN")
+        print(groups_markdown(compare_groups(*args.groups, args.metrics), tuple(args.labels)))
+        return EXIT_OK
+    if not args.runs or not args.baseline:
+        raise ConfigError("give the runs to compare and --baseline RUN (or --groups A B for two seed groups)")
     from .comparison import compare_runs, load_run, rich_table, write_outputs
     if args.bootstrap < 100:
         raise ConfigError(f"--bootstrap needs at least 100 resamples for a 95 % interval (got {args.bootstrap})")
@@ -354,7 +424,7 @@ def _cmd_plugins(args) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "eval": _cmd_eval, "compare": _cmd_compare,
-            "audit": _cmd_audit, "plugins": _cmd_plugins}
+            "audit": _cmd_audit, "report": _cmd_report, "plugins": _cmd_plugins}
 
 
 def _terminate(signum, frame) -> None:

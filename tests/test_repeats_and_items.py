@@ -111,3 +111,20 @@ def test_rerun_resumes_per_unit(finished, pipeline_file, monkeypatch):
     monkeypatch.setattr(runner, "execute", lambda *a, **kw: ran.append(kw["point"]) or real(*a, **kw))
     runner.run_pipeline(load_pipeline(pipeline_file), finished)
     assert ran == [{"objectives[0].params.alpha": 0.5, "seed": 1}] and is_complete(finished)
+
+
+def test_report_and_compare_groups_commands(finished, capsys):
+    from fairgptq import cli
+    before = (finished / "results.json").read_text()
+    assert cli.main(["report", str(finished), "--metrics", "crows_pairs.pct_stereotype", "--rewrite",
+                     "--plot", str(finished.parent / "forest.png")]) == 0
+    out = capsys.readouterr().out
+    assert "| crows_pairs.pct_stereotype |" in out and "plain GPTQ, mean [95 % CI] (n 2 seeds)" in out
+    assert (finished.parent / "forest.png").stat().st_size > 0
+    assert json.loads((finished / "results.json").read_text())["groups"] == json.loads(before)["groups"]
+    assert cli.main(["report", str(finished), "--by-category", "crows_pairs"]) == 0
+    assert "crows_pairs category" in capsys.readouterr().out
+    assert cli.main(["compare", "--groups", str(finished / "points" / "000_alpha=0.0"),
+                     str(finished / "points" / "001_alpha=0.5"), "--labels", "plain", "α 0.5"]) == 0
+    assert "α 0.5 − plain, seed-matched" in capsys.readouterr().out
+    assert cli.main(["compare", str(finished)]) == 2  # neither --baseline nor --groups
