@@ -4,9 +4,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import pluggy
 
@@ -191,10 +192,50 @@ def _check_made(kind: str, label: str, origin: str, made: Any) -> None:
                           f"(fairgptq.datasets_adapters.pairs.Pair)")
 
 
-@lru_cache(maxsize=1)
+_PROCESS: list[Registry] = []  # the process-wide registry, built on first use
+_SCOPED: ContextVar[Registry | None] = ContextVar("fairgptq_registry", default=None)
+
+
 def default_registry() -> Registry:
-    """The process-wide registry (built-ins plus installed entry points)."""
-    return Registry()
+    """The registry in use: a pipeline's own while it is validated or run (:func:`scoped`), else the process-wide one.
+
+    A pipeline's ``plugins:`` are registered in its own registry (:func:`pipeline_registry`), which is
+    in use only inside ``scoped``: loading or running one pipeline never registers anything for the
+    next one, or for the process.
+    """
+    scoped_registry = _SCOPED.get()
+    if scoped_registry is not None:
+        return scoped_registry
+    if not _PROCESS:
+        _PROCESS.append(Registry())
+    return _PROCESS[0]
+
+
+def scoped_registry() -> Registry | None:
+    """The registry a :func:`scoped` block put in use, None outside any."""
+    return _SCOPED.get()
+
+
+@contextmanager
+def scoped(registry: Registry) -> Iterator[Registry]:
+    """Make ``registry`` the one every lookup uses inside the block (and only there)."""
+    token = _SCOPED.set(registry)
+    try:
+        yield registry
+    finally:
+        _SCOPED.reset(token)
+
+
+def pipeline_registry(plugins: Sequence[str] = ()) -> Registry:
+    """A fresh registry (built-ins, entry points) with a pipeline's plugin modules; a module that fails is left
+    for the pipeline's checks to report at ``plugins[i]``."""
+    registry = Registry()
+    for module in plugins:
+        try:
+            registry.register_module(module)
+        except FairGPTQError:
+            pass
+    return registry
 
 
 def architectures() -> dict[str, ArchSpec]:

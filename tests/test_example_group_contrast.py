@@ -72,18 +72,17 @@ def test_a_pipeline_checks_the_plugins_own_settings(monkeypatch):
            "calibration": {"pairs": {}},
            "objectives": [{"name": "group_contrast", "params": {"group_a": WOMEN, "group_b": MEN, "alpha": -1,
                                                                  "colour": "red"}}]}
-    try:
-        with pytest.raises(PipelineError) as e:
-            validate(raw, environment=False)
-        problems = dict(e.value.problems)
-        assert problems["objectives[0].params"].startswith("unknown setting(s) ['colour'] of objective "
-                                                           "'group_contrast'; its settings: alpha, roles")
-        del raw["objectives"][0]["params"]["colour"]
-        with pytest.raises(PipelineError) as e:
-            validate(raw, environment=False)
-        assert dict(e.value.problems)["objectives[0].params.alpha"] == "must be >= 0 (got -1)"
-        raw["objectives"][0]["params"]["alpha"] = 0.2
-        spec = validate(raw, environment=False)
-        assert spec.objectives[0].params["alpha"] == 0.2 and spec.objectives[0].params["calibrate_with_texts"]
-    finally:
-        default_registry().pm.unregister(name="group_contrast_hbias")
+    with pytest.raises(PipelineError) as e:
+        validate(raw, environment=False)
+    problems = dict(e.value.problems)
+    assert problems["objectives[0].params"].startswith("unknown setting(s) ['colour'] of objective "
+                                                       "'group_contrast'; its settings: alpha, roles")
+    del raw["objectives"][0]["params"]["colour"]
+    with pytest.raises(PipelineError) as e:
+        validate(raw, environment=False)
+    assert dict(e.value.problems)["objectives[0].params.alpha"] == "must be >= 0 (got -1)"
+    raw["objectives"][0]["params"]["alpha"] = 0.2
+    spec = validate(raw, environment=False)
+    assert spec.objectives[0].params["alpha"] == 0.2 and spec.objectives[0].params["calibrate_with_texts"]
+    # validation registered the plugin in the pipeline's own registry, not the process's
+    assert default_registry().pm.get_plugin("group_contrast_hbias") is None

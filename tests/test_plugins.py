@@ -109,11 +109,14 @@ def test_create_passes_plugin_parameters_called_kind_and_name():
     """``kind`` and ``name`` of Registry.create are positional-only: a plugin may use both words."""
     from fairgptq.hookspecs import hookimpl
 
-    class KindAndName:
+    from fairgptq.datasets_adapters.pairs import Pair
+
+    class KindAndName:  # the parameters come back as a pair's two sentences (a pair source returns pairs)
         @hookimpl
         def fairgptq_pair_sources(self):
-            return {"kind_and_name": lambda kind, name="x": [kind, name]}
+            return {"kind_and_name": lambda kind, name="x": [Pair(kind, name, "c")]}
 
     reg = Registry(entry_points=False)
     reg.register(KindAndName(), name="kind_and_name_plugin")
-    assert reg.create("pair_sources", "kind_and_name", kind="intrasentence", name="n") == ["intrasentence", "n"]
+    made = reg.create("pair_sources", "kind_and_name", kind="intrasentence", name="n")
+    assert [(p.stereo, p.anti) for p in made] == [("intrasentence", "n")]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ from .objective_settings import targeted_roles
 from .schema import PairSetSpec, PipelineSpec
 
 
+logger = logging.getLogger("fairgptq.pipeline")
+
+
 @dataclass
 class PairSet:
     pairs: list[Pair]
@@ -34,15 +38,12 @@ def pair_sets(spec: PipelineSpec, registry: Registry) -> dict[str, PairSet]:
     """Load, split and sample every named pair set; ``info`` (size, hash, skipped rows) goes in the record."""
     sets = {}
     for name, ps in spec.calibration.pairs.items():
-        try:
-            sets[name] = load_pair_set(ps, registry)
-        except TooFewPairs as e:
-            raise ConfigError(f"calibration.pairs.{name}.n: {e}") from None
+        sets[name] = load_pair_set(ps, registry)
+        if ps.n is not None and ps.n > sets[name].info["n"]:
+            logger.warning("calibration.pairs.%s.n: %d pairs asked for, the %s split of %s holds %d: all of them are "
+                           "used (the record says so: n_requested)", name, ps.n, ps.split, ps.source,
+                           sets[name].info["n"])
     return sets
-
-
-class TooFewPairs(ConfigError):
-    """More pairs asked for than the split holds."""
 
 
 #: pair sources already read in this process, by source, settings and the state of the files they read:
@@ -68,14 +69,11 @@ def load_pair_set(ps: PairSetSpec, registry: Registry) -> PairSet:
     if ps.split != "all":
         loaded = LoadedPairs(split_items(loaded, ps.split, ps.holdout_fraction), bad_rows,
                              getattr(loaded, "source", ""))
-    if ps.n is not None and ps.n > len(loaded):
-        raise TooFewPairs(f"{ps.n} pairs asked for, but the {ps.split} split of {ps.source} holds {len(loaded)}; "
-                          f"lower n, or leave it out to take them all")
     pairs = list(sample_pairs(loaded, ps.n, ps.seed, ps.stratify))
     return PairSet(pairs, {
         "source": ps.source, "params": ps.params, "origin": getattr(loaded, "source", ""), "rows_read": total,
         "bad_rows": len(bad_rows), "bad_row_examples": [str(b) for b in bad_rows[:5]], "split": ps.split,
-        "n": len(pairs), "seed": ps.seed, "stratify": ps.stratify, "sha256_16": pairs_hash(pairs),
+        "n": len(pairs), "n_requested": ps.n, "seed": ps.seed, "stratify": ps.stratify, "sha256_16": pairs_hash(pairs),
         "categories": dict(sorted(Counter(p.category for p in pairs).items()))})
 
 

@@ -70,9 +70,11 @@ def run_unit(unit: SweepUnit, baseline: dict | None) -> str:
     from .execute import execute
     from .record import logged, run_log
 
-    spec = validate(unit.raw, unit.source, environment=False)
+    from ..registry import pipeline_registry, scoped
+    registry = pipeline_registry(unit.raw.get("plugins") or ())
+    spec = validate(unit.raw, unit.source, environment=False, registry=registry)
     console = Console(stderr=True)
-    with atomic_run_dir(unit.folder, force=True) as tmp, run_log(tmp / "run.log"):
+    with scoped(registry), atomic_run_dir(unit.folder, force=True) as tmp, run_log(tmp / "run.log"):
         logged(execute, spec, spec.model_dump(mode="json"), tmp, console, baseline=baseline, point=unit.values)
     return unit.name
 

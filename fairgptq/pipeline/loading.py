@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..core.errors import ConfigError
+from ..registry import Registry, pipeline_registry, scoped, scoped_registry
 from . import keypath
 from .arguments import PATH_KEYS, expand_path
 from .checks import check
@@ -26,6 +27,7 @@ class Pipeline:
     raw: dict
     source: str
     points: list[SweepPoint] = field(default_factory=list)
+    registry: Registry | None = None  # its own: the built-ins, entry points and its plugins: modules
 
     @property
     def folder(self) -> Path:
@@ -167,19 +169,28 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     return out
 
 
-def validate(raw: dict, source: str = "pipeline", *, environment: bool = True) -> PipelineSpec:
-    """Schema then checks; raises :class:`PipelineError` with every problem found."""
-    try:
-        spec = PipelineSpec.model_validate(raw)
-    except ValidationError as e:
-        raise PipelineError(source, problems_from(e, PipelineSpec)) from None
-    if Path(source).is_file():
-        resolve_relative_paths(spec, Path(source).resolve().parent)
-    if environment:
-        from ..registry import default_registry
-        problems = check(spec, default_registry())
-        if problems:
-            raise PipelineError(source, problems)
+def validate(raw: dict, source: str = "pipeline", *, environment: bool = True,
+             registry: Registry | None = None) -> PipelineSpec:
+    """Schema then checks; raises :class:`PipelineError` with every problem found.
+
+    Plugins named by the pipeline are registered in ``registry`` (default: the one in use inside a
+    :func:`~fairgptq.registry.scoped` block, else a fresh one for this pipeline), never in the process's.
+    """
+    if registry is None:
+        current = scoped_registry()
+        registry = current if current is not None else pipeline_registry(
+            raw.get("plugins") if isinstance(raw, dict) and isinstance(raw.get("plugins"), list) else ())
+    with scoped(registry):
+        try:
+            spec = PipelineSpec.model_validate(raw)
+        except ValidationError as e:
+            raise PipelineError(source, problems_from(e, PipelineSpec)) from None
+        if Path(source).is_file():
+            resolve_relative_paths(spec, Path(source).resolve().parent)
+        if environment:
+            problems = check(spec, registry)
+            if problems:
+                raise PipelineError(source, problems)
     return spec
 
 
@@ -214,14 +225,16 @@ def _validated(points: list[SweepPoint], source: str, environment: bool) -> list
 
 
 def load_pipeline(path: str | Path, overrides: Iterable[str] = (), *, environment: bool = True) -> Pipeline:
-    """Read, override and validate a pipeline file (nothing is loaded or run)."""
+    """Read, override and validate a pipeline file (nothing is loaded or run), with a registry of its own."""
     source = str(path)
     raw = apply_overrides(read_yaml(path), overrides)
-    spec = validate(raw, source, environment=environment)
-    points = _validate_points(spec, raw, source, environment)
+    registry = pipeline_registry(raw.get("plugins") if isinstance(raw.get("plugins"), list) else ())
+    with scoped(registry):
+        spec = validate(raw, source, environment=environment, registry=registry)
+        points = _validate_points(spec, raw, source, environment)
     if environment and points:
         from .preflight import output_problems
         problems = output_problems(Path(spec.output or Path("runs") / spec.name), [p.name for p in points])
         if problems:
             raise PipelineError(source, problems)
-    return Pipeline(spec, raw, source, points)
+    return Pipeline(spec, raw, source, points, registry)

@@ -153,6 +153,8 @@ def data_problem(read, path: Path, what: str) -> str | None:
     except IsADirectoryError:
         return f"{path} is a folder; {what} reads one file: give the file's path"
     except (FairGPTQError, OSError, ValueError, KeyError) as e:
+        if path.is_dir():  # a reader of one file may say "not found" of a folder; the cause is the folder
+            return f"{path} is a folder; {what} reads one file: give the file's path"
         return f"{path}: {what} cannot read it ({type(e).__name__}: {str(e).strip()[:300]})"
     if not len(items):
         return f"{path}: {what} found no items in it (empty, or only a header); give a file with data"

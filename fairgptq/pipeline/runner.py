@@ -16,6 +16,7 @@ from rich.console import Console
 from ..core.model_loading import load_model
 from . import build
 from .executors import ExecutorSettings, SweepIncomplete, SweepUnit, run_on_ray
+from ..registry import pipeline_registry, scoped
 from .execute import execute
 from .loading import Pipeline, validate
 from .objective_settings import config_is_plain
@@ -37,6 +38,12 @@ def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bo
     ``shard=(i, n)`` runs only the sweep points whose index is i mod n, so n processes (or
     machines sharing the folder) can split a sweep; whichever finishes last writes the summary.
     """
+    with scoped(pipeline.registry or pipeline_registry(pipeline.spec.plugins)):
+        return _run(pipeline, out, force=force, console=console, shard=shard, reuse=reuse)
+
+
+def _run(pipeline: Pipeline, out: str | Path | None, *, force: bool, console: Console | None,
+         shard: tuple[int, int] | None, reuse: list[str | Path]) -> Path:
     console = console or Console()
     spec = pipeline.spec
     target = Path(out or spec.output or Path("runs") / spec.name)
