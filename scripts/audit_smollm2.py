@@ -1,0 +1,123 @@
+"""The README's audit example: SmolLM2-135M-Instruct against three 4-bit checkpoints of it, made by three quantizers.
+
+    .venv/bin/python scripts/audit_smollm2.py --fairgptq runs/demo/model --out runs/audit_smollm2
+
+Makes (in ``--out``) the float model as a transformers folder, a GPTQModel export of it (GPTQModel's
+own GPTQ on the CPU, 4-bit g128, the same 64 WikiText-2 validation windows of 512 tokens as the demo)
+and a compressed-tensors checkpoint (llm-compressor's format, written by the compressed-tensors
+package: round-to-nearest 4-bit g128, symmetric), then runs ``fairgptq audit`` of each (and of the
+fairgptq export given, the demo's) against the float model, and writes ``summary.md`` with every
+verdict and interval.  The base is SmolLM2-135M-Instruct de-quantized from a Q4_1 GGUF: it already
+sits on a 4-bit grid, so these audits say what re-quantizing such a model does, not what quantizing
+a trained float model does.  Each checkpoint is one draw of its quantizer's rounding.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TASKS = ["crows_pairs", "stereoset", "wikitext2"]
+
+
+def save_base(out: Path) -> Path:
+    from fairgptq import load_model
+    base = out / "base"
+    if not (base / "config.json").is_file():
+        model, tok = load_model("smollm2", "float32")
+        model.save_pretrained(base)
+        tok.save_pretrained(base)
+    return base
+
+
+def gptqmodel_export(base: Path, out: Path) -> Path:
+    """GPTQModel quantizes in its own process: it sizes thread pools at import."""
+    target = out / "gptqmodel"
+    if (target / "quantize_config.json").is_file():
+        return target
+    from fairgptq.datasets_adapters.wikitext import calibration_windows
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(base)
+    texts = [tok.decode(row) for b in calibration_windows(tok, n=64, seqlen=512, seed=0) for row in b.input_ids]
+    (out / "calibration.json").write_text(json.dumps(texts))
+    script = ("import json\nfrom gptqmodel import GPTQModel, QuantizeConfig\n"
+              f"texts = json.load(open({str(out / 'calibration.json')!r}))\n"
+              f"m = GPTQModel.load({str(base)!r}, QuantizeConfig(bits=4, group_size=128, sym=True, desc_act=False), "
+              f"device='cpu')\nm.quantize(texts, batch_size=4)\nm.save({str(target)!r})\n")
+    env = {**os.environ, "GPTQMODEL_CPU_WORKERS": "2"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=out)
+    if done.returncode:
+        raise SystemExit(f"GPTQModel failed (exit {done.returncode}); see its output above")
+    return target
+
+
+def compressed_tensors_export(base: Path, out: Path) -> Path:
+    target = out / "compressed_tensors"
+    if (target / "config.json").is_file():
+        return target
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig, QuantizationScheme,
+                                                 QuantizationStatus, apply_quantization_config)
+    from compressed_tensors.quantization.utils import calculate_qparams
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(base)
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=128)
+    scheme = QuantizationScheme(targets=["Linear"], weights=args)
+    apply_quantization_config(model, QuantizationConfig(config_groups={"g": scheme}, ignore=["lm_head"]))
+    for module in model.modules():  # round-to-nearest: each group's scale from its own range
+        if hasattr(module, "weight_scale"):
+            groups = module.weight.data.reshape(module.weight.shape[0], -1, args.group_size)
+            scale, zero = calculate_qparams(groups.amin(-1), groups.amax(-1), args)
+            module.weight_scale.data.copy_(scale.reshape(module.weight_scale.shape))
+            module.weight_zero_point.data.copy_(zero.reshape(module.weight_zero_point.shape))
+            module.quantization_status = QuantizationStatus.FROZEN
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
+    compressor.compress_model(model)
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(base).save_pretrained(target)
+    compressor.update_config(target)
+    return target
+
+
+def run_audit(base: Path, quantized: Path, out: Path) -> dict:
+    if (out / "audit.json").is_file():
+        return json.loads((out / "audit.json").read_text())
+    done = subprocess.run([sys.executable, "-m", "fairgptq.cli", "audit", str(base), str(quantized),
+                           "--tasks", ",".join(TASKS), "--out", str(out)])
+    if done.returncode:
+        raise SystemExit(f"fairgptq audit {quantized} failed (exit {done.returncode})")
+    return json.loads((out / "audit.json").read_text())
+
+
+def summary(audits: dict[str, dict]) -> str:
+    lines = ["# SmolLM2-135M-Instruct (de-quantized from a Q4_1 GGUF) against three 4-bit checkpoints of it", "",
+             "`fairgptq audit`, quantized − float, 95 % paired intervals; one draw of each quantizer's rounding.", "",
+             "| checkpoint | metric | float | quantized | difference [95 % CI] | p | verdict |", "|---|---|---|---|---|---|---|"]
+    for name, report in audits.items():
+        for r in report["rows"]:
+            lines.append(f"| {name} | {r['task']}.{r['metric']} | {r['a']:.4g} | {r['b']:.4g} | "
+                         f"{r['diff']:+.3g} [{r['lo']:+.3g}, {r['hi']:+.3g}] | {r['p']:.3g} | {r['audit']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fairgptq", required=True, help="a fairgptq export of SmolLM2 (the demo's: runs/demo/model)")
+    ap.add_argument("--out", default="runs/audit_smollm2", help="folder for the checkpoints, the audits and summary.md")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = save_base(out)
+    checkpoints = {"fairgptq (demo)": Path(args.fairgptq), "GPTQModel": gptqmodel_export(base, out),
+                   "compressed-tensors (RTN)": compressed_tensors_export(base, out)}
+    audits = {name: run_audit(base, path, out / f"audit_{path.name if name != 'fairgptq (demo)' else 'fairgptq'}")
+              for name, path in checkpoints.items()}
+    (out / "summary.md").write_text(summary(audits))
+    print((out / "summary.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
