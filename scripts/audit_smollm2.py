@@ -33,41 +33,36 @@ def save_base(out: Path) -> Path:
     return base
 
 
-def gptqmodel_export(base: Path, out: Path) -> Path:
-    """GPTQModel quantizes in its own process: it sizes thread pools at import."""
-    target = out / "gptqmodel"
-    if (target / "quantize_config.json").is_file():
-        return target
-    from fairgptq.datasets_adapters.wikitext import calibration_windows
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(base)
-    texts = [tok.decode(row) for b in calibration_windows(tok, n=64, seqlen=512, seed=0) for row in b.input_ids]
-    (out / "calibration.json").write_text(json.dumps(texts))
+def write_gptqmodel_export(base: Path, target: Path, texts: list[str], group_size: int = 128) -> Path:
+    """GPTQModel's own GPTQ (4-bit, symmetric, no act-order) on the CPU, in its own process: it sizes thread
+    pools at import, and 2 CPU workers satisfy its loader on any machine."""
+    texts_file = target.parent / f"{target.name}.calibration.json"
+    texts_file.write_text(json.dumps(texts))
     script = ("import json\nfrom gptqmodel import GPTQModel, QuantizeConfig\n"
-              f"texts = json.load(open({str(out / 'calibration.json')!r}))\n"
-              f"m = GPTQModel.load({str(base)!r}, QuantizeConfig(bits=4, group_size=128, sym=True, desc_act=False), "
-              f"device='cpu')\nm.quantize(texts, batch_size=4)\nm.save({str(target)!r})\n")
+              f"texts = json.load(open({str(texts_file)!r}))\n"
+              f"m = GPTQModel.load({str(base)!r}, QuantizeConfig(bits=4, group_size={group_size}, sym=True, "
+              f"desc_act=False), device='cpu')\nm.quantize(texts, batch_size=4)\nm.save({str(target)!r})\n")
     env = {**os.environ, "GPTQMODEL_CPU_WORKERS": "2"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=out)
+    # GPTQModel writes a logs/ folder into its working directory
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=target.parent, capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"GPTQModel failed (exit {done.returncode}); see its output above")
+        raise RuntimeError(f"GPTQModel failed (exit {done.returncode}): {done.stderr[-2000:]}")
     return target
 
 
-def compressed_tensors_export(base: Path, out: Path) -> Path:
-    target = out / "compressed_tensors"
-    if (target / "config.json").is_file():
-        return target
+def write_compressed_tensors_rtn(base: Path, target: Path, group_size: int = 128) -> Path:
+    """A compressed-tensors checkpoint (llm-compressor's format) written by the compressed-tensors package:
+    round-to-nearest 4-bit, symmetric, each group's scale from its own range, lm_head kept."""
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig, QuantizationScheme,
                                                  QuantizationStatus, apply_quantization_config)
     from compressed_tensors.quantization.utils import calculate_qparams
     from transformers import AutoModelForCausalLM, AutoTokenizer
     model = AutoModelForCausalLM.from_pretrained(base)
-    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=128)
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=group_size)
     scheme = QuantizationScheme(targets=["Linear"], weights=args)
     apply_quantization_config(model, QuantizationConfig(config_groups={"g": scheme}, ignore=["lm_head"]))
-    for module in model.modules():  # round-to-nearest: each group's scale from its own range
+    for module in model.modules():
         if hasattr(module, "weight_scale"):
             groups = module.weight.data.reshape(module.weight.shape[0], -1, args.group_size)
             scale, zero = calculate_qparams(groups.amin(-1), groups.amax(-1), args)
@@ -80,6 +75,14 @@ def compressed_tensors_export(base: Path, out: Path) -> Path:
     AutoTokenizer.from_pretrained(base).save_pretrained(target)
     compressor.update_config(target)
     return target
+
+
+def wikitext_texts(base: Path) -> list[str]:
+    """The demo's calibration: 64 WikiText-2 validation windows of 512 tokens, as text."""
+    from fairgptq.datasets_adapters.wikitext import calibration_windows
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(base)
+    return [tok.decode(row) for b in calibration_windows(tok, n=64, seqlen=512, seed=0) for row in b.input_ids]
 
 
 def run_audit(base: Path, quantized: Path, out: Path) -> dict:
@@ -111,8 +114,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = save_base(out)
-    checkpoints = {"fairgptq (demo)": Path(args.fairgptq), "GPTQModel": gptqmodel_export(base, out),
-                   "compressed-tensors (RTN)": compressed_tensors_export(base, out)}
+    gptqmodel, rtn = out / "gptqmodel", out / "compressed_tensors"
+    if not (gptqmodel / "quantize_config.json").is_file():
+        write_gptqmodel_export(base, gptqmodel, wikitext_texts(base))
+    if not (rtn / "config.json").is_file():
+        write_compressed_tensors_rtn(base, rtn)
+    checkpoints = {"fairgptq (demo)": Path(args.fairgptq), "GPTQModel": gptqmodel, "compressed-tensors (RTN)": rtn}
     audits = {name: run_audit(base, path, out / f"audit_{path.name if name != 'fairgptq (demo)' else 'fairgptq'}")
               for name, path in checkpoints.items()}
     (out / "summary.md").write_text(summary(audits))

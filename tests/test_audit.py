@@ -8,10 +8,9 @@ words, the files written) and the refusal of a format this machine cannot load, 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -41,47 +40,27 @@ def fairgptq_export(base_dir, tmp_path_factory):
     return out
 
 
+def _writers():
+    """The checkpoint writers of scripts/audit_smollm2.py (the README's audit example), so both make the same kind."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "audit_smollm2.py"
+    spec = importlib.util.spec_from_file_location("audit_smollm2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def gptqmodel_export(base_dir, tmp_path_factory):
     pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
-    out = tmp_path_factory.mktemp("audit") / "gptqmodel"
-    script = (f"from gptqmodel import GPTQModel, QuantizeConfig\n"
-              f"m = GPTQModel.load({str(base_dir)!r}, QuantizeConfig(bits=4, group_size=32), device='cpu')\n"
-              f"m.quantize({TEXTS!r}, batch_size=4)\nm.save({str(out)!r})\n")
-    # its own process: GPTQModel sizes thread pools at import; 2 CPU workers satisfy its loader on any machine
-    env = {**os.environ, "GPTQMODEL_CPU_WORKERS": "2"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900,
-                          cwd=out.parent)  # GPTQModel writes a logs/ folder into its working directory
-    assert done.returncode == 0, done.stderr[-2000:]
-    return out
+    return _writers().write_gptqmodel_export(base_dir, tmp_path_factory.mktemp("audit") / "gptqmodel", TEXTS,
+                                             group_size=32)
 
 
 @pytest.fixture(scope="module")
 def compressed_tensors_export(base_dir, tmp_path_factory):
     pytest.importorskip("compressed_tensors", reason="compressed-tensors is not installed: bash scripts/setup.sh")
-    from compressed_tensors.compressors import ModelCompressor
-    from compressed_tensors.quantization import (QuantizationArgs, QuantizationConfig, QuantizationScheme,
-                                                 QuantizationStatus, apply_quantization_config)
-    from compressed_tensors.quantization.utils import calculate_qparams
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    args = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=32)
-    apply_quantization_config(model, QuantizationConfig(config_groups={"g": QuantizationScheme(targets=["Linear"],
-                                                                                                weights=args)},
-                                                        ignore=["lm_head"]))
-    for module in model.modules():  # round-to-nearest: each group's scale from its own range
-        if hasattr(module, "weight_scale"):
-            groups = module.weight.data.reshape(module.weight.shape[0], -1, args.group_size)
-            scale, zero = calculate_qparams(groups.amin(-1), groups.amax(-1), args)
-            module.weight_scale.data.copy_(scale.reshape(module.weight_scale.shape))
-            module.weight_zero_point.data.copy_(zero.reshape(module.weight_zero_point.shape))
-            module.quantization_status = QuantizationStatus.FROZEN
-    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="pack-quantized")
-    compressor.compress_model(model)
-    out = tmp_path_factory.mktemp("audit") / "compressed"
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out)
-    compressor.update_config(out)
+    out = _writers().write_compressed_tensors_rtn(base_dir, tmp_path_factory.mktemp("audit") / "compressed",
+                                                  group_size=32)
     assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "compressed-tensors"
     return out
 
