@@ -131,6 +131,29 @@ def backend(spec: PipelineSpec, registry: Registry):
     return registry.create("backends", spec.backend.name, **spec.backend.params)
 
 
+@dataclass
+class RunInputs:
+    """What a run quantizes with, built the same way whichever path (in memory or onloaded) runs it."""
+    sets: dict[str, PairSet]
+    calibration: list[TokenBatch] | None
+    objectives: list[Objective]
+    backend: Any
+    calibration_pairs: list[Pair]  # every pair an objective calibrates on: the evaluation refuses to score them
+
+    @property
+    def pair_info(self) -> dict[str, dict]:
+        return {name: ps.info for name, ps in self.sets.items()}
+
+
+def run_inputs(spec: PipelineSpec, registry: Registry, tokenizer) -> RunInputs:
+    """Pair sets, calibration windows, objectives and backend of one run (logged with the pair sets' hashes)."""
+    sets = pair_sets(spec, registry)
+    for name, ps in sets.items():
+        logger.info("pair set %s: %s", name, ps.info)
+    return RunInputs(sets, text_calibration(spec, tokenizer), objectives(spec, registry, sets), backend(spec, registry),
+                     [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs])
+
+
 def quant_config(spec: PipelineSpec) -> QuantConfig:
     """The engine's config from the validated quantization section, which has exactly its fields."""
     return QuantConfig(**spec.quantization.model_dump())

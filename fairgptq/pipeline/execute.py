@@ -21,7 +21,7 @@ from . import build
 from ..evaluation.items import record_evaluation
 from .objective_settings import config_is_plain
 from .plain_baseline import compare_with_float, compare_with_plain, evaluate_plain_gptq
-from .record import Step, gap_metrics, logger, write_card, write_run_record
+from .record import Step, gap_metrics, write_card, write_run_record
 from .report import headline_metrics
 from .rundir import write_atomic
 from .schema import PipelineSpec
@@ -72,15 +72,12 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
         else:
             model, tok = copy.deepcopy(model_and_tok[0]), model_and_tok[1]
     with step("pairs", "building pair sets and calibration data"):
-        sets = build.pair_sets(spec, registry)
-        for name, ps in sets.items():
-            logger.info("pair set %s: %s", name, ps.info)
-            console.print(f"  pair set [bold]{name}[/]: {ps.info['n']} pairs from {ps.info['source']} "
-                          f"(sha256/16 {ps.info['sha256_16']}, {ps.info['bad_rows']} bad rows skipped)")
-        calibration = build.text_calibration(spec, tok)
-        objectives = build.objectives(spec, registry, sets)
-        backend = build.backend(spec, registry)
-    calib_pairs = [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs]
+        inputs = build.run_inputs(spec, registry, tok)
+        for name, info in inputs.pair_info.items():
+            console.print(f"  pair set [bold]{name}[/]: {info['n']} pairs from {info['source']} "
+                          f"(sha256/16 {info['sha256_16']}, {info['bad_rows']} bad rows skipped)")
+    sets, calibration, objectives, backend = inputs.sets, inputs.calibration, inputs.objectives, inputs.backend
+    calib_pairs = inputs.calibration_pairs
     tasks = spec.evaluation.tasks
     float_items: dict = {}
     if spec.evaluation.float_baseline and tasks and baseline is None and point is None:  # sweeps: once, outside

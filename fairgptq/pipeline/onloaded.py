@@ -64,11 +64,9 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
     with step("pairs", "building pair sets and calibration data"):
-        sets = build.pair_sets(spec, registry)
-        calibration = build.text_calibration(spec, tok)
-        objectives = build.objectives(spec, registry, sets)
-        backend = build.backend(spec, registry)
-    calib_pairs = [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs]
+        inputs = build.run_inputs(spec, registry, tok)
+    calibration, objectives, backend = inputs.calibration, inputs.objectives, inputs.backend
+    calib_pairs = inputs.calibration_pairs
     tasks = spec.evaluation.tasks
     if spec.evaluation.float_baseline and tasks and baseline is None and point is None:
         from ..evaluation import evaluate
@@ -82,7 +80,7 @@ def execute_onloaded(spec: PipelineSpec, resolved: dict, run_dir: Path, console:
 
     config = build.quant_config(spec)
     out = run_dir / "model"
-    pair_info = {name: ps.info for name, ps in sets.items()}
+    pair_info = inputs.pair_info
     with step("quantize", f"quantizing layer by layer from disk ({config.bits}-bit, group {config.group_size}, "
                           f"{len(objectives)} objective(s), backend {spec.backend.name})"):
         run = quantize_onloaded(folder, out, calibration, config, objectives=objectives, tokenizer=tok,
