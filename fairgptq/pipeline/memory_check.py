@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 PER_TOKEN_HIDDEN = 20
@@ -69,7 +70,12 @@ def shape_of(model_name: str) -> ModelShape | None:
         return None
     folder = Path(src.folder)
     if src.gguf_file:
-        return _gguf_shape(folder / src.gguf_file)
+        gguf_file = folder / src.gguf_file
+        try:
+            stat = gguf_file.stat()
+        except OSError:
+            return None
+        return _gguf_shape(gguf_file, stat.st_mtime_ns, stat.st_size)
     config = folder / "config.json"
     if src.hub_id or not config.is_file():
         return None
@@ -79,7 +85,10 @@ def shape_of(model_name: str) -> ModelShape | None:
         return None
 
 
-def _gguf_shape(path: Path) -> ModelShape | None:
+@lru_cache(maxsize=8)
+def _gguf_shape(path: Path, mtime_ns: int, size: int) -> ModelShape | None:
+    """Read once per file version: the reader parses the whole header (the tokenizer's 49k strings for
+    SmolLM2, seconds on two cores), and a sweep validates every point against the same file."""
     try:
         import gguf
         reader = gguf.GGUFReader(str(path))
