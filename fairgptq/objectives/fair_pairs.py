@@ -16,7 +16,7 @@ from ..core.objective import Captured
 from ..datasets_adapters.pairs import Pair
 from ..plugin_params import validated
 from .pair_activations import ALIGNMENTS, PairStreams, pair_differences, tokenize_pairs
-from .targets import Alpha, TargetedObjective, TargetParams
+from .targets import Alpha, PairObjective, TargetedObjective, TargetParams
 
 
 def pairs_hash(pairs: Sequence[Pair]) -> str:
@@ -42,7 +42,7 @@ class FairPairParams(TargetParams):
         return self.calibrate_with_pairs
 
 
-class FairPairObjective(TargetedObjective):
+class FairPairObjective(PairObjective):
     """Fair-GPTQ's pair term for the targeted (layer, role) modules.
 
     ``pairs``, ``pair_set`` (the set's name), ``batch_size`` and ``max_length`` come from the
@@ -52,15 +52,8 @@ class FairPairObjective(TargetedObjective):
     name = "fair_pairs"
     Params = FairPairParams
 
-    def __init__(self, pairs: Sequence[Pair], *, pair_set: str = "custom", batch_size: int = 32,
-                 max_length: int = 128, **settings: Any) -> None:
-        if not pairs:
-            raise ConfigError("the pair objective needs at least one pair")
-        self.pairs = list(pairs)
-        self.params = validated(FairPairParams, settings, "objective fair_pairs")
+    def _start(self) -> None:
         self.settings = self.params.settings()
-        self.batch_size, self.max_length = batch_size, max_length
-        self.pair_set = pair_set
         self._streams: PairStreams | None = None
 
     @property

@@ -49,9 +49,8 @@ from ..core.objective import LinearTerm, ScoreGradient, ScoreRequest, TokenBatch
 from ..core.sequences import common_prefix_length
 from ..datasets_adapters.pairs import Pair
 from ..evaluation.scoring import encode_request
-from ..plugin_params import validated
 from .fair_pairs import pairs_hash
-from .targets import TargetedObjective, TargetSelection
+from .targets import PairObjective, TargetSelection
 from .tokens import pad_id, right_padded
 
 logger = logging.getLogger("fairgptq.objectives")
@@ -156,7 +155,7 @@ def _tokens(tokenizer, text: str, max_length: int) -> list[int]:
     return list(r.context + r.continuation)[:max_length]
 
 
-class LikelihoodPairObjective(TargetedObjective):
+class LikelihoodPairObjective(PairObjective):
     """λ⟨∂B/∂W, W' − W⟩ on the targeted modules, B the pairs' mean log-likelihood preference.
 
     ``pairs``, ``pair_set``, ``batch_size`` and ``max_length`` come from the run; every other
@@ -166,13 +165,7 @@ class LikelihoodPairObjective(TargetedObjective):
     name = "likelihood_pairs"
     Params = LikelihoodPairParams
 
-    def __init__(self, pairs: Sequence[Pair], *, pair_set: str = "custom", batch_size: int = 32,
-                 max_length: int = 128, **settings: Any) -> None:
-        if not pairs:
-            raise ConfigError("the likelihood objective needs at least one pair")
-        self.pairs = list(pairs)
-        self.params = validated(LikelihoodPairParams, settings, "objective likelihood_pairs")
-        self.pair_set, self.batch_size, self.max_length = pair_set, batch_size, max_length
+    def _start(self) -> None:
         self._grads: dict[str, torch.Tensor] = {}
         self._lambda: float | None = self.params.lambda_
         self._before: dict[str, torch.Tensor] | None = None

@@ -11,7 +11,7 @@ validates its Python keyword arguments with the same model.  Checks that need th
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -19,6 +19,8 @@ from ..core.architectures import ROLES
 from ..core.errors import ConfigError
 from ..core.gptq import FAIR_MODES
 from ..core.objective import FairSettings, Objective, ObjectiveParams
+from ..datasets_adapters.pairs import Pair
+from ..plugin_params import validated
 
 DEFAULT_ROLES = ("attn_out", "mlp_out")
 Role = Literal[ROLES]  # type: ignore[valid-type]
@@ -258,3 +260,25 @@ class TargetedObjective(Objective):
             return known[layer, role]
         alpha_for = getattr(self.params, "alpha_for", None)
         return alpha_for(layer, role) if alpha_for is not None else 1.0
+
+
+class PairObjective(TargetedObjective):
+    """A targeted objective calibrated on pairs: the run hands it the pairs, their set's name and the batch shape.
+
+    ``pairs``, ``pair_set``, ``batch_size`` and ``max_length`` come from the run (the pipeline passes
+    them to a factory whose signature names them); every other keyword is a setting of ``Params``.
+    """
+
+    Params: type[ObjectiveParams]
+
+    def __init__(self, pairs: Sequence[Pair], *, pair_set: str = "custom", batch_size: int = 32,
+                 max_length: int = 128, **settings: Any) -> None:
+        if not pairs:
+            raise ConfigError(f"objective {self.name} needs at least one pair")
+        self.pairs = list(pairs)
+        self.params = validated(self.Params, settings, f"objective {self.name}")
+        self.pair_set, self.batch_size, self.max_length = pair_set, batch_size, max_length
+        self._start()
+
+    def _start(self) -> None:
+        """The subclass's own state, set up once its settings are validated."""
