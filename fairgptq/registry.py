@@ -7,6 +7,7 @@ import re
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
 import pluggy
@@ -192,7 +193,6 @@ def _check_made(kind: str, label: str, origin: str, made: Any) -> None:
                           f"(fairgptq.datasets_adapters.pairs.Pair)")
 
 
-_PROCESS: list[Registry] = []  # the process-wide registry, built on first use
 _SCOPED: ContextVar[Registry | None] = ContextVar("fairgptq_registry", default=None)
 
 
@@ -203,12 +203,13 @@ def default_registry() -> Registry:
     in use only inside ``scoped``: loading or running one pipeline never registers anything for the
     next one, or for the process.
     """
-    scoped_registry = _SCOPED.get()
-    if scoped_registry is not None:
-        return scoped_registry
-    if not _PROCESS:
-        _PROCESS.append(Registry())
-    return _PROCESS[0]
+    return _SCOPED.get() or _process_registry()
+
+
+@lru_cache(maxsize=1)
+def _process_registry() -> Registry:
+    """The process-wide registry (built-ins plus installed entry points), built on first use."""
+    return Registry()
 
 
 def scoped_registry() -> Registry | None:

@@ -65,13 +65,13 @@ def run_unit(unit: SweepUnit, baseline: dict | None) -> str:
 
     This is the body of a Ray task; it is the same code a single ``fairgptq run`` uses.
     """
-    from .loading import validate
-    from .rundir import atomic_run_dir
+    from ..registry import scoped
     from .execute import execute
+    from .loading import own_registry, validate
     from .record import logged, run_log
+    from .rundir import atomic_run_dir
 
-    from ..registry import pipeline_registry, scoped
-    registry = pipeline_registry(unit.raw.get("plugins") or ())
+    registry = own_registry(unit.raw)
     spec = validate(unit.raw, unit.source, environment=False, registry=registry)
     console = Console(stderr=True)
     with scoped(registry), atomic_run_dir(unit.folder, force=True) as tmp, run_log(tmp / "run.log"):

@@ -169,6 +169,13 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     return out
 
 
+def own_registry(raw: Any) -> Registry:
+    """A pipeline's own registry, with the plugin modules its raw mapping names (a malformed ``plugins:`` is left
+    for the schema to report)."""
+    plugins = raw.get("plugins") if isinstance(raw, dict) else None
+    return pipeline_registry(plugins if isinstance(plugins, list) else ())
+
+
 def validate(raw: dict, source: str = "pipeline", *, environment: bool = True,
              registry: Registry | None = None) -> PipelineSpec:
     """Schema then checks; raises :class:`PipelineError` with every problem found.
@@ -177,9 +184,7 @@ def validate(raw: dict, source: str = "pipeline", *, environment: bool = True,
     :func:`~fairgptq.registry.scoped` block, else a fresh one for this pipeline), never in the process's.
     """
     if registry is None:
-        current = scoped_registry()
-        registry = current if current is not None else pipeline_registry(
-            raw.get("plugins") if isinstance(raw, dict) and isinstance(raw.get("plugins"), list) else ())
+        registry = scoped_registry() or own_registry(raw)
     with scoped(registry):
         try:
             spec = PipelineSpec.model_validate(raw)
@@ -228,7 +233,7 @@ def load_pipeline(path: str | Path, overrides: Iterable[str] = (), *, environmen
     """Read, override and validate a pipeline file (nothing is loaded or run), with a registry of its own."""
     source = str(path)
     raw = apply_overrides(read_yaml(path), overrides)
-    registry = pipeline_registry(raw.get("plugins") if isinstance(raw.get("plugins"), list) else ())
+    registry = own_registry(raw)
     with scoped(registry):
         spec = validate(raw, source, environment=environment, registry=registry)
         points = _validate_points(spec, raw, source, environment)
