@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .comparison import compare_items, forest_plot, row_sentence
 from .core.errors import ConfigError, FairGPTQError
@@ -126,43 +126,87 @@ def category_rows(task: str, base: list[dict], other: list[dict], *, n_boot: int
     return rows
 
 
-def audit(base: str, quantized: str, tasks: Iterable[str], *, out: str | Path | None = None, dtype: str | None = None,
-          batch_size: int = 16, limit: int | None = None, n_boot: int = 2000, seed: int = 0, verify: bool = True,
-          **options: Any) -> dict:
+def audit(base: str, quantized: str, tasks: Iterable[str], *, out: str | Path | None = None, **kwargs: Any) -> dict:
     """Evaluate ``base`` and ``quantized`` on the same items and compare them; writes ``out`` when given."""
-    from .evaluation import evaluate
-    from .evaluation.items import split_evaluation, write_items
+    return audit_all(base, [quantized], tasks, outs=None if out is None else [Path(out)], **kwargs)[0]
+
+
+def audit_all(base: str, quantized: Sequence[str], tasks: Iterable[str], *, outs: Sequence[Path] | None = None,
+              dtype: str | None = None, batch_size: int = 16, limit: int | None = None, n_boot: int = 2000,
+              seed: int = 0, verify: bool = True, **options: Any) -> list[dict]:
+    """Several quantized versions of one base, each compared with it; the base is evaluated once.
+
+    Evaluating the base is as costly as evaluating a checkpoint, so auditing three checkpoints of a
+    model costs four evaluations here instead of six.  ``outs`` gives one new folder per checkpoint;
+    every folder is checked before anything is computed, so a clash never costs the evaluation."""
     tasks = list(tasks)
-    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
-        raise ConfigError(f"--out {out}: the folder exists and is not empty; give a new folder")
-    evaluated = {}
-    for role, name in (("base", base), ("quantized", quantized)):
-        loaded = load_for_audit(name, dtype, verify=verify)
-        results = evaluate(loaded.model, loaded.tokenizer, tasks, batch_size=batch_size, limit=limit, **options)
-        results["model"]["name"] = name
-        stripped, items = split_evaluation(results)
-        evaluated[role] = {"name": name, "format": loaded.description, "results": stripped, "items": items}
-        del loaded
+    if outs is not None:
+        if len(outs) != len(quantized):
+            raise ConfigError(f"{len(quantized)} quantized checkpoints but {len(outs)} output folders; give one each")
+        for folder in outs:
+            if Path(folder).exists() and any(Path(folder).iterdir()):
+                raise ConfigError(f"--out {folder}: the folder exists and is not empty; give a new folder")
+    settings = dict(dtype=dtype, batch_size=batch_size, limit=limit, verify=verify, options=options)
+    reference = _evaluated(base, tasks, **settings)
+    reports = []
+    for i, name in enumerate(quantized):
+        other = _evaluated(name, tasks, **settings)
+        report = compare_with_base(reference, other, tasks, n_boot=n_boot, seed=seed)
+        if outs is not None:
+            write_audit(report, reference, other, Path(outs[i]))
+        reports.append(report)
+    return reports
+
+
+def output_folders(out: Path, quantized: Sequence[str]) -> list[Path]:
+    """``out`` itself for one checkpoint; for several, ``out/<checkpoint folder name>``, numbered where names repeat."""
+    if len(quantized) == 1:
+        return [out]
+    names: list[str] = []
+    for name in quantized:
+        stem = candidate = Path(name.rstrip("/")).name or "quantized"
+        while candidate in names:
+            candidate = f"{stem}_{len(names)}"
+        names.append(candidate)
+    return [out / n for n in names]
+
+
+def _evaluated(name: str, tasks: list[str], *, dtype: str | None, batch_size: int, limit: int | None, verify: bool,
+               options: dict) -> dict:
+    """One model's evaluation: its description, its results without items, and the items per task."""
+    from .evaluation import evaluate
+    from .evaluation.items import split_evaluation
+    loaded = load_for_audit(name, dtype, verify=verify)
+    results = evaluate(loaded.model, loaded.tokenizer, tasks, batch_size=batch_size, limit=limit, **options)
+    results["model"]["name"] = name
+    stripped, items = split_evaluation(results)
+    return {"name": name, "format": loaded.description, "results": stripped, "items": items}
+
+
+def compare_with_base(base: dict, quantized: dict, tasks: list[str], *, n_boot: int, seed: int) -> dict:
+    """Every metric and bias category of two evaluations on the same items, as paired rows with verdicts."""
     rows, categories = [], []
     for task in tasks:
-        a, b = evaluated["base"]["items"][task], evaluated["quantized"]["items"][task]
+        a, b = base["items"][task], quantized["items"][task]
         for row in compare_items(task, a, b, n_boot=n_boot, seed=seed, labels=("base", "quantized")):
             rows.append({**row, "audit": verdict_words(row)})
         categories += category_rows(task, a, b, n_boot=n_boot, seed=seed)
-    report = {"base": {k: v for k, v in evaluated["base"].items() if k != "items"},
-              "quantized": {k: v for k, v in evaluated["quantized"].items() if k != "items"},
-              "tasks": tasks, "n_boot": n_boot, "seed": seed, "rows": rows, "categories": categories}
-    if out is not None:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        for role in ("base", "quantized"):
-            write_items(folder / role / "items", evaluated[role]["items"])
-        (folder / "audit.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-        (folder / "audit.md").write_text(audit_markdown(report) + "\n", encoding="utf-8")
-        if forest_plot({"baseline": "base", "comparisons": [{"run": "quantized", "rows": rows}]},
-                       folder / "forest.png"):
-            report["plot"] = "forest.png"
-    return report
+    return {"base": {k: v for k, v in base.items() if k != "items"},
+            "quantized": {k: v for k, v in quantized.items() if k != "items"},
+            "tasks": tasks, "n_boot": n_boot, "seed": seed, "rows": rows, "categories": categories}
+
+
+def write_audit(report: dict, base: dict, quantized: dict, folder: Path) -> None:
+    """audit.json, audit.md, forest.png and both models' items; audit.json last, so it marks a whole folder."""
+    from .evaluation.items import write_items
+    folder.mkdir(parents=True, exist_ok=True)
+    write_items(folder / "base" / "items", base["items"])
+    write_items(folder / "quantized" / "items", quantized["items"])
+    (folder / "audit.md").write_text(audit_markdown(report) + "\n", encoding="utf-8")
+    if forest_plot({"baseline": "base", "comparisons": [{"run": "quantized", "rows": report["rows"]}]},
+                   folder / "forest.png"):
+        report["plot"] = "forest.png"
+    (folder / "audit.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 def audit_markdown(report: dict) -> str:

@@ -115,9 +115,10 @@ def _parser() -> argparse.ArgumentParser:
                                       "same items and compare them pair by pair",
                         formatter_class=argparse.RawDescriptionHelpFormatter, lazy_epilog=_task_list)
     au.add_argument("base", help="the unquantized model: hub id, local folder, .gguf file, or 'smollm2'")
-    au.add_argument("quantized", help="its quantized version: a fairgptq or GPTQ checkpoint folder (GPTQModel, "
-                                      "AutoGPTQ), a compressed-tensors (llm-compressor) folder, or another format "
-                                      "transformers loads on the CPU")
+    au.add_argument("quantized", nargs="+",
+                    help="its quantized version: a fairgptq or GPTQ checkpoint folder (GPTQModel, AutoGPTQ), a "
+                         "compressed-tensors (llm-compressor) folder, or another format transformers loads on the "
+                         "CPU; several are each compared with the base, which is evaluated once")
     au.add_argument("--tasks", default="crows_pairs,stereoset,wikitext2", help="comma-separated task names")
     au.add_argument("--set", dest="options", action="append", default=[], metavar="OPTION=VALUE",
                     help="a task option, e.g. --set stereoset_split=all (repeatable)")
@@ -127,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                     help="compute dtype of both models (default: float32 for the base, the checkpoint's own otherwise)")
     au.add_argument("--no-verify", action="store_true", help="skip the content-hash check of a fairgptq checkpoint")
-    au.add_argument("--out", help="a new folder for audit.json, audit.md, forest.png and both models' item records")
+    au.add_argument("--out", help="a new folder for audit.json, audit.md, forest.png and both models' item records "
+                                  "(with several checkpoints: one subfolder each, named after the checkpoint)")
     rp = sub.add_parser("report", help="a finished sweep's research tables and plots: each point's paired difference "
                                        "from plain GPTQ across seeds, per metric or per bias category")
     rp.add_argument("sweep", type=Path, help="a finished sweep directory with repeats")
@@ -385,27 +387,29 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_audit(args) -> int:
-    from .audit import audit
+    from .audit import audit_all, output_folders
+    outs = None
     if args.out:
         from .comparison import check_output_folder
         check_output_folder(Path(args.out))
+        outs = output_folders(Path(args.out), args.quantized)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     options = _task_option_values(args.options)
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens
-    report = audit(args.base, args.quantized, tasks, out=args.out, dtype=args.dtype, batch_size=args.batch_size,
-                   limit=args.limit, verify=not args.no_verify, **options)
-    table = Table(title=f"{args.quantized} against its base {args.base} (quantized − base, 95 % CI)")
-    for col in ("task.metric", "base", "quantized", "difference [95 % CI]", "p", "verdict"):
-        table.add_column(col, justify="right" if col in ("base", "quantized", "p") else "left")
-    for r in report["rows"]:
-        table.add_row(f"{r['task']}.{r['metric']}", f"{r['a']:.4g}", f"{r['b']:.4g}",
-                      f"{r['diff']:+.3g} [{r['lo']:+.3g}, {r['hi']:+.3g}]", f"{r['p']:.3g}", r["audit"],
-                      style="bold" if r["verdict"] == "significant" else "")
-    console.print(table)
-    if args.out:
-        console.print(f"[bold green]Audit:[/] {Path(args.out) / 'audit.md'}   (all numbers: "
-                      f"{Path(args.out) / 'audit.json'})")
+    reports = audit_all(args.base, args.quantized, tasks, outs=outs, dtype=args.dtype, batch_size=args.batch_size,
+                        limit=args.limit, verify=not args.no_verify, **options)
+    for i, (name, report) in enumerate(zip(args.quantized, reports)):
+        table = Table(title=f"{name} against its base {args.base} (quantized − base, 95 % CI)")
+        for col in ("task.metric", "base", "quantized", "difference [95 % CI]", "p", "verdict"):
+            table.add_column(col, justify="right" if col in ("base", "quantized", "p") else "left")
+        for r in report["rows"]:
+            table.add_row(f"{r['task']}.{r['metric']}", f"{r['a']:.4g}", f"{r['b']:.4g}",
+                          f"{r['diff']:+.3g} [{r['lo']:+.3g}, {r['hi']:+.3g}]", f"{r['p']:.3g}", r["audit"],
+                          style="bold" if r["verdict"] == "significant" else "")
+        console.print(table)
+        if outs:
+            console.print(f"[bold green]Audit:[/] {outs[i] / 'audit.md'}   (all numbers: {outs[i] / 'audit.json'})")
     return EXIT_OK
 
 

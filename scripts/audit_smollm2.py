@@ -6,8 +6,8 @@ Makes (in ``--out``) the float model as a transformers folder, a GPTQModel expor
 own GPTQ on the CPU, 4-bit g128, the same 64 WikiText-2 validation windows of 512 tokens as the demo)
 and a compressed-tensors checkpoint (llm-compressor's format, written by the compressed-tensors
 package: round-to-nearest 4-bit g64, symmetric: it needs whole groups and 576 is not a multiple of 128),
-then runs ``fairgptq audit`` of each (and of the
-fairgptq export given, the demo's) against the float model, and writes ``summary.md`` with every
+then audits each (and the fairgptq export given, the demo's) against the float model, which is
+evaluated once, and writes ``summary.md`` with every
 verdict and interval.  The base is SmolLM2-135M-Instruct de-quantized from a Q4_1 GGUF: it already
 sits on a 4-bit grid, so these audits say what re-quantizing such a model does, not what quantizing
 a trained float model does.  Each checkpoint is one draw of its quantizer's rounding.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,14 +90,30 @@ def wikitext_texts(base: Path) -> list[str]:
     return [tok.decode(row) for b in calibration_windows(tok, n=64, seqlen=512, seed=0) for row in b.input_ids]
 
 
-def run_audit(base: Path, quantized: Path, out: Path) -> dict:
-    if (out / "audit.json").is_file():
-        return json.loads((out / "audit.json").read_text())
-    done = subprocess.run([sys.executable, "-m", "fairgptq.cli", "audit", str(base), str(quantized),
-                           "--tasks", ",".join(TASKS), "--out", str(out)])
-    if done.returncode:
-        raise SystemExit(f"fairgptq audit {quantized} failed (exit {done.returncode})")
-    return json.loads((out / "audit.json").read_text())
+AUDIT_FILES = {"base", "quantized", "audit.md", "forest.png"}
+
+
+def interrupted(folder: Path) -> None:
+    """Remove an audit folder that lacks audit.json (written last) when it holds only what an audit writes."""
+    if not folder.exists():
+        return
+    found = {p.name for p in folder.iterdir()}
+    if not found <= AUDIT_FILES:
+        raise SystemExit(f"{folder}: holds {sorted(found - AUDIT_FILES)}, not an audit's files; move it away first")
+    shutil.rmtree(folder)
+
+
+def run_audits(base: Path, checkpoints: dict[str, Path], out: Path) -> dict[str, dict]:
+    """Each checkpoint's audit against the float model (base evaluated once); a finished audit is read, not redone."""
+    from fairgptq.audit import audit_all
+    folders = {name: out / f"audit_{path.name if name != 'fairgptq (demo)' else 'fairgptq'}"
+               for name, path in checkpoints.items()}
+    todo = [name for name in checkpoints if not (folders[name] / "audit.json").is_file()]
+    if todo:
+        for name in todo:  # a folder without audit.json is an interrupted audit: start it again
+            interrupted(folders[name])
+        audit_all(str(base), [str(checkpoints[n]) for n in todo], TASKS, outs=[folders[n] for n in todo])
+    return {name: json.loads((folders[name] / "audit.json").read_text()) for name in checkpoints}
 
 
 def summary(audits: dict[str, dict]) -> str:
@@ -124,8 +141,7 @@ def main() -> None:
     if not (rtn / "config.json").is_file():
         write_compressed_tensors_rtn(base, rtn)
     checkpoints = {"fairgptq (demo)": Path(args.fairgptq), "GPTQModel": gptqmodel, "compressed-tensors (RTN)": rtn}
-    audits = {name: run_audit(base, path, out / f"audit_{path.name if name != 'fairgptq (demo)' else 'fairgptq'}")
-              for name, path in checkpoints.items()}
+    audits = run_audits(base, checkpoints, out)
     (out / "summary.md").write_text(summary(audits))
     print((out / "summary.md").read_text())
 

@@ -140,3 +140,31 @@ def test_a_pipeline_exports_a_model_card_whose_numbers_are_the_runs(tmp_path, re
     assert metrics and all(metrics[k] == pytest.approx(results["metrics"][k], abs=1e-4) for k in metrics)
     assert "− plain GPTQ" in card.text and "float model" in card.text and "fair_pairs" in card.text
     assert results["export"]["reload_check"] == "identical logits"
+
+
+def test_several_checkpoints_share_one_evaluation_of_the_base(base_dir, fairgptq_export, real_data_dir, tmp_path,
+                                                              monkeypatch):
+    import fairgptq.audit as audit_module
+    evaluated = []
+    real = audit_module._evaluated
+    monkeypatch.setattr(audit_module, "_evaluated", lambda name, *a, **k: evaluated.append(name) or real(name, *a, **k))
+    out = tmp_path / "many"
+    assert main(["audit", str(base_dir), str(fairgptq_export), str(base_dir), "--tasks", "crows_pairs",
+                 "--limit", "12", "--out", str(out)]) == 0
+    assert evaluated == [str(base_dir), str(fairgptq_export), str(base_dir)]
+    first, second = (json.loads((out / name / "audit.json").read_text()) for name in ("fairgptq", "base"))
+    assert first["quantized"]["name"] == str(fairgptq_export) and second["quantized"]["name"] == str(base_dir)
+    # the base against itself: the same items, so every difference is zero and nothing is significant
+    assert all(r["diff"] == 0 and r["audit"] == "not distinguishable from noise" for r in second["rows"])
+
+
+def test_an_occupied_output_folder_is_refused_before_anything_is_evaluated(base_dir, fairgptq_export, tmp_path):
+    from fairgptq.audit import audit_all
+    from fairgptq.core.errors import ConfigError
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        audit_all(str(base_dir), [str(fairgptq_export), str(fairgptq_export)], ["crows_pairs"],
+                  outs=[tmp_path / "free", taken])
+    assert (taken / "notes.txt").read_text() == "mine" and not (tmp_path / "free").exists()
