@@ -1,6 +1,6 @@
 """What every run writes and shows: its log file, timed steps, versions and the results record (report.md too).
 
-Shared by the in-memory run (:mod:`.execute`), the onloaded run (:mod:`.onloaded`) and Ray's sweep units
+Shared by a run (:mod:`.execute`, in memory or onloaded: :mod:`.model_paths`) and Ray's sweep units
 (:mod:`.executors`), so a record has one shape whichever path made it.
 """
 from __future__ import annotations

@@ -77,7 +77,7 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
                    protect=[pipeline.folder]) as resumed, run_log(target / "sweep.log"):
         if resumed:
             console.print(f"[yellow]resuming the interrupted sweep in {target}[/]")
-        from .onloaded import onload_decision
+        from .model_paths import onload_decision
         onloads = onload_decision(spec, console).onload  # then every point reads the model layer by layer itself
         shared = None
         cache: dict = {}  # float-model work that every point shares (the pair-gap yardstick)
