@@ -45,6 +45,24 @@ def test_results_record(run_dir):
     assert "fair_pairs" in (out / "report.md").read_text()
 
 
+def test_the_record_reads_back_typed_and_a_broken_one_names_its_field(run_dir, tmp_path):
+    from fairgptq.pipeline.run_record import RunRecordError, check_run_record, read_run_record, read_run_section
+    out, _ = run_dir
+    record = read_run_record(out)
+    assert record.export is not None and record.export.path == "model" and (out / record.export.path).is_dir()
+    assert record.quantization.summary["overshoots"] >= 0 and record.metrics == read_run_section(out, "metrics")
+    data = json.loads((out / "results.json").read_text())
+    with pytest.raises(RunRecordError, match="metrics"):
+        check_run_record({k: v for k, v in data.items() if k != "metrics"})
+    with pytest.raises(RunRecordError, match="timings"):
+        check_run_record({**data, "timings": {"total": "fast"}})
+    with pytest.raises(RunRecordError, match="no run record"):
+        read_run_record(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"metrics": {"wikitext2.perplexity": "low"}}))
+    with pytest.raises(RunRecordError, match="'metrics' does not have the shape"):
+        read_run_section(tmp_path, "metrics")
+
+
 def test_exported_checkpoint_carries_the_fairness_record(run_dir):
     out, _ = run_dir
     model, tok, qc = load_gptq_checkpoint(out / "model")

@@ -20,6 +20,7 @@ from ..version import __version__
 from . import build
 from .report import plot_delta_w, run_report, stability_summary
 from .rundir import write_atomic
+from .run_record import RESULTS, check_run_record
 from .schema import PipelineSpec
 
 logger = logging.getLogger("fairgptq.pipeline")
@@ -93,7 +94,8 @@ def write_run_record(spec: PipelineSpec, resolved: dict, run_dir: Path, *, point
     }
     if plot_delta_w(modules, run_dir / "delta_w.png"):
         results["plots"].append("delta_w.png")
-    write_atomic(run_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    check_run_record(results, f"the record of {run_dir.name}")  # a writer's mistake fails here, not in a reader
+    write_atomic(run_dir / RESULTS, json.dumps(results, indent=2, default=str) + "\n")
     write_atomic(run_dir / "report.md", run_report(results))
     return results
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import ConfigError
+from .run_record import RESULTS, RunRecord, RunRecordError, read_run_record
 from .rundir import COMPLETE, SWEEP_CONFIG, SWEEP_INPUTS, is_complete, write_atomic
 
 logger = logging.getLogger("fairgptq.pipeline")
@@ -42,18 +43,18 @@ def _key(config: dict) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in LABELS}, sort_keys=True, default=str)
 
 
-def _versions(results: dict) -> dict:
-    return {k: results.get("versions", {}).get(k) for k in VERSION_KEYS}
+def _versions(record: RunRecord) -> dict:
+    return {k: record.versions.get(k) for k in VERSION_KEYS}
 
 
-def _checkpoint_problem(point: Path, results: dict) -> str | None:
+def _checkpoint_problem(point: Path, record: RunRecord) -> str | None:
     """Why a finished point's exported model cannot be copied (None when it exported none, or it verifies)."""
-    if not results.get("export"):
+    if record.export is None:
         return None
     from ..core.errors import FairGPTQError
     from ..export import is_gptq_checkpoint, read_quantize_config
     from ..export.integrity import verify_files
-    model = point / results["export"].get("path", "model")
+    model = point / record.export.path
     if not is_gptq_checkpoint(model):
         return f"its exported model ({model}) is missing or incomplete"
     qc = read_quantize_config(model)
@@ -108,11 +109,15 @@ class ReusablePoints:
         found = self._index().get(_key(resolved))
         if found is None:
             return None
-        results = json.loads((found / "results.json").read_text(encoding="utf-8"))
-        if _versions(results) != self._versions:
-            logger.info("not reusing %s: made with %s, this run has %s", found, _versions(results), self._versions)
+        try:
+            record = read_run_record(found)
+        except RunRecordError as e:  # another version's record: compute the point again
+            logger.info("not reusing %s: %s", found, e)
             return None
-        problem = _checkpoint_problem(found, results)
+        if _versions(record) != self._versions:
+            logger.info("not reusing %s: made with %s, this run has %s", found, _versions(record), self._versions)
+            return None
+        problem = _checkpoint_problem(found, record)
         if problem is not None:
             logger.warning("not reusing %s: %s; the point is computed again", found, problem)
             return None
@@ -128,11 +133,11 @@ class ReusablePoints:
                 shutil.copytree(item, dest, dirs_exist_ok=True)
             else:
                 shutil.copy2(item, dest)
-        results = json.loads((tmp / "results.json").read_text(encoding="utf-8"))
-        # a copy of a copy keeps naming the run that computed it
+        results = json.loads((tmp / RESULTS).read_text(encoding="utf-8"))
+        # a copy of a copy keeps naming the run that computed it; the record is otherwise kept as it was
         results["reused_from"] = results.get("reused_from") or {"run": str(source.resolve()),
                                                                 "pipeline": results.get("pipeline")}
-        write_atomic(tmp / "results.json", json.dumps(results, indent=2, default=str))
+        write_atomic(tmp / RESULTS, json.dumps(results, indent=2, default=str))
         with open(tmp / "run.log", "a", encoding="utf-8") as log:
             log.write(f"reused: this point is a copy of {source.resolve()} (same resolved config, inputs and "
                       f"versions); it was not recomputed\n")

@@ -24,6 +24,7 @@ from .preflight import check_before_run
 from .record import logged, logger, run_log, versions
 from .report import plot_sweep, sweep_report
 from .reuse import ReusablePoints
+from .run_record import RunRecord, read_run_record
 from ..evaluation.items import record_evaluation
 from .inputs import sweep_inputs
 from .rundir import atomic_run_dir, is_complete, mark_complete, remove_other_points, sweep_dir, write_atomic
@@ -140,8 +141,7 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
 def write_sweep_summary(pipeline: Pipeline, target: Path, baseline: dict | None) -> dict:
     """results.json, report.md and plots of a sweep whose points are all complete (also to redo a summary)."""
     spec = pipeline.spec
-    summary_points = [_point_summary(p, _load_json(target / "points" / p.name / "results.json"))
-                      for p in pipeline.points]
+    summary_points = [_point_summary(p, read_run_record(target / "points" / p.name)) for p in pipeline.points]
     keys = spec.sweep.keys() if spec.sweep else []
     unit_comparisons(summary_points, target)
     summary = {"pipeline": spec.name, "keys": keys, "baseline": baseline, "points": summary_points,
@@ -165,8 +165,9 @@ def _load_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _point_summary(point, results: dict) -> dict:
+def _point_summary(point, record: RunRecord) -> dict:
+    summary = record.quantization.summary
     return {"name": point.name, "group": point.group, "seed": point.seed, "values": point.values,
-            "plain": config_is_plain(results["config"]), "metrics": results["metrics"],
-            "max_delta_w_rel": results["quantization"]["summary"]["max_delta_w_rel"],
-            "overshoots": results["quantization"]["summary"]["overshoots"], "seconds": results["timings"]["total"]}
+            "plain": config_is_plain(record.config), "metrics": record.metrics,
+            "max_delta_w_rel": summary["max_delta_w_rel"], "overshoots": summary["overshoots"],
+            "seconds": record.timings["total"]}

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ..core.errors import ConfigError
 from ..evaluation.items import read_items
 from ..evaluation.report import headline_metrics
 from ..statistics import paired_t, verdict
+from .run_record import read_run_section
 from .seeds import pooled_mcnemar
 
 
@@ -185,8 +185,8 @@ def seed_runs(group: Path) -> dict[int, Path]:
     return runs
 
 
-def _metrics(run: Path) -> dict[str, float]:
-    return json.loads((run / "results.json").read_text(encoding="utf-8"))["metrics"]
+def _metrics(run: Path) -> dict[str, float | None]:
+    return read_run_section(run, "metrics")
 
 
 def compare_groups(a: Path, b: Path, metrics: list[str]) -> dict:

@@ -12,7 +12,6 @@ tasks are never pooled with each other, since their pairs are different tests).
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Iterable
@@ -23,6 +22,7 @@ from ..comparison import compare_items, pair_gap_rows
 from ..evaluation.items import read_items
 from ..evaluation.report import ideal_value, is_bias_metric, lower_is_better, main_metric
 from ..statistics import paired_t, t_interval, verdict
+from .run_record import read_run_section
 
 
 def _shared_values(unit: dict) -> dict:
@@ -52,8 +52,8 @@ def unit_comparisons(units: list[dict], folder: Path, *, n_boot: int = 2000) -> 
         a_items, b_items = _items(a_dir), _items(b_dir)
         rows = [row for t in a_items if t in b_items
                 for row in compare_items(t, a_items[t], b_items[t], n_boot=n_boot, labels=(ref["name"], unit["name"]))]
-        a_res, b_res = (json.loads((d / "results.json").read_text()) for d in (a_dir, b_dir))
-        rows += pair_gap_rows(a_res.get("pair_gap"), b_res.get("pair_gap"), "no test (one seed)")
+        rows += pair_gap_rows(read_run_section(a_dir, "pair_gap"), read_run_section(b_dir, "pair_gap"),
+                              "no test (one seed)")
         unit["vs_reference"] = {"reference": ref["name"], "rows": rows}
 
 
