@@ -116,7 +116,19 @@ def run_audits(base: Path, checkpoints: dict[str, Path], out: Path) -> dict[str,
         for name in todo:  # a folder without audit.json is an interrupted audit: start it again
             interrupted(folders[name])
         audit_all(str(base), [str(checkpoints[n]) for n in todo], TASKS, outs=[folders[n] for n in todo], **OPTIONS)
-    return {name: json.loads((folders[name] / "audit.json").read_text()) for name in checkpoints}
+    return {name: with_current_words(folders[name]) for name in checkpoints}
+
+
+def with_current_words(folder: Path) -> dict:
+    """A finished audit with its verdict words recomputed from its own numbers by this version's rules
+    (the numbers never change; e.g. likelihood_diff's direction now follows lm-eval), audit.md rewritten."""
+    from fairgptq.audit import audit_markdown, verdict_words
+    report = json.loads((folder / "audit.json").read_text())
+    for row in report["rows"] + report["categories"]:
+        row["audit"] = verdict_words(row)
+    (folder / "audit.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (folder / "audit.md").write_text(audit_markdown(report) + "\n")
+    return report
 
 
 def summary(audits: dict[str, dict]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 from pathlib import Path
 
@@ -107,6 +108,9 @@ def test_verdict_words_follow_the_direction_of_the_metric():
     assert verdict_words({**sig, "metric": "SS", "a": 45.0, "b": 42.0, "diff": -3.0}) == "more biased"
     assert verdict_words({**sig, "metric": "perplexity", "a": 20.0, "b": 22.0, "diff": 2.0}) == "worse"
     assert verdict_words({**sig, "metric": "acc", "a": 0.5, "b": 0.6, "diff": 0.1}) == "better"
+    # lm-eval's direction: a larger mean |LL_more - LL_less| of a CrowS pair is worse
+    assert verdict_words({**sig, "task": "crows_pairs", "metric": "likelihood_diff", "a": 4.6, "b": 5.6,
+                          "diff": 1.0}) == "worse"
     assert verdict_words({"verdict": "not distinguishable from noise", "metric": "SS"}) == "not distinguishable from noise"
 
 
@@ -168,3 +172,40 @@ def test_an_occupied_output_folder_is_refused_before_anything_is_evaluated(base_
         audit_all(str(base_dir), [str(fairgptq_export), str(fairgptq_export)], ["crows_pairs"],
                   outs=[tmp_path / "free", taken])
     assert (taken / "notes.txt").read_text() == "mine" and not (tmp_path / "free").exists()
+
+
+@pytest.fixture(scope="module")
+def smollm2_folder(smollm2_base, tmp_path_factory):
+    """SmolLM2 as a transformers folder: what the foreign quantizers read."""
+    model, tok = smollm2_base
+    folder = tmp_path_factory.mktemp("smollm2") / "base"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("quantizer", ["gptqmodel", "compressed_tensors"])
+def test_foreign_checkpoints_of_smollm2_are_audited_against_it(quantizer, smollm2_folder, real_data_dir, tmp_path):
+    """GPTQModel's GPTQ (g128, a few WikiText-2 windows) and a compressed-tensors RTN checkpoint (g64), each
+    made here from SmolLM2 by its own package, then audited against the float model on the same items."""
+    pytest.importorskip({"gptqmodel": "gptqmodel", "compressed_tensors": "compressed_tensors"}[quantizer],
+                        reason=f"{quantizer} is not installed: bash scripts/setup.sh")
+    writers = _writers()
+    if quantizer == "gptqmodel":
+        from fairgptq.datasets_adapters.wikitext import calibration_windows
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(smollm2_folder)
+        texts = [tok.decode(row) for b in calibration_windows(tok, n=8, seqlen=128, seed=0) for row in b.input_ids]
+        quantized = writers.write_gptqmodel_export(smollm2_folder, tmp_path / "q", texts)
+    else:
+        quantized = writers.write_compressed_tensors_rtn(smollm2_folder, tmp_path / "q")
+    report = audit(str(smollm2_folder), str(quantized), ["crows_pairs", "wikitext2"], out=tmp_path / "a", limit=24,
+                   max_tokens=1024, n_boot=200)
+    rows = {f"{r['task']}.{r['metric']}": r for r in report["rows"]}
+    assert rows["crows_pairs.pct_stereotype"]["n"] == 24
+    assert report["quantized"]["format"].startswith({"gptqmodel": "GPTQ 4-bit g128",
+                                                     "compressed_tensors": "compressed-tensors"}[quantizer])
+    ppl = rows["wikitext2.perplexity"]
+    assert ppl["b"] != ppl["a"] and math.isfinite(ppl["b"])  # 4-bit weights change the model, finitely
+    assert (tmp_path / "a" / "audit.json").is_file() and (tmp_path / "a" / "audit.md").is_file()

@@ -105,7 +105,9 @@ def _read(path: Path | None):
 #: records ``choice`` (1: the more stereotypical sentence preferred), ``ll_more``, ``ll_less``, ``bias_type``
 PAIR_CHOICE = ItemKind("pair_choice", frozenset({"choice", "ll_more", "ll_less"}), crows_pairs_metrics,
                        resampled_pair_choice, headline=("pct_stereotype",), choice_metrics=frozenset({"pct_stereotype"}),
-                       ideal={"pct_stereotype": 50.0}, bias=frozenset({"pct_stereotype"}))
+                       ideal={"pct_stereotype": 50.0}, bias=frozenset({"pct_stereotype"}),
+                       # lm-eval's crows_pairs: likelihood_diff (mean |LL_more - LL_less|) has higher_is_better: false
+                       lower_is_better=frozenset({"likelihood_diff"}))
 
 TASK = EvaluationTask("crows_pairs", "CrowS-Pairs stereotype preference, lm-eval's crows_pairs_english", _run,
                       CrowsPairsOptions, data_file=DEFAULT_FILE, read_data=_read, kind=PAIR_CHOICE)
