@@ -61,7 +61,13 @@ def unknown_settings(model: type[BaseModel], params: dict[str, Any], supplied: C
     """Keys of ``params`` the model has no field for (none when it takes any keyword)."""
     if model.model_config.get("extra") == "allow":
         return []
-    return [k for k in params if k not in model.model_fields and k not in supplied]
+    names = set(setting_names(model))
+    return [k for k in params if k not in names and k not in model.model_fields and k not in supplied]
+
+
+def setting_names(model: type[BaseModel]) -> list[str]:
+    """The settings a user writes: each field's alias where it has one (``lambda`` for ``lambda_``)."""
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def validated(model: type[BaseModel], values: dict[str, Any], owner: str) -> BaseModel:

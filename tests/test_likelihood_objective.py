@@ -244,6 +244,29 @@ def test_settings_one_strength_and_a_plain_twin():
     assert validated(LikelihoodPairParams, {"target": 0}, "x").is_off()
 
 
+def test_a_pipeline_takes_lambda_by_its_name_and_its_saved_config_validates_again(tmp_path):
+    """``lambda`` is the setting's name (the field is ``lambda_``): a pipeline that writes it, and the resolved
+    config a run saves, must validate (a sweep's --reuse re-validates saved configs to match points)."""
+    import yaml
+    from fairgptq.pipeline import load_pipeline
+    from fairgptq.pipeline.loading import validate
+    from fairgptq.pipeline.messages import PipelineError
+    from tiny_model import save_tiny_llama, tiny_pipeline, write_pair_file, write_yaml
+    raw = tiny_pipeline(save_tiny_llama(tmp_path / "m"), write_pair_file(tmp_path / "p.jsonl"))
+    raw["calibration"]["text"] = {"path": str(tmp_path / "t.txt"), "n": 2, "seqlen": 16}
+    (tmp_path / "t.txt").write_text("the doctor said the nurse was kind " * 40)
+    raw["objectives"] = [{"name": "likelihood_pairs", "pairs": raw["objectives"][0]["pairs"],
+                          "params": {"lambda": 0.3}}]
+    pipe = load_pipeline(write_yaml(tmp_path / "l.yaml", raw))
+    resolved = pipe.resolved()
+    assert resolved["objectives"][0]["params"]["lambda"] == 0.3 and "lambda_" not in resolved["objectives"][0]["params"]
+    again = validate(yaml.safe_load(yaml.safe_dump(resolved)), "saved", environment=False)
+    assert again.model_dump(mode="json")["objectives"][0]["params"] == resolved["objectives"][0]["params"]
+    raw["objectives"][0]["params"] = {"lamda": 0.3}
+    with pytest.raises(PipelineError, match=r"unknown setting\(s\) \['lamda'\].*lambda,"):
+        load_pipeline(write_yaml(tmp_path / "typo.yaml", raw))
+
+
 def test_identity_metric_takes_the_plain_gradient_step(tiny):
     model, tok, pairs, calibration = tiny
     obj = LikelihoodPairObjective(pairs, target=0.5, metric="identity")

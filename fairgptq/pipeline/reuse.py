@@ -43,6 +43,17 @@ def _key(config: dict) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in LABELS}, sort_keys=True, default=str)
 
 
+def _with_current_defaults(saved: dict) -> dict:
+    """A point's saved resolved config as this version resolves it: a setting added since (an objective's new
+    parameter) takes its default, which is how the point was computed, so the point still matches. A config
+    this version no longer accepts is compared as saved (it then matches nothing)."""
+    from .loading import validate
+    try:
+        return validate(saved, "a reused point's config.yaml", environment=False).model_dump(mode="json")
+    except ConfigError:  # a PipelineError too
+        return saved
+
+
 def _versions(record: RunRecord) -> dict:
     return {k: record.versions.get(k) for k in VERSION_KEYS}
 
@@ -83,7 +94,7 @@ class ReusablePoints:
             for config in sorted((sweep / "points").rglob("config.yaml")):
                 if is_complete(config.parent) and (config.parent / "results.json").is_file():
                     saved = yaml.safe_load(config.read_text(encoding="utf-8"))
-                    points.setdefault(_key(saved), config.parent)
+                    points.setdefault(_key(_with_current_defaults(saved)), config.parent)
         return points
 
     @staticmethod

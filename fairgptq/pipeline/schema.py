@@ -34,7 +34,7 @@ def _plugin_params(kind: str, name: str | None, params: dict[str, Any], *, defau
     settings the user left out, so the saved config says what ran (objectives: the reports read
     α, roles and layers from it); pair sources and backends keep what was written.
     """
-    from ..plugin_params import SUPPLIED, params_model, unknown_settings
+    from ..plugin_params import SUPPLIED, params_model, setting_names, unknown_settings
     from ..registry import default_registry
     if name is None:
         return params
@@ -46,7 +46,7 @@ def _plugin_params(kind: str, name: str | None, params: dict[str, Any], *, defau
     unknown = unknown_settings(model, params)
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown} of {kind[:-1].replace('_', ' ')} {name!r}; its settings: "
-                         f"{', '.join(model.model_fields) or 'none'}")
+                         f"{', '.join(setting_names(model)) or 'none'}")
     return model.model_validate(params).model_dump(exclude_unset=not defaults, by_alias=True)
 
 
