@@ -201,7 +201,7 @@ def test_foreign_checkpoints_of_smollm2_are_audited_against_it(quantizer, smollm
     else:
         quantized = writers.write_compressed_tensors_rtn(smollm2_folder, tmp_path / "q")
     report = audit(str(smollm2_folder), str(quantized), ["crows_pairs", "wikitext2"], out=tmp_path / "a", limit=24,
-                   max_tokens=1024, n_boot=200)
+                   max_tokens=2048, seqlen=512, n_boot=200)
     rows = {f"{r['task']}.{r['metric']}": r for r in report["rows"]}
     assert rows["crows_pairs.pct_stereotype"]["n"] == 24
     assert report["quantized"]["format"].startswith({"gptqmodel": "GPTQ 4-bit g128",
