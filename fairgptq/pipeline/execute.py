@@ -42,7 +42,7 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     for mod in spec.plugins:
         registry.register_module(mod)
     path = model_path(spec, console, run_dir, model_and_tok)
-    path.refuse_unsupported(spec)
+    path.refuse_unsupported()
 
     with step("load_model", path.load_message):
         tok = path.load()
@@ -75,8 +75,8 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     config = build.quant_config(spec)
     with step("quantize", f"{path.quantize_message} ({config.bits}-bit, group {config.group_size}, "
                           f"{len(inputs.objectives)} objective(s), backend {spec.backend.name})"):
-        result = path.quantize(spec, inputs, registry, run_dir, point)
-    export = path.export(spec, inputs, result, run_dir, point, step)
+        result = path.quantize(inputs, registry, point)
+    export = path.export(inputs, result, point, step)
     modules = [r.to_dict() for r in result.reports]
 
     pair_gap, evaluation, items = None, None, {}

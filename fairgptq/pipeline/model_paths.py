@@ -52,12 +52,16 @@ def onload_decision(spec: PipelineSpec, console: Console) -> OnloadDecision:
 
 
 class ModelPath:
-    """The contract both paths keep; :func:`execute` calls these in order."""
+    """The contract both paths keep; :func:`execute` calls these in order.
 
+    A path is made for one run: it holds the run's ``spec`` and ``run_dir``."""
+
+    spec: PipelineSpec
+    run_dir: Path
     load_message: str
     quantize_message: str
 
-    def refuse_unsupported(self, spec: PipelineSpec) -> None:
+    def refuse_unsupported(self) -> None:
         """Raise ConfigError naming every setting this path cannot run, before any work."""
 
     def load(self) -> Any:
@@ -68,13 +72,12 @@ class ModelPath:
         """A context manager giving the float model (call before :meth:`quantize`)."""
         raise NotImplementedError
 
-    def quantize(self, spec: PipelineSpec, inputs: build.RunInputs, registry: Registry, run_dir: Path,
-                 point: dict | None) -> QuantizationResult:
+    def quantize(self, inputs: build.RunInputs, registry: Registry, point: dict | None) -> QuantizationResult:
         """Quantize the model (the onloaded path writes ``run_dir/model`` as it goes)."""
         raise NotImplementedError
 
-    def export(self, spec: PipelineSpec, inputs: build.RunInputs, result: QuantizationResult, run_dir: Path,
-               point: dict | None, step: Step) -> dict | None:
+    def export(self, inputs: build.RunInputs, result: QuantizationResult, point: dict | None,
+               step: Step) -> dict | None:
         """``results.json``'s ``export`` section once ``run_dir/model`` holds the checkpoint; None: no export."""
         raise NotImplementedError
 
@@ -88,8 +91,9 @@ class ModelPath:
 
 
 class InMemory(ModelPath):
-    def __init__(self, spec: PipelineSpec, decision: OnloadDecision | None, model_and_tok=None) -> None:
-        self.spec, self.decision, self.given = spec, decision, model_and_tok
+    def __init__(self, spec: PipelineSpec, run_dir: Path, decision: OnloadDecision | None,
+                 model_and_tok=None) -> None:
+        self.spec, self.run_dir, self.decision, self.given = spec, run_dir, decision, model_and_tok
         self.model = self.tok = None
         m = spec.model
         self.load_message = f"loading model {m.name} ({m.dtype}, {m.device})"
@@ -106,17 +110,19 @@ class InMemory(ModelPath):
     def float_model(self) -> Iterator[Any]:
         yield self.model
 
-    def quantize(self, spec, inputs, registry, run_dir, point):
+    def quantize(self, inputs, registry, point):
+        spec = self.spec
         result = quantize_model(self.model, inputs.calibration, build.quant_config(spec), objectives=inputs.objectives,
                                 tokenizer=self.tok, backend=inputs.backend, progress=True,
                                 architectures=registry.architectures())
         snap_to_checkpoint_precision(self.model, result, build.storage_dtype(spec))
         return result
 
-    def export(self, spec, inputs, result, run_dir, point, step):
+    def export(self, inputs, result, point, step):
+        spec = self.spec
         if not spec.export.enabled:
             return None
-        folder = run_dir / "model"
+        folder = self.run_dir / "model"
         with step("export", "exporting the GPTQ checkpoint"):
             qc = export_checkpoint(self.model, self.tok, result, folder,
                                    checkpoint_format=spec.export.checkpoint_format, dtype=build.storage_dtype(spec),
@@ -157,15 +163,15 @@ class InMemory(ModelPath):
 
 
 class Onloaded(ModelPath):
-    def __init__(self, spec: PipelineSpec, decision: OnloadDecision, run_dir: Path) -> None:
-        self.spec, self.decision, self.run_dir = spec, decision, run_dir
+    def __init__(self, spec: PipelineSpec, run_dir: Path, decision: OnloadDecision) -> None:
+        self.spec, self.run_dir, self.decision = spec, run_dir, decision
         self.folder = resolve_model(spec.model.name).folder
         self.run = None
-        self.evaluated = False
         self.load_message = f"reading the tokenizer of {spec.model.name} (weights stay on disk)"
         self.quantize_message = "quantizing layer by layer from disk"
 
-    def refuse_unsupported(self, spec: PipelineSpec) -> None:
+    def refuse_unsupported(self) -> None:
+        spec = self.spec
         unsupported = [k for k, on in (("evaluation.pair_gap", spec.evaluation.pair_gap is not None),
                                        ("evaluation.plain_baseline",
                                         spec.evaluation.plain_baseline and bool(spec.objectives)
@@ -194,7 +200,8 @@ class Onloaded(ModelPath):
             del model
             shutil.rmtree(offload, ignore_errors=True)
 
-    def quantize(self, spec, inputs, registry, run_dir, point):
+    def quantize(self, inputs, registry, point):
+        spec, run_dir = self.spec, self.run_dir
         self.run = quantize_onloaded(self.folder, run_dir / "model", inputs.calibration, build.quant_config(spec),
                                      objectives=inputs.objectives, tokenizer=self.tok,
                                      dtype=MODEL_DTYPES[spec.model.dtype], max_memory=spec.model.max_memory,
@@ -204,17 +211,16 @@ class Onloaded(ModelPath):
                                                     "point": point})
         return self.run.result
 
-    def export(self, spec, inputs, result, run_dir, point, step):
+    def export(self, inputs, result, point, step):
         """The checkpoint is already written (layer by layer, during :meth:`quantize`): it is the output."""
         return {"path": "model", "checkpoint_format": self.run.quantize_config["checkpoint_format"],
-                "size_mb": sum(f.stat().st_size for f in (run_dir / "model").iterdir()) / 2**20,
+                "size_mb": sum(f.stat().st_size for f in (self.run_dir / "model").iterdir()) / 2**20,
                 "reload_check": "not run: written layer by layer, there is no in-memory model to compare with"}
 
     @contextmanager
     def quantized_model(self) -> Iterator[Any]:
         offload = self.run_dir / ".offload"
         model, _, _ = load_offloaded(self.run_dir / "model", offload, dtype=self.spec.model.dtype)
-        self.evaluated = True
         try:
             yield model
         finally:
@@ -226,12 +232,12 @@ class Onloaded(ModelPath):
         return {"model_type": config.get("model_type"), "n_layers": config.get("num_hidden_layers"),
                 "dtype": self.spec.model.dtype,
                 "onload": {**self.decision.to_dict(), **self.run.memory(),
-                           "evaluated_with": EVALUATED_WITH if self.evaluated else None}}
+                           "evaluated_with": EVALUATED_WITH if self.spec.evaluation.tasks else None}}
 
 
 def model_path(spec: PipelineSpec, console: Console, run_dir: Path, model_and_tok=None) -> ModelPath:
     """The path a run takes: a sweep's shared model stays in memory; otherwise ``model.onload`` decides."""
     if model_and_tok is not None:
-        return InMemory(spec, None, model_and_tok)
+        return InMemory(spec, run_dir, None, model_and_tok)
     decision = onload_decision(spec, console)
-    return Onloaded(spec, decision, run_dir) if decision.onload else InMemory(spec, decision)
+    return Onloaded(spec, run_dir, decision) if decision.onload else InMemory(spec, run_dir, decision)

@@ -84,6 +84,7 @@ class ReusablePoints:
     def __init__(self, sweeps: list[str | Path], inputs: dict[str, str], versions: dict[str, str]) -> None:
         self.sweeps = [Path(s) for s in sweeps]
         self._versions = {k: versions.get(k) for k in VERSION_KEYS}
+        self._keys: dict[Path, str] = {}  # a complete point's config never changes: each is validated once
         for sweep in self.sweeps:
             self._check_sweep(sweep, inputs)
 
@@ -92,9 +93,11 @@ class ReusablePoints:
         points: dict[str, Path] = {}
         for sweep in self.sweeps:
             for config in sorted((sweep / "points").rglob("config.yaml")):
-                if is_complete(config.parent) and (config.parent / "results.json").is_file():
-                    saved = yaml.safe_load(config.read_text(encoding="utf-8"))
-                    points.setdefault(_key(_with_current_defaults(saved)), config.parent)
+                if is_complete(config.parent) and (config.parent / RESULTS).is_file():
+                    if config not in self._keys:
+                        saved = yaml.safe_load(config.read_text(encoding="utf-8"))
+                        self._keys[config] = _key(_with_current_defaults(saved))
+                    points.setdefault(self._keys[config], config.parent)
         return points
 
     @staticmethod
