@@ -67,8 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a setting, e.g. --set objectives[0].params.alpha=0.5 (repeatable)")
     run.add_argument("--out", help="run directory (default: the pipeline's output, else runs/<name>)")
     run.add_argument("--force", action="store_true", help="replace an existing run directory")
-    run.add_argument("--shard", metavar="I/N", help="sweeps: run only points with index = I mod N (split a sweep "
-                                                    "across processes or machines sharing the output folder)")
+    run.add_argument("--shard", metavar="I/N", help="sweeps: run only shard I of N (split a sweep across processes or "
+                                                    "machines sharing the output folder; each case's seeds are dealt "
+                                                    "round-robin, so every shard gets a share of every case)")
     run.add_argument("--reuse", action="append", default=[], metavar="SWEEP",
                      help="sweeps: copy points that another finished or partial sweep folder already computed "
                           "(same resolved settings except the name, same input files and versions) instead of "

@@ -9,7 +9,7 @@ import pytest
 from fairgptq.pipeline import load_pipeline
 from fairgptq.pipeline import runner
 from fairgptq.pipeline.rundir import COMPLETE, RunDirError, is_complete
-from fairgptq.pipeline.sweep import expand
+from fairgptq.pipeline.sweep import expand, with_repeats
 
 from tiny_model import save_tiny_llama, tiny_pipeline, write_pair_file, write_yaml
 
@@ -99,6 +99,19 @@ def test_shards_split_a_sweep_and_the_last_one_writes_the_summary(sweep_file, tm
     assert ran == [0.2, 0.0] and is_complete(out)
     summary = json.loads((out / "results.json").read_text())
     assert [p["name"] for p in summary["points"]] == ["000_alpha=0.0", "001_alpha=0.2"]
+
+
+@pytest.mark.parametrize("n_cases, n_seeds, count", [(4, 5, 2), (2, 2, 2), (3, 4, 2), (4, 3, 4)])
+def test_shards_deal_every_case_across_shards(n_cases, n_seeds, count):
+    # seed-major index mod N gave shard 0 every seed of cases 0 and 2 when N divides the case count:
+    # a case copied by --reuse then left one shard idle while the other ran two cases
+    cases = [{"objectives[0].params.alpha": float(a)} for a in range(n_cases)]
+    units = with_repeats(expand({"objectives": [{"params": {}}]}, {}, cases), list(range(n_seeds)))
+    owners = [[u for u in units if u.in_shard(i, count)] for i in range(count)]
+    assert sorted(u.index for shard in owners for u in shard) == list(range(n_cases * n_seeds))  # each once
+    for case in {u.group for u in units}:
+        per_shard = [sum(u.group == case for u in shard) for shard in owners]
+        assert max(per_shard) - min(per_shard) <= 1, (case, per_shard)
 
 
 def test_bad_shard_is_bad_input(sweep_file, capsys):

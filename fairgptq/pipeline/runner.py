@@ -36,8 +36,9 @@ def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bo
                  reuse: list[str | Path] = ()) -> Path:
     """Run a validated pipeline (or its sweep); returns the run directory.
 
-    ``shard=(i, n)`` runs only the sweep points whose index is i mod n, so n processes (or
-    machines sharing the folder) can split a sweep; whichever finishes last writes the summary.
+    ``shard=(i, n)`` runs only the sweep points dealt to shard i of n (:meth:`SweepPoint.in_shard`),
+    so n processes (or machines sharing the folder) can split a sweep; whichever finishes last writes
+    the summary.
     """
     with scoped(pipeline.registry or pipeline_registry(pipeline.spec.plugins)):
         return _run(pipeline, out, force=force, console=console, shard=shard, reuse=reuse)
@@ -88,7 +89,7 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
         remote: list[SweepUnit] = []  # units for a non-local executor, run after the loop
         for point in pipeline.points:
             folder = target / "points" / point.name
-            if point.index % count != index:
+            if not point.in_shard(index, count):
                 continue
             if is_complete(folder):
                 console.print(f"[green]✓[/] {point.name}: already complete, skipped")

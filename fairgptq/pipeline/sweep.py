@@ -16,7 +16,13 @@ from . import keypath
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One run of a sweep; with repeats, one (point, seed) unit: ``group`` names the point, ``seed`` the draw."""
+    """One run of a sweep; with repeats, one (point, seed) unit: ``group`` names the point, ``seed`` the draw.
+
+    ``index`` is the run order (seed-major, so an unfinished sweep has whole seeds first);
+    ``deal`` is the position in which ``--shard`` deals units out (case-major), so each shard
+    gets a share of every case's seeds: dealing by ``index`` gives a shard whole cases whenever the
+    shard count divides the case count, and then a case copied by ``--reuse`` left that shard idle.
+    """
 
     index: int
     name: str
@@ -24,6 +30,11 @@ class SweepPoint:
     raw: dict
     group: str = ""
     seed: int | None = None
+    deal: int | None = None
+
+    def in_shard(self, shard: int, count: int) -> bool:
+        """Whether shard ``shard`` of ``count`` runs this unit (``--shard shard/count``)."""
+        return (self.index if self.deal is None else self.deal) % count == shard
 
 
 def _short_keys(keys: list[str]) -> dict[str, str]:
@@ -67,8 +78,8 @@ def with_repeats(points: list[SweepPoint], seeds: list[int]) -> list[SweepPoint]
     """Each point once per seed, as ``<point>/seed=<s>``: the pipeline seed and every calibration sample's seed
     (pair subsets and their order, text windows) become ``s``; evaluation sets keep their own seeds."""
     out: list[SweepPoint] = []
-    for seed in seeds:  # seed-major: an unfinished (or sharded) run has whole seeds of every point first
-        for p in points:
+    for s_pos, seed in enumerate(seeds):  # seed-major: an unfinished run has whole seeds of every point first
+        for c_pos, p in enumerate(points):
             raw = copy.deepcopy(p.raw)
             raw["seed"] = seed
             calibration = raw.get("calibration") or {}
@@ -78,5 +89,5 @@ def with_repeats(points: list[SweepPoint], seeds: list[int]) -> list[SweepPoint]
             if isinstance(calibration.get("text"), dict):
                 calibration["text"]["seed"] = seed
             out.append(SweepPoint(len(out), f"{p.name}/seed={seed}", {**p.values, "seed": seed}, raw,
-                                  group=p.name, seed=seed))
+                                  group=p.name, seed=seed, deal=c_pos * len(seeds) + s_pos))
     return out
