@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, Mapping
 
 import torch
@@ -71,33 +72,78 @@ class QuantizationResult:
 
 @dataclass
 class StreamState:
-    """Hidden states entering the current layer, with the layer's call arguments, per batch."""
+    """Hidden states entering the current layer, with the layers' call arguments, per batch.
+
+    ``kwargs`` are decoder layer 0's.  A model whose layers take different masks or rotary tables
+    by layer type (``config.layer_types``: Gemma 2/3's sliding and full attention) has each other
+    type's arguments in ``kwargs_by_type``; :meth:`kwargs_for` picks a layer's.
+    """
 
     hidden: list[torch.Tensor]
     args: list[tuple]
     kwargs: list[dict]
     masks: list[torch.Tensor]
+    layer_types: list[str] | None = None
+    kwargs_by_type: dict[str, list[dict]] = field(default_factory=dict)
+
+    def kwargs_for(self, li: int) -> list[dict]:
+        """The keyword arguments decoder layer ``li`` is called with, per batch."""
+        if not self.kwargs_by_type:
+            return self.kwargs
+        return self.kwargs_by_type[self.layer_types[li]]
 
 
 def _layer_output(out) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _layer_types(model: nn.Module, n_layers: int) -> list[str] | None:
+    """``config.layer_types`` where the layers differ by type (and the list covers them), else None."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    types = getattr(text, "layer_types", None)
+    if not types or len(types) < n_layers or len(set(types[:n_layers])) < 2:
+        return None
+    return list(types[:n_layers])
+
+
+def _call_kwargs(kwargs: dict) -> dict:
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_value", "past_key_values", "layer_past")}
+    kwargs["use_cache"] = False
+    return kwargs
+
+
 def capture_first_layer_inputs(model: nn.Module, layers: nn.ModuleList, batches: list[TokenBatch],
                                 device: torch.device) -> StreamState:
-    """Run the model up to decoder layer 0 on every batch and keep what enters it (nothing after runs)."""
-    state = StreamState([], [], [], [])
+    """Run the model up to decoder layer 0 on every batch and keep what enters it (nothing after runs).
 
-    def hook(module, args, kwargs):
+    Where layers differ by type, the forward goes on to the first layer of each type, to keep the
+    arguments the model gives that type; the layers in between are skipped (their forward passes
+    the hidden states through), so nothing is computed and an onloaded model's layers need no weights.
+    """
+    types = _layer_types(model, len(layers))
+    firsts = {} if types is None else {t: types.index(t) for t in dict.fromkeys(types)}
+    last = max(firsts.values(), default=0)
+    state = StreamState([], [], [], [], layer_types=types, kwargs_by_type={t: [] for t in firsts})
+
+    def hook(li, module, args, kwargs):
         hidden = args[0] if args else kwargs.pop("hidden_states")
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_value", "past_key_values", "layer_past")}
-        kwargs["use_cache"] = False
-        state.hidden.append(hidden.detach())
-        state.args.append(tuple(args[1:]))
-        state.kwargs.append(kwargs)
-        raise _StopForward
+        call = _call_kwargs(kwargs)
+        if li == 0:
+            state.hidden.append(hidden.detach())
+            state.args.append(tuple(args[1:]))
+            state.kwargs.append(call)
+        if types is not None and firsts[types[li]] == li:
+            state.kwargs_by_type[types[li]].append(call)
+        if li == last:
+            raise _StopForward
 
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    def passthrough(*args, **kwargs):
+        return args[0] if args else kwargs["hidden_states"]
+
+    handles = [layers[li].register_forward_pre_hook(partial(hook, li), with_kwargs=True) for li in range(last + 1)]
+    for li in range(last):
+        layers[li].forward = passthrough
     try:
         for b in batches:
             try:
@@ -106,7 +152,10 @@ def capture_first_layer_inputs(model: nn.Module, layers: nn.ModuleList, batches:
                 pass
             state.masks.append(b.attention_mask.to(torch.bool))
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
+        for li in range(last):
+            del layers[li].forward
     return state
 
 
@@ -144,7 +193,7 @@ class LayerQuantizer:
             self.refresh_gradients(li)
         todo = [(role, names) for role, names in self.spec.roles.items() if role in self.roles]
         firsts = [layer.get_submodule(names[0]) for _, names in todo]
-        calls = {s: list(zip(st.hidden, st.args, st.kwargs)) for s, st in states.items()}
+        calls = {s: list(zip(st.hidden, st.args, st.kwargs_for(li))) for s, st in states.items()}
         with (RestartedRuns if self.restart_forwards else LayerRuns)(layer, calls, firsts) as runs:
             for (role, names), first in zip(todo, firsts):
                 mods = [layer.get_submodule(n) for n in names]
