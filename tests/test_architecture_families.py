@@ -1,0 +1,207 @@
+"""Every family of the table on a tiny random model (transformers' own config classes, no download).
+
+Each family is quantized with both built-in objectives (fair_pairs and likelihood_pairs: every
+role they target must resolve), exported, reloaded through transformers by fairgptq's loader and
+compared with the in-memory model; the module-name fallback must reproduce every table entry and
+quantize a family left out of the table to the same codes; layouts it cannot map (BERT's
+``intermediate`` / ``output``, mixture-of-experts' fused 3-D expert tensors) are refused naming the
+modules; Gemma 2/3's sliding and full layers get their own masks and rotary tables; onloading
+works on a non-Llama layout; docs/architectures.md's table is the registry's.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from fairgptq import QuantConfig, export_checkpoint, quantize_model
+from fairgptq.architecture_report import families_table
+from fairgptq.cli import main
+from fairgptq.core import driver as core_driver
+from fairgptq.core.architecture_inference import infer_spec
+from fairgptq.core.architectures import ARCHITECTURES, arch_for
+from fairgptq.core.errors import UnsupportedArchitectureError
+from fairgptq.core.objective import TokenBatch
+from fairgptq.datasets_adapters.pairs import Pair
+from fairgptq.export import load_gptq_checkpoint
+from fairgptq.objectives.fair_pairs import FairPairObjective
+from fairgptq.objectives.likelihood_pairs import LikelihoodPairObjective
+
+from tiny_families import dense_configs, moe_configs, tiny_model
+from tiny_model import PAIRS, tiny_tokenizer, token_batches
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DENSE = dense_configs()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pairs() -> list[Pair]:
+    return [Pair(s, a, "gender", source_id=f"t:{i}") for i, (s, a) in enumerate(PAIRS)]
+
+
+def _modules(model, spec) -> set[str]:
+    n = len(model.get_submodule(spec.layers))
+    return {f"{spec.layers}.{li}.{name}" for li in range(n) for _, name in spec.modules()}
+
+
+def test_the_table_covers_the_issue_s_families():
+    assert {"qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "falcon", "olmo2", "granite", "stablelm", "cohere",
+            "gptj", "llama", "mistral", "qwen2", "opt", "gpt2", "gpt_neox"} <= set(ARCHITECTURES) == set(DENSE)
+
+
+@pytest.mark.parametrize("family", sorted(DENSE))
+def test_the_fallback_infers_every_table_entry_from_module_names(family):
+    """The inference is checked against 17 hand-written entries: what it does on a family it has never seen."""
+    model = tiny_model(DENSE[family])
+    spec, inferred = ARCHITECTURES[family], infer_spec(model)
+    assert (inferred.layers, inferred.roles, inferred.transposed, inferred.fused) == \
+        (spec.layers, spec.roles, spec.transposed, spec.fused)
+    for _, name in spec.modules():  # every named module exists in the installed transformers
+        model.get_submodule(f"{spec.layers}.0.{name}")
+
+
+@pytest.mark.parametrize("family", sorted(DENSE))
+def test_family_quantizes_with_both_objectives_exports_and_reloads(family, tmp_path):
+    model, tok = tiny_model(DENSE[family]), tiny_tokenizer()
+    texts = [s for p in PAIRS for s in p]
+    fair = FairPairObjective(_pairs(), alpha=0.1, roles=("attn_out",), mode="exact")
+    likelihood = LikelihoodPairObjective(_pairs(), target=0.5, roles=("mlp_out",), max_length=16)
+    result = quantize_model(model, token_batches(tok, texts), QuantConfig(bits=4, group_size=32),
+                            objectives=[fair, likelihood], tokenizer=tok, progress=False)
+    spec = arch_for(model)
+    assert set(result.qweights) == _modules(model, spec)
+    b0 = likelihood.describe()["calibration_preference"]
+    for r in result.reports:  # fair_pairs' term reached attn_out; likelihood_pairs' step moved mlp_out towards parity
+        assert (r.hbias_trace_ratio is not None and r.hbias_trace_ratio > 0) == (r.role == "attn_out"), r.name
+        assert (r.score_change_pre_update is not None and r.score_change_pre_update * b0 < 0) == \
+            (r.role == "mlp_out"), r.name
+    export_checkpoint(model, tok, result, tmp_path)
+    loaded, _, qc = load_gptq_checkpoint(tmp_path, dtype="float32")
+    assert type(loaded) is type(model)
+    for name, qw in result.qweights.items():
+        assert torch.equal(spec.weight_of(loaded.get_submodule(name)), qw.dequantize()), name
+    ids = tok(["the woman is a good engineer and the man is a kind nurse"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours, theirs = model(ids).logits, loaded(ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), float((ours - theirs).abs().max())
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_sliding_and_full_layers_are_called_with_their_own_arguments(family):
+    """Layer 1 (full attention) must see its own mask and rotary table, not layer 0's (sliding window 4)."""
+    model = tiny_model(DENSE[family])
+    layers = model.model.layers
+    ids = torch.randint(3, 30, (2, 16), generator=torch.Generator().manual_seed(0))
+    seen = {}
+    handles = [layers[i].register_forward_hook(lambda m, a, kw, out, i=i: seen.__setitem__(i, (a, kw, out)),
+                                               with_kwargs=True) for i in range(2)]
+    with torch.no_grad():
+        model(ids)
+        for h in handles:
+            h.remove()
+        state = core_driver.capture_first_layer_inputs(model, layers, [TokenBatch(ids, torch.ones_like(ids))],
+                                                       torch.device("cpu"))
+        args1, kw1, out1 = seen[1]
+        hidden1 = args1[0] if args1 else kw1["hidden_states"]
+        ours = core_driver._layer_output(layers[1](hidden1, *state.args[0], **state.kwargs_for(1)[0]))
+        layer0s = core_driver._layer_output(layers[1](hidden1, *state.args[0], **state.kwargs[0]))
+    assert state.layer_types == ["sliding_attention", "full_attention"]
+    assert torch.allclose(ours, core_driver._layer_output(out1), atol=1e-6)
+    assert not torch.allclose(layer0s, core_driver._layer_output(out1), atol=1e-3)  # the old bug, measurably wrong
+    assert not any("forward" in vars(layer) for layer in layers)  # the pass-through forwards are removed
+
+
+def test_a_family_left_out_of_the_table_is_quantized_by_the_fallback_to_the_same_codes(caplog, monkeypatch):
+    monkeypatch.setattr("fairgptq.core.architecture_inference._logged", set())  # logged once per process
+    model = tiny_model(DENSE["qwen3"])
+    batches = token_batches(tiny_tokenizer(), [s for p in PAIRS for s in p])
+    cfg = QuantConfig(bits=4, group_size=32)
+    table = core_driver.quantize_model(copy.deepcopy(model), batches, cfg, progress=False)
+    without = {k: v for k, v in ARCHITECTURES.items() if k != "qwen3"}
+    with caplog.at_level(logging.WARNING, logger="fairgptq.core.architecture_inference"):
+        inferred = core_driver.quantize_model(model, batches, cfg, progress=False, architectures=without)
+    assert "'qwen3' has no spec; inferred from module names" in caplog.text and "mlp_out: mlp.down_proj" in caplog.text
+    assert sorted(inferred.qweights) == sorted(table.qweights)
+    for name, qw in table.qweights.items():
+        assert torch.equal(qw.codes, inferred.qweights[name].codes), name
+
+
+def test_a_layout_the_fallback_cannot_map_is_refused_naming_the_modules():
+    from transformers import AutoModelForCausalLM, BertConfig
+
+    bert = AutoModelForCausalLM.from_config(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=64, is_decoder=True))
+    with pytest.raises(UnsupportedArchitectureError) as ei:
+        arch_for(bert)
+    msg = str(ei.value)
+    assert "intermediate.dense (Linear)" in msg and "output.dense (Linear)" in msg
+    assert "fairgptq_architectures" in msg and "docs/architectures.md" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("family", sorted(moe_configs()))
+def test_mixture_of_experts_is_refused_naming_the_fused_expert_tensors(family):
+    """transformers 5 stores experts as 3-D tensors (experts, out, in); fairgptq does not quantize them yet."""
+    model = tiny_model(moe_configs()[family])
+    with pytest.raises(UnsupportedArchitectureError, match="mixture-of-experts") as ei:
+        quantize_model(model, token_batches(tiny_tokenizer(), ["he is a good doctor"]), QuantConfig(), progress=False)
+    assert "mlp.experts.gate_up_proj (fused expert tensor (4, " in str(ei.value)
+    assert "mlp.experts.down_proj" in str(ei.value)
+
+
+def _cli(capsys, *argv) -> tuple[int, str]:
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_inspect_prints_the_spec_of_a_model_folder(tmp_path, capsys):
+    tiny_model(DENSE["phi3"]).save_pretrained(tmp_path / "phi3")
+    rc, text = _cli(capsys, "inspect", tmp_path / "phi3")
+    assert rc == 0, text
+    assert "model_type 'phi3'); spec: built-in" in text and "decoder layers: model.layers (2)" in text
+    assert re.search(r"attn_qkv\s+self_attn\.qkv_proj\s+128 x 64\s+fused: q \| k \| v", text)
+    assert re.search(r"mlp_in\s+mlp\.gate_up_proj\s+256 x 64\s+fused: gate \| up", text)
+    assert "quantized: 4 linear(s) per layer, 8 in all" in text
+    assert "kept in float, outside the layers: model.embed_tokens.weight, model.norm.weight, lm_head.weight" in text
+    rc, text = _cli(capsys, "inspect", tmp_path / "phi3", "--json")
+    info = json.loads(text)
+    assert info["roles"]["attn_out"] == [{"module": "self_attn.o_proj", "shape_out_in": [64, 64]}]
+    assert "input_layernorm.weight" in info["float_per_layer"]
+
+
+def test_inspect_says_when_the_mapping_was_inferred_and_refuses_moe(tmp_path, capsys):
+    rc, text = _cli(capsys, "inspect", "phi")  # a transformers model type, built on the meta device
+    assert rc == 0 and "spec: inferred from module names" in text and "self_attn.dense" in text
+    tiny_model(moe_configs()["olmoe"]).save_pretrained(tmp_path / "olmoe")
+    rc, text = _cli(capsys, "inspect", tmp_path / "olmoe")
+    assert rc == 2 and "mlp.experts.gate_up_proj" in text and "Traceback" not in text
+
+
+def test_the_docs_table_is_what_the_registry_prints(capsys):
+    rc, text = _cli(capsys, "inspect", "--families")
+    assert rc == 0 and text == families_table()
+    doc = (ROOT / "docs" / "architectures.md").read_text(encoding="utf-8")
+    assert families_table() in doc, "regenerate the table: fairgptq inspect --families"
+
+
+@pytest.mark.parametrize("family", ["gemma2", "phi3", "falcon"])
+def test_onloading_a_non_llama_layout_equals_in_memory(family, tmp_path):
+    from test_onload import assert_same_checkpoint, in_memory
+
+    from fairgptq.onload.quantize import quantize_onloaded
+
+    tok = tiny_tokenizer()
+    tiny_model(DENSE[family]).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    calib = token_batches(tok, [s for p in PAIRS for s in p][:8])
+    cfg = QuantConfig(bits=4, group_size=32)
+    fair = lambda: FairPairObjective(_pairs(), alpha=0.1, roles=("attn_out", "mlp_out"), mode="exact")  # noqa: E731
+    a = in_memory(tmp_path / "m", tmp_path / "a", calib, cfg, [fair()], tok)
+    quantize_onloaded(tmp_path / "m", tmp_path / "b", calib, cfg, objectives=[fair()], tokenizer=tok, progress=False)
+    assert_same_checkpoint(a, tmp_path / "b")
