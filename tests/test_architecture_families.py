@@ -205,3 +205,19 @@ def test_onloading_a_non_llama_layout_equals_in_memory(family, tmp_path):
     a = in_memory(tmp_path / "m", tmp_path / "a", calib, cfg, [fair()], tok)
     quantize_onloaded(tmp_path / "m", tmp_path / "b", calib, cfg, objectives=[fair()], tokenizer=tok, progress=False)
     assert_same_checkpoint(a, tmp_path / "b")
+
+
+def test_the_docs_spec_plugin_example_registers_its_family():
+    import types
+
+    from fairgptq.registry import Registry
+
+    doc = (ROOT / "docs" / "architectures.md").read_text(encoding="utf-8")
+    code = re.search(r"## Writing a spec plugin.*?```python\n(.*?)```", doc, flags=re.S).group(1)
+    module = types.ModuleType("doc_spec_plugin")
+    exec(compile(code, "docs/architectures.md", "exec"), module.__dict__)
+    registry = Registry(entry_points=False)
+    registry.register(module, name="doc_spec_plugin")
+    spec = registry.architectures()["my_lm"]
+    assert spec.roles["mlp_in"] == ("ffn.w1", "ffn.w3") and registry.get("architectures", "my_lm").origin == \
+        "module doc_spec_plugin"
