@@ -108,7 +108,9 @@ def _layer_types(model: nn.Module, n_layers: int) -> list[str] | None:
 
 
 def _call_kwargs(kwargs: dict) -> dict:
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_value", "past_key_values", "layer_past")}
+    """A layer's keyword arguments to call it with again: no cache, and the hidden states given apart."""
+    kwargs = {k: v for k, v in kwargs.items()
+              if k not in ("hidden_states", "past_key_value", "past_key_values", "layer_past")}
     kwargs["use_cache"] = False
     return kwargs
 
@@ -127,7 +129,7 @@ def capture_first_layer_inputs(model: nn.Module, layers: nn.ModuleList, batches:
     state = StreamState([], [], [], [], layer_types=types, kwargs_by_type={t: [] for t in firsts})
 
     def hook(li, module, args, kwargs):
-        hidden = args[0] if args else kwargs.pop("hidden_states")
+        hidden = args[0] if args else kwargs["hidden_states"]  # left in place: a pass-through layer returns it
         call = _call_kwargs(kwargs)
         if li == 0:
             state.hidden.append(hidden.detach())
