@@ -75,14 +75,21 @@ def describe(model: nn.Module, registry: Registry | None = None) -> dict:
                      **({"fused": list(spec.fused[name])} if name in spec.fused else {})}
                     for name in names] for role, names in spec.roles.items()}
     quantized = {f"{name}.weight" for _, name in spec.modules()}
-    in_layer = [k for k, _ in layer.named_parameters() if k not in quantized]
+    experts = [{"module": path, "experts": int(layer.get_submodule(path).gate_up_proj.shape[0]),
+                "mlp_in": f"{path}.gate_up_proj[e]", "mlp_out": f"{path}.down_proj[e]",
+                "shape_out_in": {"gate_up_proj": list(layer.get_submodule(path).gate_up_proj.shape[1:]),
+                                 "down_proj": list(layer.get_submodule(path).down_proj.shape[1:])}}
+               for path in spec.experts]
+    fused_experts = {f"{e['module']}.{p}" for e in experts for p in ("gate_up_proj", "down_proj")}
+    in_layer = [k for k, _ in layer.named_parameters() if k not in quantized and k not in fused_experts]
     prefix = spec.layers + "."
     outside = [k for k, _ in model.named_parameters() if not k.startswith(prefix)]
+    per_layer = len(quantized) + 2 * sum(e["experts"] for e in experts)
     return {"model_type": getattr(model.config, "model_type", None), "class": type(model).__name__,
             "spec_source": source, "layers": spec.layers, "n_layers": len(layers), "roles": roles,
-            "weights_stored_transposed": spec.transposed, "packed_scoring": spec.tree_attention,
-            "quantized_per_layer": len(quantized), "quantized_total": len(quantized) * len(layers),
-            "float_per_layer": in_layer, "float_outside_layers": outside}
+            "routed_experts": experts, "weights_stored_transposed": spec.transposed,
+            "packed_scoring": spec.tree_attention, "quantized_per_layer": per_layer,
+            "quantized_total": per_layer * len(layers), "float_per_layer": in_layer, "float_outside_layers": outside}
 
 
 def render(info: dict) -> str:
@@ -93,7 +100,13 @@ def render(info: dict) -> str:
         for m in mods:
             fused = f"  fused: {' | '.join(m['fused'])}" if "fused" in m else ""
             lines.append(f"  {role:<9} {m['module']:<40} {m['shape_out_in'][0]} x {m['shape_out_in'][1]}{fused}")
-    lines.append(f"quantized: {info['quantized_per_layer']} linear(s) per layer, {info['quantized_total']} in all"
+    for e in info["routed_experts"]:
+        shapes = e["shape_out_in"]
+        lines.append(f"  mlp_in    {e['mlp_in']:<40} {shapes['gate_up_proj'][0]} x {shapes['gate_up_proj'][1]}"
+                     f"  fused: gate | up; each of {e['experts']} routed experts, H from its routed tokens")
+        lines.append(f"  mlp_out   {e['mlp_out']:<40} {shapes['down_proj'][0]} x {shapes['down_proj'][1]}"
+                     f"  each of {e['experts']} routed experts; not exportable yet")
+    lines.append(f"quantized: {info['quantized_per_layer']} matrices per layer, {info['quantized_total']} in all"
                  + ("; weights stored (in, out)" if info["weights_stored_transposed"] else ""))
     lines.append(f"kept in float, per layer: {', '.join(info['float_per_layer']) or 'nothing'}")
     lines.append(f"kept in float, outside the layers: {', '.join(info['float_outside_layers']) or 'nothing'}")
@@ -106,10 +119,14 @@ def families_table(registry: Registry | None = None) -> str:
     rows: dict[str, list[str]] = {}
     for model_type, spec in sorted(registry.architectures().items()):
         cells = [f"`{spec.layers}`"]
+        routed = {"mlp_in": [f"`{p}.gate_up_proj[e]` (gate/up)" for p in spec.experts],
+                  "mlp_out": [f"`{p}.down_proj[e]`" for p in spec.experts]}
         for role in ("attn_qkv", "attn_out", "mlp_in", "mlp_out"):
-            cells.append(", ".join(f"`{n}`" + (f" ({'/'.join(spec.fused[n])})" if n in spec.fused else "")
-                                   for n in spec.roles.get(role, ())) or "-")
+            cells.append(", ".join([f"`{n}`" + (f" ({'/'.join(spec.fused[n])})" if n in spec.fused else "")
+                                    for n in spec.roles.get(role, ())] + routed.get(role, [])) or "-")
         notes = [registry.get("architectures", model_type).origin]
+        if spec.experts:
+            notes.append("routed experts per expert, router in float, in memory only (no export)")
         if spec.transposed:
             notes.append("Conv1D (in, out)")
         notes.append("packed scoring" if spec.tree_attention else "unpacked scoring")

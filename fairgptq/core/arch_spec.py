@@ -27,6 +27,14 @@ class ArchSpec:
     # a module holding several projections stacked along its output rows, with the slices' names
     # in order (Phi-3: "self_attn.qkv_proj" -> ("q", "k", "v")); the role quantizes it as one matrix
     fused: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # modules of a layer holding routed experts as fused 3-D tensors (transformers 5's MoE layout,
+    # core/experts.py): every expert's gate_up slice is quantized as mlp_in, its down slice as mlp_out
+    experts: tuple[str, ...] = ()
+
+    def role_names(self) -> tuple[str, ...]:
+        """The roles this family has: its dense roles, plus mlp_in / mlp_out where routed experts supply them."""
+        extra = ("mlp_in", "mlp_out") if self.experts else ()
+        return tuple(r for r in ROLES if r in self.roles or r in extra)
 
     def modules(self) -> list[tuple[str, str]]:
         """(role, module path in the layer) of every quantized module, in forward order."""

@@ -4,9 +4,10 @@ Most decoder-only models name their projections after one of a handful of conven
 (``q_proj`` / ``query`` / ``Wqkv``, ``o_proj`` / ``dense``, ``gate_proj`` / ``fc1``, ``down_proj`` /
 ``fc2``), so a family nobody wrote an entry for can usually be quantized anyway.  The inference
 is deliberately strict: every linear of a decoder layer must land in exactly one role, and a
-layer holding a weight that is not a linear (fused 3-D expert tensors, a custom projection
-class) is refused, naming those modules, because quantizing part of a layer while calling it
-done would be wrong silently.  The mapping is logged, so a user sees what was assumed.
+layer holding a weight that is not a linear (a custom projection class) is refused, naming those
+modules, because quantizing part of a layer while calling it done would be wrong silently.  transformers 5's fused-experts modules (3-D ``gate_up_proj`` and
+``down_proj``, see experts.py) are recognised as routed experts, and the router beside them (one
+row per expert) stays in float.  The mapping is logged, so a user sees what was assumed.
 
 Roles come out in the canonical order (attn_qkv, attn_out, mlp_in, mlp_out), which is the forward
 order of every pre-norm and parallel decoder block; within attn_qkv, q before k before v and
@@ -21,6 +22,7 @@ import torch.nn as nn
 
 from .arch_spec import ROLES, ArchSpec
 from .errors import UnsupportedArchitectureError
+from .experts import is_fused_experts
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +85,31 @@ def _role_of(path: str) -> tuple[str, int] | None:
     return None
 
 
-def _unplaceable_weights(layer: nn.Module) -> list[str]:
+def _fused_experts(layer: nn.Module) -> tuple[list[str], set[str]]:
+    """Paths of transformers 5's fused-experts modules in a layer, and of their routers (kept in float).
+
+    A router is a sibling module whose matrix has one row per expert.
+    """
+    experts, routers = [], set()
+    for name, module in layer.named_modules():
+        if not is_fused_experts(module):
+            continue
+        experts.append(name)
+        parent = layer.get_submodule(name.rpartition(".")[0]) if "." in name else layer
+        prefix = f"{name.rpartition('.')[0]}." if "." in name else ""
+        for sib_name, sib in parent.named_children():
+            w = getattr(sib, "weight", None)
+            if not is_linear(sib) and isinstance(w, nn.Parameter) and w.dim() == 2 \
+                    and w.shape[0] == module.gate_up_proj.shape[0]:
+                routers.add(prefix + sib_name)
+    return experts, routers
+
+
+def _unplaceable_weights(layer: nn.Module, skip: set[str]) -> list[str]:
     """Modules of a layer with a matrix (or larger) weight that are not linears: fused experts, routers, custom classes."""
     out = []
     for name, module in layer.named_modules():
-        if is_linear(module):
+        if is_linear(module) or name in skip:
             continue
         for pname, p in module.named_parameters(recurse=False):
             if p.dim() >= 2:
@@ -127,23 +149,24 @@ def infer_spec(model: nn.Module, supported: list[str] | None = None) -> ArchSpec
             continue
         placed[role[0]].append((role[1], name))
         transposed.add(type(module).__name__ == "Conv1D")
-    odd = _unplaceable_weights(layer)
+    experts, routers = _fused_experts(layer)
+    odd = _unplaceable_weights(layer, set(experts) | routers)
     if unplaced or odd:
-        moe = (" (a mixture-of-experts layer: transformers stores its experts as fused 3-D tensors, which fairgptq "
-               "does not quantize yet)" if any("fused expert tensor" in o for o in odd) else "")
-        raise refuse(f"in {layers_path}.0, no role for {', '.join(unplaced + odd)}{moe}")
+        raise refuse(f"in {layers_path}.0, no role for {', '.join(unplaced + odd)}")
     if len(transposed) > 1:
         raise refuse(f"{layers_path}.0 mixes Conv1D and Linear modules")
     roles = {r: tuple(n for _, n in sorted(placed[r], key=lambda p: p[0])) for r in ROLES if placed[r]}
-    if not roles:
+    if not roles and not experts:
         raise refuse(f"{layers_path}.0 has no linear modules")
     fused = {n: _FUSED[n.rsplit(".", 1)[-1].lower()] for names in roles.values() for n in names
              if n.rsplit(".", 1)[-1].lower() in _FUSED}
     spec = ArchSpec(layers=layers_path, roles=roles, transposed=transposed == {True}, tree_attention=False,
-                    fused=fused)
+                    fused=fused, experts=tuple(experts))
     key = (str(model_type), repr(spec))
     if key not in _logged:
         _logged.add(key)
-        log.warning("architecture %r has no spec; inferred from module names: layers %s, %s", model_type,
-                    layers_path, "; ".join(f"{r}: {', '.join(n)}" for r, n in roles.items()))
+        log.warning("architecture %r has no spec; inferred from module names: layers %s, %s%s", model_type,
+                    layers_path, "; ".join(f"{r}: {', '.join(n)}" for r, n in roles.items()),
+                    f"; routed experts (fused): {', '.join(experts)}, router(s) in float: {', '.join(sorted(routers))}"
+                    if experts else "")
     return spec

@@ -42,6 +42,9 @@ _LLAMA = ArchSpec(
 # not checked for them
 _LLAMA_NO_PACKING = ArchSpec(layers=_LLAMA.layers, roles=_LLAMA.roles, tree_attention=False)
 
+_ATTENTION = {"attn_qkv": _LLAMA.roles["attn_qkv"], "attn_out": _LLAMA.roles["attn_out"]}
+_MOE = ArchSpec(layers="model.layers", roles=_ATTENTION, tree_attention=False, experts=("mlp.experts",))
+
 ARCHITECTURES: dict[str, ArchSpec] = {
     "llama": _LLAMA,
     "mistral": _LLAMA,
@@ -85,6 +88,18 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             "mlp_out": ("mlp.fc_out",),
         },
         tree_attention=False,
+    ),
+    # mixture-of-experts: attention as Llama's, the router (mlp.gate) in float, every routed expert's
+    # slices of mlp.experts quantized (core/experts.py); Qwen2-MoE's shared expert is a dense MLP
+    "mixtral": _MOE,
+    "qwen3_moe": _MOE,
+    "olmoe": _MOE,
+    "qwen2_moe": ArchSpec(
+        layers="model.layers",
+        roles={**_ATTENTION, "mlp_in": ("mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj"),
+               "mlp_out": ("mlp.shared_expert.down_proj",)},
+        tree_attention=False,
+        experts=("mlp.experts",),
     ),
     "opt": ArchSpec(
         layers="model.decoder.layers",
