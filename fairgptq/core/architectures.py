@@ -37,9 +37,10 @@ _LLAMA = ArchSpec(
         "mlp_out": ("mlp.down_proj",),
     },
 )
-# Gemma 2/3 and Cohere choose masks and rotary tables per layer type; the driver captures each
-# type's arguments (driver.capture_first_layer_inputs), while the evaluation's packed scoring is
-# not checked for them
+# Gemma 2/3 choose masks (sliding window or full) and rotary tables per layer type: the driver
+# captures each type's arguments (driver.capture_first_layer_inputs), but their sliding-window
+# layers do not honour the evaluation's packed 4D masks (tests/test_evaluation_packing.py measured
+# it), so they are scored unpacked
 _LLAMA_NO_PACKING = ArchSpec(layers=_LLAMA.layers, roles=_LLAMA.roles, tree_attention=False)
 
 _ATTENTION = {"attn_qkv": _LLAMA.roles["attn_qkv"], "attn_out": _LLAMA.roles["attn_out"]}
@@ -49,14 +50,14 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "llama": _LLAMA,
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
-    "qwen3": _LLAMA_NO_PACKING,
-    "gemma": _LLAMA_NO_PACKING,
+    "qwen3": _LLAMA,
+    "gemma": _LLAMA,
     "gemma2": _LLAMA_NO_PACKING,
     "gemma3_text": _LLAMA_NO_PACKING,
-    "olmo2": _LLAMA_NO_PACKING,
-    "granite": _LLAMA_NO_PACKING,
-    "stablelm": _LLAMA_NO_PACKING,
-    "cohere": _LLAMA_NO_PACKING,  # attention and MLP in parallel on one normed input: still this order
+    "olmo2": _LLAMA,
+    "granite": _LLAMA,
+    "stablelm": _LLAMA,
+    "cohere": _LLAMA,  # attention and MLP in parallel on one normed input: still this order
     "phi3": ArchSpec(  # Phi-3 and Phi-4 (model_type phi3)
         layers="model.layers",
         roles={
@@ -65,7 +66,6 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             "mlp_in": ("mlp.gate_up_proj",),
             "mlp_out": ("mlp.down_proj",),
         },
-        tree_attention=False,
         fused={"self_attn.qkv_proj": ("q", "k", "v"), "mlp.gate_up_proj": ("gate", "up")},
     ),
     "falcon": ArchSpec(
@@ -76,7 +76,6 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             "mlp_in": ("mlp.dense_h_to_4h",),
             "mlp_out": ("mlp.dense_4h_to_h",),
         },
-        tree_attention=False,
         fused={"self_attention.query_key_value": ("q", "k", "v")},
     ),
     "gptj": ArchSpec(
@@ -87,7 +86,6 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             "mlp_in": ("mlp.fc_in",),
             "mlp_out": ("mlp.fc_out",),
         },
-        tree_attention=False,
     ),
     # mixture-of-experts: attention as Llama's, the router (mlp.gate) in float, every routed expert's
     # slices of mlp.experts quantized (core/experts.py); Qwen2-MoE's shared expert is a dense MLP
