@@ -14,7 +14,9 @@ the modules that could not be placed.
 
 Families whose modules carry the same names share one entry (Llama's layout covers Mistral,
 Qwen 2/3, Gemma 1-3, OLMo 2, Granite, StableLM and Cohere: per-head q/k norms and extra layer
-norms are not linears and stay in float).  A fused projection (Phi-3's ``qkv_proj``, GPT-2's
+norms are not linears and stay in float).  Mixture-of-experts entries name the module holding the
+routed experts as fused 3-D tensors (``experts``, quantized per expert by :mod:`.experts`); their
+router is no role and stays in float.  A fused projection (Phi-3's ``qkv_proj``, GPT-2's
 ``c_attn``) is one module of its role; ``fused`` says which slices it holds, in output order.
 """
 from __future__ import annotations
