@@ -34,7 +34,7 @@ class ArchSpec:
     def role_names(self) -> tuple[str, ...]:
         """The roles this family has: its dense roles, plus mlp_in / mlp_out where routed experts supply them."""
         extra = ("mlp_in", "mlp_out") if self.experts else ()
-        return tuple(r for r in ROLES if r in self.roles or r in extra)
+        return tuple(self.roles) + tuple(r for r in extra if r not in self.roles)
 
     def modules(self) -> list[tuple[str, str]]:
         """(role, module path in the layer) of every quantized module, in forward order."""
