@@ -143,6 +143,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --plot: plot the metrics ending in any of these (one unit per axis)")
     rp.add_argument("--rewrite", action="store_true",
                     help="first rewrite the sweep's summary (results.json, report.md, plots) from its points")
+    ins = sub.add_parser("inspect", help="print the architecture spec a run would use for a model: decoder layers, "
+                                         "each role's modules, what is quantized and what stays in float")
+    ins.add_argument("model", nargs="?", help="a model folder (config.json; nothing else is read), a GPTQ checkpoint "
+                                              "folder, a transformers model type (e.g. qwen3), a .gguf file, a "
+                                              "cached hub id, or 'smollm2'")
+    ins.add_argument("--json", action="store_true", help="print the mapping as JSON")
+    ins.add_argument("--families", action="store_true",
+                     help="instead: the table of every supported family (docs/architectures.md), as markdown")
+    ins.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
     pl = sub.add_parser("plugins", help="list pair sources, objectives, backends and evaluation tasks")
     pl.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
     return p
@@ -428,7 +437,23 @@ def _cmd_plugins(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "eval": _cmd_eval, "compare": _cmd_compare,
+def _cmd_inspect(args) -> int:
+    from .architecture_report import describe, families_table, model_skeleton, render, to_json
+    from .registry import default_registry
+    registry = default_registry()
+    for mod in args.module:
+        registry.register_module(mod)
+    if args.families:
+        print(families_table(registry), end="")
+        return EXIT_OK
+    if not args.model:
+        raise ConfigError("inspect needs a MODEL (a folder, a model type, a .gguf file or a hub id), or --families")
+    info = describe(model_skeleton(args.model), registry)
+    print(to_json(info) if args.json else render(info))
+    return EXIT_OK
+
+
+COMMANDS = {"run": _cmd_run, "inspect": _cmd_inspect, "validate": _cmd_validate, "eval": _cmd_eval, "compare": _cmd_compare,
             "audit": _cmd_audit, "report": _cmd_report, "plugins": _cmd_plugins}
 
 

@@ -46,10 +46,21 @@ def phi_plugin(monkeypatch):
     registry.pm.unregister(name="phi_architecture")
 
 
-def test_without_the_plugin_phi_is_refused_with_the_way_to_add_it():
+def test_without_the_plugin_phi_is_mapped_by_the_fallback_as_the_plugin_maps_it(phi_plugin):
+    from fairgptq.core.architecture_inference import infer_spec
+    plugin = phi_plugin.get("architectures", "phi").factory
+    inferred = infer_spec(tiny_phi())
+    assert (inferred.layers, inferred.roles, inferred.transposed) == (plugin.layers, plugin.roles, plugin.transposed)
+
+
+def test_a_layout_the_fallback_cannot_map_is_refused_with_the_way_to_add_it():
+    model = tiny_phi()
+    for layer in model.model.layers:
+        layer.mlp.proj_a, layer.mlp.proj_b = layer.mlp.fc1, layer.mlp.fc2
+        del layer.mlp.fc1, layer.mlp.fc2
     with pytest.raises(UnsupportedArchitectureError, match="fairgptq_architectures") as ei:
-        arch_for(tiny_phi())
-    assert "'phi'" in str(ei.value)
+        arch_for(model)
+    assert "'phi'" in str(ei.value) and "mlp.proj_a (Linear), mlp.proj_b (Linear)" in str(ei.value)
 
 
 def test_the_plugin_family_is_quantized_role_by_role(phi_plugin):

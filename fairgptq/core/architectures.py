@@ -5,52 +5,30 @@ Roles (spec section 3): ``attn_qkv`` (query/key/value, one shared input), ``attn
 ``mlp_out`` (down projection / fc2).  The table lists roles in forward order, which is
 the true-sequential quantization order.
 
-The engine works on weights as (out, in); an entry says how its modules store them
-(GPT-2's Conv1D keeps (in, out)), and :meth:`ArchSpec.weight_of` / :meth:`ArchSpec.set_weight`
-are the only places that turn one into the other.
-
-A built-in family is one entry in :data:`ARCHITECTURES`; a plugin adds one through the
+What an entry holds is :class:`~.arch_spec.ArchSpec` (re-exported here).  A built-in family is one entry in :data:`ARCHITECTURES`; a plugin adds one through the
 ``fairgptq_architectures`` hook (see examples/plugins/phi_architecture.py).  The core knows no
 registry: :func:`arch_for` looks a model up in the table it is given (the built-in one by
-default); :func:`fairgptq.registry.arch_for` gives it every registered family.
+default); :func:`fairgptq.registry.arch_for` gives it every registered family.  A model type in
+no table is mapped from its module names (:mod:`.architecture_inference`), or refused naming
+the modules that could not be placed.
+
+Families whose modules carry the same names share one entry (Llama's layout covers Mistral,
+Qwen 2/3, Gemma 1-3, OLMo 2, Granite, StableLM and Cohere: per-head q/k norms and extra layer
+norms are not linears and stay in float).  Mixture-of-experts entries name the module holding the
+routed experts as fused 3-D tensors (``experts``, quantized per expert by :mod:`.experts`); their
+router is no role and stays in float.  A fused projection (Phi-3's ``qkv_proj``, GPT-2's
+``c_attn``) is one module of its role; ``fused`` says which slices it holds, in output order.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from typing import Mapping
 
-import torch
 import torch.nn as nn
 
-from .errors import UnsupportedArchitectureError
+from .arch_spec import ROLES, ArchSpec
+from .architecture_inference import infer_spec
 
-ROLES = ("attn_qkv", "attn_out", "mlp_in", "mlp_out")
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """Where things live in one model family (paths relative to the CausalLM / decoder layer)."""
-
-    layers: str
-    roles: dict[str, tuple[str, ...]]
-    transposed: bool = False  # GPT-2's Conv1D stores weights as (in, out)
-    # honours a custom 4D attention mask with explicit position ids (the evaluation's shared-prefix
-    # packing); tests/test_evaluation_packing.py checks every entry that claims it
-    tree_attention: bool = True
-
-    def stored(self, W: torch.Tensor) -> torch.Tensor:
-        """An (out, in) weight in the layout this family's modules store (and back: the map is its own inverse)."""
-        return W.T if self.transposed else W
-
-    def weight_of(self, module: nn.Module) -> torch.Tensor:
-        """The module's weight as (out, in), a view of its data."""
-        return self.stored(module.weight.data)
-
-    def set_weight(self, module: nn.Module, W: torch.Tensor) -> None:
-        """Write an (out, in) weight into the module, in its own layout and dtype."""
-        module.weight.data.copy_(self.stored(W).to(module.weight.dtype))
-
+__all__ = ["ARCHITECTURES", "ROLES", "ArchSpec", "arch_for", "decoder_layers"]
 
 _LLAMA = ArchSpec(
     layers="model.layers",
@@ -61,11 +39,68 @@ _LLAMA = ArchSpec(
         "mlp_out": ("mlp.down_proj",),
     },
 )
+# Gemma 2/3 choose masks (sliding window or full) and rotary tables per layer type: the driver
+# captures each type's arguments (driver.capture_first_layer_inputs), but their sliding-window
+# layers do not honour the evaluation's packed 4D masks (tests/test_evaluation_packing.py measured
+# it), so they are scored unpacked
+_LLAMA_NO_PACKING = ArchSpec(layers=_LLAMA.layers, roles=_LLAMA.roles, tree_attention=False)
+
+_ATTENTION = {"attn_qkv": _LLAMA.roles["attn_qkv"], "attn_out": _LLAMA.roles["attn_out"]}
+_MOE = ArchSpec(layers="model.layers", roles=_ATTENTION, tree_attention=False, experts=("mlp.experts",))
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "llama": _LLAMA,
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
+    "qwen3": _LLAMA,
+    "gemma": _LLAMA,
+    "gemma2": _LLAMA_NO_PACKING,
+    "gemma3_text": _LLAMA_NO_PACKING,
+    "olmo2": _LLAMA,
+    "granite": _LLAMA,
+    "stablelm": _LLAMA,
+    "cohere": _LLAMA,  # attention and MLP in parallel on one normed input: still this order
+    "phi3": ArchSpec(  # Phi-3 and Phi-4 (model_type phi3)
+        layers="model.layers",
+        roles={
+            "attn_qkv": ("self_attn.qkv_proj",),
+            "attn_out": ("self_attn.o_proj",),
+            "mlp_in": ("mlp.gate_up_proj",),
+            "mlp_out": ("mlp.down_proj",),
+        },
+        fused={"self_attn.qkv_proj": ("q", "k", "v"), "mlp.gate_up_proj": ("gate", "up")},
+    ),
+    "falcon": ArchSpec(
+        layers="transformer.h",
+        roles={
+            "attn_qkv": ("self_attention.query_key_value",),
+            "attn_out": ("self_attention.dense",),
+            "mlp_in": ("mlp.dense_h_to_4h",),
+            "mlp_out": ("mlp.dense_4h_to_h",),
+        },
+        fused={"self_attention.query_key_value": ("q", "k", "v")},
+    ),
+    "gptj": ArchSpec(
+        layers="transformer.h",
+        roles={
+            "attn_qkv": ("attn.q_proj", "attn.k_proj", "attn.v_proj"),
+            "attn_out": ("attn.out_proj",),
+            "mlp_in": ("mlp.fc_in",),
+            "mlp_out": ("mlp.fc_out",),
+        },
+    ),
+    # mixture-of-experts: attention as Llama's, the router (mlp.gate) in float, every routed expert's
+    # slices of mlp.experts quantized (core/experts.py); Qwen2-MoE's shared expert is a dense MLP
+    "mixtral": _MOE,
+    "qwen3_moe": _MOE,
+    "olmoe": _MOE,
+    "qwen2_moe": ArchSpec(
+        layers="model.layers",
+        roles={**_ATTENTION, "mlp_in": ("mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj"),
+               "mlp_out": ("mlp.shared_expert.down_proj",)},
+        tree_attention=False,
+        experts=("mlp.experts",),
+    ),
     "opt": ArchSpec(
         layers="model.decoder.layers",
         roles={
@@ -84,6 +119,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             "mlp_out": ("mlp.c_proj",),
         },
         transposed=True,
+        fused={"attn.c_attn": ("q", "k", "v")},
     ),
     "gpt_neox": ArchSpec(
         layers="gpt_neox.layers",
@@ -93,6 +129,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
             "mlp_in": ("mlp.dense_h_to_4h",),
             "mlp_out": ("mlp.dense_4h_to_h",),
         },
+        # per head, q / k / v interleaved: (head, {q, k, v}, head_dim) along the output rows
+        fused={"attention.query_key_value": ("q", "k", "v")},
     ),
 }
 
@@ -100,16 +138,15 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 def arch_for(model: nn.Module, table: Mapping[str, ArchSpec] | None = None) -> ArchSpec:
     """The entry of ``table`` (default: the built-in :data:`ARCHITECTURES`) for a Hugging Face model.
 
-    An unknown family is an error listing what the table supports and how a plugin adds one.
+    A model type in no table is mapped from its module names (:func:`infer_spec`, which logs
+    the mapping); one it cannot map is an error naming the modules it could not place, what the
+    table supports and how a plugin adds the family.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     known = ARCHITECTURES if table is None else table
-    if model_type not in known:
-        raise UnsupportedArchitectureError(
-            f"architecture {model_type!r} is not supported; supported: {', '.join(sorted(known))}. "
-            f"Add it as an ArchSpec returned by a plugin's fairgptq_architectures hook "
-            f"(example: examples/plugins/phi_architecture.py).")
-    return known[model_type]
+    if model_type in known:
+        return known[model_type]
+    return infer_spec(model, sorted(known))
 
 
 def decoder_layers(model: nn.Module, spec: ArchSpec) -> nn.ModuleList:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, Mapping
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn as nn
 from .architectures import ArchSpec, arch_for, decoder_layers
 from .backend import Backend
 from .errors import ConfigError
+from .experts import check_expert_layers, expert_groups, unfused_experts
 from .gptq import QuantizedWeight
 from .layer_runs import LayerRuns, RestartedRuns
 from .objective import Captured, FairSettings, Objective, TokenBatch
@@ -55,6 +57,8 @@ class ModuleReport:
     # first-order change of the linear term's score: by the pre-update alone, and after rounding
     score_change_pre_update: float | None = None
     score_change_quantized: float | None = None
+    # a routed expert's slice (core/experts.py): the calibration tokens the router sent to it
+    routed_tokens: int | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -71,33 +75,80 @@ class QuantizationResult:
 
 @dataclass
 class StreamState:
-    """Hidden states entering the current layer, with the layer's call arguments, per batch."""
+    """Hidden states entering the current layer, with the layers' call arguments, per batch.
+
+    ``kwargs`` are decoder layer 0's.  A model whose layers take different masks or rotary tables
+    by layer type (``config.layer_types``: Gemma 2/3's sliding and full attention) has each other
+    type's arguments in ``kwargs_by_type``; :meth:`kwargs_for` picks a layer's.
+    """
 
     hidden: list[torch.Tensor]
     args: list[tuple]
     kwargs: list[dict]
     masks: list[torch.Tensor]
+    layer_types: list[str] | None = None
+    kwargs_by_type: dict[str, list[dict]] = field(default_factory=dict)
+
+    def kwargs_for(self, li: int) -> list[dict]:
+        """The keyword arguments decoder layer ``li`` is called with, per batch."""
+        if not self.kwargs_by_type:
+            return self.kwargs
+        return self.kwargs_by_type[self.layer_types[li]]
 
 
 def _layer_output(out) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _layer_types(model: nn.Module, n_layers: int) -> list[str] | None:
+    """``config.layer_types`` where the layers differ by type (and the list covers them), else None."""
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    types = getattr(text, "layer_types", None)
+    if not types or len(types) < n_layers or len(set(types[:n_layers])) < 2:
+        return None
+    return list(types[:n_layers])
+
+
+def _call_kwargs(kwargs: dict) -> dict:
+    """A layer's keyword arguments to call it with again: no cache, and the hidden states given apart."""
+    kwargs = {k: v for k, v in kwargs.items()
+              if k not in ("hidden_states", "past_key_value", "past_key_values", "layer_past")}
+    kwargs["use_cache"] = False
+    return kwargs
+
+
 def capture_first_layer_inputs(model: nn.Module, layers: nn.ModuleList, batches: list[TokenBatch],
                                 device: torch.device) -> StreamState:
-    """Run the model up to decoder layer 0 on every batch and keep what enters it (nothing after runs)."""
-    state = StreamState([], [], [], [])
+    """Run the model up to decoder layer 0 on every batch and keep what enters it (nothing after runs).
 
-    def hook(module, args, kwargs):
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_value", "past_key_values", "layer_past")}
-        kwargs["use_cache"] = False
-        state.hidden.append(hidden.detach())
-        state.args.append(tuple(args[1:]))
-        state.kwargs.append(kwargs)
-        raise _StopForward
+    Where layers differ by type, the forward goes on to the first layer of each type, to keep the
+    arguments the model gives that type; the layers in between are skipped (their forward passes
+    the hidden states through), so nothing is computed and an onloaded model's layers need no weights.
+    """
+    types = _layer_types(model, len(layers))
+    firsts = {} if types is None else {t: types.index(t) for t in dict.fromkeys(types)}
+    last = max(firsts.values(), default=0)
+    state = StreamState([], [], [], [], layer_types=types, kwargs_by_type={t: [] for t in firsts})
 
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    def hook(li, module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]  # left in place: a pass-through layer returns it
+        call = _call_kwargs(kwargs)
+        if li == 0:
+            state.hidden.append(hidden.detach())
+            state.args.append(tuple(args[1:]))
+            state.kwargs.append(call)
+        if types is not None and firsts[types[li]] == li:
+            state.kwargs_by_type[types[li]].append(call)
+        if li == last:
+            raise _StopForward
+
+    def passthrough(*args, **kwargs):
+        return args[0] if args else kwargs["hidden_states"]
+
+    handles = [layers[li].register_forward_pre_hook(partial(hook, li), with_kwargs=True) for li in range(last + 1)]
+    for li in range(last):
+        layers[li].forward = passthrough
     try:
         for b in batches:
             try:
@@ -106,7 +157,10 @@ def capture_first_layer_inputs(model: nn.Module, layers: nn.ModuleList, batches:
                 pass
             state.masks.append(b.attention_mask.to(torch.bool))
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
+        for li in range(last):
+            del layers[li].forward
     return state
 
 
@@ -143,34 +197,41 @@ class LayerQuantizer:
         if self.refresh_gradients is not None:
             self.refresh_gradients(li)
         todo = [(role, names) for role, names in self.spec.roles.items() if role in self.roles]
-        firsts = [layer.get_submodule(names[0]) for _, names in todo]
-        calls = {s: list(zip(st.hidden, st.args, st.kwargs)) for s, st in states.items()}
-        with (RestartedRuns if self.restart_forwards else LayerRuns)(layer, calls, firsts) as runs:
-            for (role, names), first in zip(todo, firsts):
-                mods = [layer.get_submodule(n) for n in names]
-                captured = {s: [Captured(x, m) for x, m in zip(xs, states[s].masks)]
-                            for s, xs in runs.inputs_of(first).items()}
-                for name, qweight, report in self.solve_role(li, role, names, mods, captured):
-                    qweights[name] = qweight
-                    reports.append(report)
-                del captured
-            outputs = runs.outputs()
+        routed = [g for g in expert_groups(layer, self.spec) if g[0] in self.roles]
+        with unfused_experts(layer, self.spec):
+            firsts = [layer.get_submodule(names[0]) for _, names in todo + routed]
+            calls = {s: list(zip(st.hidden, st.args, st.kwargs_for(li))) for s, st in states.items()}
+            with (RestartedRuns if self.restart_forwards else LayerRuns)(layer, calls, firsts) as runs:
+                for i, ((role, names), first) in enumerate(zip(todo + routed, firsts)):
+                    mods = [layer.get_submodule(n) for n in names]
+                    captured = {s: [Captured(x, m) for x, m in zip(xs, states[s].masks)]
+                                for s, xs in runs.inputs_of(first).items()}
+                    for name, qweight, report in self.solve_role(li, role, names, mods, captured,
+                                                                 routed=i >= len(todo)):
+                        qweights[name] = qweight
+                        reports.append(report)
+                    del captured
+                outputs = runs.outputs()
         del calls
         for s, st in states.items():
             st.hidden = [_layer_output(o).detach() for o in outputs[s]]
         return qweights, reports
 
     def solve_role(self, li: int, role: str, names: tuple[str, ...], mods: list[nn.Module],
-                   captured: dict[str, list[Captured]]) -> list[tuple[str, QuantizedWeight, ModuleReport]]:
+                   captured: dict[str, list[Captured]], routed: bool = False,
+                   ) -> list[tuple[str, QuantizedWeight, ModuleReport]]:
         """Sum H over the Hessian streams, take the objectives' terms, solve every module of one role.
 
         The role's modules share one input, so one H and one factorisation; each is written back
         dequantized at once, so later roles of the layer see the rounded outputs (true-sequential).
+        A ``routed`` expert's input is zero on the tokens routed elsewhere (core/experts.py); one that
+        no calibration token reached has H = 0, replaced by the identity: round to nearest on GPTQ's grid.
         """
         spec, backend, config = self.spec, self.backend, self.config
         full0 = f"{spec.layers}.{li}.{names[0]}"
         acc = backend.hessian_accumulator(captured[next(iter(self.hessian_streams))][0].x.shape[-1])
-        active = [o for o in self.objectives if o.applies(li, role, self.n_layers)]
+        active = [] if routed else [o for o in self.objectives if o.applies(li, role, self.n_layers)]
+        n_routed = _routed_tokens(captured, self.hessian_streams) if routed else None
         H_bias, fair = _quadratic_terms(li, role, captured, active, full0)
         for s in sorted(self.hessian_streams):  # the objectives are done with the inputs: free each batch once added
             batches = captured.pop(s)
@@ -179,6 +240,8 @@ class LayerQuantizer:
                 acc.add(batch.x, batch.mask, module=full0)
                 del batch
         H = acc.hessian()
+        if n_routed == 0:
+            H = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
         # in_loop solves on H + H_bias, not H: the backend factors that in each module's solve
         shared = None if fair is not None and fair.mode == "in_loop" else backend.factor(H, config, module=full0)
         h_trace = float(torch.diagonal(H).sum())
@@ -195,7 +258,9 @@ class LayerQuantizer:
             sol = backend.solve(W, H, H_bias, config, fair, module=full, factored=shared, **extra)
             W_hat = sol.qweight.dequantize()
             spec.set_weight(mod, W_hat)
-            rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict())
+            rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict(), routed_tokens=n_routed)
+            if n_routed == 0:
+                rep.stability["no_routed_tokens"] = "H = identity: rounded to nearest on GPTQ's grid"
             if H_bias is not None or C is not None:
                 rep.fair_mode = sol.fair.mode if sol.fair else fair.mode
                 if sol.fair is not None:
@@ -211,6 +276,29 @@ class LayerQuantizer:
                 rep.score_change_quantized = float((G * (W_hat.to(W0.device) - W0)).sum())
             solved.append((full, sol.qweight, rep))
         return solved
+
+
+def _routed_tokens(captured: dict[str, list[Captured]], streams: set[str]) -> int:
+    """Real (unpadded) tokens with a non-zero input: those routed to the expert, in the Hessian streams."""
+    return sum(int(((c.x.abs().sum(-1) != 0).reshape(-1) & c.mask.reshape(-1).to(c.x.device)).sum())
+               for s in streams for c in captured[s])
+
+
+def check_expert_objectives(spec: ArchSpec, objectives: list[Objective], n_layers: int) -> None:
+    """Refuse an objective on mlp_in / mlp_out of a mixture-of-experts model (those roles hold the routed experts).
+
+    A pair objective compares the two sentences of a pair token by token at a module; a routed
+    expert sees only the tokens sent to it, which differ between the two sentences.
+    """
+    if not spec.experts:
+        return
+    for obj in objectives:
+        hit = [r for r in ("mlp_in", "mlp_out") if any(obj.applies(li, r, n_layers) for li in range(n_layers))]
+        if hit:
+            raise ConfigError(f"objective {obj.name!r} targets {', '.join(hit)}, which on this mixture-of-experts "
+                              f"model hold the routed experts ({', '.join(spec.experts)}); an objective needs every "
+                              f"token of a pair at its module, and an expert sees only the tokens routed to it: "
+                              f"target attention roles (roles: [attn_out])")
 
 
 def prepare_streams(calibration: list[TokenBatch] | None, objectives: list[Objective],
@@ -233,10 +321,10 @@ def prepare_streams(calibration: list[TokenBatch] | None, objectives: list[Objec
 
 def check_roles(spec: ArchSpec, roles: Iterable[str] | None) -> tuple[str, ...]:
     """The roles to quantize (default: all of the architecture's), or an error naming unknown ones."""
-    quant_roles = tuple(roles) if roles is not None else tuple(spec.roles)
-    unknown_roles = [r for r in quant_roles if r not in spec.roles]
+    quant_roles = tuple(roles) if roles is not None else spec.role_names()
+    unknown_roles = [r for r in quant_roles if r not in spec.role_names()]
     if unknown_roles:
-        raise ConfigError(f"unknown role(s) {unknown_roles}; the roles are {list(spec.roles)}")
+        raise ConfigError(f"unknown role(s) {unknown_roles}; the roles are {list(spec.role_names())}")
     return quant_roles
 
 
@@ -268,6 +356,8 @@ def quantize_model(
     device = next(model.parameters()).device
     backend = backend or Backend(device)
     quant_roles = check_roles(spec, roles)
+    check_expert_layers(layers, spec)
+    check_expert_objectives(spec, objectives, len(layers))
     streams, hessian_streams = prepare_streams(calibration, objectives, tokenizer)
     gradients = GradientPasses(model, spec, len(layers), objectives, tokenizer,
                                _targets(layers, spec, quant_roles), device)
@@ -297,7 +387,7 @@ def quantize_model(
 def _targets(layers: nn.ModuleList, spec: ArchSpec, roles: tuple[str, ...]) -> list[tuple[int, str, str, nn.Module]]:
     """(layer, role, full name, module) of every module the run quantizes."""
     return [(li, role, f"{spec.layers}.{li}.{name}", layer.get_submodule(name))
-            for li, layer in enumerate(layers) for role in roles for name in spec.roles[role]]
+            for li, layer in enumerate(layers) for role in roles for name in spec.roles.get(role, ())]
 
 
 def _apply_float_updates(model: nn.Module, spec: ArchSpec, objectives: list[Objective]) -> None:

@@ -51,6 +51,7 @@ from safetensors.torch import save_file
 from ..version import __version__
 from ..registry import arch_for
 from ..core.driver import QuantizationResult
+from ..core.experts import is_routed_expert
 from ..core.gptq import QuantizedWeight
 from .errors import ExportError
 from .integrity import seal
@@ -89,6 +90,7 @@ def snap_to_checkpoint_precision(model: nn.Module, result: QuantizationResult,
     the model's own dtype.  Afterwards ``result.qweights`` and the model's weights are exactly what
     :func:`export_checkpoint` stores with that dtype.
     """
+    refuse_routed_experts(result)
     spec = arch_for(model)
     for name, qw in list(result.qweights.items()):
         snapped = at_checkpoint_precision(qw, name)
@@ -101,6 +103,23 @@ def snap_to_checkpoint_precision(model: nn.Module, result: QuantizationResult,
                 if key not in skip and t.is_floating_point() and t.dtype != dtype:
                     _check_storable(key, t, dtype)
                     t.data.copy_(t.data.to(dtype).to(t.dtype))
+
+
+def refuse_routed_experts(result: QuantizationResult) -> None:
+    """The GPTQ format stores one packed matrix per nn.Linear; routed experts are slices of fused 3-D tensors."""
+    routed = [n for n in result.qweights if is_routed_expert(n)]
+    if routed:
+        fused = sorted({n.rsplit(".", 1)[0].replace("_per_expert", "") for n in routed})
+        raise ExportError(f"{len(routed)} quantized routed-expert matrices live in fused 3-D expert tensors "
+                          f"({', '.join(fused[:3])}{' ...' if len(fused) > 3 else ''}), a layout the GPTQ checkpoint "
+                          f"format has no tensors for and transformers {_transformers_version()} cannot load "
+                          f"GPTQ-packed; this model cannot be exported yet: evaluate it in memory (export: "
+                          f"enabled: false)")
+
+
+def _transformers_version() -> str:
+    from importlib.metadata import version
+    return version("transformers")
 
 
 def _check_storable(key: str, t: torch.Tensor, dtype: torch.dtype) -> None:
@@ -249,6 +268,7 @@ def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, o
     checkpoint is exactly the model; pipelines and :func:`fairgptq.export_checkpoint` store float16
     (:data:`STORAGE_DTYPE`) after snapping the model to it.
     """
+    refuse_routed_experts(result)
     _check_snapped(model, result)
     fmt = choose_format(result.qweights, checkpoint_format)
     group = stored_group_size(result.qweights, result.config.group_size)

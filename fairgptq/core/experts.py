@@ -1,0 +1,128 @@
+"""Routed experts stored as fused 3-D tensors (transformers 5's Mixtral, Qwen-MoE, OLMoE), quantized per expert.
+
+transformers 5 keeps a sparse MoE block's experts in one module with two parameters,
+``gate_up_proj`` (experts, 2 x intermediate, hidden) and ``down_proj`` (experts, hidden,
+intermediate), and routes tokens inside its forward.  GPTQ needs each expert's own input: the
+tokens the router sends to it.  While a layer is quantized, :func:`unfused_experts` gives every
+expert's two matrices their own module, a :class:`ExpertLinear` whose weight is a view of its slice
+of the fused tensor (writing the quantized weight writes the tensor), and runs the block's forward
+through them, every expert in order (gate_up then down), so the driver's pauses see each in turn.
+
+Each expert is fed every token of the batch with the rows not routed to it set to zero: zero rows
+add nothing to H = Σ x xᵀ, so H is the routed tokens' (normalised per batch instead of per
+sentence; GPTQ's solution does not depend on H's scale), and the tensors keep the (batch x seq)
+rows the pad masks index.  The router (``gate``) is never a role: it stays in float.  The output
+of the block is the same computation as transformers' eager forward for every routed token.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .arch_spec import ArchSpec
+from .errors import UnsupportedArchitectureError
+
+GATE_UP, DOWN = "gate_up_proj", "down_proj"
+PER_EXPERT = {GATE_UP: "gate_up_proj_per_expert", DOWN: "down_proj_per_expert"}
+
+
+class ExpertLinear(nn.Module):
+    """One expert's matrix as a bias-free linear; ``weight`` is a view of the fused tensor's slice."""
+
+    def __init__(self, fused: nn.Parameter, index: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(fused.data[index], requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+def is_fused_experts(module: nn.Module) -> bool:
+    """transformers 5's experts layout: 3-D ``gate_up_proj`` and ``down_proj`` parameters."""
+    params = dict(module.named_parameters(recurse=False))
+    return all(k in params and params[k].dim() == 3 for k in (GATE_UP, DOWN))
+
+
+def is_routed_expert(name: str) -> bool:
+    """Whether a quantized module's name is a routed expert's slice (a module only while the layer is quantized)."""
+    return any(f".{m}." in f".{name}" for m in PER_EXPERT.values())
+
+
+def check_expert_layers(layers: nn.ModuleList, spec: ArchSpec) -> None:
+    """Every decoder layer must hold the spec's experts modules: a dense-MLP layer among MoE layers has no roles."""
+    for li, layer in enumerate(layers):
+        for path in spec.experts:
+            try:
+                module = layer.get_submodule(path)
+            except AttributeError:
+                module = None
+            if module is None or not is_fused_experts(module):
+                raise UnsupportedArchitectureError(
+                    f"decoder layer {li} has no fused experts at {path} (a dense MLP layer among mixture-of-experts "
+                    f"layers: mlp_only_layers / decoder_sparse_step in the config); fairgptq's spec has one layout "
+                    f"for every layer, so it would leave that MLP in float: not supported yet")
+
+
+def expert_groups(layer: nn.Module, spec: ArchSpec) -> list[tuple[str, tuple[str, ...]]]:
+    """(role, (module,)) of every routed expert's matrices in forward order: gate_up (mlp_in), then down (mlp_out).
+
+    Each expert has its own input, so each matrix is its own group (its own H).
+    """
+    groups = []
+    for path in spec.experts:
+        n = layer.get_submodule(path).gate_up_proj.shape[0]
+        for e in range(n):
+            groups.append(("mlp_in", (f"{path}.{PER_EXPERT[GATE_UP]}.{e}",)))
+            groups.append(("mlp_out", (f"{path}.{PER_EXPERT[DOWN]}.{e}",)))
+    return groups
+
+
+def _unfused_forward(experts: nn.Module):
+    gate_up, down = getattr(experts, PER_EXPERT[GATE_UP]), getattr(experts, PER_EXPERT[DOWN])
+
+    def forward(hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(hidden_states)
+        for e in range(len(gate_up)):
+            top_k_pos, token_idx = torch.where((top_k_index == e).T)
+            routed = torch.zeros(hidden_states.shape[0], 1, dtype=hidden_states.dtype, device=hidden_states.device)
+            routed[token_idx] = 1
+            gate, up = gate_up[e](hidden_states * routed).chunk(2, dim=-1)
+            h = down[e](experts.act_fn(gate) * up * routed)
+            out.index_add_(0, token_idx, (h[token_idx] * top_k_weights[token_idx, top_k_pos, None]).to(out.dtype))
+        return out
+
+    return forward
+
+
+@contextmanager
+def unfused_experts(layer: nn.Module, spec: ArchSpec) -> Iterator[None]:
+    """Give every routed expert's matrices their own modules, and route the block's forward through them."""
+    patched = []
+    try:
+        for path in spec.experts:
+            experts = layer.get_submodule(path)
+            for fused, per_expert in PER_EXPERT.items():
+                param = getattr(experts, fused)
+                setattr(experts, per_expert, nn.ModuleList(ExpertLinear(param, e) for e in range(param.shape[0])))
+            experts.forward = _unfused_forward(experts)
+            patched.append(experts)
+        yield
+    finally:
+        for experts in patched:
+            del experts.forward
+            for per_expert in PER_EXPERT.values():
+                delattr(experts, per_expert)
+
+
+def expert_slices(layer: nn.Module, spec: ArchSpec) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, (out, in) view) of every routed expert matrix of a layer, for whole-model passes such as RTN."""
+    for path in spec.experts:
+        experts = layer.get_submodule(path)
+        for fused, per_expert in PER_EXPERT.items():
+            param = getattr(experts, fused)
+            for e in range(param.shape[0]):
+                yield f"{path}.{per_expert}.{e}", param.data[e]
