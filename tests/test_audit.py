@@ -148,18 +148,21 @@ def test_a_pipeline_exports_a_model_card_whose_numbers_are_the_runs(tmp_path, re
 
 def test_several_checkpoints_share_one_evaluation_of_the_base(base_dir, fairgptq_export, real_data_dir, tmp_path,
                                                               monkeypatch):
+    import shutil
     import fairgptq.audit as audit_module
     evaluated = []
     real = audit_module._evaluated
     monkeypatch.setattr(audit_module, "_evaluated", lambda name, *a, **k: evaluated.append(name) or real(name, *a, **k))
+    second = shutil.copytree(fairgptq_export, tmp_path / "second")
     out = tmp_path / "many"
-    assert main(["audit", str(base_dir), str(fairgptq_export), str(base_dir), "--tasks", "crows_pairs",
+    assert main(["audit", str(base_dir), str(fairgptq_export), str(second), "--tasks", "crows_pairs",
                  "--limit", "12", "--out", str(out)]) == 0
-    assert evaluated == [str(base_dir), str(fairgptq_export), str(base_dir)]
-    first, second = (json.loads((out / name / "audit.json").read_text()) for name in ("fairgptq", "base"))
-    assert first["quantized"]["name"] == str(fairgptq_export) and second["quantized"]["name"] == str(base_dir)
-    # the base against itself: the same items, so every difference is zero and nothing is significant
-    assert all(r["diff"] == 0 and r["audit"] == "not distinguishable from noise" for r in second["rows"])
+    assert evaluated == [str(base_dir), str(fairgptq_export), str(second)]
+    first, again = (json.loads((out / name / "audit.json").read_text()) for name in ("fairgptq", "second"))
+    assert first["quantized"]["name"] == str(fairgptq_export) and again["quantized"]["name"] == str(second)
+    # the same checkpoint twice against one evaluation of the base: the same rows
+    assert [(r["a"], r["b"], r["diff"]) for r in first["rows"]] == [(r["a"], r["b"], r["diff"]) for r in again["rows"]]
+    assert first["base"]["dtype"] == first["quantized"]["dtype"] == "float32"
 
 
 def test_an_occupied_output_folder_is_refused_before_anything_is_evaluated(base_dir, fairgptq_export, tmp_path):
