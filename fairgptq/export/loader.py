@@ -30,11 +30,12 @@ logger = logging.getLogger("fairgptq.export")
 
 
 def is_gptq_checkpoint(path: str | Path) -> bool:
-    """A folder with GPTQ tensors and a GPTQ config: quantize_config.json, or config.json's quantization_config."""
+    """A folder with a GPTQ config: quantize_config.json, or config.json's GPTQ quantization_config.
+
+    Its tensors are not required here, so a checkpoint that lost them is loaded by :func:`load_gptq_checkpoint`,
+    which says they are missing, rather than passed to transformers as a float model without weights."""
     p = Path(path)
-    if not (p.is_dir() and ((p / WEIGHTS_FILE).is_file() or (p / SHARD_INDEX).is_file())):
-        return False
-    return (p / QUANTIZE_CONFIG).is_file() or _embedded_config(p) is not None
+    return p.is_dir() and ((p / QUANTIZE_CONFIG).is_file() or _embedded_config(p) is not None)
 
 
 def _embedded_config(p: Path) -> dict | None:
@@ -50,6 +51,9 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of ``model.safetensors``, or of the shards a ``model.safetensors.index.json`` lists
     (what sequential onloading writes, fairgptq.onload)."""
     if not (path / SHARD_INDEX).is_file():
+        if not (path / WEIGHTS_FILE).is_file():
+            raise CheckpointIntegrityError(f"{path}: no {WEIGHTS_FILE} (nor {SHARD_INDEX}); the checkpoint has lost "
+                                           f"its weights")
         return load_file(str(path / WEIGHTS_FILE))
     shards = sorted(set(json.loads((path / SHARD_INDEX).read_text())["weight_map"].values()))
     return {k: v for shard in shards for k, v in load_file(str(path / shard)).items()}
@@ -152,6 +156,8 @@ def _build(path: Path, qc: dict, dtype: str | None, device: str):
     model = AutoModelForCausalLM.from_config(config, dtype=compute_dtype(dtype, device, getattr(config, "dtype", None)))
     try:
         tensors = _load_tensors(path)
+    except CheckpointIntegrityError:
+        raise
     except Exception as e:  # safetensors raises its own error type for truncated or garbage files
         raise CheckpointIntegrityError(f"{path}: not a readable safetensors file ({e})") from e
     prefixes = sorted(k[: -len(".qweight")] for k in tensors if k.endswith(".qweight"))
