@@ -70,8 +70,8 @@ def resolve_model(name: str) -> ModelSource:
         inside = " (its folder " + repr(str(p.parent)) + " is)" if (p.parent / "config.json").is_file() else ""
         raise ModelNotFoundError(f"{name!r} is a file, not a model{inside}: give a model folder (config.json, "
                                  f"weights, tokenizer files), a .gguf file or a hub id")
-    if p.suffix == ".gguf" or name.startswith(("/", "./", "../", "~")) or (
-            p.parent != Path(".") and p.parent.is_dir()):
+    if p.suffix == ".gguf" or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or (
+            p.parent != Path(".") and p.parent.is_dir()):  # a hub id is owner/name
         raise ModelNotFoundError(f"model path {name!r} does not exist")
     mirror = os.environ.get(MODELS_DIR_ENV)
     if mirror and (Path(mirror) / name).is_dir():
