@@ -6,7 +6,10 @@ llm-compressor / compressed-tensors checkpoint, or another format that loads on 
 transformers), scores both on the same items, and compares them item by item: each metric's
 difference with its 95 % interval and test (:mod:`fairgptq.comparison`), per bias category too, a
 forest plot, and a verdict in words.  A format that does not load here is refused with what would
-load it.
+load it.  Before anything is evaluated, every checkpoint is opened and verified and compared with the
+base (same vocabulary and special tokens, same architecture and shapes, not the base itself): a
+swapped tokenizer must never be reported as a bias quantization caused (docs/integrity.md).  Every
+model computes in float32 on the CPU unless ``dtype`` says otherwise; audit.json records it.
 """
 from __future__ import annotations
 
@@ -265,8 +268,9 @@ def refuse_incomparable(base: Loaded, other: Loaded, base_name: str, name: str) 
                           f"quantized from")
     a, b = base.model.state_dict(), other.model.state_dict()
     if a.keys() == b.keys() and all(_same_values(a[k], b[k]) for k in a):
-        raise ConfigError(f"{name} has exactly the weights of {base_name}: it is the same model, not a quantized "
-                          f"version of it, so there is nothing to audit; give the quantized checkpoint")
+        raise ConfigError(f"{name} has exactly the weights of {base_name} (a copy of the base, or a quantization "
+                          f"that changed nothing): every difference would be 0, so there is nothing to audit; give "
+                          f"the quantized checkpoint")
 
 
 def _same_values(x: Any, y: Any) -> bool:

@@ -169,7 +169,12 @@ def _positive(text: str) -> int:
 
 def _cmd_validate(args) -> int:
     from .pipeline import load_pipeline
+    from .pipeline.messages import PipelineError
+    from .pipeline.preflight import shape_problems
     pipe = load_pipeline(args.file, args.overrides)
+    problems = shape_problems(pipe)
+    if problems:
+        raise PipelineError(args.file, problems)
     n = len(pipe.points)
     console.print(f"[green]✓[/] {args.file} is valid" + (f" (sweep of {n} points)" if n else ""))
     return EXIT_OK

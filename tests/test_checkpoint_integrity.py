@@ -172,3 +172,9 @@ def test_eval_of_an_export_matches_the_in_memory_model(tmp_path, real_data_dir):
     for task in ("crows_pairs", "wikitext2"):
         ours = {k: v for k, v in in_memory["tasks"][task].items() if isinstance(v, float)}
         assert ours and all(exported["tasks"][task][k] == pytest.approx(v, rel=1e-6) for k, v in ours.items())
+
+
+def test_a_requested_dtype_is_used_and_recorded(exported, tmp_path):
+    assert main(["eval", str(exported), "--tasks", "wikitext2", "--max-tokens", "128", "--dtype", "bfloat16",
+                 "--out", str(tmp_path / "bf16.json")]) == 0
+    assert json.loads((tmp_path / "bf16.json").read_text())["model"]["dtype"] == "bfloat16"

@@ -85,3 +85,12 @@ def test_compare_reads_a_run_directorys_evaluation_json(base, export, tmp_path, 
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "run" / "evaluation.json"), "--baseline", str(tmp_path / "float")]) == 0
     assert "evaluation_items" not in capsys.readouterr().err
+
+
+def test_loading_a_folder_whose_tensors_do_not_fit_its_config_names_the_tensor(base, tmp_path, capsys):
+    folder = shutil.copytree(base, tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 200}))
+    assert main(["eval", str(folder), "--tasks", "wikitext2", "--max-tokens", "32"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "model.embed_tokens.weight is [" in err and "the config makes it [200, 64]" in err

@@ -118,6 +118,50 @@ def _folder_source(p: Path) -> ModelSource:
     raise ModelNotFoundError(f"folder {p} holds neither a config.json nor exactly one .gguf file")
 
 
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from a safetensors header (the weights are not read)."""
+    import json
+    import struct
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def folder_shape_problem(folder: str | Path) -> str | None:
+    """Why a model folder's tensors do not fit its config.json (another width, depth or vocabulary), or None.
+
+    The model is built on the meta device (no memory, no weights), so the expected shape of every parameter
+    comes from transformers itself; the stored shapes come from the safetensors headers."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    folder = Path(folder)
+    weights = sorted(folder.glob("*.safetensors"))
+    try:
+        stored: dict[str, tuple[int, ...]] = {}
+        for w in weights:
+            stored.update(_safetensors_shapes(w))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None  # a damaged file: the header check names it
+    if not stored:
+        return None
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    except Exception as e:  # a config that names an unknown class or impossible sizes
+        return (f"{folder / 'config.json'}: transformers cannot build a model from it ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if not expected.keys() & stored.keys():
+        return (f"{folder}: none of its tensors is named as the {model.config.model_type} model of its config.json "
+                f"names its parameters; the weights belong to another model")
+    wrong = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
+    if wrong:
+        return (f"{folder}: {len(wrong)} tensor(s) do not have the shape its config.json gives, e.g. {wrong[0]} is "
+                f"{list(stored[wrong[0]])}, the config makes it {list(expected[wrong[0]])}; the config and the "
+                f"weights come from different models")
+    return None
+
+
 def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
     """(model, tokenizer) for ``name``; the model is in eval mode with a pad token set."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -145,6 +189,8 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
     except Exception as e:
         if not src.hub_id:  # a local folder or file that exists but does not load: say why, not "no hub"
             where = Path(src.folder) / (src.gguf_file or "")
+            if not src.gguf_file and (why := folder_shape_problem(src.folder)):
+                raise ModelLoadError(why) from None
             raise ModelLoadError(f"could not load the model in {where}: {type(e).__name__}: {e}. Check that "
                                  f"config.json, the weights and the tokenizer files are complete") from e
         if not isinstance(e, OSError):

@@ -64,47 +64,24 @@ def _model_config(spec: PipelineSpec, registry: Registry, problems: list[Problem
     if not weights and not any(folder.glob("pytorch_model*.bin")):
         problems.append(("model.name", f"{folder} has a config.json but no weights (*.safetensors or "
                                        f"pytorch_model*.bin); the model folder is incomplete"))
-    damaged = [(w, why) for w in weights if (why := _safetensors_damage(w)) is not None]
-    problems += [("model.name", f"{w}: {why}") for w, why in damaged]
-    if weights and not damaged and not any(k == "model.name" for k, _ in problems):
-        if (why := shape_mismatch(folder, config, weights)) is not None:
-            problems.append(("model.name", why))
+    problems += [("model.name", f"{w}: {why}") for w in weights if (why := _safetensors_damage(w)) is not None]
     return config
 
 
-def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape from a safetensors header (the weights are not read)."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+def shape_problems(pipeline: "Pipeline") -> list[Problem]:
+    """Every local model folder's tensors against its config.json (``fairgptq validate`` only).
 
-
-def shape_mismatch(folder: Path, config: dict, weights: list[Path]) -> str | None:
-    """Why the folder's tensors do not fit its config.json (another width, depth or vocabulary), or None.
-
-    The model is built on the meta device (no memory, no weights), so the expected shape of every parameter
-    comes from transformers itself; a config transformers cannot build is reported as such."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-    try:
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
-    except Exception as e:  # a config that names an unknown class or impossible sizes
-        return (f"{folder / 'config.json'}: transformers cannot build a model from it ({type(e).__name__}: "
-                f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})")
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    stored: dict[str, tuple[int, ...]] = {}
-    for w in weights:
-        stored.update(_safetensors_shapes(w))
-    if not expected.keys() & stored.keys():
-        return (f"{folder}: none of its tensors is named as the {config.get('model_type')} model of its config.json "
-                f"names its parameters; the weights belong to another model")
-    wrong = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
-    if wrong:
-        return (f"{folder}: {len(wrong)} tensor(s) do not have the shape its config.json gives, e.g. {wrong[0]} is "
-                f"{list(stored[wrong[0]])}, the config makes it {list(expected[wrong[0]])}; the config and the "
-                f"weights come from different models")
-    return None
+    Building the model on the meta device needs transformers' modeling code, seconds of imports that
+    ``run`` would pay before it takes its lock; ``run`` finds the same mismatch when it loads the model
+    (:func:`~fairgptq.core.model_loading.load_model` names it the same way)."""
+    from ..core.model_loading import folder_shape_problem
+    names = {pipeline.spec.model.name, *((p.raw.get("model") or {}).get("name") for p in pipeline.points)}
+    problems: list[Problem] = []
+    for name in sorted(n for n in names if isinstance(n, str)):
+        folder = expand_path(name)
+        if folder.is_dir() and (folder / "config.json").is_file() and (why := folder_shape_problem(folder)):
+            problems.append(("model.name", why))
+    return problems
 
 
 def _safetensors_damage(path: Path) -> str | None:
