@@ -78,8 +78,12 @@ def shape_problems(pipeline: "Pipeline") -> list[Problem]:
     names = {pipeline.spec.model.name, *((p.raw.get("model") or {}).get("name") for p in pipeline.points)}
     problems: list[Problem] = []
     for name in sorted(n for n in names if isinstance(n, str)):
-        folder = expand_path(name)
-        if folder.is_dir() and (folder / "config.json").is_file() and (why := folder_shape_problem(folder)):
+        try:
+            folder = expand_path(name)
+            local = folder.is_dir() and (folder / "config.json").is_file()
+        except (OSError, ValueError):  # a name no file system holds: the path checks said so already
+            continue
+        if local and (why := folder_shape_problem(folder)):
             problems.append(("model.name", why))
     return problems
 
