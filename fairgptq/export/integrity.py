@@ -165,8 +165,8 @@ def _check_hashes(folder: Path, recorded: Mapping) -> None:
     for name, expected in recorded.items():
         path = folder / name
         if not path.is_file():
-            raise CheckpointIntegrityError(f"{path}: missing; the checkpoint is incomplete (re-export it, "
-                                           f"{TRUST_HINT})")
+            raise CheckpointIntegrityError(f"{path}: missing; the checkpoint is incomplete (copy it again, or "
+                                           f"re-export it)")
         if sha256_of(path) != expected:
             raise CheckpointIntegrityError(
                 f"{path}: content hash differs from the one recorded at export (quantize_config.json, fairgptq."
