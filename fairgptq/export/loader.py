@@ -8,6 +8,7 @@ in-memory quantized model's).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -16,22 +17,25 @@ from safetensors.torch import load_file
 
 from ..core.architectures import ArchSpec
 from ..registry import arch_for
-from ..core.errors import FairGPTQError, UnsupportedArchitectureError
+from ..core.errors import ConfigError, FairGPTQError, UnsupportedArchitectureError
 from ..core.model_loading import MODEL_DTYPES
 from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG, QUANTIZED_SUFFIXES, WEIGHTS_FILE,
                           ExportError, unpack_weight)
-from .integrity import CheckpointIntegrityError, check_plain_tensors, check_quantized_tensors, verify_files
+from .integrity import (TOKENIZER_FILES, CheckpointIntegrityError, check_plain_tensors, check_quantized_tensors,
+                        verify_files)
 
 
 SHARD_INDEX = "model.safetensors.index.json"
+logger = logging.getLogger("fairgptq.export")
 
 
 def is_gptq_checkpoint(path: str | Path) -> bool:
-    """A folder with GPTQ tensors and a GPTQ config: quantize_config.json, or config.json's quantization_config."""
+    """A folder with a GPTQ config: quantize_config.json, or config.json's GPTQ quantization_config.
+
+    Its tensors are not required here, so a checkpoint that lost them is loaded by :func:`load_gptq_checkpoint`,
+    which says they are missing, rather than passed to transformers as a float model without weights."""
     p = Path(path)
-    if not (p.is_dir() and ((p / WEIGHTS_FILE).is_file() or (p / SHARD_INDEX).is_file())):
-        return False
-    return (p / QUANTIZE_CONFIG).is_file() or _embedded_config(p) is not None
+    return p.is_dir() and ((p / QUANTIZE_CONFIG).is_file() or _embedded_config(p) is not None)
 
 
 def _embedded_config(p: Path) -> dict | None:
@@ -47,6 +51,9 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of ``model.safetensors``, or of the shards a ``model.safetensors.index.json`` lists
     (what sequential onloading writes, fairgptq.onload)."""
     if not (path / SHARD_INDEX).is_file():
+        if not (path / WEIGHTS_FILE).is_file():
+            raise CheckpointIntegrityError(f"{path}: no {WEIGHTS_FILE} (nor {SHARD_INDEX}); the checkpoint has lost "
+                                           f"its weights")
         return load_file(str(path / WEIGHTS_FILE))
     shards = sorted(set(json.loads((path / SHARD_INDEX).read_text())["weight_map"].values()))
     return {k: v for shard in shards for k, v in load_file(str(path / shard)).items()}
@@ -79,39 +86,78 @@ def _weight_layout(model: nn.Module) -> ArchSpec:
         return ArchSpec(layers="", roles={})
 
 
-def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: str = "cpu", verify: bool = True):
+def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: str = "cpu",
+                         trust_unverified: bool = False):
     """(model, tokenizer, quantize_config) of an exported GPTQ checkpoint folder.
 
-    ``verify`` checks the content hashes fairgptq recorded at export (see :mod:`.integrity`).
+    The content hashes fairgptq recorded at export are checked first (tensors, configs, tokenizer and chat
+    template: :mod:`.integrity`); ``trust_unverified=True`` (``--trust-unverified``) loads a checkpoint that
+    fails that check or whose record is gone, on the user's word.  ``dtype`` is the compute dtype: by default
+    float32 on the CPU, whatever the tensors are stored in (exports store float16, which a CPU computes
+    several times slower and less exactly), and the stored dtype on an accelerator.
     """
     path = Path(path)
+    if dtype is not None and dtype not in MODEL_DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not supported; use one of {', '.join(MODEL_DTYPES)}")
     qc = read_quantize_config(path)
-    if verify:
+    if trust_unverified:
+        logger.warning("%s: loaded without checking its integrity record (trust_unverified / --trust-unverified)",
+                       path)
+    else:
         verify_files(path, qc)
+    tok = _tokenizer(path)
     try:
-        return _build(path, qc, dtype, device)
+        model = _build(path, qc, dtype, device)
     except FairGPTQError:
         raise
     except Exception as e:  # the files do not describe a model transformers can build: say which folder, and why
         raise ExportError(f"{path}: not a loadable checkpoint: its config.json or tensors do not fit together "
                           f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})"
                           ) from None
+    return model, tok, qc
+
+
+def _tokenizer(path: Path):
+    """The checkpoint's tokenizer, or an error that says the tokenizer (not the tensors) is what is missing."""
+    from transformers import AutoTokenizer
+    if not any((path / name).is_file() for name in TOKENIZER_FILES if name != "generation_config.json"):
+        raise ExportError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json / vocab files); copy "
+                          f"the base model's tokenizer into the folder (tokenizer.save_pretrained({str(path)!r}))")
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # a damaged tokenizer file: name it, not the weights
+        raise ExportError(f"{path}: its tokenizer files do not load ({type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}); copy the base model's "
+                          f"tokenizer into the folder") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def compute_dtype(dtype: str | None, device: str, stored: object = None) -> torch.dtype:
+    """The dtype a model is built in: the user's, else float32 on the CPU, else the stored one (float32 if none)."""
+    if dtype is not None:
+        return MODEL_DTYPES[dtype]
+    if torch.device(device).type == "cpu":
+        return torch.float32
+    if isinstance(stored, str):
+        return MODEL_DTYPES.get(stored, torch.float32)
+    return stored if isinstance(stored, torch.dtype) else torch.float32
 
 
 def _build(path: Path, qc: dict, dtype: str | None, device: str):
     """The model of a verified (or unverified, by request) GPTQ folder, every quantized linear dequantized."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     fmt = qc.get("checkpoint_format", "gptq")
     config = AutoConfig.from_pretrained(path)
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # we dequantize ourselves; transformers would want a GPTQ kernel
-    torch_dtype = MODEL_DTYPES[dtype] if dtype else getattr(config, "dtype", None) or torch.float32
-    if isinstance(torch_dtype, str):
-        torch_dtype = MODEL_DTYPES.get(torch_dtype, torch.float32)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_config(config, dtype=compute_dtype(dtype, device, getattr(config, "dtype", None)))
     try:
         tensors = _load_tensors(path)
+    except CheckpointIntegrityError:
+        raise
     except Exception as e:  # safetensors raises its own error type for truncated or garbage files
         raise CheckpointIntegrityError(f"{path}: not a readable safetensors file ({e})") from e
     prefixes = sorted(k[: -len(".qweight")] for k in tensors if k.endswith(".qweight"))
@@ -138,9 +184,6 @@ def _build(path: Path, qc: dict, dtype: str | None, device: str):
     if missing or unexpected:
         raise ExportError(f"{path}: checkpoint does not match the {config.model_type} architecture "
                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
     model.to(device)
     model.eval()
-    return model, tok, qc
+    return model

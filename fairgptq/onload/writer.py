@@ -104,12 +104,12 @@ class ShardedCheckpointWriter:
         if self.storage_dtype is not None:
             config["dtype"] = str(self.storage_dtype).removeprefix("torch.")
         config["quantization_config"] = {**qc, "meta": {k: v for k, v in qc["meta"].items() if k != "fairgptq"}}
-        seal(self.out, sorted(set(self.weight_map.values())), qc, config)
-        (self.out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
-        (self.out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
         if generation_config is not None:
             generation_config.save_pretrained(self.out)
         if tokenizer is not None:
             tokenizer.save_pretrained(self.out)
+        seal(self.out, sorted(set(self.weight_map.values())), qc, config)  # after the tokenizer: sealed too
+        (self.out / QUANTIZE_CONFIG).write_text(json.dumps(qc, indent=2, default=str) + "\n")
+        (self.out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
         make_shareable(self.out)
         return qc

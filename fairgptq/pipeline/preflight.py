@@ -36,7 +36,12 @@ LONGEST_INSIDE = "model/tokenizer_config.json"  # the deepest file fairgptq writ
 def _model_config(spec: PipelineSpec, registry: Registry, problems: list[Problem]) -> dict | None:
     """config.json of a local model folder (None for aliases, hub ids and GGUF files)."""
     folder = expand_path(spec.model.name)
-    if not (folder.is_dir() and (folder / "config.json").is_file()):
+    if not folder.is_dir():
+        return None
+    if not (folder / "config.json").is_file():
+        if len(list(folder.glob("*.gguf"))) != 1:
+            problems.append(("model.name", f"{folder} holds neither a config.json (a Hugging Face model folder) nor "
+                                           f"exactly one .gguf file; give the folder the model was saved in"))
         return None
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -55,10 +60,32 @@ def _model_config(spec: PipelineSpec, registry: Registry, problems: list[Problem
     if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                                                 "vocab.json")):
         problems.append(("model.name", f"{folder} has no tokenizer files (tokenizer.json / tokenizer_config.json)"))
-    for weights in sorted(folder.glob("*.safetensors")):
-        if (why := _safetensors_damage(weights)) is not None:
-            problems.append(("model.name", f"{weights}: {why}"))
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights and not any(folder.glob("pytorch_model*.bin")):
+        problems.append(("model.name", f"{folder} has a config.json but no weights (*.safetensors or "
+                                       f"pytorch_model*.bin); the model folder is incomplete"))
+    problems += [("model.name", f"{w}: {why}") for w in weights if (why := _safetensors_damage(w)) is not None]
     return config
+
+
+def shape_problems(pipeline: "Pipeline") -> list[Problem]:
+    """Every local model folder's tensors against its config.json (``fairgptq validate`` only).
+
+    Building the model on the meta device needs transformers' modeling code, seconds of imports that
+    ``run`` would pay before it takes its lock; ``run`` finds the same mismatch when it loads the model
+    (:func:`~fairgptq.core.model_loading.load_model` names it the same way)."""
+    from ..core.model_loading import folder_shape_problem
+    names = {pipeline.spec.model.name, *((p.raw.get("model") or {}).get("name") for p in pipeline.points)}
+    problems: list[Problem] = []
+    for name in sorted(n for n in names if isinstance(n, str)):
+        try:
+            folder = expand_path(name)
+            local = folder.is_dir() and (folder / "config.json").is_file()
+        except (OSError, ValueError):  # a name no file system holds: the path checks said so already
+            continue
+        if local and (why := folder_shape_problem(folder)):
+            problems.append(("model.name", why))
+    return problems
 
 
 def _safetensors_damage(path: Path) -> str | None:
