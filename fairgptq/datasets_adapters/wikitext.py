@@ -31,7 +31,14 @@ def read_wikitext(split: str = "test", path: str | Path | None = None) -> str:
 
 def calibration_windows(tokenizer, n: int = 64, seqlen: int = 512, seed: int = 0, split: str = "valid",
                         batch_size: int = 8, path: str | Path | None = None) -> list[TokenBatch]:
-    """n random windows of seqlen tokens from WikiText-2 (GPTQ's calibration recipe), batched."""
+    """n random windows of seqlen tokens from WikiText-2 (GPTQ's calibration recipe), batched.
+
+    >>> from fairgptq import calibration_windows, load_model
+    >>> model, tok = load_model(MODEL)
+    >>> windows = calibration_windows(tok, n=4, seqlen=32, batch_size=2)
+    >>> len(windows), tuple(windows[0].input_ids.shape)
+    (2, (2, 32))
+    """
     ids = tokenizer(read_wikitext(split, path), return_tensors="pt").input_ids[0]
     if ids.numel() <= seqlen:
         raise DataError(f"WikiText-2 {split} has {ids.numel()} tokens, fewer than one window of {seqlen}")

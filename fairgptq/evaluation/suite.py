@@ -31,7 +31,13 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
              batch_size: int = 16, progress: bool = True, limit: int | Mapping[str, int] | None = None,
              paths: Mapping[str, str | Path] | None = None, calibration: Iterable[Pair | str] | None = None,
              on_overlap: str = "error", registry: "Registry | None" = None, **options: Any) -> dict:
-    """Run ``tasks`` on a model and return one JSON-ready dict.
+    """Run ``tasks`` on a model and return one JSON-ready dict (each task's summary under ``["tasks"]``).
+
+    >>> from fairgptq import evaluate, load_model
+    >>> model, tok = load_model(MODEL)
+    >>> scores = evaluate(model, tok, ["crows_pairs"], limit=20, progress=False)
+    >>> 0 <= scores["tasks"]["crows_pairs"]["pct_stereotype"] <= 100
+    True
 
     ``model`` is a loaded model (full precision or quantized in memory; then ``tokenizer``
     is required) or a name / checkpoint folder for :func:`~fairgptq.core.model_loading.load_model`.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,18 @@ from .integrity import CheckpointIntegrityError, check_plain_tensors, check_quan
 
 
 SHARD_INDEX = "model.safetensors.index.json"
+
+
+class LoadedCheckpoint(NamedTuple):
+    """A reloaded checkpoint by name (``.model``, ``.tokenizer``, ``.config``: its quantize_config.json).
+
+    A named tuple, so code written for the three values (``model, tok, qc = load_gptq_checkpoint(...)``)
+    keeps working, while ``model, tok = ...`` fails loudly instead of binding the wrong things.
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    config: dict
 
 
 def is_gptq_checkpoint(path: str | Path) -> bool:
@@ -79,10 +92,22 @@ def _weight_layout(model: nn.Module) -> ArchSpec:
         return ArchSpec(layers="", roles={})
 
 
-def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: str = "cpu", verify: bool = True):
-    """(model, tokenizer, quantize_config) of an exported GPTQ checkpoint folder.
+def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: str = "cpu",
+                         verify: bool = True) -> LoadedCheckpoint:
+    """The model, tokenizer and quantize config of an exported GPTQ checkpoint folder (a :class:`LoadedCheckpoint`).
 
-    ``verify`` checks the content hashes fairgptq recorded at export (see :mod:`.integrity`).
+    ``verify`` checks the content hashes fairgptq recorded at export (see :mod:`.integrity`).  Every
+    quantized linear is dequantized once, so the model runs on CPU without a GPTQ kernel.
+
+    >>> from fairgptq import QuantConfig, export_checkpoint, load_gptq_checkpoint, load_model, quantize_model, text_batches
+    >>> model, tok = load_model(MODEL)
+    >>> result = quantize_model(model, text_batches(tok, ["the nurse was kind"] * 4), QuantConfig(group_size=32),
+    ...                         progress=False)
+    >>> _ = export_checkpoint(model, tok, result, f"{OUT}/model")
+    >>> checkpoint = load_gptq_checkpoint(f"{OUT}/model")
+    >>> checkpoint.config["bits"], type(checkpoint.model).__name__
+    (4, 'LlamaForCausalLM')
+    >>> model, tok, config = checkpoint          # also unpacks as three values
     """
     path = Path(path)
     qc = read_quantize_config(path)
@@ -143,4 +168,4 @@ def _build(path: Path, qc: dict, dtype: str | None, device: str):
         tok.pad_token = tok.eos_token
     model.to(device)
     model.eval()
-    return model, tok, qc
+    return LoadedCheckpoint(model, tok, qc)
