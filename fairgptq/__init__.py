@@ -18,7 +18,7 @@ from .core.gptq import QuantizedWeight, fair_update, quantize_weight
 from .core.quantizer import QuantConfig
 from .version import __version__
 
-_LAZY = {"load_model": "fairgptq.core.model_loading", "FairPairObjective": "fairgptq.objectives.fair_pairs",
+_LAZY = {"load_model": "fairgptq.model_loading", "FairPairObjective": "fairgptq.objectives.fair_pairs",
          "LikelihoodPairObjective": "fairgptq.objectives.likelihood_pairs",
          "calibration_windows": "fairgptq.datasets_adapters.wikitext", "load_gptq_checkpoint": "fairgptq.export.loader",
          "LoadedCheckpoint": "fairgptq.export.loader",

