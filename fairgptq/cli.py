@@ -1,4 +1,4 @@
-"""The ``fairgptq`` command: run / validate pipelines, evaluate models, list plugins.
+"""The ``fairgptq`` command: run / validate pipelines, evaluate, compare and audit models, list plugins and data.
 
 Exit codes: 0 success, 2 bad input (any FairGPTQError: invalid pipeline, unknown plugin,
 missing file or model, existing run directory, damaged checkpoint), 1 any other failure.  Both
