@@ -65,8 +65,14 @@ def _page_parts(page: Path) -> tuple[list[tuple[int, str]], list[Code]]:
     return prose, code
 
 
+def _repo(page: Path) -> Path:
+    """The repository a page belongs to: the folder holding pyproject.toml above it (the checks' own tests use
+    a repository in a temp folder, so that no file is ever written into this checkout)."""
+    return next(d for d in (page.parent, *page.parents) if (d / "pyproject.toml").is_file())
+
+
 def _where(page: Path, line: int) -> str:
-    return f"{page.relative_to(ROOT)}:{line}"
+    return f"{page.relative_to(_repo(page))}:{line}"
 
 
 # --- links -------------------------------------------------------------------------------------------
@@ -112,9 +118,10 @@ def link_problems(page: Path) -> list[str]:
                 continue
             path_part, _, anchor = target.partition("#")
             dest = (page.parent / path_part).resolve() if path_part else page
-            if not dest.exists() and not (dest.is_relative_to(ROOT) and
-                                          dest.relative_to(ROOT).as_posix() in PENDING_PAGES):
-                problems.append(f"{_where(page, number)}: link to {target!r}: {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest} does not exist")
+            root = _repo(page)
+            shown = dest.relative_to(root) if dest.is_relative_to(root) else dest
+            if not dest.exists() and shown.as_posix() not in PENDING_PAGES:
+                problems.append(f"{_where(page, number)}: link to {target!r}: {shown} does not exist")
             elif anchor and dest.suffix == ".md" and anchor not in github_anchors(dest):
                 problems.append(f"{_where(page, number)}: link to {target!r}: {dest.name} has no heading with the "
                                 f"anchor #{anchor}")
@@ -141,7 +148,8 @@ def _named_paths(page: Path) -> list[tuple[int, str]]:
 def path_problems(page: Path) -> list[str]:
     problems = []
     for line, path in _named_paths(page):
-        if not (list(ROOT.glob(path)) if "*" in path else (ROOT / path).exists()):
+        root = _repo(page)
+        if not (list(root.glob(path)) if "*" in path else (root / path).exists()):
             problems.append(f"{_where(page, line)}: {path} is named but does not exist in the repository")
     return problems
 
@@ -156,13 +164,14 @@ def pipeline_problems(page: Path) -> list[str]:
     for line, path in _named_paths(page):
         if not re.search(r"\.ya?ml$", path) or not path.startswith("pipelines/"):
             continue
-        for file in sorted(ROOT.glob(path)) if "*" in path else [ROOT / path]:
+        root = _repo(page)
+        for file in sorted(root.glob(path)) if "*" in path else [root / path]:
             if not file.is_file():
                 continue  # path_problems reports it
             try:
                 validate(yaml.safe_load(file.read_text(encoding="utf-8")), str(file), environment=False)
             except FairGPTQError as e:
-                problems.append(f"{_where(page, line)}: {file.relative_to(ROOT)} does not validate: {e}")
+                problems.append(f"{_where(page, line)}: {file.relative_to(root)} does not validate: {e}")
     return problems
 
 
@@ -231,17 +240,17 @@ def test_pending_pages_are_still_pending():
     assert not arrived, f"{arrived} exist now: take them off PENDING_PAGES in tests/test_docs.py so their links are checked"
 
 
-def test_the_checks_catch_what_they_are_for(tmp_path, monkeypatch):
+def test_the_checks_catch_what_they_are_for(tmp_path):
     """Each rule fails on a page that breaks it (a check that never fails checks nothing)."""
-    page = ROOT / "docs" / "_test_docs_broken.md"
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "README.md").write_text("# Repo\n")
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "broken.md"
     page.write_text("# Broken page\n\n[gone](missing.md) [no anchor](../README.md#no-such-heading) [ok](#broken-page)\n\n"
                     "```bash\nfairgptq run pipelines/no_such.yaml --no-such-flag\nfairgptq frobnicate\n"
                     "fairgptq eval runs/x --limit 3   # --not-checked-in-a-comment\n```\n\n"
                     "Run `fairgptq compare a --baseline b --bogus` and `scripts/nothing.sh`.\n", encoding="utf-8")
-    try:
-        links, paths, commands = link_problems(page), path_problems(page), command_problems(page)
-    finally:
-        page.unlink()
+    links, paths, commands = link_problems(page), path_problems(page), command_problems(page)
     assert len(links) == 2 and "missing.md" in links[0] and "#no-such-heading" in links[1]
     assert {p.split(": ")[1].split(" ")[0] for p in paths} == {"pipelines/no_such.yaml", "scripts/nothing.sh"}
     assert len(commands) == 3, commands
@@ -250,16 +259,14 @@ def test_the_checks_catch_what_they_are_for(tmp_path, monkeypatch):
 
 
 def test_a_pipeline_that_does_not_validate_is_reported(tmp_path):
-    bad = ROOT / "pipelines" / "_test_docs_invalid.yaml"
-    bad.write_text("name: x\nmodel: {name: smollm2}\nobjectives: [{name: fair_pairs, pairs: p, params: {alpha: -1}}]\n")
-    page = ROOT / "docs" / "_test_docs_invalid.md"
-    page.write_text("# x\n\n`fairgptq validate pipelines/_test_docs_invalid.yaml`\n", encoding="utf-8")
-    try:
-        problems = pipeline_problems(page)
-    finally:
-        bad.unlink()
-        page.unlink()
-    assert len(problems) == 1 and "does not validate" in problems[0]
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "README.md").write_text("# x\n\n`fairgptq validate pipelines/invalid.yaml` and `pipelines/demo.yaml`\n")
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "invalid.yaml").write_text(
+        "name: x\nmodel: {name: smollm2}\nobjectives: [{name: fair_pairs, pairs: p, params: {alpha: -1}}]\n")
+    (tmp_path / "pipelines" / "demo.yaml").write_text((ROOT / "pipelines" / "demo.yaml").read_text())
+    problems = pipeline_problems(tmp_path / "README.md")
+    assert len(problems) == 1 and "pipelines/invalid.yaml does not validate" in problems[0], problems
 
 
 def test_github_anchors_follow_githubs_rule(tmp_path):
