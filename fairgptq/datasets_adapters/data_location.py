@@ -154,21 +154,18 @@ def fetch(relative: str) -> Path:
     return target
 
 
-def _hub_reason(relative: str) -> str:
-    """Why the hub did not give ``relative``: in words, for the missing-data message."""
+def missing_message(relative: str) -> str:
+    """One line: the file, the three places looked in (and why the hub did not give it), and the fix."""
+    env = env_dir()
+    local = (f"data file {relative} not found: not in ${DATA_DIR_ENV} ({env if env else 'not set'}), not in the "
+             f"user cache {cache_dir()}")
     copy = HUB_COPIES.get(relative)
     if copy is None:
-        return "the dataset hub has no copy of it in this layout"
+        return (f"{local}, and the dataset hub has no copy of it in this layout; set {DATA_DIR_ENV} to a folder "
+                f"holding {relative}, or copy it into the cache folder")
     why = _hub_failures.get(relative) or (f"switched off by {offline()}" if offline() else "not tried")
-    return f"the dataset hub ({copy.dataset}): {why.removeprefix(relative + ': ')}"
-
-
-def missing_message(relative: str) -> str:
-    """One line: the file, the three places looked in, and the fix."""
-    env = env_dir()
-    return (f"data file {relative} not found: not in ${DATA_DIR_ENV} ({env if env else 'not set'}), not in the user "
-            f"cache {cache_dir()}, and not from {_hub_reason(relative)}; set {DATA_DIR_ENV} to a folder holding "
-            f"{relative}, or run `fairgptq data fetch` where the hub is reachable")
+    return (f"{local}, and not from the dataset hub ({copy.dataset}: {why.removeprefix(relative + ': ')}); set "
+            f"{DATA_DIR_ENV} to a folder holding {relative}, or run `fairgptq data fetch` where the hub is reachable")
 
 
 def found_in(relative: str) -> tuple[str, Path] | None:
