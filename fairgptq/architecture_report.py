@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from .core.arch_spec import ArchSpec
 from .core.errors import FairGPTQError
-from .core.model_loading import ModelNotFoundError
+from .model_loading import ModelNotFoundError
 from .registry import Registry, default_registry
 
 
@@ -29,7 +29,7 @@ def model_skeleton(name: str) -> nn.Module:
     from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    from .core.model_loading import load_model
+    from .model_loading import load_model
     from .onload.quantize import empty_model
 
     path = Path(name)

@@ -52,7 +52,7 @@ def load_for_audit(name: str, dtype: str | None = None, *, trust_unverified: boo
 
     Every GPTQ checkpoint's integrity record is checked (a stripped record of a fairgptq checkpoint is refused
     unless ``trust_unverified``); models compute in ``dtype``, float32 on the CPU by default."""
-    from .core.model_loading import load_model
+    from .model_loading import load_model
     from .export import is_gptq_checkpoint, load_gptq_checkpoint
     path = Path(name)
     if is_gptq_checkpoint(name):

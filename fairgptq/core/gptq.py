@@ -157,6 +157,13 @@ def quantize_weight(
     column) leaves those columns unrounded: they come last in the loop, take every other
     column's error feedback and are returned in fp16 (``outlier_idx``/``outlier_weight``);
     group grids are fitted on the quantized columns only.
+
+    >>> import torch
+    >>> from fairgptq import QuantConfig, quantize_weight
+    >>> W, X = torch.randn(8, 64), torch.randn(256, 64)
+    >>> qw = quantize_weight(W, 2 * X.T @ X / 256, QuantConfig(bits=4, group_size=32))
+    >>> qw.dequantize().shape, int(qw.codes.max()) <= 15
+    (torch.Size([8, 64]), True)
     """
     check_finite(W, "the weight", module)
     fh = factored or factor_for(H, config, module=module, keep=keep)
@@ -395,6 +402,14 @@ def fair_update(
     """Public one-call form of the Fair-GPTQ pre-update: W' for the spec's ``first_order`` or ``exact``.
 
     ``in_loop`` has no pre-update: run ``quantize_weight(W, H + H_bias, config)``.
+
+    >>> import torch
+    >>> from fairgptq import fair_update
+    >>> W, X, D = torch.randn(8, 64), torch.randn(256, 64), torch.randn(16, 64)
+    >>> H, H_bias = 2 * X.T @ X / 256, 2 * 0.1 * D.T @ D / 16
+    >>> W_fair = fair_update(W, H, H_bias, mode="exact")
+    >>> bool((W_fair @ D.T).norm() < (W @ D.T).norm())      # the pair gap shrinks
+    True
     """
     if mode == "in_loop":
         raise ConfigError("fair_update(mode='in_loop') has no pre-update: call quantize_weight(W, H + H_bias, config)")

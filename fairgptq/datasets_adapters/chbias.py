@@ -17,7 +17,7 @@ from ..core.errors import DataError
 from .pairs import Pair
 from .reading import delimited_rows, read_text, resolve_path
 from .validation import LoadedPairs, RawRow, build_pairs, check_policy, choose, distinct_texts, text_field
-from .wikitext import data_dir
+from .data_location import expected_path
 
 DEFAULT_DIR = "chbias"
 # category -> (the group the biased posts are about, the counterpart group)
@@ -56,8 +56,8 @@ def load_chbias(path: str | Path | None = None, *, categories: Iterable[str] | N
 
 
 def resolve_dir() -> Path:
-    """The default CHBias folder (``data_dir()/chbias``)."""
-    return data_dir() / DEFAULT_DIR
+    """The default CHBias folder (``chbias`` in the data locations, :mod:`.data_location`)."""
+    return expected_path(DEFAULT_DIR)
 
 
 def _paired_rows(folder: Path | None, category: str, part: str) -> tuple[str, list[RawRow]]:

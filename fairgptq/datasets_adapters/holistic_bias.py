@@ -22,7 +22,7 @@ from ..core.errors import ConfigError, DataError
 from .pairs import Pair
 from .reading import read_text, resolve_path
 from .validation import LoadedPairs
-from .wikitext import data_dir
+from .data_location import expected_path
 
 DEFAULT_DIR = "holistic_bias"
 DEFAULT_NOUNS = (("person", "people"),)
@@ -74,7 +74,7 @@ def load_holistic_bias(path: str | Path | None = None, *, axes: Iterable[str] | 
                                "template": template}))
     if not pairs:
         raise DataError(f"HolisticBias axes {chosen} give no descriptor swaps (each needs two buckets)")
-    return LoadedPairs(pairs, (), str(folder if folder is not None else data_dir() / DEFAULT_DIR))
+    return LoadedPairs(pairs, (), str(folder if folder is not None else expected_path(DEFAULT_DIR)))
 
 
 def _read_json(folder: Path | None, name: str) -> Any:

@@ -14,17 +14,17 @@ from typing import Iterator
 
 from ..core.errors import DataError
 from .validation import UNDECODABLE_REASON, RawRow, has_undecodable
-from .wikitext import DATA_DIR_ENV, data_dir
+from .data_location import data_path
 
 FORMATS: dict[str, str] = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
 
 
 def resolve_path(path: str | Path | None, default_relative: str) -> Path:
-    """The user's path, else ``data_dir()/default_relative``; a missing file is a DataError with the fix."""
-    p = Path(path).expanduser() if path is not None else data_dir() / default_relative
+    """The user's path, else ``default_relative`` in the data locations (:mod:`.data_location`); a missing
+    file is a DataError with the fix (for a default file: naming all three locations)."""
+    p = Path(path).expanduser() if path is not None else data_path(default_relative)
     if not p.is_file():
-        how = ("pass its path" if path is not None
-               else f"set ${DATA_DIR_ENV} to the folder holding {default_relative}, or pass path=")
+        how = "pass its path" if path is not None else "it is not a file"
         raise DataError(f"data file {p} not found; {how}")
     return p
 

@@ -26,7 +26,7 @@ from .pairs import PARALLEL_KEY, Pair
 from .reading import delimited_rows, read_text, resolve_path
 from .validation import (LoadedPairs, RawRow, RowProblem, build_pairs, check_policy, choose, distinct_texts,
                          text_field)
-from .wikitext import data_dir
+from .data_location import expected_path
 
 DEFAULT_DIR = "redditbias"
 # dimension -> (bias type, marginalised group, counterpart group), as the files name them
@@ -52,7 +52,7 @@ def load_redditbias(path: str | Path | None = None, *, kind: str = "target_swap"
         raise ConfigError(f"RedditBias kind must be one of {KINDS}, got {kind!r}")
     chosen = choose(dimensions, tuple(DIMENSIONS), "dimension", "RedditBias")
     chosen_parts = choose(parts, PARTS, "part", "RedditBias") if kind == "target_swap" else ("test",)
-    folder = Path(path).expanduser() if path is not None else data_dir() / DEFAULT_DIR
+    folder = Path(path).expanduser() if path is not None else expected_path(DEFAULT_DIR)
     pairs: list[Pair] = []
     bad_rows = []
     for dimension in chosen:

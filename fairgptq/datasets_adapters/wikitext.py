@@ -1,37 +1,36 @@
 """WikiText-2 text for calibration windows (GPTQ's recipe) and for perplexity."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from ..core.errors import DataError
 from ..core.objective import TokenBatch
+from .data_location import DATA_DIR_ENV, data_dir, data_path
 
-DATA_DIR_ENV = "FAIRGPTQ_DATA_DIR"
-
-
-def data_dir() -> Path:
-    """Root of the local data copies: $FAIRGPTQ_DATA_DIR, else ../shared/data beside the project."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+__all__ = ["DATA_DIR_ENV", "data_dir", "read_wikitext", "calibration_windows"]
 
 
 def read_wikitext(split: str = "test", path: str | Path | None = None) -> str:
     """The split's text joined with "\\n\\n" (the GPTQ paper's protocol joins the dataset rows so)."""
-    p = Path(path) if path else data_dir() / "wikitext2" / f"{split}.txt"
+    p = Path(path) if path else data_path(f"wikitext2/{split}.txt")
     if not p.is_file():
-        raise DataError(f"WikiText-2 file {p} not found; set ${DATA_DIR_ENV} to the folder holding wikitext2/")
+        raise DataError(f"WikiText-2 file {p} not found; give the path of an existing file")
     lines = p.read_text(encoding="utf-8").split("\n")
     return "\n\n".join(lines)
 
 
 def calibration_windows(tokenizer, n: int = 64, seqlen: int = 512, seed: int = 0, split: str = "valid",
                         batch_size: int = 8, path: str | Path | None = None) -> list[TokenBatch]:
-    """n random windows of seqlen tokens from WikiText-2 (GPTQ's calibration recipe), batched."""
+    """n random windows of seqlen tokens from WikiText-2 (GPTQ's calibration recipe), batched.
+
+    >>> from fairgptq import calibration_windows, load_model
+    >>> model, tok = load_model(MODEL)
+    >>> windows = calibration_windows(tok, n=4, seqlen=32, batch_size=2)
+    >>> len(windows), tuple(windows[0].input_ids.shape)
+    (2, (2, 32))
+    """
     ids = tokenizer(read_wikitext(split, path), return_tensors="pt").input_ids[0]
     if ids.numel() <= seqlen:
         raise DataError(f"WikiText-2 {split} has {ids.numel()} tokens, fewer than one window of {seqlen}")

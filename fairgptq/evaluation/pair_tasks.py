@@ -32,7 +32,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 from ..core.errors import ConfigError
 from ..datasets_adapters.pairs import Pair, split_key
-from ..datasets_adapters.wikitext import data_dir
+from ..datasets_adapters.data_location import data_path
 from ..statistics import resampled_preference
 from .crows_pairs import PAIR_CHOICE, SCORINGS, CrowsScoringOption, crows_pairs_items, crows_pairs_metrics
 from .kinds import ItemKind
@@ -115,7 +115,7 @@ def load_task_pairs(task: str, path: str | Path | None = None) -> list[Pair]:
     from ..registry import default_registry
 
     spec = _task(task)
-    where = Path(path) if path is not None else data_dir() / spec.path if spec.path else None
+    where = Path(path) if path is not None else data_path(spec.path) if spec.path else None
     params = {**spec.params, **({"path": str(where)} if where is not None else {})}
     return default_registry().get("pair_sources", spec.source).factory(**params)
 

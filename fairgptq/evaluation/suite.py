@@ -31,10 +31,16 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
              batch_size: int = 16, progress: bool = True, limit: int | Mapping[str, int] | None = None,
              paths: Mapping[str, str | Path] | None = None, calibration: Iterable[Pair | str] | None = None,
              on_overlap: str = "error", registry: "Registry | None" = None, **options: Any) -> dict:
-    """Run ``tasks`` on a model and return one JSON-ready dict.
+    """Run ``tasks`` on a model and return one JSON-ready dict (each task's summary under ``["tasks"]``).
+
+    >>> from fairgptq import evaluate, load_model
+    >>> model, tok = load_model(MODEL)
+    >>> scores = evaluate(model, tok, ["crows_pairs"], limit=20, progress=False)
+    >>> 0 <= scores["tasks"]["crows_pairs"]["pct_stereotype"] <= 100
+    True
 
     ``model`` is a loaded model (full precision or quantized in memory; then ``tokenizer``
-    is required) or a name / checkpoint folder for :func:`~fairgptq.core.model_loading.load_model`.
+    is required) or a name / checkpoint folder for :func:`~fairgptq.model_loading.load_model`.
     Every task gets: ``batch_size`` (rows per scoring forward: one request per row, or where the
     model supports it prefix-tree rows that run shared prefixes once, see
     :mod:`~fairgptq.evaluation.packing`; perplexity windows go one at a time),
@@ -60,7 +66,7 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
     task_options = {t: options_for(known[t], values) for t in tasks}
     model_name = model if isinstance(model, str) else type(model).__name__
     if isinstance(model, str):
-        from ..core.model_loading import load_model
+        from ..model_loading import load_model
         model, tokenizer = load_model(model)
     elif tokenizer is None:
         raise ConfigError("a model object needs its tokenizer: evaluate(model, tokenizer, tasks)")

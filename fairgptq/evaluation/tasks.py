@@ -73,9 +73,9 @@ Runner = Callable[[Any, Any, Any, TaskContext], dict]
 class EvaluationTask:
     """One named evaluation; ``run(model, tokenizer, options, context)`` returns its result with ``items``.
 
-    ``data_file``: the file it reads when no path is given, relative to the data folder
-    (``$FAIRGPTQ_DATA_DIR``); None with ``needs_data=True`` means the user must give a path
-    (``evaluation.paths.<task>``); ``needs_data=False``: the task brings its own data.
+    ``data_file``: the file it reads when no path is given, relative to a data folder (looked up in
+    ``$FAIRGPTQ_DATA_DIR``, the user cache, the hub: :mod:`fairgptq.datasets_adapters.data_location`);
+    None with ``needs_data=True`` means the user must give a path (``evaluation.paths.<task>``); ``needs_data=False``: the task brings its own data.
     ``read_data(path)`` reads the task's items as ``run`` will, without a model (``path`` None: the
     local copy), raising on an unreadable file: ``fairgptq validate`` calls it for every task, so a
     header-only, empty, mis-encoded or misplaced data file is refused before any quantization.

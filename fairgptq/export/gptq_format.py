@@ -301,7 +301,7 @@ def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, o
 
 def _write_card(out: Path, qc: dict, model_name: str) -> None:
     """README.md: the Hub-ready card, here without evaluation (a pipeline rewrites it with its results)."""
-    from ..core.model_loading import describe_source
+    from ..model_loading import describe_source
     base_model, source_kind = describe_source(model_name)
     (out / "README.md").write_text(model_card(qc, model_name=Path(model_name).name or model_name,
                                               base_model=base_model, source_kind=source_kind), encoding="utf-8")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -18,7 +19,7 @@ from safetensors.torch import load_file
 from ..core.architectures import ArchSpec
 from ..registry import arch_for
 from ..core.errors import ConfigError, FairGPTQError, UnsupportedArchitectureError
-from ..core.model_loading import MODEL_DTYPES
+from ..model_loading import MODEL_DTYPES
 from .gptq_format import (CHECKPOINT_FORMATS, OUTLIER_SUFFIXES, QUANTIZE_CONFIG, QUANTIZED_SUFFIXES, WEIGHTS_FILE,
                           ExportError, unpack_weight)
 from .integrity import (TOKENIZER_FILES, CheckpointIntegrityError, check_plain_tensors, check_quantized_tensors,
@@ -27,6 +28,18 @@ from .integrity import (TOKENIZER_FILES, CheckpointIntegrityError, check_plain_t
 
 SHARD_INDEX = "model.safetensors.index.json"
 logger = logging.getLogger("fairgptq.export")
+
+
+class LoadedCheckpoint(NamedTuple):
+    """A reloaded checkpoint by name (``.model``, ``.tokenizer``, ``.config``: its quantize_config.json).
+
+    A named tuple, so code written for the three values (``model, tok, qc = load_gptq_checkpoint(...)``)
+    keeps working, while ``model, tok = ...`` fails loudly instead of binding the wrong things.
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    config: dict
 
 
 def is_gptq_checkpoint(path: str | Path) -> bool:
@@ -87,14 +100,24 @@ def _weight_layout(model: nn.Module) -> ArchSpec:
 
 
 def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: str = "cpu",
-                         trust_unverified: bool = False):
-    """(model, tokenizer, quantize_config) of an exported GPTQ checkpoint folder.
+                         trust_unverified: bool = False) -> LoadedCheckpoint:
+    """The model, tokenizer and quantize config of an exported GPTQ checkpoint folder (a :class:`LoadedCheckpoint`).
 
     The content hashes fairgptq recorded at export are checked first (tensors, configs, tokenizer and chat
     template: :mod:`.integrity`); ``trust_unverified=True`` (``--trust-unverified``) loads a checkpoint that
     fails that check or whose record is gone, on the user's word.  ``dtype`` is the compute dtype: by default
     float32 on the CPU, whatever the tensors are stored in (exports store float16, which a CPU computes
     several times slower and less exactly), and the stored dtype on an accelerator.
+
+    >>> from fairgptq import QuantConfig, export_checkpoint, load_gptq_checkpoint, load_model, quantize_model, text_batches
+    >>> model, tok = load_model(MODEL)
+    >>> result = quantize_model(model, text_batches(tok, ["the nurse was kind"] * 4), QuantConfig(group_size=32),
+    ...                         progress=False)
+    >>> _ = export_checkpoint(model, tok, result, f"{OUT}/model")
+    >>> checkpoint = load_gptq_checkpoint(f"{OUT}/model")
+    >>> checkpoint.config["bits"], type(checkpoint.model).__name__
+    (4, 'LlamaForCausalLM')
+    >>> model, tok, config = checkpoint          # also unpacks as three values
     """
     path = Path(path)
     if dtype is not None and dtype not in MODEL_DTYPES:
@@ -114,7 +137,7 @@ def load_gptq_checkpoint(path: str | Path, *, dtype: str | None = None, device: 
         raise ExportError(f"{path}: not a loadable checkpoint: its config.json or tensors do not fit together "
                           f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''})"
                           ) from None
-    return model, tok, qc
+    return LoadedCheckpoint(model, tok, qc)
 
 
 def _tokenizer(path: Path):

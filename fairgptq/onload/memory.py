@@ -14,7 +14,7 @@ import psutil
 import torch
 
 from ..core.errors import ConfigError
-from ..core.model_loading import resolve_model
+from ..model_loading import resolve_model
 from .source import SafetensorsSource
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import arch_for
-from ..core.model_loading import MODEL_DTYPES
+from ..model_loading import MODEL_DTYPES
 from ..export.gptq_format import OUTLIER_SUFFIXES, QUANTIZED_SUFFIXES, unpack_weight
 from ..export.loader import read_quantize_config
 from .quantize import _set_tensor, empty_model, saved_keys

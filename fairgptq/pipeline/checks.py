@@ -57,11 +57,14 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
         for key in PATH_KEYS:
             _file(ps.params.get(key), f"{base}.params.{key}", problems)
     if cal.text is not None and cal.text.n > 0:
-        from ..datasets_adapters.wikitext import data_dir
-        text_file = expand_path(cal.text.path) if cal.text.path else data_dir() / "wikitext2" / f"{cal.text.split}.txt"
-        if not Path(text_file).exists():
-            problems.append(("calibration.text", f"WikiText-2 file not found: {text_file}; set FAIRGPTQ_DATA_DIR "
-                                                 f"to the folder holding wikitext2/ or give calibration.text.path"))
+        from ..datasets_adapters.data_location import locate, missing_message
+        relative = f"wikitext2/{cal.text.split}.txt"
+        text_file = expand_path(cal.text.path) if cal.text.path else locate(relative)
+        if text_file is None:
+            problems.append(("calibration.text", f"{missing_message(relative)} (or give calibration.text.path)"))
+        elif not Path(text_file).exists():
+            problems.append(("calibration.text", f"WikiText-2 file not found: {text_file}; give calibration.text.path "
+                                                 f"an existing file"))
         else:
             from ..datasets_adapters.wikitext import read_wikitext
             from .preflight import data_problem

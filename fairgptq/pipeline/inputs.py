@@ -17,7 +17,7 @@ HASHED_BYTES = 256 * 2**20  # bigger files (model weights) are fingerprinted by 
 
 def evaluation_files(spec: PipelineSpec) -> dict[str, Path | None]:
     """Task -> the data file its evaluation reads (None: the task has no default and needs evaluation.paths)."""
-    from ..datasets_adapters.wikitext import data_dir
+    from ..datasets_adapters.data_location import expected_path
     from ..evaluation.tasks import registered_tasks
 
     known = registered_tasks()
@@ -30,19 +30,19 @@ def evaluation_files(spec: PipelineSpec) -> dict[str, Path | None]:
         t = known.get(task)
         if t is None or not t.needs_data:
             continue  # an unknown task is the checks' to report; this one brings or finds its own data
-        out[task] = data_dir() / t.data_file if t.data_file else None
+        out[task] = expected_path(t.data_file) if t.data_file else None
     return out
 
 
 def input_files(spec: PipelineSpec) -> list[Path]:
     """Every local file or folder the pipeline reads: pair files, text, evaluation data, the model."""
-    from ..datasets_adapters.wikitext import data_dir
+    from ..datasets_adapters.data_location import expected_path
 
     files = [expand_path(ps.params[k]) for ps in spec.calibration.pairs.values() for k in PATH_KEYS
              if isinstance(ps.params.get(k), str)]
     text = spec.calibration.text
     if text is not None and text.n > 0:
-        files.append(expand_path(text.path) if text.path else data_dir() / "wikitext2" / f"{text.split}.txt")
+        files.append(expand_path(text.path) if text.path else expected_path(f"wikitext2/{text.split}.txt"))
     files += [p for p in evaluation_files(spec).values() if p is not None]
     model = expand_path(spec.model.name)
     if model.exists():

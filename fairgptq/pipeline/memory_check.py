@@ -63,7 +63,7 @@ def shape_from_config(config: dict) -> ModelShape | None:
 def shape_of(model_name: str) -> ModelShape | None:
     """The shape of a local model (config.json, or a GGUF file's header); None for hub ids and the unknown."""
     from ..core.errors import FairGPTQError
-    from ..core.model_loading import resolve_model
+    from ..model_loading import resolve_model
     try:
         src = resolve_model(model_name)
     except FairGPTQError:

@@ -19,8 +19,10 @@ class PipelineError(ConfigError):
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source, self.problems = source, problems
         lines = [f"{path}: {msg}" for path, msg in problems]
-        head = f"{source}: " + ("1 problem" if len(lines) == 1 else f"{len(lines)} problems")
-        super().__init__(head + "\n  " + "\n  ".join(lines))
+        if len(lines) == 1:  # one problem, one line
+            super().__init__(f"{source}: {lines[0]}")
+        else:
+            super().__init__(f"{source}: {len(lines)} problems\n  " + "\n  ".join(lines))
 
 _TYPE_WORDS = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",

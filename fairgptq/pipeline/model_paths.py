@@ -28,7 +28,7 @@ from rich.console import Console
 
 from ..core.driver import QuantizationResult, quantize_model
 from ..core.errors import ConfigError
-from ..core.model_loading import MODEL_DTYPES, load_model, resolve_model
+from ..model_loading import MODEL_DTYPES, load_model, resolve_model
 from ..export import export_checkpoint, fairgptq_record, load_gptq_checkpoint, snap_to_checkpoint_precision
 from ..onload import OnloadDecision, choose_onload, load_float_offloaded, load_offloaded, quantize_onloaded
 from ..registry import Registry

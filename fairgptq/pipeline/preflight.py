@@ -73,8 +73,8 @@ def shape_problems(pipeline: "Pipeline") -> list[Problem]:
 
     Building the model on the meta device needs transformers' modeling code, seconds of imports that
     ``run`` would pay before it takes its lock; ``run`` finds the same mismatch when it loads the model
-    (:func:`~fairgptq.core.model_loading.load_model` names it the same way)."""
-    from ..core.model_loading import folder_shape_problem
+    (:func:`~fairgptq.model_loading.load_model` names it the same way)."""
+    from ..model_loading import folder_shape_problem
     names = {pipeline.spec.model.name, *((p.raw.get("model") or {}).get("name") for p in pipeline.points)}
     problems: list[Problem] = []
     for name in sorted(n for n in names if isinstance(n, str)):
@@ -163,8 +163,12 @@ def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
         if path is None:
             problems.append((key, f"task {task!r} has no local default file; give evaluation.paths.{task}"))
         elif not path.exists():  # a file, or the folder of a multi-file set (RedditBias, CHBias)
-            problems.append((key, f"{task} data not found: {path}; set FAIRGPTQ_DATA_DIR to the data folder "
-                                  f"or give evaluation.paths.{task}"))
+            if task in spec.evaluation.paths:
+                problems.append((key, f"{task} data not found: {path}; give evaluation.paths.{task} an existing file"))
+            else:
+                from ..datasets_adapters.data_location import missing_message
+                problems.append((key, f"{task} data not found: {missing_message(tasks[task].data_file)} (or give "
+                                      f"evaluation.paths.{task})"))
         elif tasks.get(task) is not None and tasks[task].read_data is not None:
             problem = data_problem(tasks[task].read_data, path, task)
             if problem:

@@ -111,7 +111,7 @@ def write_card(folder: Path, model_name: str, results: dict) -> None:
     """The exported checkpoint's README.md with the run's evaluation (numbers from ``results``)."""
     from ..export import read_quantize_config
     from ..export.model_card import model_card
-    from ..core.model_loading import describe_source
+    from ..model_loading import describe_source
     base_model, source_kind = describe_source(model_name)
     text = model_card(read_quantize_config(folder), model_name=Path(model_name).name or model_name,
                       base_model=base_model, results=results, source_kind=source_kind)

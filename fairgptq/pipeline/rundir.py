@@ -1,6 +1,6 @@
 """Run directories that are either complete or visibly not, and replaced only when that is safe.
 
-The guarantees (the README's run-directory section states them for users):
+The guarantees (docs/pipelines.md states them for users):
 
 - A run is written into ``.<name>.partial-<pid>`` beside its final place, under the
   directory's lock (:mod:`.locking`), and moved into place only when everything succeeded,

