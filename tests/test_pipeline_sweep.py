@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -223,3 +224,39 @@ def test_a_copy_of_a_copy_names_the_run_that_computed_it(tmp_path):
     reusable.copy(copy, again)
     assert json.loads((again / "results.json").read_text())["reused_from"] == {"run": str(original.resolve()),
                                                                                "pipeline": "a"}
+
+
+def test_a_shard_never_recomputes_a_point_another_process_finished_meanwhile(sweep_file, tmp_path, monkeypatch):
+    # issue 35: two processes on the same --shard; the second saw the point incomplete, waited for its lock,
+    # then recomputed it and swapped its copy over the first's finished one
+    out = tmp_path / "run"
+    pipe = load_pipeline(sweep_file)
+    runner.run_pipeline(pipe, out)
+    point = out / "points" / "000_alpha=0.0"
+    stamp = (point / "results.json").stat().st_mtime_ns
+    (out / COMPLETE).unlink()
+    seen: set = set()
+    real = runner.is_complete
+
+    def checked_before_the_other_process_finished(path):
+        if path.parent.name == "points" and path not in seen:
+            seen.add(path)
+            return False
+        return real(path)
+
+    monkeypatch.setattr(runner, "is_complete", checked_before_the_other_process_finished)
+    ran = _ran_points(monkeypatch)
+    runner.run_pipeline(pipe, out, shard=(0, 2))
+    assert ran == []  # taken, not rerun
+    assert (point / "results.json").stat().st_mtime_ns == stamp and is_complete(point)
+
+
+def test_a_shard_whose_point_is_being_written_stops_naming_the_holder(sweep_file, tmp_path, capsys):
+    from fairgptq import cli
+    from fairgptq.pipeline.locking import run_lock
+    out = tmp_path / "run"
+    assert cli.main(["run", str(sweep_file), "--out", str(out), "--shard", "1/2"]) == 0
+    with run_lock(out / "points" / "000_alpha=0.0"):  # another process is computing the point
+        assert cli.main(["run", str(sweep_file), "--out", str(out), "--shard", "0/2"]) == 2
+    err = capsys.readouterr().err
+    assert "000_alpha=0.0 is being written by another fairgptq run" in err and f"pid {os.getpid()}" in err

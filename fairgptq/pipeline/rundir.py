@@ -31,7 +31,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Iterable, Iterator
 import yaml
 
 from ..core.errors import FairGPTQError
+from ..outputs import write_file
 from .locking import run_lock
 
 COMPLETE = ".complete"
@@ -93,19 +93,8 @@ def is_fairgptq_dir(path: Path) -> bool:
             or (is_complete(p) and (p / "config.yaml").is_file()))
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file through a temp file in the same folder and ``os.replace`` (no torn files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; run outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# every file of a run is written whole and gets the umask's mode, as the exported weights do
+write_atomic = write_file
 
 
 def check_target(final: Path, *, force: bool, protect: Iterable[Path] = ()) -> None:
@@ -146,19 +135,16 @@ def _partials(final: Path) -> list[Path]:
             *final.parent.glob(f".{final.name}.trash-*")]
 
 
-def _test_pause(step: str) -> None:
-    """Tests only: stop here (signalled through a file) so a test can kill the process at this exact step."""
-    if os.environ.get("FAIRGPTQ_TEST_PAUSE") == step:
-        Path(os.environ["FAIRGPTQ_TEST_PAUSE_FILE"]).write_text(str(os.getpid()))
-        time.sleep(600)
-
-
 def _discard(old: Path, final: Path) -> None:
     """Delete a replaced run so that no moment of it looks complete: .complete first, then a trash name, then the rest."""
     (old / COMPLETE).unlink(missing_ok=True)
     trash = final.parent / f".{final.name}.trash-{os.getpid()}"
     os.rename(old, trash)
-    _test_pause("discard")
+    _delete_trash(trash)
+
+
+def _delete_trash(trash: Path) -> None:
+    """The last step of :func:`_discard`, on its own so that a test can stop a run exactly here and kill it."""
     shutil.rmtree(trash)
 
 
@@ -281,19 +267,31 @@ def _salvage_note(dest: Path) -> str:
     return f"the quantized model was exported before the failure and is kept in {dest / 'model'}{finish}"
 
 
+class FinishedMeanwhile(FairGPTQError):
+    """A sweep point another process completed after this one last looked: take it, do not run it again."""
+
+
 @contextmanager
-def atomic_run_dir(final: str | Path, *, force: bool = False, protect: Iterable[Path] = ()) -> Iterator[Path]:
+def atomic_run_dir(final: str | Path, *, force: bool = False, protect: Iterable[Path] = (),
+                   keep_complete: bool = False) -> Iterator[Path]:
     """Yield a temp folder; on success mark it complete and swap it into ``final``.
 
     On failure a partial holding an exported model is kept as ``<final>.unevaluated`` (the
     exception gets a note saying so and how to finish); any other partial stays, with its
     log, until the next attempt at the same run removes it.
+
+    ``keep_complete`` (sweep points): a run found complete once the lock is held was finished by
+    another shard since this process checked, so :class:`FinishedMeanwhile` is raised instead of
+    computing it again (a ``--force`` sweep drops its points' markers before it starts, so a
+    complete point here is always this sweep's own).
     """
     final = Path(final)
     protect = list(protect)
     prepare_parent(final)
     with run_lock(final):
         _recover(final)
+        if keep_complete and is_complete(final):
+            raise FinishedMeanwhile(f"{final} was completed by another process meanwhile")
         _remove_stale_partials(final)
         check_target(final, force=force, protect=protect)
         tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
