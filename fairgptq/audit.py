@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 from .comparison import compare_items, forest_plot, row_sentence
 from .core.errors import ConfigError, FairGPTQError
 from .evaluation.report import ideal_value, is_bias_metric, lower_is_better
+from .outputs import write_file
 
 #: quantization methods transformers cannot run on a CPU, and what does run them
 NEEDS = {"awq": "AutoAWQ / GPTQModel's AWQ kernels on a CUDA GPU", "bitsandbytes": "bitsandbytes on a CUDA GPU",
@@ -158,6 +159,9 @@ def audit_all(base: str, quantized: Sequence[str], tasks: Iterable[str], *, outs
     return reports
 
 
+AUDIT_OUTPUTS = ("audit.json", "audit.md", "forest.png", "base", "quantized")  # what write_audit puts in a folder
+
+
 def output_folders(out: Path, quantized: Sequence[str]) -> list[Path]:
     """``out`` itself for one checkpoint; for several, ``out/<checkpoint folder name>``, numbered where names repeat."""
     if len(quantized) == 1:
@@ -202,11 +206,11 @@ def write_audit(report: dict, base: dict, quantized: dict, folder: Path) -> None
     folder.mkdir(parents=True, exist_ok=True)
     write_items(folder / "base" / "items", base["items"])
     write_items(folder / "quantized" / "items", quantized["items"])
-    (folder / "audit.md").write_text(audit_markdown(report) + "\n", encoding="utf-8")
+    write_file(folder / "audit.md", audit_markdown(report) + "\n")
     if forest_plot({"baseline": "base", "comparisons": [{"run": "quantized", "rows": report["rows"]}]},
                    folder / "forest.png"):
         report["plot"] = "forest.png"
-    (folder / "audit.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    write_file(folder / "audit.json", json.dumps(report, indent=2, default=str) + "\n")
 
 
 def audit_markdown(report: dict) -> str:

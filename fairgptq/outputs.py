@@ -41,7 +41,7 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _writable_name(path: Path, flag: str) -> None:
+def check_name(path: Path, flag: str) -> None:
     """Refuse a name the file system or the UTF-8 records (JSON, Markdown) cannot take."""
     try:
         str(path).encode("utf-8")
@@ -57,7 +57,7 @@ def output_file(path: str | Path, *, force: bool = False, suffix: str | None = N
     is not a plain file even with it.
     """
     path = Path(path)
-    _writable_name(path, flag)
+    check_name(path, flag)
     if suffix and path.suffix.lower() != suffix.lower():
         path = path.with_name(path.name + suffix)
     if path.is_dir():
@@ -76,7 +76,7 @@ def output_folder(folder: str | Path, names: Iterable[str], *, force: bool = Fal
     """A folder that will receive ``names`` (files or subfolders): created if new; refused if it is a file, or
     if any of ``names`` is already in it and ``force`` was not given."""
     folder = Path(folder)
-    _writable_name(folder, flag)
+    check_name(folder, flag)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{flag} {folder} exists and is not a folder; give a folder for {', '.join(names)}")
     clash = [n for n in names if (folder / n).exists()]

@@ -282,7 +282,13 @@ def _target_problems(target: Path) -> list[Problem]:
 
 
 def _name_problems(target: Path) -> list[Problem]:
-    """A path component longer than the file system allows (any check of the path would fail with an OSError)."""
+    """A name that is not UTF-8 (the run's records could not name it), or a path component longer than the file
+    system allows (any check of the path would fail with an OSError)."""
+    try:
+        str(target).encode("utf-8")
+    except UnicodeEncodeError:
+        return [("output", f"{ascii(str(target))[:80]}: the name is not valid UTF-8, so the run's records cannot name "
+                           f"it; choose a plain name")]
     name_limit = _name_max(Path("/"))
     too_long = next((part for part in target.absolute().parts if len(part.encode()) > name_limit), None)
     if too_long is None:

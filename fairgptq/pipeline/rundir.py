@@ -39,7 +39,7 @@ from typing import Iterable, Iterator
 import yaml
 
 from ..core.errors import FairGPTQError
-from ..outputs import write_file
+from ..outputs import check_name, write_file
 from .locking import run_lock
 
 COMPLETE = ".complete"
@@ -121,6 +121,7 @@ def check_target(final: Path, *, force: bool, protect: Iterable[Path] = ()) -> N
 
 def prepare_parent(final: Path) -> None:
     """Create the folder a run directory goes into, or say clearly why it cannot be."""
+    check_name(Path(final), "--out")
     parent = Path(final).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
