@@ -235,7 +235,7 @@ def _cmd_eval(args) -> int:
         default_registry().register_module(module)
     run_dir = _run_dir_settings(Path(args.model))
     settings = run_dir.settings if run_dir else {}
-    tasks = ([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks
+    tasks = (_task_names(args.tasks) if args.tasks is not None
              else settings.pop("tasks", ["wikitext2", "crows_pairs"]))
     options = {**settings, **_task_option_values(args.options)}
     if args.max_tokens is not None:
@@ -304,6 +304,15 @@ def _eval_outputs(out: str | None, run_dir: Path | None) -> tuple[Path | None, P
                           f"a new or empty folder (or a new .json file): nothing existing is overwritten")
     folder = output_folder(target, ["results.json", ITEMS_DIR])
     return folder / "results.json", folder / ITEMS_DIR
+
+
+def _task_names(text: str) -> list[str]:
+    """``--tasks a,b``; an empty list is refused (``--tasks ''`` used to run every default task on the full data)."""
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise ConfigError(f"--tasks {text!r} names no task; give comma-separated task names, e.g. --tasks "
+                          f"crows_pairs,wikitext2 (`fairgptq eval --help` lists them)")
+    return tasks
 
 
 def _task_option_values(items: list[str]) -> dict:
@@ -430,7 +439,7 @@ def _cmd_audit(args) -> int:
         from .outputs import output_folder
         outs = [output_folder(o, AUDIT_OUTPUTS, force=args.force)
                 for o in output_folders(Path(args.out), args.quantized)]
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    tasks = _task_names(args.tasks)
     options = _task_option_values(args.options)
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens

@@ -1,11 +1,13 @@
 """Sweeps: grid x cases expansion, and resuming an interrupted sweep (finished points skipped)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 
 import pytest
+from rich.console import Console
 
 from fairgptq.pipeline import load_pipeline
 from fairgptq.pipeline import runner
@@ -165,8 +167,10 @@ def test_reuse_copies_the_same_run_from_another_sweep_and_computes_the_rest(swee
     ran.clear()
     second = tmp_path / "second"
     other = _other_sweep(sweep_file, tmp_path, sweep={"grid": {"objectives[0].params.alpha": [0.0, 0.5]}})
-    runner.run_pipeline(other, second, reuse=[first])
+    said = Console(file=io.StringIO(), width=300)
+    runner.run_pipeline(other, second, reuse=[first], console=said)
     assert ran == [0.5]  # α 0 is the same run under another name: copied, not recomputed
+    assert f"--reuse: 1 of 2 point(s) to run matched a finished point of {first}" in said.file.getvalue()
     copied = json.loads((second / "points" / "000_alpha=0.0" / "results.json").read_text())
     original = json.loads((first / "points" / "000_alpha=0.0" / "results.json").read_text())
     assert copied["reused_from"]["run"] == str((first / "points" / "000_alpha=0.0").resolve())
@@ -176,9 +180,11 @@ def test_reuse_copies_the_same_run_from_another_sweep_and_computes_the_rest(swee
     assert [p["name"] for p in summary["points"]] == ["000_alpha=0.0", "001_alpha=0.5"]
 
     ran.clear()  # a setting that computes something (the grid) differs: nothing is taken
+    said = Console(file=io.StringIO(), width=300)
     runner.run_pipeline(_other_sweep(sweep_file, tmp_path, quantization={"bits": 4, "group_size": 64}),
-                        tmp_path / "third", reuse=[first])
+                        tmp_path / "third", reuse=[first], console=said)
     assert ran == [0.0, 0.2]
+    assert "--reuse: 0 of 2 point(s) to run matched" in said.file.getvalue()  # said also when none matched
 
 
 def test_reuse_refuses_a_sweep_that_read_other_inputs(sweep_file, tmp_path):

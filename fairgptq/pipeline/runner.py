@@ -87,6 +87,7 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
         if baseline is None and reusable is not None and spec.evaluation.float_baseline:
             baseline = reusable.baseline(resolved, target)
         remote: list[SweepUnit] = []  # units for a non-local executor, run after the loop
+        looked_up = matched = 0  # --reuse: points to run, and those found finished elsewhere
         for point in pipeline.points:
             folder = target / "points" / point.name
             if not point.in_shard(index, count):
@@ -98,6 +99,8 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
             console.rule(f"sweep point {point.index + 1}/{len(pipeline.points)}: {point.name}")
             point_spec = validate(point.raw, pipeline.source, environment=False)
             source = reusable.find(point_spec.model_dump(mode="json")) if reusable is not None else None
+            looked_up += reusable is not None
+            matched += source is not None
             if source is not None:
                 try:
                     with atomic_run_dir(folder, force=True, keep_complete=True) as tmp:
@@ -128,6 +131,11 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
             except FinishedMeanwhile:
                 console.print(f"[green]✓[/] {point.name}: completed by another process meanwhile; taken, not rerun")
                 logger.info("point %s completed by another process meanwhile, taken", point.name)
+        if reusable is not None:  # said also when nothing matched: a silent --reuse looks like one that worked
+            console.print(f"--reuse: {matched} of {looked_up} point(s) to run matched a finished point of "
+                          f"{', '.join(map(str, reuse))}" + ("" if matched or not looked_up else
+                                                             " (none had the same resolved settings, input files "
+                                                             "and versions)"))
         if remote:
             shared = None  # the tasks load the model themselves
             failures = run_on_ray(remote, ExecutorSettings(**spec.executor.model_dump()), console, baseline)
