@@ -94,3 +94,21 @@ def test_a_files_bad_rows_are_warned_about_once_per_process(tmp_path, caplog):
             assert len(load_pair_file(path, category_col="category")) == 1
     said = [r for r in caplog.records if "bad row" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.WARNING, logging.INFO, logging.INFO]
+
+
+def test_an_objective_factory_returning_the_wrong_type_is_named(base, tmp_path, monkeypatch, capsys):
+    # it used to stop deep in quantization with AttributeError: 'Odd' object has no attribute 'streams' (exit 1)
+    (tmp_path / "odd_objective.py").write_text(
+        "from fairgptq.hookspecs import hookimpl\n\n"
+        "class Odd:\n    pass\n\n"
+        "def make(pairs=None, pair_set=None, batch_size=None, max_length=None, alpha: float = 0.1):\n"
+        "    return Odd()\n\n"
+        "@hookimpl\ndef fairgptq_objectives():\n    return {'odd': make}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    d, raw = base
+    raw = {**raw, "plugins": ["odd_objective"],
+           "objectives": [{"name": "odd", "pairs": "mine", "params": {"alpha": 0.2}}]}
+    assert cli.main(["run", str(write_yaml(tmp_path / "odd.yaml", raw)), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "objective 'odd' (module odd_objective): its factory returned Odd, not a fairgptq Objective" in err
+    assert "Traceback" not in err

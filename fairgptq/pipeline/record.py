@@ -65,12 +65,16 @@ def run_log(path: Path) -> Iterator[None]:
 
 
 class _ConsoleWarnings(logging.StreamHandler):
-    """fairgptq's warnings during a run, on stderr as ``warning: ...`` (the run log has the details)."""
+    """fairgptq's warnings during a run, on stderr as ``warning: ...`` (the run log has the details).
+
+    Warnings only: a failure's record carries its traceback for run.log, and the command prints the
+    failure itself as one message.
+    """
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
-        self.setLevel(logging.WARNING)
         self.setFormatter(logging.Formatter("warning: %(message)s"))
+        self.addFilter(lambda record: record.levelno == logging.WARNING)
 
 
 class Step:
