@@ -150,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="with --plot: plot the metrics ending in any of these (one unit per axis)")
     rp.add_argument("--rewrite", action="store_true",
                     help="first rewrite the sweep's summary (results.json, report.md, plots) from its points")
+    rn = sub.add_parser("runs", help="housekeeping of a folder of runs")
+    rn_sub = rn.add_subparsers(dest="runs_command", required=True)
+    cl = rn_sub.add_parser("clean", help="list the salvaged <name>.unevaluated[-N] copies interrupted runs left "
+                                         "(each holds an exported model); --yes removes them. Complete runs are "
+                                         "never touched")
+    cl.add_argument("folder", type=Path, metavar="RUNS_DIR", help="folder to search (sweep points included)")
+    cl.add_argument("--yes", action="store_true", help="remove the listed copies")
     pl = sub.add_parser("plugins", help="list pair sources, objectives, backends and evaluation tasks")
     pl.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
     return p
@@ -473,8 +480,35 @@ def _cmd_plugins(args) -> int:
     return EXIT_OK
 
 
+def _cmd_runs(args) -> int:
+    """``runs clean RUNS_DIR [--yes]``: salvaged copies listed with their size; removed only with --yes."""
+    from .pipeline.rundir import remove_salvaged, salvaged_copies
+    if not args.folder.is_dir():
+        raise ConfigError(f"{args.folder} is not a folder; give the folder your runs are in, e.g. runs")
+    copies = salvaged_copies(args.folder)
+    if not copies:
+        console.print(f"no salvaged copies under {args.folder}")
+        return EXIT_OK
+    total = 0
+    for copy in copies:
+        size = sum(f.stat().st_size for f in copy.rglob("*") if f.is_file() and not f.is_symlink())
+        total += size
+        if args.yes:
+            remove_salvaged(copy)
+            console.print(f"removed {copy} ({size / 2**20:.1f} MiB)", highlight=False, soft_wrap=True, markup=False)
+        else:
+            console.print(f"{copy}  {size / 2**20:.1f} MiB  (finish it: fairgptq eval {copy})", highlight=False,
+                          soft_wrap=True, markup=False)
+    if not args.yes:
+        console.print(f"{len(copies)} salvaged cop{'y' if len(copies) == 1 else 'ies'}, {total / 2**20:.1f} MiB; "
+                      f"remove them with: fairgptq runs clean {args.folder} --yes", highlight=False, soft_wrap=True,
+                      markup=False)
+    return EXIT_OK
+
+
 COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "eval": _cmd_eval, "compare": _cmd_compare,
-            "audit": _cmd_audit, "report": _cmd_report, "plugins": _cmd_plugins}
+            "audit": _cmd_audit, "report": _cmd_report, "runs": _cmd_runs,
+            "plugins": _cmd_plugins}
 
 
 def _terminate(signum, frame) -> None:

@@ -28,6 +28,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -184,6 +185,31 @@ def _salvage(partial: Path, final: Path) -> Path | None:
     os.rename(partial, dest)
     logger.warning("kept the exported model of an unfinished run in %s", dest)
     return dest
+
+
+SALVAGED = re.compile(r".+\.unevaluated(-\d+)?")
+
+
+def salvaged_copies(folder: Path) -> list[Path]:
+    """Every salvaged ``<name>.unevaluated[-N]`` run under ``folder`` (sweep points included), oldest first.
+
+    Only what :func:`_salvage` makes: a folder fairgptq wrote, not complete, holding an exported
+    model; a complete run, or a user's folder that happens to share the name, is never listed.
+    """
+    return sorted((p for p in Path(folder).rglob("*.unevaluated*") if _is_salvaged(p)), key=lambda p: p.stat().st_mtime)
+
+
+def _is_salvaged(path: Path) -> bool:
+    return (path.is_dir() and not path.is_symlink() and SALVAGED.fullmatch(path.name) is not None
+            and (path / MARKER).is_file() and not is_complete(path) and (path / EXPORTED_MODEL).is_file())
+
+
+def remove_salvaged(copy: Path) -> None:
+    """Delete one salvaged copy, under the lock of the run it was salvaged from (no run of that name is
+    salvaging or restoring meanwhile), checked again there."""
+    with run_lock(copy.parent / copy.name.split(".unevaluated", 1)[0]):
+        if _is_salvaged(copy):
+            shutil.rmtree(copy)
 
 
 def _recover(final: Path) -> None:
