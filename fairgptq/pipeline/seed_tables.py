@@ -121,9 +121,15 @@ def category_table(sweep: Path, summary: dict, task: str, labels: list[str] | No
     sizes: dict[str, int] = {}
     for g in compared:
         for p in (p for p in points if p["group"] == g["group"]):
-            ref = shares(plain[g["reference"], p["seed"]]["name"])
+            reference = g.get("reference") or next((q["group"] for q in points if q["plain"]), None)
+            if (reference, p["seed"]) not in plain:
+                raise ConfigError(f"{p['name']}: no plain point {reference} ran seed {p['seed']} to compare it with")
+            ref = shares(plain[reference, p["seed"]]["name"])
             own = shares(p["name"])
             for cat, (s, n) in own.items():
+                if cat not in ref:
+                    raise ConfigError(f"{p['name']} scored {task} category {cat!r}, its plain reference did not: the "
+                                      f"two were evaluated on different items, so they cannot be paired")
                 diffs.setdefault(cat, {}).setdefault(g["group"], []).append(100 * (s - ref[cat][0]) / n)
                 sizes[cat] = n
     head = [f"{task} category ({_scored_pairs(sweep, points[0]['name'])})"] + [f"{label} − plain" for label in labels]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..core.errors import ConfigError
 from .rundir import read_sweep_summary
@@ -34,8 +34,9 @@ class _Group(BaseModel):
     plain: bool = False
     seeds: list[int] = Field(min_length=1)
     metrics: dict[str, _Interval]
-    reference: str | None = None
-    vs_reference: _VsReference | None = None
+    # absent on a plain group; when present, never null (the tables test "vs_reference" in a group)
+    reference: str = None  # type: ignore[assignment]
+    vs_reference: _VsReference = None  # type: ignore[assignment]
 
 
 class _Point(BaseModel):
@@ -52,6 +53,15 @@ class _Summary(BaseModel):
     points: list[_Point] = Field(min_length=1)
     groups: list[_Group] | None = None
     baseline: dict | None = None
+
+    @model_validator(mode="after")
+    def _references_are_plain_groups(self) -> "_Summary":
+        plain = {g.group for g in self.groups or () if g.plain}
+        for g in self.groups or ():
+            # summaries written before "reference" existed compare with the first plain group
+            if g.vs_reference is not None and (g.reference or next(iter(plain), None)) not in plain:
+                raise ValueError(f"group {g.group!r} is compared with {g.reference!r}, which is no plain group")
+        return self
 
 
 def read_report_summary(sweep: Path) -> dict:
