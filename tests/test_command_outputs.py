@@ -165,3 +165,15 @@ def test_one_file_mode_for_every_output_under_any_umask(tmp_path):
     finally:
         os.umask(old)
     assert write_file(tmp_path / "b.json", "{}").stat().st_mode & 0o777 == 0o666 & ~old
+
+
+def test_audit_out_names_the_audits_own_files(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    assert cli.main(["audit", "base", "quantized", "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert "audit.json" in err and "compare.json" not in err and taken.read_text() == "mine"
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "audit.md").write_text("an earlier audit")
+    assert cli.main(["audit", "base", "quantized", "--out", str(tmp_path / "done")]) == 2
+    assert "already holds audit.md" in capsys.readouterr().err
