@@ -222,12 +222,12 @@ def compare_groups(a: Path, b: Path, metrics: list[str], *, allow_unpaired: bool
     seeds = sorted(set(runs_a) & set(runs_b))
     dropped = {str(a): sorted(set(runs_a) - set(runs_b)), str(b): sorted(set(runs_b) - set(runs_a))}
     dropped = {k: v for k, v in dropped.items() if v}
+    if len(seeds) < 2:
+        raise NotAGroup(f"{a} and {b} share {len(seeds)} seed(s); an interval needs at least 2")
     if dropped and not allow_unpaired:
         raise ConfigError("seeds in one group only: " + "; ".join(f"{k} has {v}" for k, v in dropped.items())
                           + f" (both have {seeds}); finish those runs, or pass --allow-unpaired to compare the "
                             f"common seeds only")
-    if len(seeds) < 2:
-        raise NotAGroup(f"{a} and {b} share {len(seeds)} seed(s); an interval needs at least 2")
     values_a = [_metrics(runs_a[s]) for s in seeds]
     values_b = [_metrics(runs_b[s]) for s in seeds]
     rows = []
