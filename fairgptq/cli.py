@@ -369,7 +369,11 @@ def _rewrite_summary(sweep: Path) -> None:
     config = sweep / "sweep.yaml"
     if not config.is_file():
         raise ConfigError(f"{sweep} is not a sweep folder (no sweep.yaml)")
-    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    try:
+        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+        baseline = json.loads((sweep / "baseline.json").read_text()) if (sweep / "baseline.json").is_file() else None
+    except (OSError, ValueError, yaml.YAMLError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ConfigError(f"{sweep}: its sweep.yaml or baseline.json is not readable ({e}); rerun the sweep") from None
     spec = validate(raw, str(config), environment=False)
     points = expand(raw, spec.sweep.grid, spec.sweep.cases) if spec.sweep else single(raw)
     if spec.repeats is not None:
@@ -377,7 +381,6 @@ def _rewrite_summary(sweep: Path) -> None:
     pending = [p.name for p in points if not (sweep / "points" / p.name / "results.json").is_file()]
     if pending:
         raise ConfigError(f"{sweep}: {len(pending)} point(s) have no results yet (e.g. {pending[0]}); finish the sweep")
-    baseline = json.loads((sweep / "baseline.json").read_text()) if (sweep / "baseline.json").is_file() else None
     write_sweep_summary(Pipeline(spec, raw, str(config), points), sweep, baseline)
 
 

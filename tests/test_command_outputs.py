@@ -177,3 +177,9 @@ def test_audit_out_names_the_audits_own_files(tmp_path, capsys):
     (tmp_path / "done" / "audit.md").write_text("an earlier audit")
     assert cli.main(["audit", "base", "quantized", "--out", str(tmp_path / "done")]) == 2
     assert "already holds audit.md" in capsys.readouterr().err
+
+
+def test_report_rewrite_of_a_damaged_sweep_is_one_message(sweep, capsys):
+    (sweep / "sweep.yaml").write_text("name: [unclosed\n")
+    assert cli.main(["report", str(sweep), "--rewrite"]) == 2
+    assert "not readable" in capsys.readouterr().err
