@@ -112,3 +112,16 @@ def test_an_objective_factory_returning_the_wrong_type_is_named(base, tmp_path, 
     err = capsys.readouterr().err
     assert "objective 'odd' (module odd_objective): its factory returned Odd, not a fairgptq Objective" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name, value", [("holdout_fraction", True), ("holdout_fraction", float("nan")),
+                                         ("holdout_fraction", 0.2)])
+def test_task_options_refuse_bools_and_non_finite_numbers(name, value):
+    from pydantic import ValidationError
+    from fairgptq.evaluation.tasks import options_for, registered_tasks
+    task = registered_tasks()["stereoset"]
+    if value == 0.2:
+        assert getattr(options_for(task, {name: value}), name) == 0.2
+        return
+    with pytest.raises(ValidationError):
+        options_for(task, {name: value})
