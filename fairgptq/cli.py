@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--baseline", metavar="RUN", help="the run every other run is compared with")
     cmp.add_argument("--groups", nargs=2, metavar=("A", "B"), type=Path,
                      help="instead: two groups of seed runs (sweep point folders holding seed=<s>/, from one sweep "
-                          "or two), B − A over their common seeds: seed-matched and Welch intervals, pooled McNemar")
+                          "or two), B − A over their common seeds (seeds of one group only: --allow-unpaired): "
+                          "seed-matched and Welch intervals, pooled McNemar")
     cmp.add_argument("--metrics", nargs="+", help="with --groups: task.metric names, one row each (default "
                                                   "crows_pairs.pct_stereotype wikitext2.perplexity)")
     cmp.add_argument("--labels", nargs=2, help="with --groups: the two groups' names (default A B)")
