@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 from .comparison import compare_items, forest_plot, row_sentence
 from .core.errors import ConfigError, FairGPTQError
 from .evaluation.report import ideal_value, is_bias_metric, lower_is_better
+from .outputs import write_file
 
 #: quantization methods transformers cannot run on a CPU, and what does run them
 NEEDS = {"awq": "AutoAWQ / GPTQModel's AWQ kernels on a CUDA GPU", "bitsandbytes": "bitsandbytes on a CUDA GPU",
@@ -141,7 +142,7 @@ def audit(base: str, quantized: str, tasks: Iterable[str], *, out: str | Path | 
 
 def audit_all(base: str, quantized: Sequence[str], tasks: Iterable[str], *, outs: Sequence[Path] | None = None,
               dtype: str | None = None, batch_size: int = 16, limit: int | None = None, n_boot: int = 2000,
-              seed: int = 0, trust_unverified: bool = False, **options: Any) -> list[dict]:
+              seed: int = 0, trust_unverified: bool = False, force: bool = False, **options: Any) -> list[dict]:
     """Several quantized versions of one base, each compared with it; the base is evaluated once.
 
     Evaluating the base is as costly as evaluating a checkpoint, so auditing three checkpoints of a
@@ -153,8 +154,9 @@ def audit_all(base: str, quantized: Sequence[str], tasks: Iterable[str], *, outs
     if outs is not None:
         if len(outs) != len(quantized):
             raise ConfigError(f"{len(quantized)} quantized checkpoints but {len(outs)} output folders; give one each")
-        for folder in outs:
-            check_output_folder(Path(folder))
+        from .outputs import output_folder
+        for folder in outs:  # audit's own files are never written over an earlier result without ``force``
+            output_folder(folder, AUDIT_OUTPUTS, force=force)
     for name in quantized:
         if _same_path(base, name):
             raise ConfigError(f"{name} is the base model's own folder: an audit compares a quantized model with its "
@@ -182,20 +184,7 @@ def audit_all(base: str, quantized: Sequence[str], tasks: Iterable[str], *, outs
     return reports
 
 
-#: what ``audit --out`` writes in its folder
-AUDIT_OUTPUTS = ("audit.json", "audit.md", "forest.png", "base", "quantized")
-
-
-def check_output_folder(out: Path) -> None:
-    """``--out`` must be a new or empty folder: audit's own files are never written over anything (checked first)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is a file; give a new folder for {', '.join(AUDIT_OUTPUTS[:3])} "
-                          f"and the item records (base/, quantized/)")
-    if out.is_dir() and any(out.iterdir()):
-        clash = [n for n in AUDIT_OUTPUTS if (out / n).exists()]
-        held = f"already holds {', '.join(clash)}" if clash else "exists and is not empty"
-        raise ConfigError(f"--out {out}: the folder {held}; fairgptq does not overwrite a result: give a new folder "
-                          f"for {', '.join(AUDIT_OUTPUTS[:3])} and the item records")
+AUDIT_OUTPUTS = ("audit.json", "audit.md", "forest.png", "base", "quantized")  # what write_audit puts in a folder
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -323,11 +312,11 @@ def write_audit(report: dict, base: dict, quantized: dict, folder: Path) -> None
     folder.mkdir(parents=True, exist_ok=True)
     write_items(folder / "base" / "items", base["items"])
     write_items(folder / "quantized" / "items", quantized["items"])
-    (folder / "audit.md").write_text(audit_markdown(report) + "\n", encoding="utf-8")
+    write_file(folder / "audit.md", audit_markdown(report) + "\n")
     if forest_plot({"baseline": "base", "comparisons": [{"run": "quantized", "rows": report["rows"]}]},
                    folder / "forest.png"):
         report["plot"] = "forest.png"
-    (folder / "audit.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    write_file(folder / "audit.json", json.dumps(report, indent=2, default=str) + "\n")
 
 
 def audit_markdown(report: dict) -> str:

@@ -106,13 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--baseline", metavar="RUN", help="the run every other run is compared with")
     cmp.add_argument("--groups", nargs=2, metavar=("A", "B"), type=Path,
                      help="instead: two groups of seed runs (sweep point folders holding seed=<s>/, from one sweep "
-                          "or two), B − A over their common seeds: seed-matched and Welch intervals, pooled McNemar")
-    cmp.add_argument("--metrics", nargs="+", default=["crows_pairs.pct_stereotype", "wikitext2.perplexity"],
-                     help="with --groups: task.metric names, one row each")
-    cmp.add_argument("--labels", nargs=2, default=("A", "B"), help="with --groups: the two groups' names")
-    cmp.add_argument("--out", help="folder for compare.json, compare.md and forest.png")
-    cmp.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+                          "or two), B − A over their common seeds (seeds of one group only: --allow-unpaired): "
+                          "seed-matched and Welch intervals, pooled McNemar")
+    cmp.add_argument("--metrics", nargs="+", help="with --groups: task.metric names, one row each (default "
+                                                  "crows_pairs.pct_stereotype wikitext2.perplexity)")
+    cmp.add_argument("--labels", nargs=2, help="with --groups: the two groups' names (default A B)")
+    cmp.add_argument("--allow-unpaired", action="store_true",
+                     help="with --groups: compare the seeds both groups have when one has seeds the other lacks "
+                          "(they are named); refused otherwise")
+    cmp.add_argument("--out", help="folder for compare.json and compare.md (and forest.png without --groups)")
+    cmp.add_argument("--force", action="store_true", help="replace compare.json, compare.md, forest.png in --out")
+    cmp.add_argument("--bootstrap", type=int, help="without --groups: bootstrap resamples (default 2000)")
+    cmp.add_argument("--seed", type=int, help="without --groups: seed of the bootstrap resampling (default 0)")
     au = sub.add_parser("audit", help="did quantization make a model more biased than its base? evaluate both on the "
                                       "same items and compare them pair by pair",
                         formatter_class=argparse.RawDescriptionHelpFormatter, lazy_epilog=_task_list)
@@ -133,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     _trust_option(au)
     au.add_argument("--out", help="a new folder for audit.json, audit.md, forest.png and both models' item records "
                                   "(with several checkpoints: one subfolder each, named after the checkpoint)")
+    au.add_argument("--force", action="store_true", help="replace an earlier audit's files in --out")
     rp = sub.add_parser("report", help="a finished sweep's research tables and plots: each point's paired difference "
                                        "from plain GPTQ across seeds, per metric or per bias category")
     rp.add_argument("sweep", type=Path, help="a finished sweep directory with repeats")
@@ -140,7 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--labels", nargs="*", default=None, help="one label per compared point, in sweep order")
     rp.add_argument("--plain-labels", nargs="*", default=None, help="one label per plain group, where there are several")
     rp.add_argument("--by-category", metavar="TASK", help="one pair task's per-category paired differences instead")
-    rp.add_argument("--plot", type=Path, metavar="PNG", help="also draw the forest plot of the differences here")
+    rp.add_argument("--plot", type=Path, metavar="PNG", help="also draw the forest plot of the differences here "
+                                                           "(.png added when missing)")
+    rp.add_argument("--force", action="store_true", help="replace an existing --plot file")
     rp.add_argument("--metric-suffix", nargs="+", default=[".pct_stereotype"],
                     help="with --plot: plot the metrics ending in any of these (one unit per axis)")
     rp.add_argument("--rewrite", action="store_true",
@@ -154,6 +162,13 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--families", action="store_true",
                      help="instead: the table of every supported family (docs/architectures.md), as markdown")
     ins.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
+    rn = sub.add_parser("runs", help="housekeeping of a folder of runs")
+    rn_sub = rn.add_subparsers(dest="runs_command", required=True)
+    cl = rn_sub.add_parser("clean", help="list the salvaged <name>.unevaluated[-N] copies interrupted runs left "
+                                         "(each holds an exported model); --yes removes them. Complete runs are "
+                                         "never touched")
+    cl.add_argument("folder", type=Path, metavar="RUNS_DIR", help="folder to search (sweep points included)")
+    cl.add_argument("--yes", action="store_true", help="remove the listed copies")
     pl = sub.add_parser("plugins", help="list pair sources, objectives, backends and evaluation tasks")
     pl.add_argument("--module", action="append", default=[], help="also import and register this plugin module")
     da = sub.add_parser("data", help="list the data files fairgptq reads and where each is found "
@@ -255,7 +270,7 @@ def _cmd_eval(args) -> int:
         default_registry().register_module(module)
     run_dir = _run_dir_settings(Path(args.model))
     settings = run_dir.settings if run_dir else {}
-    tasks = ([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks
+    tasks = (_task_names(args.tasks) if args.tasks is not None
              else settings.pop("tasks", ["wikitext2", "crows_pairs"]))
     options = {**settings, **_task_option_values(args.options)}
     if args.max_tokens is not None:
@@ -301,30 +316,38 @@ def _run_dir_settings(path: Path) -> "_RunDirSettings | None":
 
 
 def _eval_outputs(out: str | None, run_dir: Path | None) -> tuple[Path | None, Path | None]:
-    """(results JSON, item folder) for ``--out``, or a run directory's own; never over anything that exists."""
+    """(results JSON, item folder) for ``--out``, or a run directory's own; never over anything that exists.
+
+    ``eval`` has no ``--force``: an item folder mixes task files, so replacing part of one could pair
+    a new task's records with an old one's.
+    """
     from .evaluation.items import ITEMS_DIR
+    from .outputs import output_file, output_folder
     if out is None and run_dir is None:
         return None, None
     if out is None:
-        json_file, items_dir = run_dir / "evaluation.json", run_dir / ITEMS_DIR
-    else:
-        target = Path(out)
-        if target.suffix == ".json":
-            json_file, items_dir = target, target.with_name(f"{target.stem}_items")
-        else:
-            if target.exists() and (not target.is_dir() or any(target.iterdir())):
-                raise ConfigError(f"--out {out}: exists and holds files, so it is not a folder eval may write into; give "
-                                  f"a new or empty folder (or a new .json file): nothing existing is overwritten")
-            json_file, items_dir = target / "results.json", target / ITEMS_DIR
-    for existing in (json_file, items_dir):
-        if existing.exists():
-            raise ConfigError(f"{existing} exists; fairgptq does not overwrite a result: give --out a new folder")
-    try:
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out {out}: cannot create {json_file.parent} ({e.strerror or e}); choose another "
-                          f"place") from None
-    return json_file, items_dir
+        folder = output_folder(run_dir, ["evaluation.json", ITEMS_DIR], flag="run directory")
+        return folder / "evaluation.json", folder / ITEMS_DIR
+    target = Path(out)
+    if target.suffix == ".json":
+        json_file = output_file(target)
+        items_dir = json_file.with_name(f"{json_file.stem}_items")
+        output_folder(json_file.parent, [items_dir.name])
+        return json_file, items_dir
+    if target.is_dir() and any(target.iterdir()):  # a folder of eval's own holds only what this eval writes
+        raise ConfigError(f"--out {out}: exists and holds files, so it is not a folder eval may write into; give "
+                          f"a new or empty folder (or a new .json file): nothing existing is overwritten")
+    folder = output_folder(target, ["results.json", ITEMS_DIR])
+    return folder / "results.json", folder / ITEMS_DIR
+
+
+def _task_names(text: str) -> list[str]:
+    """``--tasks a,b``; an empty list is refused (``--tasks ''`` used to run every default task on the full data)."""
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise ConfigError(f"--tasks {text!r} names no task; give comma-separated task names, e.g. --tasks "
+                          f"crows_pairs,wikitext2 (`fairgptq eval --help` lists them)")
+    return tasks
 
 
 def _task_option_values(items: list[str]) -> dict:
@@ -344,13 +367,13 @@ def _task_option_values(items: list[str]) -> dict:
 
 def _cmd_report(args) -> int:
     from .evaluation.items import item_tasks
+    from .outputs import output_file
     from .pipeline import seed_tables
-    from .pipeline.rundir import read_sweep_summary
+    from .pipeline.sweep_summary import read_report_summary
+    plot = output_file(args.plot, force=args.force, suffix=".png", flag="--plot") if args.plot else None
     if args.rewrite:
         _rewrite_summary(args.sweep)
-    summary = read_sweep_summary(args.sweep)
-    if "groups" not in summary:
-        raise ConfigError(f"{args.sweep} is a sweep without repeats; its report.md compares its points already")
+    summary = read_report_summary(args.sweep)
     if args.by_category:
         tasks = item_tasks(args.sweep / "points" / summary["points"][0]["name"] / "items")
         if args.by_category not in tasks:
@@ -360,8 +383,8 @@ def _cmd_report(args) -> int:
     else:
         metrics = args.metrics or list(dict.fromkeys(m for g in summary["groups"] for m in g["metrics"]))
         print(seed_tables.difference_table(summary, metrics, args.labels, args.plain_labels))
-    if args.plot:
-        console.print(f"wrote {seed_tables.forest_plot(args.sweep, summary, args.metric_suffix, args.labels, args.plot)}")
+    if plot:
+        console.print(f"wrote {seed_tables.forest_plot(args.sweep, summary, args.metric_suffix, args.labels, plot)}")
     return EXIT_OK
 
 
@@ -374,7 +397,11 @@ def _rewrite_summary(sweep: Path) -> None:
     config = sweep / "sweep.yaml"
     if not config.is_file():
         raise ConfigError(f"{sweep} is not a sweep folder (no sweep.yaml)")
-    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    try:
+        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+        baseline = json.loads((sweep / "baseline.json").read_text()) if (sweep / "baseline.json").is_file() else None
+    except (OSError, ValueError, yaml.YAMLError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ConfigError(f"{sweep}: its sweep.yaml or baseline.json is not readable ({e}); rerun the sweep") from None
     spec = validate(raw, str(config), environment=False)
     points = expand(raw, spec.sweep.grid, spec.sweep.cases) if spec.sweep else single(raw)
     if spec.repeats is not None:
@@ -382,31 +409,32 @@ def _rewrite_summary(sweep: Path) -> None:
     pending = [p.name for p in points if not (sweep / "points" / p.name / "results.json").is_file()]
     if pending:
         raise ConfigError(f"{sweep}: {len(pending)} point(s) have no results yet (e.g. {pending[0]}); finish the sweep")
-    baseline = json.loads((sweep / "baseline.json").read_text()) if (sweep / "baseline.json").is_file() else None
     write_sweep_summary(Pipeline(spec, raw, str(config), points), sweep, baseline)
 
 
 def _cmd_compare(args) -> int:
+    from .outputs import output_folder
     if args.groups:
-        from .pipeline.seed_tables import compare_groups, groups_markdown
-        if args.runs or args.baseline:
-            raise ConfigError("--groups compares two seed groups; give either --groups A B or RUN ... --baseline RUN")
-        print(groups_markdown(compare_groups(*args.groups, args.metrics), tuple(args.labels)))
-        return EXIT_OK
+        return _compare_groups(args)
     if not args.runs or not args.baseline:
         raise ConfigError("give the runs to compare and --baseline RUN (or --groups A B for two seed groups)")
-    from .comparison import compare_runs, load_run, rich_table, write_outputs
+    given = [flag for flag, value in (("--metrics", args.metrics), ("--labels", args.labels),
+                                      ("--allow-unpaired", args.allow_unpaired)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)} apply to --groups only; compare RUN ... --baseline RUN compares every "
+                          f"metric of the tasks the runs share")
+    from .comparison import N_BOOT, compare_runs, load_run, rich_table, write_outputs
+    args.bootstrap = N_BOOT if args.bootstrap is None else args.bootstrap
     if args.bootstrap < 100:
         raise ConfigError(f"--bootstrap needs at least 100 resamples for a 95 % interval (got {args.bootstrap})")
     if args.out:
-        from .comparison import check_output_folder
-        check_output_folder(Path(args.out))
+        output_folder(Path(args.out), ["compare.json", "compare.md", "forest.png"], force=args.force)
     same = [r for r in args.runs if Path(r).resolve() == Path(args.baseline).resolve()]
     if same:
         raise ConfigError(f"{same[0]} is the baseline itself; comparing a run with itself says nothing: give other runs")
     baseline = load_run(args.baseline)
     runs = [load_run(r) for r in args.runs]
-    result = compare_runs(baseline, runs, n_boot=args.bootstrap, seed=args.seed)
+    result = compare_runs(baseline, runs, n_boot=args.bootstrap, seed=args.seed or 0)
     console.print(rich_table(result))
     if args.out:
         for path in write_outputs(result, Path(args.out)):
@@ -414,18 +442,43 @@ def _cmd_compare(args) -> int:
     return EXIT_OK
 
 
-def _cmd_audit(args) -> int:
-    from .audit import audit_all, check_output_folder, output_folders
-    outs = None
+def _compare_groups(args) -> int:
+    """``compare --groups A B``: two seed groups, B − A; every flag it does not use is refused, not ignored."""
+    from .outputs import output_folder, write_file
+    from .pipeline.seed_tables import compare_groups, groups_markdown
+    if args.runs or args.baseline:
+        raise ConfigError("--groups compares two seed groups; give either --groups A B or RUN ... --baseline RUN")
+    unused = [flag for flag, value in (("--bootstrap", args.bootstrap), ("--seed", args.seed)) if value is not None]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)} do not apply to --groups: its intervals are t-intervals over seeds "
+                          f"and its test of choices is an exact McNemar, with nothing resampled")
     if args.out:
-        check_output_folder(Path(args.out))
-        outs = output_folders(Path(args.out), args.quantized)
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        output_folder(Path(args.out), ["compare.json", "compare.md"], force=args.force)
+    labels = tuple(args.labels or ("A", "B"))
+    metrics = args.metrics or ["crows_pairs.pct_stereotype", "wikitext2.perplexity"]
+    result = compare_groups(*args.groups, metrics, allow_unpaired=args.allow_unpaired)
+    for group, seeds in result["dropped_seeds"].items():
+        errors.print(f"[yellow]note:[/] seeds {seeds} of {group} have no partner in the other group; left out "
+                     f"(--allow-unpaired)", highlight=False)
+    text = groups_markdown(result, labels)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        for path in (write_file(out / "compare.json", json.dumps({**result, "labels": labels}, indent=2) + "\n"),
+                     write_file(out / "compare.md", text + "\n")):
+            console.print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _cmd_audit(args) -> int:
+    from .audit import audit_all, output_folders
+    outs = output_folders(Path(args.out), args.quantized) if args.out else None
+    tasks = _task_names(args.tasks)
     options = _task_option_values(args.options)
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens
     reports = audit_all(args.base, args.quantized, tasks, outs=outs, dtype=args.dtype, batch_size=args.batch_size,
-                        limit=args.limit, trust_unverified=args.trust_unverified, **options)
+                        limit=args.limit, trust_unverified=args.trust_unverified, force=args.force, **options)
     for i, (name, report) in enumerate(zip(args.quantized, reports)):
         table = Table(title=f"{name} against its base {args.base} (quantized − base, 95 % CI)")
         for col in ("task.metric", "base", "quantized", "difference [95 % CI]", "p", "verdict"):
@@ -470,7 +523,6 @@ def _cmd_inspect(args) -> int:
     return EXIT_OK
 
 
-
 def _data_files() -> list[str]:
     """Every data file a default pipeline or task reads: the calibration text, each task's file, the hub copies."""
     from .datasets_adapters.data_location import HUB_COPIES
@@ -512,10 +564,35 @@ def _cmd_data(args) -> int:
     return EXIT_OK
 
 
+def _cmd_runs(args) -> int:
+    """``runs clean RUNS_DIR [--yes]``: salvaged copies listed with their size; removed only with --yes."""
+    from .pipeline.rundir import remove_salvaged, salvaged_copies
+    if not args.folder.is_dir():
+        raise ConfigError(f"{args.folder} is not a folder; give the folder your runs are in, e.g. runs")
+    copies = salvaged_copies(args.folder)
+    if not copies:
+        console.print(f"no salvaged copies under {args.folder}")
+        return EXIT_OK
+    total = 0
+    for copy in copies:
+        size = sum(f.stat().st_size for f in copy.rglob("*") if f.is_file() and not f.is_symlink())
+        total += size
+        if args.yes:
+            remove_salvaged(copy)
+            console.print(f"removed {copy} ({size / 2**20:.1f} MiB)", highlight=False, soft_wrap=True, markup=False)
+        else:
+            console.print(f"{copy}  {size / 2**20:.1f} MiB  (finish it: fairgptq eval {copy})", highlight=False,
+                          soft_wrap=True, markup=False)
+    if not args.yes:
+        console.print(f"{len(copies)} salvaged cop{'y' if len(copies) == 1 else 'ies'}, {total / 2**20:.1f} MiB; "
+                      f"remove them with: fairgptq runs clean {args.folder} --yes", highlight=False, soft_wrap=True,
+                      markup=False)
+    return EXIT_OK
+
 
 COMMANDS = {"run": _cmd_run, "inspect": _cmd_inspect, "validate": _cmd_validate, "eval": _cmd_eval,
-            "compare": _cmd_compare, "audit": _cmd_audit, "report": _cmd_report, "plugins": _cmd_plugins,
-            "data": _cmd_data}
+            "compare": _cmd_compare, "audit": _cmd_audit, "report": _cmd_report, "runs": _cmd_runs,
+            "plugins": _cmd_plugins, "data": _cmd_data}
 
 
 def _terminate(signum, frame) -> None:
@@ -534,13 +611,18 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _printable(message: str) -> str:
+    """A message that names a path which is not UTF-8 (the user typed one) printed with escapes, not a crash."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _dispatch(args) -> int:
     try:
         return COMMANDS[args.command](args)
     except FairGPTQError as e:
         if args.debug:
             errors.print_exception()
-        errors.print(Text.assemble(("error: ", "bold red"), "\n".join([str(e), *getattr(e, "__notes__", [])])),
+        errors.print(Text.assemble(("error: ", "bold red"), _printable("\n".join([str(e), *getattr(e, "__notes__", [])]))),
                      soft_wrap=True, highlight=False)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as e:

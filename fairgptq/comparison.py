@@ -17,6 +17,7 @@ import numpy as np
 
 from .core.errors import ConfigError
 from .evaluation.items import ITEMS_DIR, kind_of, read_items
+from .outputs import save_figure, write_file
 from .statistics import bootstrap_weights, mcnemar, paired_bootstrap, verdict
 
 N_BOOT = 2000
@@ -200,31 +201,15 @@ def forest_plot(result: dict, path: Path) -> bool:
         ax.set_title(f"{metric}: run − {result['baseline']} (95 % CI; red = significant)", fontsize=9)
         ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
 
-def check_output_folder(out: Path) -> None:
-    """``--out`` must be a new folder or one without a comparison in it (checked before any work)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is a file; give a folder for compare.json, compare.md, forest.png")
-    clash = [n for n in ("compare.json", "compare.md", "forest.png") if (out / n).exists()]
-    if clash:
-        raise ConfigError(f"--out {out} already holds {', '.join(clash)}; fairgptq does not overwrite a result: give "
-                          f"a new folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out {out}: cannot create it ({e.strerror or e}); choose another place") from None
-
-
 def write_outputs(result: dict, out: Path) -> list[Path]:
-    """compare.json, compare.md and forest.png in ``out`` (created); returns what was written."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "compare.json", out / "compare.md"]
-    written[0].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    written[1].write_text(markdown(result) + "\n", encoding="utf-8")
+    """compare.json, compare.md and forest.png in ``out`` (checked by :func:`fairgptq.outputs.output_folder`)."""
+    written = [write_file(out / "compare.json", json.dumps(result, indent=2) + "\n"),
+               write_file(out / "compare.md", markdown(result) + "\n")]
     if forest_plot(result, out / "forest.png"):
         written.append(out / "forest.png")
     return written

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fairgptq.core.errors import ConfigError
 from fairgptq.pipeline.seed_tables import NotAGroup, compare_groups, groups_markdown
 
 markdown = groups_markdown
@@ -22,10 +23,12 @@ def main() -> None:
     ap.add_argument("b", type=Path)
     ap.add_argument("--metrics", nargs="+", default=["crows_pairs.pct_stereotype", "wikitext2.perplexity"])
     ap.add_argument("--labels", nargs=2, default=("A", "B"))
+    ap.add_argument("--allow-unpaired", action="store_true",
+                    help="compare the common seeds when one group has seeds the other lacks (named in the output)")
     args = ap.parse_args()
     try:
-        result = compare_groups(args.a, args.b, args.metrics)
-    except NotAGroup as e:
+        result = compare_groups(args.a, args.b, args.metrics, allow_unpaired=args.allow_unpaired)
+    except ConfigError as e:  # NotAGroup, seeds without a partner, a record that is not a number
         ap.exit(2, f"seed_group_difference.py: error: {e}\n")
     print(markdown(result, tuple(args.labels)))
 

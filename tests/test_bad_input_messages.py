@@ -135,4 +135,4 @@ def test_compare_refuses_items_holding_nan_and_an_existing_output(base, capsys, 
     assert rc == 2 and "non-finite" in text
     (tmp_path / "out.txt").write_text("mine")
     rc, text = _cli(capsys, "compare", run_a, "--baseline", run_b, "--out", tmp_path / "out.txt")
-    assert rc == 2 and "is a file" in text and (tmp_path / "out.txt").read_text() == "mine"
+    assert rc == 2 and "is not a folder" in text and (tmp_path / "out.txt").read_text() == "mine"

@@ -331,3 +331,26 @@ def test_sequential_refresh_every_k_layers(tiny):
     quantize_model(model4, calibration, QuantConfig(bits=4, group_size=32), objectives=[obj], tokenizer=tok,
                    progress=False)
     assert sorted(obj.describe()["preference_by_layer"]) == [0, 2]  # one pass for layers 0-1, one for 2-3
+
+
+@pytest.mark.parametrize("metric", ["hessian", "identity"])
+def test_a_given_lambda_works_in_both_metrics(tiny, metric):
+    # issue 35: lambda with metric: hessian validated, then always stopped at quantization ("the Hessian metric
+    # needs the float model's Hessians here"): only a target needs the float model's Hessians
+    model, tok, pairs, calibration = tiny
+    obj = LikelihoodPairObjective(pairs, metric=metric, **{"lambda": 1e-6})
+    result = quantize_model(copy.deepcopy(model), calibration, QuantConfig(bits=8, group_size=32), objectives=[obj],
+                            tokenizer=tok, progress=False)
+    assert set(obj.describe()["lambda_by_module"].values()) == {1e-6}
+    assert all(r.score_change_pre_update < 0 for r in result.reports if r.score_change_pre_update is not None)
+
+
+@pytest.mark.parametrize("settings", [{"lambda": 1e30}, {"lambda": 1e30, "metric": "identity"},
+                                      {"lambda": 1e30, "when": "before"}, {"lambda": 1e6}])
+def test_a_huge_lambda_is_refused_for_what_it_does(tiny, settings):
+    # it used to surface layers later as "half precision" or "the Hessian is all zero"
+    model, tok, pairs, calibration = tiny
+    obj = LikelihoodPairObjective(pairs, **settings)
+    with pytest.raises(ConfigError, match=r"lambda 1e\+\d+ steps .* times past parity.*Lower lambda, or give target"):
+        quantize_model(copy.deepcopy(model), calibration, QuantConfig(bits=4, group_size=32), objectives=[obj],
+                       tokenizer=tok, progress=False)

@@ -41,3 +41,16 @@ def test_a_calibration_that_cannot_fit_is_refused_with_the_fix(tmp_path, monkeyp
         assert bool(memory_problems(spec, against="total")) == refused_at_validate
     spec.model.onload = "always"  # activations spill to disk there: no refusal
     assert memory_problems(spec, against="available") == []
+
+
+def test_the_check_sizes_the_pairs_used_not_those_requested(tmp_path, monkeypatch):
+    # issue 35: n 1e9 of a file of 8 pairs was refused for 14.7 GiB: the check sized 10 000 requested pairs
+    from fairgptq.registry import default_registry
+    GiB = 2**30
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=24 * GiB, available=10 * GiB))
+    raw = tiny_pipeline(save_tiny_llama(tmp_path / "m", layers=6), write_pair_file(tmp_path / "p.jsonl"))
+    raw["calibration"]["pairs"]["mine"]["n"] = 10**9
+    raw["calibration"]["max_length"] = 2000
+    spec = validate(raw, "x.yaml", environment=False)
+    assert memory_problems(spec, against="available")  # sized as requested (capped): 2e10 tokens do not fit
+    assert memory_problems(spec, against="available", registry=default_registry()) == []  # 8 pairs are used

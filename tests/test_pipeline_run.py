@@ -59,7 +59,7 @@ def test_the_record_reads_back_typed_and_a_broken_one_names_its_field(run_dir, t
     with pytest.raises(RunRecordError, match="no run record"):
         read_run_record(tmp_path)
     (tmp_path / "results.json").write_text(json.dumps({"metrics": {"wikitext2.perplexity": "low"}}))
-    with pytest.raises(RunRecordError, match="'metrics' does not have the shape"):
+    with pytest.raises(RunRecordError, match="metrics.wikitext2.perplexity does not have the shape.*got 'low'"):
         read_run_section(tmp_path, "metrics")
 
 

@@ -1,10 +1,13 @@
 """Sweeps: grid x cases expansion, and resuming an interrupted sweep (finished points skipped)."""
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
 
 import pytest
+from rich.console import Console
 
 from fairgptq.pipeline import load_pipeline
 from fairgptq.pipeline import runner
@@ -164,8 +167,10 @@ def test_reuse_copies_the_same_run_from_another_sweep_and_computes_the_rest(swee
     ran.clear()
     second = tmp_path / "second"
     other = _other_sweep(sweep_file, tmp_path, sweep={"grid": {"objectives[0].params.alpha": [0.0, 0.5]}})
-    runner.run_pipeline(other, second, reuse=[first])
+    said = Console(file=io.StringIO(), width=300)
+    runner.run_pipeline(other, second, reuse=[first], console=said)
     assert ran == [0.5]  # α 0 is the same run under another name: copied, not recomputed
+    assert f"--reuse: 1 of 2 point(s) to run matched a finished point of {first}" in said.file.getvalue()
     copied = json.loads((second / "points" / "000_alpha=0.0" / "results.json").read_text())
     original = json.loads((first / "points" / "000_alpha=0.0" / "results.json").read_text())
     assert copied["reused_from"]["run"] == str((first / "points" / "000_alpha=0.0").resolve())
@@ -175,9 +180,11 @@ def test_reuse_copies_the_same_run_from_another_sweep_and_computes_the_rest(swee
     assert [p["name"] for p in summary["points"]] == ["000_alpha=0.0", "001_alpha=0.5"]
 
     ran.clear()  # a setting that computes something (the grid) differs: nothing is taken
+    said = Console(file=io.StringIO(), width=300)
     runner.run_pipeline(_other_sweep(sweep_file, tmp_path, quantization={"bits": 4, "group_size": 64}),
-                        tmp_path / "third", reuse=[first])
+                        tmp_path / "third", reuse=[first], console=said)
     assert ran == [0.0, 0.2]
+    assert "--reuse: 0 of 2 point(s) to run matched" in said.file.getvalue()  # said also when none matched
 
 
 def test_reuse_refuses_a_sweep_that_read_other_inputs(sweep_file, tmp_path):
@@ -223,3 +230,39 @@ def test_a_copy_of_a_copy_names_the_run_that_computed_it(tmp_path):
     reusable.copy(copy, again)
     assert json.loads((again / "results.json").read_text())["reused_from"] == {"run": str(original.resolve()),
                                                                                "pipeline": "a"}
+
+
+def test_a_shard_never_recomputes_a_point_another_process_finished_meanwhile(sweep_file, tmp_path, monkeypatch):
+    # issue 35: two processes on the same --shard; the second saw the point incomplete, waited for its lock,
+    # then recomputed it and swapped its copy over the first's finished one
+    out = tmp_path / "run"
+    pipe = load_pipeline(sweep_file)
+    runner.run_pipeline(pipe, out)
+    point = out / "points" / "000_alpha=0.0"
+    stamp = (point / "results.json").stat().st_mtime_ns
+    (out / COMPLETE).unlink()
+    seen: set = set()
+    real = runner.is_complete
+
+    def checked_before_the_other_process_finished(path):
+        if path.parent.name == "points" and path not in seen:
+            seen.add(path)
+            return False
+        return real(path)
+
+    monkeypatch.setattr(runner, "is_complete", checked_before_the_other_process_finished)
+    ran = _ran_points(monkeypatch)
+    runner.run_pipeline(pipe, out, shard=(0, 2))
+    assert ran == []  # taken, not rerun
+    assert (point / "results.json").stat().st_mtime_ns == stamp and is_complete(point)
+
+
+def test_a_shard_whose_point_is_being_written_stops_naming_the_holder(sweep_file, tmp_path, capsys):
+    from fairgptq import cli
+    from fairgptq.pipeline.locking import run_lock
+    out = tmp_path / "run"
+    assert cli.main(["run", str(sweep_file), "--out", str(out), "--shard", "1/2"]) == 0
+    with run_lock(out / "points" / "000_alpha=0.0"):  # another process is computing the point
+        assert cli.main(["run", str(sweep_file), "--out", str(out), "--shard", "0/2"]) == 2
+    err = capsys.readouterr().err
+    assert "000_alpha=0.0 is being written by another fairgptq run" in err and f"pid {os.getpid()}" in err

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fairgptq.core.errors import ConfigError
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "seed_difference_table.py"
 
 
@@ -232,8 +234,10 @@ def test_two_seed_groups_from_different_sweeps_get_a_seed_matched_interval_and_p
     mod = _script("seed_group_difference")
     a = _seed_group(tmp_path / "a", [55.0, 54.0, 56.0], [[1, 1, 0, 1]] * 3)
     b = _seed_group(tmp_path / "b", [52.0, 52.0, 53.0, 40.0], [[0, 1, 0, 0]] * 4)   # seed 3 has no partner
-    result = mod.compare_groups(a, b, ["crows_pairs.pct_stereotype", "wikitext2.perplexity"])
-    assert result["seeds"] == [0, 1, 2]
+    with pytest.raises(ConfigError, match=r"b has \[3\].*--allow-unpaired"):  # issue 35: never dropped silently
+        mod.compare_groups(a, b, ["crows_pairs.pct_stereotype"])
+    result = mod.compare_groups(a, b, ["crows_pairs.pct_stereotype", "wikitext2.perplexity"], allow_unpaired=True)
+    assert result["seeds"] == [0, 1, 2] and result["dropped_seeds"] == {str(b): [3]}
     crows, ppl = result["rows"]
     assert crows["mean_a"] == 55.0 and crows["mean_b"] == 52.0 + 1 / 3 and crows["n"] == 3
     assert crows["mean"] == pytest.approx(-8 / 3) and crows["lo"] < crows["mean"] < crows["hi"]

@@ -2,7 +2,7 @@
 
 (1) A SIGKILL while a replaced run is being deleted used to leave ``.NAME.partial-PID`` with
 ``.complete`` and ``results.json`` but no ``model/``, which the next run "restored".  The kill is
-driven at that exact step through the test hook ``FAIRGPTQ_TEST_PAUSE=discard``.
+driven at that exact step by ``tests/pause_at_discard.py``, which monkeypatches the deletion's last step.
 (2) ``--reuse`` used to copy a point whose model had been deleted, or whose checkpoint was corrupt.
 """
 from __future__ import annotations
@@ -38,9 +38,9 @@ def test_a_kill_while_the_old_run_is_deleted_never_leaves_a_complete_looking_run
     out = tmp_path / "run"
     assert cli.main(["run", str(pipeline_file), "--out", str(out)]) == 0
     pause = tmp_path / "paused"
-    env = {**ENV, "FAIRGPTQ_TEST_PAUSE": "discard", "FAIRGPTQ_TEST_PAUSE_FILE": str(pause)}
-    proc = subprocess.Popen([sys.executable, "-m", "fairgptq.cli", "run", str(pipeline_file), "--out", str(out),
-                             "--force", "--set", "objectives[0].params.alpha=0.3"], env=env,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "pause_at_discard.py"), str(pause), "run",
+                             str(pipeline_file), "--out", str(out), "--force", "--set",
+                             "objectives[0].params.alpha=0.3"], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
@@ -120,3 +120,9 @@ def test_eval_of_an_unevaluated_run_uses_its_pipelines_settings(pipeline_file, t
     assert json.loads((kept / "evaluation.json").read_text())["tasks"]["crows_pairs"]["n"] == 5
     assert cli.main(["eval", str(kept)]) == 2  # a second time: nothing is overwritten
     assert cli.main(["compare", str(kept), "--baseline", str(kept)]) == 2  # a run against itself
+
+
+def test_no_test_hook_lives_in_the_product():
+    # issue 35: FAIRGPTQ_TEST_PAUSE made a real run sleep 600 s at a named step; tests now monkeypatch instead
+    product = ROOT / "fairgptq"
+    assert not [p for p in product.rglob("*.py") if "FAIRGPTQ_TEST" in p.read_text(encoding="utf-8")]

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from .errors import ConfigError
+from .plain_numbers import PlainNumbers
 
 if TYPE_CHECKING:
     from .gptq import FactoredHessian
@@ -102,7 +103,7 @@ class LinearTerm:
     gradient: torch.Tensor | None = None
 
 
-class ObjectiveParams(BaseModel):
+class ObjectiveParams(PlainNumbers):
     """An objective's settings model, and the questions a pipeline asks about them.
 
     A pipeline never reads an objective's setting names: it asks its settings model whether the
@@ -113,7 +114,7 @@ class ObjectiveParams(BaseModel):
     read off its signature is never "off" and has no twin, so a plain baseline refuses it.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
     def is_off(self) -> bool:
         """True when these settings add no term (the run is plain GPTQ on the same calibration)."""

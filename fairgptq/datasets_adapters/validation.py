@@ -21,6 +21,9 @@ from .pairs import Pair
 
 logger = logging.getLogger(__name__)
 
+#: (file, its bad rows) already warned about in this process: later reads log them quietly (run.log only)
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
+
 OnBadRow = Literal["skip", "error"]
 BAD_ROW_POLICIES: tuple[str, ...] = ("skip", "error")
 
@@ -126,7 +129,10 @@ def build_pairs(rows: Iterable[RawRow], make_pair: Callable[[RawRow], Pair | Non
         listed = "\n".join(f"  {b}" for b in bad[:_LOGGED_ROWS])
         hidden = len(bad) - _LOGGED_ROWS
         more = f"\n  ... and {hidden} more (all in LoadedPairs.bad_rows)" if hidden > 0 else ""
-        logger.warning("skipped %d bad row(s) in %s:\n%s%s", len(bad), source, listed, more)
+        key = (str(source), tuple(map(str, bad)))  # every point of a sweep reads the same file again
+        logger.log(logging.INFO if key in _WARNED else logging.WARNING,
+                   "skipped %d bad row(s) in %s:\n%s%s", len(bad), source, listed, more)
+        _WARNED.add(key)
     if not pairs:
         detail = f"; {len(bad)} bad row(s), first: {bad[0]}" if bad else ""
         raise DataError(f"{source} yields no pairs{detail}")

@@ -66,10 +66,8 @@ def is_bias_metric(key: str) -> bool:
 
 def save_json(results: dict, path: str | Path) -> Path:
     """Write ``results`` (from :func:`~fairgptq.evaluation.suite.evaluate`) as indented, key-sorted JSON."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(results, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    return p
+    from ..outputs import write_file
+    return write_file(Path(path), json.dumps(results, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def results_table(results: dict, *, detail: bool = False) -> Table:

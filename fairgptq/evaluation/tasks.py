@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 
 from ..core.errors import ConfigError, PluginError
+from ..core.plain_numbers import PlainNumbers
 from ..datasets_adapters.pairs import Pair
 
 if TYPE_CHECKING:
@@ -37,10 +38,11 @@ RESERVED = frozenset({"tasks", "float_baseline", "plain_baseline", "batch_size",
 """Names an option cannot take: the settings every task shares (evaluate()'s keywords, the schema's keys)."""
 
 
-class TaskOptions(BaseModel):
-    """Base of every task's options model: unknown keys are errors, defaults are validated, values fixed."""
+class TaskOptions(PlainNumbers):
+    """Base of every task's options model: unknown keys are errors, defaults are validated, values fixed, and
+    numbers are numbers (``--set holdout_fraction=true`` or ``=.nan`` is refused, not read as 1 or NaN)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class NoOptions(TaskOptions):

@@ -38,6 +38,7 @@ plugin would be.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Literal, Sequence
 
 import torch
@@ -57,6 +58,8 @@ logger = logging.getLogger("fairgptq.objectives")
 SCORES = ("sentence", "span")
 #: calibration batches whose float-model H estimates the split of a ``target`` over modules
 SPLIT_BATCHES = 1
+#: a given λ whose first-order step moves B by more than this many times B₀ is refused (``_check_size``)
+MAX_OVERSHOOT = 100.0
 
 
 class LikelihoodPairParams(TargetSelection):
@@ -197,8 +200,9 @@ class LikelihoodPairObjective(PairObjective):
             self._measured.setdefault("preference_by_layer", {})[gradient.layer] = gradient.value
             return
         self._measured["calibration_preference"] = gradient.value
-        self._traces = {name: float((G * self._direction(G, (float_hessians or {}).get(name))).sum())
-                        for name, G in gradient.grads.items()}
+        if self._lambda is None:  # only a target is split by the traces; a given λ asked for no float Hessians
+            self._traces = {name: float((G * self._direction(G, (float_hessians or {}).get(name))).sum())
+                            for name, G in gradient.grads.items()}
         if self.params.when == "before":
             lam = self._lambda if self._lambda is not None else self._target_lambda(gradient.value)
             self._before = {name: -lam * self._direction(G, (float_hessians or {}).get(name))
@@ -206,6 +210,24 @@ class LikelihoodPairObjective(PairObjective):
             self._measured["lambda"] = lam
             self._measured["predicted_change"] = float(sum((G * self._before[n]).sum()
                                                            for n, G in gradient.grads.items()))
+            self._check_size("the float model", lam, -self._measured["predicted_change"])
+
+    def _check_size(self, where: str, lam: float, change: float) -> None:
+        """Refuse a given λ whose first-order step overshoots B₀ by orders of magnitude, naming what it does.
+
+        A λ far too large used to surface layers later as whatever broke first ("half precision",
+        "the Hessian is all zero"), never as the λ.  ``change`` is λ tr(G M Gᵀ), the first-order
+        fall of B this step alone predicts (M the metric).
+        """
+        B0 = self._measured["calibration_preference"]
+        if math.isfinite(change) and (B0 == 0 or abs(change) <= MAX_OVERSHOOT * abs(B0)):
+            return
+        size = f"{change:.3g}" if math.isfinite(change) else "more than float32 holds"
+        fit = f"; about lambda {lam * abs(B0) / abs(change):.3g} removes B₀ there" if math.isfinite(change) and change else ""
+        raise ConfigError(f"likelihood_pairs: lambda {lam:g} steps {where} by {size} in the calibration pairs' "
+                          f"preference (first order), against B₀ = {B0:.3g}: more than {MAX_OVERSHOOT:g} times past "
+                          f"parity, where the step no longer means what it predicts{fit}. Lower lambda, or give "
+                          f"target (0..1, a fraction of B₀) instead")
 
     def _direction(self, G: torch.Tensor, factored: FactoredHessian | None) -> torch.Tensor:
         """The step per unit λ: G (H + λ_d I)^-1 in the Hessian metric, G itself in the identity metric."""
@@ -233,6 +255,7 @@ class LikelihoodPairObjective(PairObjective):
         G = self._grads[module]
         if self._lambda is not None:
             lam = self._lambda
+            self._check_size(module, lam, lam * float((G * self._direction(G, factored)).sum()))
         elif self.params.metric == "identity":  # the traces are exact here: one λ for every module
             lam = self._target_lambda(self._measured["calibration_preference"])
         else:

@@ -121,7 +121,9 @@ def objectives(spec: PipelineSpec, registry: Registry, sets: dict[str, PairSet])
     for o in spec.objectives:
         factory = registry.get("objectives", o.name).factory
         pairs = sets[o.pairs].pairs if o.pairs else None
-        built.append(factory(**objective_arguments(o, factory, spec.calibration, pairs=pairs)))
+        # through the registry, which names a factory that returns something other than an Objective
+        built.append(registry.create("objectives", o.name, **objective_arguments(o, factory, spec.calibration,
+                                                                                 pairs=pairs)))
     return built
 
 

@@ -69,13 +69,17 @@ def run_unit(unit: SweepUnit, baseline: dict | None) -> str:
     from .execute import execute
     from .loading import own_registry, validate
     from .record import logged, run_log
-    from .rundir import atomic_run_dir
+    from .rundir import FinishedMeanwhile, atomic_run_dir
 
     registry = own_registry(unit.raw)
     spec = validate(unit.raw, unit.source, environment=False, registry=registry)
     console = Console(stderr=True)
-    with scoped(registry), atomic_run_dir(unit.folder, force=True) as tmp, run_log(tmp / "run.log"):
-        logged(execute, spec, spec.model_dump(mode="json"), tmp, console, baseline=baseline, point=unit.values)
+    try:
+        with scoped(registry), atomic_run_dir(unit.folder, force=True, keep_complete=True) as tmp, \
+                run_log(tmp / "run.log"):
+            logged(execute, spec, spec.model_dump(mode="json"), tmp, console, baseline=baseline, point=unit.values)
+    except FinishedMeanwhile:  # another shard finished it since the sweep looked: its copy stands
+        pass
     return unit.name
 
 

@@ -71,8 +71,13 @@ def run_lock(target: str | Path, *, shared: bool = False, wait: float = 0.0) -> 
         yield
         return
     path = lock_path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as f:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+", encoding="utf-8")
+    except OSError as e:
+        raise RunLockedError(f"cannot create the lock file {path} beside {target} ({e.strerror or e}); choose "
+                             f"another --out, in a folder you can write") from None
+    with f:
         deadline = time.monotonic() + wait
         while not _try_lock(f, shared):
             if time.monotonic() >= deadline:

@@ -225,7 +225,20 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
                              f"evaluation.stereoset_split: holdout (same holdout_fraction)"))
 
 
-def memory_problems(spec: PipelineSpec, *, against: str = "total") -> list[Problem]:
+def _pairs_used(spec: PipelineSpec, registry: Registry | None) -> dict[str, int]:
+    """How many pairs each pair set will hold: the source's count where it can be read (``n: 1e9`` of a file of
+    8 pairs uses 8), else the requested ``n`` capped at 10 000 (a pair set larger than that is checked as that)."""
+    from .build import load_pair_set
+    used = {}
+    for name, ps in spec.calibration.pairs.items():
+        try:
+            used[name] = load_pair_set(ps, registry).info["n"] if registry is not None else min(ps.n or 0, 10_000)
+        except FairGPTQError:  # an unreadable source is reported by the pair checks
+            used[name] = min(ps.n or 0, 10_000)
+    return used
+
+
+def memory_problems(spec: PipelineSpec, *, against: str = "total", registry: Registry | None = None) -> list[Problem]:
     """The in-memory run's need (weights + calibration activations, :mod:`.memory_check`) against the machine.
 
     ``against="total"`` (validate): refused only beyond the physical memory, warned beyond what is free now;
@@ -240,8 +253,8 @@ def memory_problems(spec: PipelineSpec, *, against: str = "total") -> list[Probl
     if shape is None:
         return []
     text = spec.calibration.text
-    tokens = (text.n * text.seqlen if text is not None else 0) + sum(  # a pair set larger than 10k is checked
-        2 * min(ps.n or 0, 10_000) * spec.calibration.max_length for ps in spec.calibration.pairs.values())
+    tokens = (text.n * text.seqlen if text is not None else 0) + sum(
+        2 * n * spec.calibration.max_length for n in _pairs_used(spec, registry).values())
     dtype_bytes = 2 if spec.model.dtype in ("float16", "bfloat16") else 4
     weights, activations = shape.weight_bytes(dtype_bytes), calibration_bytes(shape, tokens)
     need = weights + activations
@@ -286,7 +299,7 @@ def environment_problems(spec: PipelineSpec, registry: Registry) -> list[Problem
     n_layers = _depth(config) if config else None
     if n_layers:
         _layer_problems(spec, registry, n_layers, problems)
-    problems += memory_problems(spec)
+    problems += memory_problems(spec, registry=registry)
     _evaluation_problems(spec, problems)
     if not problems:
         _pair_problems(spec, registry, problems)
@@ -313,7 +326,13 @@ def _target_problems(target: Path) -> list[Problem]:
 
 
 def _name_problems(target: Path) -> list[Problem]:
-    """A path component longer than the file system allows (any check of the path would fail with an OSError)."""
+    """A name that is not UTF-8 (the run's records could not name it), or a path component longer than the file
+    system allows (any check of the path would fail with an OSError)."""
+    try:
+        str(target).encode("utf-8")
+    except UnicodeEncodeError:
+        return [("output", f"{ascii(str(target))[:80]}: the name is not valid UTF-8, so the run's records cannot name "
+                           f"it; choose a plain name")]
     name_limit = _name_max(Path("/"))
     too_long = next((part for part in target.absolute().parts if len(part.encode()) > name_limit), None)
     if too_long is None:
@@ -364,7 +383,8 @@ def check_before_run(pipeline: "Pipeline", target: Path) -> None:
     registry = default_registry()
     for module in pipeline.spec.plugins:
         registry.register_module(module)
-    problems = (hardware_problems(pipeline.spec, registry) + memory_problems(pipeline.spec, against="available")
+    problems = (hardware_problems(pipeline.spec, registry)
+                + memory_problems(pipeline.spec, against="available", registry=registry)
                 + output_problems(target, [p.name for p in pipeline.points]))
     if problems:
         raise PipelineError(f"--out {target}", problems)

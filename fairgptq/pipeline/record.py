@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,12 +36,20 @@ def versions() -> dict[str, str]:
 
 @contextmanager
 def run_log(path: Path) -> Iterator[None]:
-    """Send fairgptq's log records (and Python warnings) to ``path`` for the duration of a run."""
+    """Send fairgptq's log records (and Python warnings) to ``path`` for the duration of a run.
+
+    Warnings go to the console too, once however many logs are nested (a sweep's and its
+    point's): a file handler alone kept "2 of 4 pairs contribute nothing" out of sight.
+    """
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     targets = [logging.getLogger("fairgptq"), logging.getLogger("py.warnings")]
     old_levels = [t.level for t in targets]
     logging.captureWarnings(True)
+    screen = None
+    if not any(isinstance(h, _ConsoleWarnings) for h in targets[0].handlers):
+        screen = _ConsoleWarnings()
+        targets[0].addHandler(screen)
     for t in targets:
         t.addHandler(handler)
         t.setLevel(logging.INFO)
@@ -50,7 +59,22 @@ def run_log(path: Path) -> Iterator[None]:
         for t, level in zip(targets, old_levels):
             t.removeHandler(handler)
             t.setLevel(level)
+        if screen is not None:
+            targets[0].removeHandler(screen)
         handler.close()
+
+
+class _ConsoleWarnings(logging.StreamHandler):
+    """fairgptq's warnings during a run, on stderr as ``warning: ...`` (the run log has the details).
+
+    Warnings only: a failure's record carries its traceback for run.log, and the command prints the
+    failure itself as one message.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("warning: %(message)s"))
+        self.addFilter(lambda record: record.levelno == logging.WARNING)
 
 
 class Step:

@@ -115,11 +115,12 @@ def read_run_section(folder: Path, name: str) -> Any:
     if name not in data and field.is_required():
         raise RunRecordError(f"{path}: the run record has no {name!r}; a record from an older version is rerun by "
                              f"running its pipeline again")
-    try:
-        return TypeAdapter(field.annotation).validate_python(data.get(name, field.default))
+    try:  # strict: a metric written as the string '12.5' or as true is a broken record, not a number
+        return TypeAdapter(field.annotation).validate_python(data.get(name, field.default), strict=True)
     except ValidationError as e:
-        raise RunRecordError(f"{path}: {name!r} does not have the shape of this fairgptq version "
-                             f"({e.errors()[0]['msg']})") from None
+        where = ".".join(str(k) for k in (name, *e.errors()[0]["loc"]))
+        raise RunRecordError(f"{path}: {where} does not have the shape of this fairgptq version "
+                             f"({e.errors()[0]['msg']}, got {e.errors()[0]['input']!r})") from None
 
 
 def _read(path: Path) -> dict:

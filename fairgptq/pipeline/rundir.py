@@ -28,10 +28,10 @@ import ctypes
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import Iterable, Iterator
 import yaml
 
 from ..core.errors import FairGPTQError
+from ..outputs import check_name, write_file
 from .locking import run_lock
 
 COMPLETE = ".complete"
@@ -93,19 +94,8 @@ def is_fairgptq_dir(path: Path) -> bool:
             or (is_complete(p) and (p / "config.yaml").is_file()))
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file through a temp file in the same folder and ``os.replace`` (no torn files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; run outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# every file of a run is written whole and gets the umask's mode, as the exported weights do
+write_atomic = write_file
 
 
 def check_target(final: Path, *, force: bool, protect: Iterable[Path] = ()) -> None:
@@ -132,6 +122,7 @@ def check_target(final: Path, *, force: bool, protect: Iterable[Path] = ()) -> N
 
 def prepare_parent(final: Path) -> None:
     """Create the folder a run directory goes into, or say clearly why it cannot be."""
+    check_name(Path(final), "--out")
     parent = Path(final).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -146,19 +137,16 @@ def _partials(final: Path) -> list[Path]:
             *final.parent.glob(f".{final.name}.trash-*")]
 
 
-def _test_pause(step: str) -> None:
-    """Tests only: stop here (signalled through a file) so a test can kill the process at this exact step."""
-    if os.environ.get("FAIRGPTQ_TEST_PAUSE") == step:
-        Path(os.environ["FAIRGPTQ_TEST_PAUSE_FILE"]).write_text(str(os.getpid()))
-        time.sleep(600)
-
-
 def _discard(old: Path, final: Path) -> None:
     """Delete a replaced run so that no moment of it looks complete: .complete first, then a trash name, then the rest."""
     (old / COMPLETE).unlink(missing_ok=True)
     trash = final.parent / f".{final.name}.trash-{os.getpid()}"
     os.rename(old, trash)
-    _test_pause("discard")
+    _delete_trash(trash)
+
+
+def _delete_trash(trash: Path) -> None:
+    """The last step of :func:`_discard`, on its own so that a test can stop a run exactly here and kill it."""
     shutil.rmtree(trash)
 
 
@@ -197,6 +185,31 @@ def _salvage(partial: Path, final: Path) -> Path | None:
     os.rename(partial, dest)
     logger.warning("kept the exported model of an unfinished run in %s", dest)
     return dest
+
+
+SALVAGED = re.compile(r".+\.unevaluated(-\d+)?")
+
+
+def salvaged_copies(folder: Path) -> list[Path]:
+    """Every salvaged ``<name>.unevaluated[-N]`` run under ``folder`` (sweep points included), oldest first.
+
+    Only what :func:`_salvage` makes: a folder fairgptq wrote, not complete, holding an exported
+    model; a complete run, or a user's folder that happens to share the name, is never listed.
+    """
+    return sorted((p for p in Path(folder).rglob("*.unevaluated*") if _is_salvaged(p)), key=lambda p: p.stat().st_mtime)
+
+
+def _is_salvaged(path: Path) -> bool:
+    return (path.is_dir() and not path.is_symlink() and SALVAGED.fullmatch(path.name) is not None
+            and (path / MARKER).is_file() and not is_complete(path) and (path / EXPORTED_MODEL).is_file())
+
+
+def remove_salvaged(copy: Path) -> None:
+    """Delete one salvaged copy, under the lock of the run it was salvaged from (no run of that name is
+    salvaging or restoring meanwhile), checked again there."""
+    with run_lock(copy.parent / copy.name.split(".unevaluated", 1)[0]):
+        if _is_salvaged(copy):
+            shutil.rmtree(copy)
 
 
 def _recover(final: Path) -> None:
@@ -281,19 +294,31 @@ def _salvage_note(dest: Path) -> str:
     return f"the quantized model was exported before the failure and is kept in {dest / 'model'}{finish}"
 
 
+class FinishedMeanwhile(FairGPTQError):
+    """A sweep point another process completed after this one last looked: take it, do not run it again."""
+
+
 @contextmanager
-def atomic_run_dir(final: str | Path, *, force: bool = False, protect: Iterable[Path] = ()) -> Iterator[Path]:
+def atomic_run_dir(final: str | Path, *, force: bool = False, protect: Iterable[Path] = (),
+                   keep_complete: bool = False) -> Iterator[Path]:
     """Yield a temp folder; on success mark it complete and swap it into ``final``.
 
     On failure a partial holding an exported model is kept as ``<final>.unevaluated`` (the
     exception gets a note saying so and how to finish); any other partial stays, with its
     log, until the next attempt at the same run removes it.
+
+    ``keep_complete`` (sweep points): a run found complete once the lock is held was finished by
+    another shard since this process checked, so :class:`FinishedMeanwhile` is raised instead of
+    computing it again (a ``--force`` sweep drops its points' markers before it starts, so a
+    complete point here is always this sweep's own).
     """
     final = Path(final)
     protect = list(protect)
     prepare_parent(final)
     with run_lock(final):
         _recover(final)
+        if keep_complete and is_complete(final):
+            raise FinishedMeanwhile(f"{final} was completed by another process meanwhile")
         _remove_stale_partials(final)
         check_target(final, force=force, protect=protect)
         tmp = final.parent / f".{final.name}.partial-{os.getpid()}"

@@ -27,7 +27,7 @@ from .reuse import ReusablePoints
 from .run_record import RunRecord, read_run_record
 from ..evaluation.items import record_evaluation
 from .inputs import sweep_inputs
-from .rundir import atomic_run_dir, is_complete, mark_complete, remove_other_points, sweep_dir, write_atomic
+from .rundir import FinishedMeanwhile, atomic_run_dir, is_complete, mark_complete, remove_other_points, sweep_dir, write_atomic
 from .seeds import group_statistics, groups_report, plot_groups, unit_comparisons, units_report
 
 
@@ -87,6 +87,7 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
         if baseline is None and reusable is not None and spec.evaluation.float_baseline:
             baseline = reusable.baseline(resolved, target)
         remote: list[SweepUnit] = []  # units for a non-local executor, run after the loop
+        looked_up = matched = 0  # --reuse: points to run, and those found finished elsewhere
         for point in pipeline.points:
             folder = target / "points" / point.name
             if not point.in_shard(index, count):
@@ -98,9 +99,15 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
             console.rule(f"sweep point {point.index + 1}/{len(pipeline.points)}: {point.name}")
             point_spec = validate(point.raw, pipeline.source, environment=False)
             source = reusable.find(point_spec.model_dump(mode="json")) if reusable is not None else None
+            looked_up += reusable is not None
+            matched += source is not None
             if source is not None:
-                with atomic_run_dir(folder, force=True) as tmp:
-                    reusable.copy(source, tmp)
+                try:
+                    with atomic_run_dir(folder, force=True, keep_complete=True) as tmp:
+                        reusable.copy(source, tmp)
+                except FinishedMeanwhile:
+                    console.print(f"[green]✓[/] {point.name}: completed by another process meanwhile; taken")
+                    continue
                 console.print(f"[green]✓[/] {point.name}: the same run is finished in {source}; copied, not rerun")
                 logger.info("point %s reused from %s", point.name, source)
                 continue
@@ -117,9 +124,18 @@ def _run_sweep(pipeline: Pipeline, target: Path, force: bool, console: Console,
             if spec.executor.name != "local":
                 remote.append(SweepUnit(point.name, folder, point.raw, point.values, str(pipeline.source)))
                 continue
-            with atomic_run_dir(folder, force=True) as tmp, run_log(tmp / "run.log"):
-                logged(execute, point_spec, point_spec.model_dump(mode="json"), tmp, console,
-                        model_and_tok=shared, baseline=baseline, point=point.values, cache=cache)
+            try:
+                with atomic_run_dir(folder, force=True, keep_complete=True) as tmp, run_log(tmp / "run.log"):
+                    logged(execute, point_spec, point_spec.model_dump(mode="json"), tmp, console,
+                           model_and_tok=shared, baseline=baseline, point=point.values, cache=cache)
+            except FinishedMeanwhile:
+                console.print(f"[green]✓[/] {point.name}: completed by another process meanwhile; taken, not rerun")
+                logger.info("point %s completed by another process meanwhile, taken", point.name)
+        if reusable is not None:  # said also when nothing matched: a silent --reuse looks like one that worked
+            console.print(f"--reuse: {matched} of {looked_up} point(s) to run matched a finished point of "
+                          f"{', '.join(map(str, reuse))}" + ("" if matched or not looked_up else
+                                                             " (none had the same resolved settings, input files "
+                                                             "and versions)"))
         if remote:
             shared = None  # the tasks load the model themselves
             failures = run_on_ray(remote, ExecutorSettings(**spec.executor.model_dump()), console, baseline)

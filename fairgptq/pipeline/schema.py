@@ -13,6 +13,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt,
                       create_model, field_validator, model_serializer, model_validator)
 
 from ..core.architectures import ROLES
+from ..core.plain_numbers import PlainNumbers
 from ..core.errors import ConfigError, FairGPTQError
 from ..core.quantizer import QuantConfig
 from ..objectives.pair_activations import ALIGNMENTS
@@ -20,10 +21,10 @@ from ..objectives.pair_activations import ALIGNMENTS
 Role = Literal[ROLES]  # type: ignore[valid-type]
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors; defaults are validated too."""
+class Strict(PlainNumbers):
+    """Unknown keys are errors; defaults are validated too; numbers are numbers (no true, .inf or .nan)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 def _plugin_params(kind: str, name: str | None, params: dict[str, Any], *, defaults: bool = False) -> dict[str, Any]:

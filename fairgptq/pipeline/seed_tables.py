@@ -21,13 +21,19 @@ from ..comparison import compare_items
 from ..core.errors import ConfigError
 from ..evaluation.items import read_items
 from ..evaluation.report import headline_metrics
+from ..outputs import save_figure
 from ..statistics import paired_t, verdict
 from .run_record import read_run_section
 from .seeds import pooled_mcnemar
 
 
 def _interval(s: dict, signed: bool = False) -> str:
+    """``mean [lo, hi]``; the mean alone where one seed gives no interval, a dash where nothing was measured."""
     fmt = "{:+.2f}" if signed else "{:.2f}"
+    if s.get("mean") is None:
+        return "–"
+    if s.get("lo") is None or s.get("hi") is None:
+        return f"{fmt.format(s['mean'])} (no interval)"
     return f"{fmt.format(s['mean'])} [{fmt.format(s['lo'])}, {fmt.format(s['hi'])}]"
 
 
@@ -62,7 +68,8 @@ def difference_table(summary: dict, metrics: list[str], labels: list[str] | None
                 cells.append(_interval(g["metrics"][m]) if m in g["metrics"] else "–")
             else:
                 d = g["vs_reference"]["across_seeds"].get(m)
-                cells.append(f"{_interval(d, signed=True)}, p {d['p']:.2f}" if d else "–")
+                p = "–" if d is None or d.get("p") is None else f"{d['p']:.2f}"
+                cells.append(f"{_interval(d, signed=True)}, p {p}" if d else "–")
         rows.append("| " + " | ".join(cells) + " |")
     seconds = _seconds(summary)
     if all(g["group"] in seconds for _, g in columns):  # quantization + evaluation of one run, as timed
@@ -114,9 +121,15 @@ def category_table(sweep: Path, summary: dict, task: str, labels: list[str] | No
     sizes: dict[str, int] = {}
     for g in compared:
         for p in (p for p in points if p["group"] == g["group"]):
-            ref = shares(plain[g["reference"], p["seed"]]["name"])
+            reference = g.get("reference") or next((q["group"] for q in points if q["plain"]), None)
+            if (reference, p["seed"]) not in plain:
+                raise ConfigError(f"{p['name']}: no plain point {reference} ran seed {p['seed']} to compare it with")
+            ref = shares(plain[reference, p["seed"]]["name"])
             own = shares(p["name"])
             for cat, (s, n) in own.items():
+                if cat not in ref:
+                    raise ConfigError(f"{p['name']} scored {task} category {cat!r}, its plain reference did not: the "
+                                      f"two were evaluated on different items, so they cannot be paired")
                 diffs.setdefault(cat, {}).setdefault(g["group"], []).append(100 * (s - ref[cat][0]) / n)
                 sizes[cat] = n
     head = [f"{task} category ({_scored_pairs(sweep, points[0]['name'])})"] + [f"{label} − plain" for label in labels]
@@ -168,8 +181,8 @@ def forest_plot(sweep: Path, summary: dict, suffixes: list[str], labels: list[st
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out)
+    plt.close(fig)
     return out
 
 
@@ -178,7 +191,14 @@ class NotAGroup(ConfigError):
 
 
 def seed_runs(group: Path) -> dict[int, Path]:
-    runs = {int(d.name.split("=", 1)[1]): d for d in group.glob("seed=*") if (d / "results.json").is_file()}
+    runs = {}
+    for d in group.glob("seed=*"):
+        if not (d / "results.json").is_file():
+            continue
+        try:
+            runs[int(d.name.split("=", 1)[1])] = d
+        except ValueError:
+            raise NotAGroup(f"{d}: not a seed run folder (seed=<whole number>); move it out of {group}") from None
     if not runs:
         raise NotAGroup(f"{group} holds no finished seed runs (seed=<s>/results.json): give a point folder of a "
                         f"sweep with repeats, e.g. runs/<sweep>/points/000_alpha=0.0")
@@ -189,12 +209,25 @@ def _metrics(run: Path) -> dict[str, float | None]:
     return read_run_section(run, "metrics")
 
 
-def compare_groups(a: Path, b: Path, metrics: list[str]) -> dict:
-    """Per metric the two means and the seed-matched difference; per pair task the pooled McNemar counts."""
+def compare_groups(a: Path, b: Path, metrics: list[str], *, allow_unpaired: bool = False) -> dict:
+    """Per metric the two means and the seed-matched difference; per pair task the pooled McNemar counts.
+
+    Only seeds both groups ran are compared; seeds of one group only are refused unless
+    ``allow_unpaired`` (then named in ``dropped``): silently comparing fewer seeds than the user
+    asked for changes the interval without a word.
+    """
+    if a.resolve() == b.resolve():
+        raise ConfigError(f"--groups {a} {b}: both are the same group; a group compared with itself says nothing")
     runs_a, runs_b = seed_runs(a), seed_runs(b)
     seeds = sorted(set(runs_a) & set(runs_b))
+    dropped = {str(a): sorted(set(runs_a) - set(runs_b)), str(b): sorted(set(runs_b) - set(runs_a))}
+    dropped = {k: v for k, v in dropped.items() if v}
     if len(seeds) < 2:
         raise NotAGroup(f"{a} and {b} share {len(seeds)} seed(s); an interval needs at least 2")
+    if dropped and not allow_unpaired:
+        raise ConfigError("seeds in one group only: " + "; ".join(f"{k} has {v}" for k, v in dropped.items())
+                          + f" (both have {seeds}); finish those runs, or pass --allow-unpaired to compare the "
+                            f"common seeds only")
     values_a = [_metrics(runs_a[s]) for s in seeds]
     values_b = [_metrics(runs_b[s]) for s in seeds]
     rows = []
@@ -216,7 +249,8 @@ def compare_groups(a: Path, b: Path, metrics: list[str]) -> dict:
         items_a, items_b = read_items(runs_a[s] / "items"), read_items(runs_b[s] / "items")
         for task in sorted(set(items_a) & set(items_b)):
             item_rows += compare_items(task, items_a[task], items_b[task], n_boot=200)
-    return {"seeds": seeds, "rows": rows, "pooled_mcnemar": pooled_mcnemar(item_rows)}
+    return {"groups": [str(a), str(b)], "seeds": seeds, "dropped_seeds": dropped, "rows": rows,
+            "pooled_mcnemar": pooled_mcnemar(item_rows)}
 
 
 def groups_markdown(result: dict, labels: tuple[str, str]) -> str:
@@ -237,6 +271,8 @@ def groups_markdown(result: dict, labels: tuple[str, str]) -> str:
         lines.append(f"| {r['metric']} | {r['mean_a']:.2f} | {r['mean_b']:.2f} | "
                      f"{cell(r['mean'], r['lo'], r['hi'], r['p'], r['verdict'])} | "
                      f"{cell(r['mean'], w['lo'], w['hi'], w['p'], w['verdict'])} |")
+    for group, seeds in result.get("dropped_seeds", {}).items():
+        lines.append(f"\nSeeds {seeds} of {group} have no partner in the other group and are left out.")
     for task, c in result["pooled_mcnemar"].items():
         lines.append(f"\n{task}, McNemar pooled over seeds {result['seeds']}: {c['a_only']} pairs preferring the "
                      f"stereotype only under {a}, {c['b_only']} only under {b}; p = {c['p']:.2g}")
