@@ -155,7 +155,16 @@ def audit_all(base: str, quantized: Sequence[str], tasks: Iterable[str], *, outs
         if len(outs) != len(quantized):
             raise ConfigError(f"{len(quantized)} quantized checkpoints but {len(outs)} output folders; give one each")
         from .outputs import output_folder
-        for folder in outs:  # audit's own files are never written over an earlier result without ``force``
+        # --out is a new or empty folder (with several checkpoints, so is the folder holding their subfolders),
+        # all checked before any is made; ``force`` replaces an earlier audit's files
+        holders = {Path(f).parent for f in outs} if len(outs) > 1 else set()
+        for folder in [*holders, *map(Path, outs)]:
+            if not force and folder.is_dir() and any(folder.iterdir()):
+                clash = [n for n in AUDIT_OUTPUTS if (folder / n).exists()]
+                held = f"already holds {', '.join(clash)}" if clash else "exists and is not empty"
+                raise ConfigError(f"--out {folder}: the folder {held}; fairgptq does not replace a result: give a new "
+                                  f"folder (or pass --force to replace an earlier audit's {', '.join(AUDIT_OUTPUTS)})")
+        for folder in outs:
             output_folder(folder, AUDIT_OUTPUTS, force=force)
     for name in quantized:
         if _same_path(base, name):

@@ -39,13 +39,15 @@ numbers = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**6, 1
 
 def _exit_code(argv: list[str]) -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
+    # rich's consoles write to the sys.stdout / sys.stderr of the moment unless given a file; the fixed file
+    # (None: follow sys.*) is restored after, or every later test's capsys would miss the CLI's messages
+    saved = (cli.console._file, cli.errors._file)
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        console, errors = cli.console.file, cli.errors.file
         cli.console.file, cli.errors.file = out, err
         try:
             rc = cli.main(argv)
         finally:
-            cli.console.file, cli.errors.file = console, errors
+            cli.console._file, cli.errors._file = saved
     return rc, err.getvalue()
 
 
