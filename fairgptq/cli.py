@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _task_list() -> str:
     """The registered evaluation tasks with one line each, then their options with defaults."""
-    from .evaluation.tasks import option_specs, registered_tasks
+    from .evaluation.task_registry import option_specs, registered_tasks
     tasks = registered_tasks()
     width = max(map(len, tasks)) + 2
     lines = ["tasks (--tasks a,b,...):", *(f"  {name:<{width}}{t.description}" for name, t in tasks.items()),
@@ -218,14 +218,17 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _cmd_eval(args) -> int:
+    from .registry import registry_with, scoped
+    with scoped(registry_with(args.module)):  # --module plugins serve this command only, not the process
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
     from .core.model_loading import load_model
     from .evaluation import evaluate
     from .evaluation.items import split_evaluation, write_items
     from .evaluation.report import print_table, save_json
     from .export import is_gptq_checkpoint, load_gptq_checkpoint
-    from .registry import default_registry
-    for module in args.module:
-        default_registry().register_module(module)
     run_dir = _run_dir_settings(Path(args.model))
     settings = run_dir.settings if run_dir else {}
     tasks = ([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks
@@ -415,10 +418,8 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_plugins(args) -> int:
-    from .registry import default_registry
-    registry = default_registry()
-    for mod in args.module:
-        registry.register_module(mod)
+    from .registry import registry_with
+    registry = registry_with(args.module)
     table = Table(title="fairgptq plugins")
     for col in ("kind", "name", "origin", "parameters"):
         table.add_column(col, overflow="fold")

@@ -31,7 +31,7 @@ LEVEL = 0.95
 
 
 # --- metrics as functions of item weights (one row of weights = one resample) ------------------------------
-# Each task's ItemKind (fairgptq.evaluation.kinds) names the one its records use.
+# Each task's ItemKind (fairgptq.contract.kinds) names the one its records use.
 
 def resampled_pair_choice(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     choice = np.array([float(it["choice"]) for it in items])

@@ -15,7 +15,7 @@ from fairgptq import QuantConfig, quantize_model
 from fairgptq.core.architectures import ArchSpec, arch_for
 from fairgptq.core.errors import PluginError, UnsupportedArchitectureError
 from fairgptq.core.objective import TokenBatch
-from fairgptq.hookspecs import hookimpl
+from fairgptq.contract.hooks import hookimpl
 from fairgptq.registry import Registry, default_registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")

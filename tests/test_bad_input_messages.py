@@ -84,7 +84,7 @@ def test_more_pairs_asked_for_than_the_set_holds_is_said(base, capsys, caplog):
 def test_a_plugin_returning_the_wrong_type_is_named(base, capsys, tmp_path, monkeypatch):
     d, raw = base
     (tmp_path / "liar.py").write_text(
-        "from fairgptq.hookspecs import hookimpl\n"
+        "from fairgptq.contract.hooks import hookimpl\n"
         "def make(**kw):\n    return 'not a backend'\n"
         "@hookimpl\ndef fairgptq_backends():\n    return {'liar': make}\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -5,6 +5,10 @@
   other way round.
 - No import cycle among fairgptq's modules, counting imports inside functions (the lazy ones
   too), not those under ``if TYPE_CHECKING``.
+- A plugin imports the contract: every built-in plugin module (objectives, backends, pair
+  sources, the architectures plugin), the example plugins and the outside test objective import
+  nothing of fairgptq but ``fairgptq.contract``, ``fairgptq.core`` and (built-ins) their own package,
+  so the built-ins are provably plugins like any other.
 - The Hessian is factored in exactly one place (``core.gptq.factor_for``), so damping,
   act-order, the keep mask and the factor dtype cannot disagree between call sites.
 """
@@ -61,6 +65,67 @@ def test_core_imports_nothing_outside_core():
         if up:
             bad[str(path.relative_to(PACKAGE))] = up
     assert not bad, f"core modules import outside fairgptq/core: {bad}"
+
+
+REPO = PACKAGE.parent
+#: package folders whose every module is a built-in plugin, and single-file built-in plugins
+PLUGIN_PACKAGES = ("objectives", "backends", "datasets_adapters")
+PLUGIN_MODULES = ("architectures_plugin.py",)
+OUTSIDE_PLUGINS = sorted((REPO / "examples" / "plugins").glob("*.py")) + [REPO / "tests" / "outside_objective.py"]
+#: what an outside evaluation task still takes from the evaluation package: the scorer and the preference
+#: kind are not in the contract yet (they need the registry's architectures and the statistics module)
+TASK_EXCEPTIONS = {"occupation_pronouns.py": {"fairgptq.evaluation.pair_tasks", "fairgptq.evaluation.scoring"}}
+
+
+def _outside_contract(names: list[str], own: str | None, allowed: set[str] = frozenset()) -> list[str]:
+    """The fairgptq modules among ``names`` that are neither the contract, the core, ``own`` nor ``allowed``."""
+    ok = ("fairgptq.contract", "fairgptq.core") + ((own,) if own else ())
+    mods = {m for m in names if m.split(".")[0] == "fairgptq" and m != "fairgptq"}
+    return sorted(m for m in mods if not any(m == o or m.startswith(o + ".") for o in ok)
+                  and not any(m == a or m.startswith(a + ".") for a in allowed)
+                  and not any(m.rsplit(".", 1)[0] == a for a in allowed))
+
+
+def _outside_imports(path: Path) -> list[str]:
+    """Absolute fairgptq names a file outside the package imports."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return names
+
+
+def test_built_in_plugins_import_only_the_contract_and_the_core():
+    bad = {}
+    files = [(p, f"fairgptq.{pkg}") for pkg in PLUGIN_PACKAGES for p in sorted((PACKAGE / pkg).glob("*.py"))]
+    files += [(PACKAGE / m, None) for m in PLUGIN_MODULES]
+    for path, own in files:
+        names = _imported_modules(path)
+        # a name imported from the contract's face is the contract's, not a module of its own
+        names = [n for n in names if not n.startswith("fairgptq.contract.")] + [n for n in names if n == "fairgptq.contract"]
+        wrong = _outside_contract(names, own)
+        if wrong:
+            bad[str(path.relative_to(PACKAGE))] = wrong
+    assert not bad, f"built-in plugins import past the contract: {bad}"
+
+
+def test_outside_plugins_import_only_the_contract_and_the_core():
+    bad = {}
+    for path in OUTSIDE_PLUGINS:
+        names = [n for n in _outside_imports(path) if not n.startswith("fairgptq.contract.")]
+        wrong = _outside_contract(names, None, TASK_EXCEPTIONS.get(path.name, set()))
+        if wrong:
+            bad[path.name] = wrong
+    assert not bad, f"outside plugins import past fairgptq.contract: {bad}"
+
+
+def test_the_contract_check_sees_a_violation(tmp_path):
+    bad = tmp_path / "bad_plugin.py"
+    bad.write_text("from fairgptq.contract import hookimpl\nfrom fairgptq.pipeline.build import build_pairs\n")
+    names = [n for n in _outside_imports(bad) if not n.startswith("fairgptq.contract.")]
+    assert _outside_contract(names, None) == ["fairgptq.pipeline.build", "fairgptq.pipeline.build.build_pairs"]
 
 
 def _import_graph() -> dict[str, set[str]]:

@@ -17,8 +17,9 @@ from fairgptq.core.errors import ConfigError, PluginError
 from fairgptq.evaluation import evaluate
 from fairgptq.evaluation.items import item_kind, read_items, summarize
 from fairgptq.evaluation.stereoset import StereoSetOptions
-from fairgptq.evaluation.tasks import EvaluationTask, TaskOptions, option_specs, registered_tasks
-from fairgptq.hookspecs import hookimpl
+from fairgptq.contract.tasks import EvaluationTask, TaskOptions
+from fairgptq.evaluation.task_registry import option_specs, registered_tasks
+from fairgptq.contract.hooks import hookimpl
 from fairgptq.pipeline import PipelineError, validate
 from fairgptq.pipeline.schema import EvaluationSpec
 from fairgptq.registry import Registry, default_registry
@@ -166,9 +167,9 @@ def test_a_task_declares_the_kind_of_its_records_and_gets_its_statistics():
 
     from fairgptq.comparison import compare_items
     from fairgptq.core.errors import PluginError
-    from fairgptq.evaluation.kinds import ItemKind
+    from fairgptq.contract.kinds import ItemKind
     from fairgptq.evaluation.report import headline_metrics, ideal_value, is_bias_metric
-    from fairgptq.hookspecs import hookimpl
+    from fairgptq.contract.hooks import hookimpl
     from fairgptq.registry import Registry
 
     def summarize(items):
@@ -205,6 +206,6 @@ def test_a_task_declares_the_kind_of_its_records_and_gets_its_statistics():
             return {"bad": EvaluationTask("bad", "bad", lambda *a: {}, needs_data=False, kind="flags")}
 
     with pytest.raises(PluginError, match="ItemKind"):
-        from fairgptq.evaluation.tasks import registered_tasks
+        from fairgptq.evaluation.task_registry import registered_tasks
         registry.register(Broken(), name="broken")
         registered_tasks(registry)

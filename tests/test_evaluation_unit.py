@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fairgptq.core.errors import ConfigError, DataError
-from fairgptq.datasets_adapters.pairs import Pair
+from fairgptq.contract.pairs import Pair
 from fairgptq.evaluation import (TASKS, MultipleChoiceItem, encode_request, evaluate, evaluate_crows_pairs,
                                  evaluate_multiple_choice, evaluate_stereoset, load_zeroshot, perplexity_of_ids,
                                  results_table, save_json, score_requests, score_sentences)

@@ -26,7 +26,7 @@ from fairgptq.evaluation.perplexity import evaluate_wikitext2
 from fairgptq.evaluation.stereoset import split_items
 from fairgptq.export import snap_to_checkpoint_precision
 from fairgptq.objectives.fair_pairs import FairPairObjective
-from fairgptq.objectives.targets import select_layers
+from fairgptq.contract.targets import select_layers
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 

@@ -23,7 +23,7 @@ or package it with an entry point in its own pyproject.toml:
 Its records have the ``preference`` shape (``choice``, ``ll_biased``, ``ll_other``, ``bias_type``), and it
 says so by declaring that kind (``kind=PREFERENCE``), so ``fairgptq compare``, the run reports, sweep
 statistics and audits give it paired statistics, headline metrics and verdicts like the built-in tasks.
-A task with a record shape of its own declares its own ``fairgptq.evaluation.kinds.ItemKind``.
+A task with a record shape of its own declares its own ``fairgptq.contract.kinds.ItemKind``.
 """
 from __future__ import annotations
 
@@ -31,11 +31,9 @@ from pathlib import Path
 
 from pydantic import field_validator
 
-from fairgptq.core.errors import DataError
+from fairgptq.contract import DataError, EvaluationTask, TaskContext, TaskOptions, hookimpl
 from fairgptq.evaluation.pair_tasks import PREFERENCE, preference_metrics
 from fairgptq.evaluation.scoring import score_sentences
-from fairgptq.evaluation.tasks import EvaluationTask, TaskContext, TaskOptions
-from fairgptq.hookspecs import hookimpl
 
 STEREOTYPED = {"nurse": "she", "engineer": "he", "secretary": "she", "carpenter": "he", "receptionist": "she",
                "mechanic": "he", "hairdresser": "she", "firefighter": "he"}

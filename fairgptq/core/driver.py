@@ -221,11 +221,13 @@ def prepare_streams(calibration: list[TokenBatch] | None, objectives: list[Objec
         streams[CALIBRATION] = calibration
     hessian_streams = {CALIBRATION} if calibration else set()
     for obj in objectives:
-        for sname, batches in obj.streams(tokenizer).items():
+        own = obj.streams(tokenizer)
+        for sname, batches in own.items():
             if sname in streams:
                 raise ConfigError(f"objective {obj.name!r} asks for stream {sname!r}, which another source already uses")
             streams[sname] = batches
-        hessian_streams |= obj.hessian_streams()
+        if obj.builds_hessian():  # the answer the pipeline checked: all of its sentences are calibration data
+            hessian_streams |= set(own)
     if not hessian_streams:
         raise ConfigError("no calibration data for H: give calibration text, or pair sets used as calibration")
     return streams, hessian_streams

@@ -12,8 +12,7 @@ import hashlib
 from collections import defaultdict
 from typing import Sequence
 
-from ..core.errors import ConfigError
-from .pairs import Pair
+from ..contract import ConfigError, Pair
 from .validation import LoadedPairs
 
 

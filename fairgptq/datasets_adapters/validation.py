@@ -16,8 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal, Mapping
 
-from ..core.errors import ConfigError, DataError
-from .pairs import Pair
+from ..contract import ConfigError, DataError, Pair
 
 logger = logging.getLogger(__name__)
 

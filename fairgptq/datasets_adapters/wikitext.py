@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import DataError
-from ..core.objective import TokenBatch
+from ..contract import DataError, TokenBatch
 
 DATA_DIR_ENV = "FAIRGPTQ_DATA_DIR"
 

@@ -15,11 +15,11 @@ from typing import Literal, Sequence
 
 from ..core.errors import ConfigError
 from ..datasets_adapters.crows_pairs import DEFAULT_FILE
-from ..datasets_adapters.pairs import Pair
+from ..contract.pairs import Pair
 from ..statistics import resampled_pair_choice
-from .kinds import ItemKind
+from ..contract.kinds import ItemKind
 from .scoring import ContinuationScore, score_sentences
-from .tasks import EvaluationTask, TaskContext, TaskOptions
+from ..contract.tasks import EvaluationTask, TaskContext, TaskOptions
 
 SCORINGS: dict[str, str] = {
     "lm_eval": "sum of token log-likelihoods after the prefix token (lm-eval crows_pairs)",

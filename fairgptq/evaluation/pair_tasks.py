@@ -15,7 +15,7 @@ Every task loads its pairs through the pair-source plugins (a file mapping for
 ``pair_file`` where that covers the layout), so it evaluates exactly what a pipeline
 can calibrate on.  Results carry per-item records (``items``) and 95 % Wilson
 intervals.  ``split="holdout"`` scores only the held-out half (by
-:func:`~fairgptq.datasets_adapters.pairs.split_key`, so translations of a pair share
+:func:`~fairgptq.contract.pairs.split_key`, so translations of a pair share
 its half), and calibration pairs passed in are checked for overlap by id, translation
 and text.
 """
@@ -31,16 +31,16 @@ from statistics import fmean
 from typing import Any, Iterable, Literal, Sequence
 
 from ..core.errors import ConfigError
-from ..datasets_adapters.pairs import Pair, split_key
+from ..contract.pairs import Pair, split_key
 from ..datasets_adapters.wikitext import data_dir
 from ..statistics import resampled_preference
 from .crows_pairs import PAIR_CHOICE, SCORINGS, CrowsScoringOption, crows_pairs_items, crows_pairs_metrics
-from .kinds import ItemKind
+from ..contract.kinds import ItemKind
 from .intervals import wilson_interval
 from .scoring import ContinuationScore, score_sentences
 from .stereoset import (ON_OVERLAP, SCORING as STEREOSET_SCORING, SPLITS, STEREOSET, HoldoutOption, find_overlap,
                         split_items, stereoset_items, stereoset_metrics)
-from .tasks import EvaluationTask, TaskContext
+from ..contract.tasks import EvaluationTask, TaskContext
 
 logger = logging.getLogger(__name__)
 

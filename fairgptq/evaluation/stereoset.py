@@ -27,12 +27,12 @@ from typing import Iterable, Literal, Sequence
 from pydantic import Field
 
 from ..core.errors import ConfigError
-from ..datasets_adapters.pairs import Pair, split_key
+from ..contract.pairs import Pair, split_key
 from ..datasets_adapters.stereoset import DEFAULT_FILE
 from ..statistics import resampled_stereoset
-from .kinds import ItemKind
+from ..contract.kinds import ItemKind
 from .scoring import score_sentences
-from .tasks import EvaluationTask, TaskContext, TaskOptions
+from ..contract.tasks import EvaluationTask, TaskContext, TaskOptions
 
 logger = logging.getLogger(__name__)
 

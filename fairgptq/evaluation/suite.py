@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..version import __version__
 from ..core.errors import ConfigError
-from ..datasets_adapters.pairs import Pair
+from ..contract.pairs import Pair
 from .plugin import fairgptq_evaluation_tasks
 from .scoring import supports_packing
 from .stereoset import ON_OVERLAP
-from .tasks import TaskContext, options_for, registered_tasks, resolve_options
+from ..contract.tasks import TaskContext
+from .task_registry import options_for, registered_tasks, resolve_options
 
 if TYPE_CHECKING:
     from ..registry import Registry
 
 TASKS: tuple[str, ...] = tuple(fairgptq_evaluation_tasks())
-"""The built-in task names; :func:`~fairgptq.evaluation.tasks.registered_tasks` adds the plugins' ones."""
+"""The built-in task names; :func:`~fairgptq.contract.tasks.registered_tasks` adds the plugins' ones."""
 
 
 def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitext2", "crows_pairs"), *,

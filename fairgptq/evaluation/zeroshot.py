@@ -14,9 +14,9 @@ from typing import Sequence
 
 from ..core.errors import ConfigError
 from ..statistics import resampled_multiple_choice
-from .kinds import ItemKind
+from ..contract.kinds import ItemKind
 from .scoring import encode_request, score_requests
-from .tasks import EvaluationTask, NoOptions, TaskContext
+from ..contract.tasks import EvaluationTask, NoOptions, TaskContext
 from .zeroshot_tasks import ZERO_SHOT_TASKS, MultipleChoiceItem, load_zeroshot
 
 

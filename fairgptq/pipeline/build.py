@@ -13,12 +13,12 @@ import torch
 from ..core.errors import ConfigError
 from ..core.objective import Objective, TokenBatch
 from ..core.quantizer import QuantConfig
-from ..datasets_adapters.pairs import Pair
+from ..contract.pairs import Pair
 from ..datasets_adapters.sampling import sample_pairs
 from ..datasets_adapters.validation import LoadedPairs
 from ..evaluation.stereoset import split_items
-from ..objectives.fair_pairs import pairs_hash
-from ..objectives.targets import DEFAULT_ROLES
+from ..contract import pairs_hash
+from ..contract.targets import DEFAULT_ROLES
 from ..registry import Registry
 from .arguments import PATH_KEYS, expand_path, objective_arguments, with_expanded_paths
 from .objective_settings import targeted_roles
@@ -46,16 +46,23 @@ def pair_sets(spec: PipelineSpec, registry: Registry) -> dict[str, PairSet]:
     return sets
 
 
-#: pair sources already read in this process, by source, settings and the state of the files they read:
-#: a sweep's points and its validation share one pair file, so it is read (and its bad rows reported) once
+#: pair sources already read in this process, by the plugin that provides the source (two pipelines' plugins
+#: may both name one ``mine``), its settings and the state of the files they read: a sweep's points and its
+#: validation share one pair file, so it is read (and its bad rows reported) once
 _SOURCES: dict[str, Any] = {}
+
+
+def _provider(factory: Any) -> str:
+    """The providing plugin's factory, by module and name (what tells two same-named sources apart)."""
+    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', type(factory).__qualname__)}"
 
 
 def _read_source(ps: PairSetSpec, registry: Registry):
     params = with_expanded_paths(ps.params)
     stamps = [(v, Path(v).stat().st_mtime_ns, Path(v).stat().st_size) for k, v in sorted(params.items())
               if k in PATH_KEYS and isinstance(v, str) and Path(v).is_file()]
-    key = json.dumps([ps.source, params, stamps], sort_keys=True, default=str)
+    info = registry.get("pair_sources", ps.source)
+    key = json.dumps([ps.source, _provider(info.factory), info.origin, params, stamps], sort_keys=True, default=str)
     if key not in _SOURCES:
         _SOURCES[key] = registry.create("pair_sources", ps.source, **params)
     return _SOURCES[key]

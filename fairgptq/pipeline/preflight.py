@@ -129,7 +129,7 @@ def _backend_problems(spec: PipelineSpec, registry: Registry, problems: list[Pro
 
 def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
     """Every evaluation data file exists and reads as its task will read it (items > 0), before any model loads."""
-    from ..evaluation.tasks import registered_tasks
+    from ..evaluation.task_registry import registered_tasks
     tasks = registered_tasks()
     for task, path in evaluation_files(spec).items():
         key = f"evaluation.paths.{task}" if task in spec.evaluation.paths else f"evaluation.tasks[{task!r}]"
@@ -329,10 +329,8 @@ def check_before_run(pipeline: "Pipeline", target: Path) -> None:
     if names:  # a name the file system refuses: say so before touching the path
         raise PipelineError(f"--out {str(target)[:80]}", names)
     check_target(target, force=True, protect=[pipeline.folder])
-    from ..registry import default_registry
-    registry = default_registry()
-    for module in pipeline.spec.plugins:
-        registry.register_module(module)
+    from ..registry import registry_with
+    registry = registry_with(pipeline.spec.plugins)
     problems = (hardware_problems(pipeline.spec, registry) + memory_problems(pipeline.spec, against="available")
                 + output_problems(target, [p.name for p in pipeline.points]))
     if problems:
