@@ -53,7 +53,6 @@ def export_checkpoint(model: nn.Module, tokenizer, result: driver.QuantizationRe
 def load_pairs(source: str = "stereoset", *, split: str = "all", n: int | None = None, seed: int = 0,
                holdout_fraction: float = 0.5, registry: Registry | None = None, **params: Any) -> list:
     """A pair set as a pipeline builds one: a pair-source plugin's pairs, a split, a deterministic sample."""
-    from .pipeline.build import load_pair_set
-    from .pipeline.schema import PairSetSpec
-    spec = PairSetSpec(source=source, params=params, split=split, n=n, seed=seed, holdout_fraction=holdout_fraction)
-    return load_pair_set(spec, registry or default_registry()).pairs
+    from .datasets_adapters.sampling import pair_subset
+    loaded = (registry or default_registry()).create("pair_sources", source, **params)
+    return list(pair_subset(loaded, split, holdout_fraction, n, seed))

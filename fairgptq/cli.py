@@ -192,7 +192,7 @@ def _cmd_run(args) -> int:
         console.print(_metrics_table(results["metrics"], f"{results['pipeline']}: quantized model"))
         if results.get("vs_plain"):
             from .evaluation.report import main_metric
-            from .pipeline.report import vs_plain_sentence
+            from .analysis.run_report import vs_plain_sentence
             console.print("[bold]Against plain GPTQ on the same calibration[/] (paired over items; one run is one "
                           "draw of GPTQ's rounding noise, so only a significant difference is evidence):")
             for row in results["vs_plain"]:
@@ -364,18 +364,18 @@ def _rewrite_summary(sweep: Path) -> None:
 
 def _cmd_compare(args) -> int:
     if args.groups:
-        from .pipeline.seed_tables import compare_groups, groups_markdown
+        from .analysis.seed_tables import compare_groups, groups_markdown
         if args.runs or args.baseline:
             raise ConfigError("--groups compares two seed groups; give either --groups A B or RUN ... --baseline RUN")
         print(groups_markdown(compare_groups(*args.groups, args.metrics), tuple(args.labels)))
         return EXIT_OK
     if not args.runs or not args.baseline:
         raise ConfigError("give the runs to compare and --baseline RUN (or --groups A B for two seed groups)")
-    from .comparison import compare_runs, load_run, rich_table, write_outputs
+    from .analysis.comparison import compare_runs, load_run, rich_table, write_outputs
     if args.bootstrap < 100:
         raise ConfigError(f"--bootstrap needs at least 100 resamples for a 95 % interval (got {args.bootstrap})")
     if args.out:
-        from .comparison import check_output_folder
+        from .analysis.comparison import check_output_folder
         check_output_folder(Path(args.out))
     same = [r for r in args.runs if Path(r).resolve() == Path(args.baseline).resolve()]
     if same:
@@ -394,7 +394,7 @@ def _cmd_audit(args) -> int:
     from .audit import audit_all, output_folders
     outs = None
     if args.out:
-        from .comparison import check_output_folder
+        from .analysis.comparison import check_output_folder
         check_output_folder(Path(args.out))
         outs = output_folders(Path(args.out), args.quantized)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

@@ -88,6 +88,11 @@ class Registry:
             self._infos = None
             raise
 
+    def unregister(self, name: str) -> None:
+        """Remove a registered plugin by name (what a test that borrowed a registry gives back)."""
+        self.pm.unregister(name=name)
+        self._infos = None
+
     def _check(self) -> None:
         try:
             self.pm.check_pending()

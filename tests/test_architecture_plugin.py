@@ -43,7 +43,7 @@ def phi_plugin(monkeypatch):
     registry = default_registry()
     registry.register_module("phi_architecture")
     yield registry
-    registry.pm.unregister(name="phi_architecture")
+    registry.unregister("phi_architecture")
 
 
 def test_without_the_plugin_phi_is_refused_with_the_way_to_add_it():

@@ -91,7 +91,7 @@ def test_a_plugin_returning_the_wrong_type_is_named(base, capsys, tmp_path, monk
     rc, text = _validate(capsys, d, {**raw, "plugins": ["liar"], "backend": {"name": "liar"}})
     assert rc == 2 and "'liar'" in text and "not a fairgptq Backend" in text
     from fairgptq.registry import default_registry
-    default_registry().pm.unregister(name="liar")
+    assert not default_registry().pm.has_plugin("liar")  # the pipeline's plugin stayed in its own registry
 
 
 def test_a_model_folder_beside_the_cwd_but_not_the_pipeline(base, capsys, tmp_path, monkeypatch):

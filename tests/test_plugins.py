@@ -137,7 +137,8 @@ def fairgptq_pair_sources():
 
 
 def test_two_pipelines_whose_plugins_name_one_source_alike_get_their_own_pairs(tmp_path, monkeypatch):
-    from fairgptq.api import load_pairs
+    from fairgptq.pipeline.build import load_pair_set
+    from fairgptq.pipeline.schema import PairSetSpec
     from fairgptq.registry import pipeline_registry, scoped
     for word in ("alpha", "beta"):
         (tmp_path / f"same_name_{word}.py").write_text(SAME_NAME.format(word=word))
@@ -146,7 +147,7 @@ def test_two_pipelines_whose_plugins_name_one_source_alike_get_their_own_pairs(t
     for word in ("alpha", "beta"):
         registry = pipeline_registry([f"same_name_{word}"])
         with scoped(registry):
-            got[word] = load_pairs("same_source", registry=registry)
+            got[word] = load_pair_set(PairSetSpec(source="same_source"), registry).pairs
     assert got["alpha"][0].stereo == "alpha is here." and got["beta"][0].stereo == "beta is here."
 
 

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from fairgptq import cli
-from fairgptq.comparison import compare_items, compare_runs, load_run, markdown, write_outputs
+from fairgptq.analysis.comparison import compare_items, compare_runs, load_run, markdown, write_outputs
 from fairgptq.core.errors import ConfigError
 from fairgptq.evaluation.items import summarize, write_items
 from fairgptq.evaluation.items import kind_named

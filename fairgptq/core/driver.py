@@ -25,7 +25,7 @@ import torch.nn as nn
 from .architectures import ArchSpec, arch_for, decoder_layers
 from .backend import Backend
 from .errors import ConfigError
-from .gptq import QuantizedWeight
+from .gptq import QuantizedWeight, reconstruction_loss
 from .layer_runs import LayerRuns, RestartedRuns
 from .objective import Captured, FairSettings, Objective, TokenBatch
 from .score_gradient import GradientPasses
@@ -47,6 +47,10 @@ class ModuleReport:
     role: str
     shape: tuple[int, int]
     stability: dict
+    #: the layer-wise loss GPTQ minimises, tr((W − Ŵ) H (W − Ŵ)ᵀ) with W the module's weight before any
+    #: objective's pre-update and H its calibration Hessian (what IST-DASLab's fasterquant and
+    #: llm-compressor's quantize_weight return per module)
+    gptq_loss: float | None = None
     fair_mode: str | None = None
     fair_radius: float | None = None
     fair_overshoot: bool = False
@@ -194,8 +198,9 @@ class LayerQuantizer:
             extra = {} if C is None else {"linear": C}  # a backend written before linear terms still solves the rest
             sol = backend.solve(W, H, H_bias, config, fair, module=full, factored=shared, **extra)
             W_hat = sol.qweight.dequantize()
+            loss = reconstruction_loss(W.to(H.device), W_hat.to(H.device), H)  # before W (a view) is overwritten
             spec.set_weight(mod, W_hat)
-            rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict())
+            rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict(), gptq_loss=loss)
             if H_bias is not None or C is not None:
                 rep.fair_mode = sol.fair.mode if sol.fair else fair.mode
                 if sol.fair is not None:

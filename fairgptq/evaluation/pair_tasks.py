@@ -38,8 +38,8 @@ from .crows_pairs import PAIR_CHOICE, SCORINGS, CrowsScoringOption, crows_pairs_
 from ..contract.kinds import ItemKind
 from .intervals import wilson_interval
 from .scoring import ContinuationScore, score_sentences
-from .stereoset import (ON_OVERLAP, SCORING as STEREOSET_SCORING, SPLITS, STEREOSET, HoldoutOption, find_overlap,
-                        split_items, stereoset_items, stereoset_metrics)
+from ..datasets_adapters.splits import SPLITS, find_overlap, split_items
+from .stereoset import ON_OVERLAP, SCORING as STEREOSET_SCORING, STEREOSET, HoldoutOption, stereoset_items, stereoset_metrics
 from ..contract.tasks import EvaluationTask, TaskContext
 
 logger = logging.getLogger(__name__)

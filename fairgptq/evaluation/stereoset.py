@@ -17,7 +17,6 @@ calibrate on one part and evaluate on the other.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Iterable, Literal, Sequence
 from pydantic import Field
 
 from ..core.errors import ConfigError
-from ..contract.pairs import Pair, split_key
+from ..contract.pairs import Pair
+from ..datasets_adapters.splits import SPLITS, find_overlap, split_items
 from ..datasets_adapters.stereoset import DEFAULT_FILE
 from ..statistics import resampled_stereoset
 from ..contract.kinds import ItemKind
@@ -36,7 +36,6 @@ from ..contract.tasks import EvaluationTask, TaskContext, TaskOptions
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("all", "holdout", "calibration")
 ON_OVERLAP = ("error", "warn")
 SCORING = "bias_bench_generative: geometric-mean token probability after the prefix token"
 
@@ -52,51 +51,6 @@ class StereoSetOptions(HoldoutOption):
     calibration pairs are these very items (calibrate on ``split: calibration``)."""
 
     stereoset_split: Literal[SPLITS] = "holdout"  # type: ignore[valid-type]
-
-
-def in_holdout(source_id: str, fraction: float) -> bool:
-    """Deterministic membership of the held-out part: a hash of the id, stable across runs and machines."""
-    h = int.from_bytes(hashlib.sha256(source_id.encode("utf-8")).digest()[:8], "big")
-    return h / 2.0 ** 64 < fraction
-
-
-def split_items(items: Sequence[Pair], split: str, fraction: float) -> list[Pair]:
-    """The ``holdout`` part (≈ ``fraction`` of the items), its complement ``calibration``, or ``all``."""
-    if split not in SPLITS:
-        raise ConfigError(f"StereoSet split must be one of {SPLITS}, got {split!r}")
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"holdout_fraction must be in (0, 1), got {fraction}")
-    if split == "all":
-        return list(items)
-    held = [in_holdout(split_key(p), fraction) for p in items]
-    calibration = [p for p, h in zip(items, held) if not h]
-    if split == "calibration":
-        return calibration
-    # StereoSet repeats some sentences under other ids (6 of the 1077 held-out dev items repeat a
-    # calibration-half sentence).  Those items leave the holdout rather than the calibration half,
-    # so every calibration sample, and every number built on one, stays what it was.
-    seen = {t.strip() for p in calibration for t in (p.stereo, p.anti)}
-    return [p for p, h in zip(items, held) if h and p.stereo.strip() not in seen and p.anti.strip() not in seen]
-
-
-def find_overlap(items: Sequence[Pair], calibration: Iterable[Pair | str]) -> list[str]:
-    """Source ids of evaluated items that share an id or a sentence with the calibration set.
-
-    ``calibration`` may mix Pair objects, source ids and raw texts: texts matter because the
-    calibration sentences themselves build the Hessians, whatever file they came from.
-    """
-    ids: set[str] = set()
-    texts: set[str] = set()
-    for c in calibration:
-        if isinstance(c, Pair):
-            if c.source_id:
-                ids.add(c.source_id)
-            texts.update((c.stereo.strip(), c.anti.strip()))
-        else:
-            ids.add(c)
-            texts.add(c.strip())
-    return [p.source_id for p in items
-            if p.source_id in ids or p.stereo.strip() in texts or p.anti.strip() in texts]
 
 
 def stereoset_items(items: Sequence[Pair], stereo: Sequence[float], anti: Sequence[float],

@@ -14,9 +14,7 @@ from ..core.errors import ConfigError
 from ..core.objective import Objective, TokenBatch
 from ..core.quantizer import QuantConfig
 from ..contract.pairs import Pair
-from ..datasets_adapters.sampling import sample_pairs
-from ..datasets_adapters.validation import LoadedPairs
-from ..evaluation.stereoset import split_items
+from ..datasets_adapters.sampling import pair_subset
 from ..contract import pairs_hash
 from ..contract.targets import DEFAULT_ROLES
 from ..registry import Registry
@@ -73,10 +71,7 @@ def load_pair_set(ps: PairSetSpec, registry: Registry) -> PairSet:
     loaded = _read_source(ps, registry)
     bad_rows = getattr(loaded, "bad_rows", ())
     total = len(loaded)
-    if ps.split != "all":
-        loaded = LoadedPairs(split_items(loaded, ps.split, ps.holdout_fraction), bad_rows,
-                             getattr(loaded, "source", ""))
-    pairs = list(sample_pairs(loaded, ps.n, ps.seed, ps.stratify))
+    pairs = list(pair_subset(loaded, ps.split, ps.holdout_fraction, ps.n, ps.seed, ps.stratify))
     return PairSet(pairs, {
         "source": ps.source, "params": ps.params, "origin": getattr(loaded, "source", ""), "rows_read": total,
         "bad_rows": len(bad_rows), "bad_row_examples": [str(b) for b in bad_rows[:5]], "split": ps.split,
@@ -93,7 +88,7 @@ def pair_gap(spec: PipelineSpec, registry: Registry, model, tokenizer, calibrati
     """
     import json as _json
     from ..evaluation.pair_gap import PairGap
-    from ..evaluation.stereoset import find_overlap
+    from ..datasets_adapters.splits import find_overlap
     g = spec.evaluation.pair_gap
     held_out = load_pair_set(g.pairs, registry)
     overlap = find_overlap(held_out.pairs, calibration_pairs)

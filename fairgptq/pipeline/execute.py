@@ -20,7 +20,7 @@ from .model_paths import model_path
 from .objective_settings import config_is_plain
 from .plain_baseline import compare_with_float, compare_with_plain, evaluate_plain_gptq
 from .record import Step, gap_metrics, write_card, write_run_record
-from .report import headline_metrics
+from ..analysis.run_report import headline_metrics
 from .rundir import write_atomic
 from .schema import PipelineSpec
 

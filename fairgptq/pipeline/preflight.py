@@ -14,7 +14,6 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,8 +24,6 @@ from .inputs import evaluation_files
 from .messages import Problem
 from .schema import PipelineSpec
 
-if TYPE_CHECKING:
-    from .loading import Pipeline
 
 logger = logging.getLogger("fairgptq.pipeline")
 LONGEST_SUFFIX = len(".partial-4194304") + 2  # a partial's name: "." + name + this
@@ -177,7 +174,7 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
     if path is None or not path.is_file() or not used:
         return
     from ..datasets_adapters.stereoset import load_stereoset
-    from ..evaluation.stereoset import find_overlap, split_items
+    from ..datasets_adapters.splits import find_overlap, split_items
     try:
         options = spec.evaluation.options()
         items = split_items(load_stereoset(path, kind="intrasentence"), options["stereoset_split"],
@@ -281,7 +278,7 @@ def _target_problems(target: Path) -> list[Problem]:
     return []
 
 
-def _name_problems(target: Path) -> list[Problem]:
+def name_problems(target: Path) -> list[Problem]:
     """A path component longer than the file system allows (any check of the path would fail with an OSError)."""
     name_limit = _name_max(Path("/"))
     too_long = next((part for part in target.absolute().parts if len(part.encode()) > name_limit), None)
@@ -293,7 +290,7 @@ def _name_problems(target: Path) -> list[Problem]:
 
 def output_problems(target: Path, point_names: list[str]) -> list[Problem]:
     """Can every directory and file of this run be created under ``target``?"""
-    problems: list[Problem] = _name_problems(target)
+    problems: list[Problem] = name_problems(target)
     if problems:
         return problems
     existing = target.absolute()
@@ -319,20 +316,3 @@ def output_problems(target: Path, point_names: list[str]) -> list[Problem]:
             problems.append(("output", f"{str(d)[:80]}…: the path is too long for this file system"))
             break
     return problems
-
-
-def check_before_run(pipeline: "Pipeline", target: Path) -> None:
-    """At the start of ``run``: the hardware, the real --out and every sweep point's folder under it."""
-    from .messages import PipelineError
-    from .rundir import check_target
-    names = _name_problems(target)
-    if names:  # a name the file system refuses: say so before touching the path
-        raise PipelineError(f"--out {str(target)[:80]}", names)
-    check_target(target, force=True, protect=[pipeline.folder])
-    from ..registry import registry_with
-    registry = registry_with(pipeline.spec.plugins)
-    problems = (hardware_problems(pipeline.spec, registry) + memory_problems(pipeline.spec, against="available")
-                + output_problems(target, [p.name for p in pipeline.points]))
-    if problems:
-        raise PipelineError(f"--out {target}", problems)
-

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .core.errors import ConfigError
-from .evaluation.items import ITEMS_DIR, kind_of, read_items
-from .statistics import bootstrap_weights, mcnemar, paired_bootstrap, verdict
+from ..core.errors import ConfigError
+from ..evaluation.items import ITEMS_DIR, kind_of, read_items
+from ..statistics import bootstrap_weights, mcnemar, paired_bootstrap, verdict
+from .plotting import pyplot
 
 N_BOOT = 2000
 
@@ -128,7 +129,7 @@ def pair_gap_rows(reference: dict | None, run: dict | None, verdict: str = "no t
     One row, or none when either run did not measure it.  There is no per-run test: the ratio is
     exact given the weights, and its noise is GPTQ's rounding, which only repeats over seeds sample.
     """
-    from .evaluation.pair_gap import pooled_ratio
+    from ..evaluation.pair_gap import pooled_ratio
     if not (reference and run):
         return []
     targeted = [n for n, m in run["modules"].items() if m["targeted"]]
@@ -171,12 +172,11 @@ def markdown(result: dict) -> str:
 
 def forest_plot(result: dict, path: Path) -> bool:
     """One panel per metric: each run's difference from the baseline with its interval."""
-    from .pipeline.report import _plt
     rows = [(c["run"], r) for c in result["comparisons"] for r in c["rows"] if r["lo"] is not None]
     if not rows:
         return False
     metrics = list(dict.fromkeys(f"{r['task']}.{r['metric']}" for _, r in rows))
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 1.1 + 0.45 * len(result["comparisons"]) * len(metrics)),
                              squeeze=False)
     for ax, metric in zip(axes[:, 0], metrics):

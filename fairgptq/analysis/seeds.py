@@ -4,7 +4,7 @@ The reference of a point is the *plain* point (every objective's term is off, as
 model says, or no objective)
 that shares its seed and every swept value outside ``objectives`` — the natural pair, since
 it saw the same calibration sample and differs only by the fairness term.  Each unit is
-compared with it item by item (McNemar / paired bootstrap, :mod:`fairgptq.comparison`);
+compared with it item by item (McNemar / paired bootstrap, :mod:`fairgptq.analysis.comparison`);
 with repeats, every metric gets mean, SD and a t-interval across seeds, and the per-seed
 differences from the reference a paired t-interval, plus McNemar per pair task pooled over
 all seeds' pairs (which treats seeds' pairs as independent draws: say so where it is quoted;
@@ -18,11 +18,12 @@ from typing import Iterable
 
 from scipy import stats
 
-from ..comparison import compare_items, pair_gap_rows
+from .comparison import compare_items, pair_gap_rows
 from ..evaluation.items import read_items
 from ..evaluation.report import ideal_value, is_bias_metric, lower_is_better, main_metric
 from ..statistics import paired_t, t_interval, verdict
-from .run_record import read_run_section
+from ..run_record import read_run_section
+from .plotting import pyplot
 
 
 def _shared_values(unit: dict) -> dict:
@@ -162,14 +163,13 @@ def groups_report(groups: list[dict]) -> str:
 
 def plot_groups(groups: list[dict], path: Path) -> bool:
     """One panel per headline metric: each point's seed mean with its 95 % t-interval."""
-    from .report import _plt
     keys = list(dict.fromkeys(k for g in groups for k, s in g["metrics"].items() if s["mean"] is not None))
     bias = [k for k in keys if is_bias_metric(k)]
     metrics = [*bias[:1], *[k for k in keys if lower_is_better(k)][:1],
                *[k for k in keys if k == "pair_gap.ratio_targeted"], *bias[1:2]]
     if not metrics:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.9 + 0.4 * len(groups)), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for y, g in enumerate(groups):

@@ -17,13 +17,14 @@ from pathlib import Path
 import yaml
 from scipy import stats
 
-from ..comparison import compare_items
+from .comparison import compare_items
 from ..core.errors import ConfigError
 from ..evaluation.items import read_items
 from ..evaluation.report import headline_metrics
 from ..statistics import paired_t, verdict
-from .run_record import read_run_section
+from ..run_record import read_run_section
 from .seeds import pooled_mcnemar
+from .plotting import pyplot
 
 
 def _interval(s: dict, signed: bool = False) -> str:
@@ -143,10 +144,7 @@ def forest_plot(sweep: Path, summary: dict, suffixes: list[str], labels: list[st
         raise ConfigError(f"{sweep}: no compared metric ends in any of {suffixes}")
     labels = labels or [g["group"] for g in groups]
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(metrics) * len(groups)))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     height = 0.8 / len(groups)
