@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ..contract import ConfigError, DataError, Pair
 
 logger = logging.getLogger(__name__)
 
-OnBadRow = Literal["skip", "error"]
 BAD_ROW_POLICIES: tuple[str, ...] = ("skip", "error")
 
 # Bytes that are not UTF-8 survive decoding as lone surrogates (errors="surrogateescape"),

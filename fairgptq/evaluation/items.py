@@ -43,13 +43,6 @@ def registered_kinds() -> list[ItemKind]:
     return sorted(kinds.values(), key=lambda k: -len(k.fields))
 
 
-def kind_named(name: str) -> ItemKind:
-    for kind in registered_kinds():
-        if kind.name == name:
-            return kind
-    raise DataError(f"no registered task records items of kind {name!r}")
-
-
 def kind_of(items: Sequence[dict], task: str | None = None) -> ItemKind:
     """The kind ``task`` declares, checked against the records; without a task, the kind whose fields they carry."""
     if not items:
