@@ -207,3 +207,11 @@ def test_factor_hessian_has_exactly_one_call_site():
                 if name == "factor_hessian":
                     calls.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert len(calls) == 1 and calls[0].startswith("core/gptq.py"), calls
+
+
+def test_the_code_map_lists_every_module():
+    listed = (PACKAGE.parent / "docs" / "code_map.md").read_text(encoding="utf-8")
+    missing = [str(p.relative_to(PACKAGE.parent)) for p in sorted(PACKAGE.rglob("*.py"))
+               if f"`{p.relative_to(PACKAGE.parent).as_posix()}`" not in listed]
+    assert not missing, f"docs/code_map.md lists no line for {missing}; add one line each"
+
