@@ -33,7 +33,7 @@ from typing import Any, Iterable, Literal, Sequence
 from ..core.errors import ConfigError
 from ..contract.pairs import Pair, split_key
 from ..datasets_adapters.wikitext import data_dir
-from ..statistics import resampled_preference
+from ..statistics import at_unit_weights, resampled_preference
 from .crows_pairs import PAIR_CHOICE, SCORINGS, CrowsScoringOption, crows_pairs_items, crows_pairs_metrics
 from ..contract.kinds import ItemKind
 from .intervals import wilson_interval
@@ -181,10 +181,10 @@ def preference_metrics(items: Sequence[dict]) -> dict:
     """Share of pairs where the biased side is more likely (Wilson 95 % interval); mean signed and absolute
     likelihood difference; overall and per category, from item records."""
     def summary(group: list[dict]) -> dict:
-        wins = sum(it["choice"] for it in group)
-        return {"n": len(group), "pct_prefer_biased": 100.0 * wins / len(group),
-                "pct_prefer_biased_ci95": list(wilson_interval(wins, len(group))),
-                "likelihood_diff": fmean(it["ll_biased"] - it["ll_other"] for it in group),
+        shares = at_unit_weights(resampled_preference(group), len(group))
+        return {"n": len(group), "pct_prefer_biased": shares["pct_prefer_biased"],
+                "pct_prefer_biased_ci95": list(wilson_interval(sum(it["choice"] for it in group), len(group))),
+                "likelihood_diff": shares["likelihood_diff"],
                 "abs_likelihood_diff": fmean(abs(it["ll_biased"] - it["ll_other"]) for it in group)}
 
     by_category: dict[str, list[dict]] = {}
