@@ -18,6 +18,7 @@ import numpy as np
 from ..core.errors import ConfigError
 from ..evaluation.items import ITEMS_DIR, kind_of, read_items
 from ..statistics import bootstrap_weights, mcnemar, paired_bootstrap, verdict
+from .formatting import interval, number
 from .plotting import pyplot
 
 N_BOOT = 2000
@@ -143,15 +144,10 @@ def pair_gap_rows(reference: dict | None, run: dict | None, verdict: str = "no t
              "verdict": verdict}]
 
 
-def _num(v: float | None, digits: int = 4) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
-
-
 def row_sentence(row: dict, label_a: str, label_b: str) -> str:
     """``B − A = x [lo, hi], p = …, significant / not distinguishable from noise``."""
-    ci = f" [{_num(row['lo'])}, {_num(row['hi'])}]" if row["lo"] is not None else ""
     p = f", p = {row['p']:.3g}" if row["p"] is not None else ""
-    return f"{label_b} − {label_a} = {_num(row['diff'])}{ci}{p}, {row['verdict']}"
+    return f"{label_b} − {label_a} = {interval(row['diff'], row['lo'], row['hi'], '.4g')}{p}, {row['verdict']}"
 
 
 def markdown(result: dict) -> str:
@@ -162,9 +158,9 @@ def markdown(result: dict) -> str:
         lines += [f"## {comp['run']}", "", "| task | metric | n | baseline | run | difference [95 % CI] | p | test | verdict |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in comp["rows"]:
-            ci = f" [{_num(r['lo'])}, {_num(r['hi'])}]" if r["lo"] is not None else ""
-            lines.append(f"| {r['task']} | {r['metric']} | {r['n']} | {_num(r['a'])} | {_num(r['b'])} | "
-                         f"{_num(r['diff'])}{ci} | {_num(r['p'], 3)} | {r['test']} | {r['verdict']} |")
+            lines.append(f"| {r['task']} | {r['metric']} | {r['n']} | {number(r['a'])} | {number(r['b'])} | "
+                         f"{interval(r['diff'], r['lo'], r['hi'], '.4g')} | {number(r['p'], '.3g')} | {r['test']} | "
+                         f"{r['verdict']} |")
         lines += ["", *[f"- {r['task']}.{r['metric']}: {row_sentence(r, 'baseline', comp['run'])}"
                         for r in comp["rows"]], ""]
     return "\n".join(lines)
@@ -227,8 +223,7 @@ def rich_table(result: dict) -> Any:
         table.add_column(col, justify="right" if col in ("baseline", "run value", "p") else "left")
     for comp in result["comparisons"]:
         for r in comp["rows"]:
-            ci = f" [{_num(r['lo'])}, {_num(r['hi'])}]" if r["lo"] is not None else ""
             style = "bold" if r["verdict"] == "significant" else ""
-            table.add_row(comp["run"], f"{r['task']}.{r['metric']}", _num(r["a"]), _num(r["b"]),
-                          f"{_num(r['diff'])}{ci}", _num(r["p"], 3), r["verdict"], style=style)
+            table.add_row(comp["run"], f"{r['task']}.{r['metric']}", number(r["a"]), number(r["b"]),
+                          interval(r["diff"], r["lo"], r["hi"], ".4g"), number(r["p"], ".3g"), r["verdict"], style=style)
     return table

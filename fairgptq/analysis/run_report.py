@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.report import headline_metrics, ideal_value, is_bias_metric, lower_is_better
+from .formatting import interval
 from .plotting import pyplot
 
 
@@ -97,10 +98,9 @@ def metrics_table(metrics: dict[str, float], float_model: dict[str, float], plai
 
 def vs_plain_sentence(row: dict) -> str:
     """``task.metric: this run − plain GPTQ = x [lo, hi], p = …, verdict`` (plain values in brackets)."""
-    ci = f" [{row['lo']:.3g}, {row['hi']:.3g}]" if row.get("lo") is not None else ""
     p = f", p = {row['p']:.3g}" if row.get("p") is not None else ""
     return (f"{row['task']}.{row['metric']}: {row['b']:.4g} vs plain GPTQ {row['a']:.4g}; difference "
-            f"{row['diff']:+.3g}{ci}{p}: {row['verdict']}")
+            f"{interval(row['diff'], row.get('lo'), row.get('hi'), '+.3g')}{p}: {row['verdict']}")
 
 
 _OBJECTIVE_IDENTITY = ("name", "pair_set", "pairs", "pairs_sha256_16")

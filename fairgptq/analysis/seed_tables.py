@@ -24,12 +24,12 @@ from ..evaluation.report import headline_metrics
 from ..statistics import paired_t, verdict
 from ..run_record import read_run_section
 from .seeds import pooled_mcnemar
+from .formatting import interval
 from .plotting import pyplot
 
 
 def _interval(s: dict, signed: bool = False) -> str:
-    fmt = "{:+.2f}" if signed else "{:.2f}"
-    return f"{fmt.format(s['mean'])} [{fmt.format(s['lo'])}, {fmt.format(s['hi'])}]"
+    return interval(s["mean"], s["lo"], s["hi"], "+.2f" if signed else ".2f")
 
 
 def difference_table(summary: dict, metrics: list[str], labels: list[str] | None,

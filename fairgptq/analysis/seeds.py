@@ -23,6 +23,7 @@ from ..evaluation.items import read_items
 from ..evaluation.report import ideal_value, is_bias_metric, lower_is_better, main_metric
 from ..statistics import paired_t, t_interval, verdict
 from ..run_record import read_run_section
+from .formatting import interval
 from .plotting import pyplot
 
 
@@ -116,20 +117,18 @@ def units_report(units: list[dict]) -> str:
         for r in u["vs_reference"]["rows"]:
             if not main_metric(r["task"], r["metric"]):
                 continue
-            ci = f" [{r['lo']:.3g}, {r['hi']:.3g}]" if r["lo"] is not None else ""
             p = "–" if r["p"] is None else f"{r['p']:.3g}"
             lines.append(f"| {u['name']} | {u['vs_reference']['reference']} | {r['task']}.{r['metric']} | "
-                         f"{r['a']:.4g} | {r['b']:.4g} | {r['diff']:.3g}{ci} | {p} | {r['verdict']} |")
+                         f"{r['a']:.4g} | {r['b']:.4g} | {interval(r['diff'], r['lo'], r['hi'])} | {p} | "
+                         f"{r['verdict']} |")
     return "\n".join(lines) + "\n"
 
 
 def _ci(s: dict, digits: int = 2, sd: bool = False) -> str:
-    if s.get("mean") is None:
-        return "–"
-    if s.get("lo") is None:
-        return f"{s['mean']:.{digits}f}"
+    if s.get("mean") is None or s.get("lo") is None:
+        return interval(s.get("mean"), None, None, f".{digits}f")
     spread = f" (SD {s['sd']:.{digits}f})" if sd else ""
-    return f"{s['mean']:.{digits}f} [{s['lo']:.{digits}f}, {s['hi']:.{digits}f}]{spread}"
+    return interval(s["mean"], s["lo"], s["hi"], f".{digits}f") + spread
 
 
 def groups_report(groups: list[dict]) -> str:
