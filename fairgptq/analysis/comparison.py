@@ -19,7 +19,7 @@ from ..core.errors import ConfigError
 from ..evaluation.items import ITEMS_DIR, kind_of, read_items
 from ..statistics import bootstrap_weights, mcnemar, paired_bootstrap, verdict
 from .formatting import interval, number
-from .plotting import pyplot
+from .plotting import Estimate, Panel, forest_plot as draw
 
 N_BOOT = 2000
 
@@ -167,28 +167,14 @@ def markdown(result: dict) -> str:
 
 
 def forest_plot(result: dict, path: Path) -> bool:
-    """One panel per metric: each run's difference from the baseline with its interval."""
+    """One panel per metric: each run's difference from the baseline with its interval (red: significant)."""
     rows = [(c["run"], r) for c in result["comparisons"] for r in c["rows"] if r["lo"] is not None]
-    if not rows:
-        return False
     metrics = list(dict.fromkeys(f"{r['task']}.{r['metric']}" for _, r in rows))
-    plt = pyplot()
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 1.1 + 0.45 * len(result["comparisons"]) * len(metrics)),
-                             squeeze=False)
-    for ax, metric in zip(axes[:, 0], metrics):
-        sel = [(run, r) for run, r in rows if f"{r['task']}.{r['metric']}" == metric]
-        for y, (run, r) in enumerate(sel):
-            colour = "tab:red" if r["verdict"] == "significant" else "tab:gray"
-            ax.errorbar(r["diff"], y, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], fmt="o", color=colour,
-                        capsize=3)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(range(len(sel)), [run for run, _ in sel])
-        ax.set_title(f"{metric}: run − {result['baseline']} (95 % CI; red = significant)", fontsize=9)
-        ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    panels = [Panel([Estimate(run, r["diff"], r["lo"], r["hi"], "tab:red" if r["verdict"] == "significant" else "tab:gray")
+                     for run, r in rows if f"{r['task']}.{r['metric']}" == metric],
+                    title=f"{metric}: run − {result['baseline']} (95 % CI; red = significant)")
+              for metric in metrics]
+    return draw(panels, path) is not None
 
 
 def check_output_folder(out: Path) -> None:

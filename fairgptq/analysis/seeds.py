@@ -12,7 +12,6 @@ tasks are never pooled with each other, since their pairs are different tests).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Iterable
 
@@ -24,7 +23,7 @@ from ..evaluation.report import ideal_value, is_bias_metric, lower_is_better, ma
 from ..statistics import paired_t, t_interval, verdict
 from ..run_record import read_run_section
 from .formatting import interval
-from .plotting import pyplot
+from .plotting import Estimate, Panel, forest_plot as draw
 
 
 def _shared_values(unit: dict) -> dict:
@@ -161,30 +160,14 @@ def groups_report(groups: list[dict]) -> str:
 
 
 def plot_groups(groups: list[dict], path: Path) -> bool:
-    """One panel per headline metric: each point's seed mean with its 95 % t-interval."""
+    """One panel per headline metric: each point's seed mean with its 95 % t-interval (black: plain GPTQ)."""
     keys = list(dict.fromkeys(k for g in groups for k, s in g["metrics"].items() if s["mean"] is not None))
     bias = [k for k in keys if is_bias_metric(k)]
     metrics = [*bias[:1], *[k for k in keys if lower_is_better(k)][:1],
                *[k for k in keys if k == "pair_gap.ratio_targeted"], *bias[1:2]]
-    if not metrics:
-        return False
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.9 + 0.4 * len(groups)), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for y, g in enumerate(groups):
-            s = g["metrics"].get(metric)
-            if not s or s["mean"] is None:
-                continue
-            err = [[s["mean"] - s["lo"]], [s["hi"] - s["mean"]]] if s["lo"] is not None else None
-            ax.errorbar(s["mean"], y, xerr=err, fmt="o", color="k" if g["plain"] else "tab:blue", capsize=3)
-        if ideal_value(metric) is not None:
-            ax.axvline(ideal_value(metric), color="grey", lw=3, alpha=0.3)
-        ax.set_yticks(range(len(groups)), [g["group"] for g in groups], fontsize=7)
-        ax.set_title(f"{metric}\n(mean, 95 % t-interval over seeds)", fontsize=8)
-        ax.grid(alpha=0.3, axis="x")
-        if not math.isclose(ax.get_xlim()[0], ax.get_xlim()[1]):
-            ax.margins(x=0.1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    panels = [Panel([Estimate(g["group"], s["mean"], s["lo"], s["hi"], "k" if g["plain"] else "tab:blue")
+                     for g in groups if (s := g["metrics"].get(metric)) and s["mean"] is not None],
+                    title=f"{metric}\n(mean, 95 % t-interval over seeds)", reference=ideal_value(metric), band=True)
+              for metric in metrics]
+    return draw(panels, path, side_by_side=True) is not None
     return True
