@@ -201,12 +201,23 @@ def test_a_task_declares_the_kind_of_its_records_and_gets_its_statistics():
     finally:
         default_registry().unregister("flags_default")
 
-    class Broken:
-        @hookimpl
-        def fairgptq_evaluation_tasks(self):
-            return {"bad": EvaluationTask("bad", "bad", lambda *a: {}, needs_data=False, kind="flags")}
+    from fairgptq.evaluation.task_registry import registered_tasks
 
+    def plugin(kind):
+        class Named:
+            @hookimpl
+            def fairgptq_evaluation_tasks(self):
+                return {"named": EvaluationTask("named", "named", lambda *a: {}, needs_data=False, kind=kind)}
+        return Named()
+
+    # a kind named by a string is the registered kind of that name (an outside task needs no import of it)
+    registry.register(plugin("preference"), name="named")
+    assert registered_tasks(registry)["named"].kind.name == "preference"
+    registry.unregister("named")
+    registry.register(plugin("no_such_kind"), name="named")
+    with pytest.raises(PluginError, match="no registered task declares the kind 'no_such_kind'"):
+        registered_tasks(registry)
+    registry.unregister("named")
+    registry.register(plugin(42), name="named")
     with pytest.raises(PluginError, match="ItemKind"):
-        from fairgptq.evaluation.task_registry import registered_tasks
-        registry.register(Broken(), name="broken")
         registered_tasks(registry)

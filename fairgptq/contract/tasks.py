@@ -61,6 +61,9 @@ class TaskContext:
     progress: bool = True
     calibration: Sequence[Pair | str] | None = None
     on_overlap: str = "error"
+    #: ``score_sentences(model, tokenizer, sentences) -> [score]`` (``.logprob``, ``.n_tokens``): the one
+    #: scorer of the built-in tasks, with this context's batch size and progress bar (None outside ``evaluate``)
+    score_sentences: Callable[[Any, Any, Sequence[str]], list] | None = None
 
 
 Runner = Callable[[Any, Any, Any, TaskContext], dict]
@@ -85,9 +88,11 @@ class EvaluationTask:
     data_file: str | None = None
     needs_data: bool = True
     read_data: Callable[[Path | None], Sequence[Any] | str] | None = None
-    #: what its item records are, and what is computed from them (fairgptq.contract.kinds); None for a task
-    #: without item records (then it has no paired statistics and no headline metrics)
-    kind: ItemKind | None = None
+    #: what its item records are, and what is computed from them (fairgptq.contract.kinds): an ItemKind, or the
+    #: name of a registered task's kind (``"preference"``, ``"pair_choice"``); None for a task without item
+    #: records (then it has no paired statistics and no headline metrics).  A task whose result has ``items``
+    #: and a kind gets the kind's summary of them, under its own keys
+    kind: ItemKind | str | None = None
 
     def parameters(self) -> list[str]:
         """``option=default`` for each option (what ``fairgptq plugins`` and ``eval --help`` print)."""

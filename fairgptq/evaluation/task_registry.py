@@ -7,7 +7,7 @@ one default; two tasks declaring one name differently are refused.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
 from pydantic import ValidationError
@@ -27,6 +27,9 @@ def registered_tasks(registry: "Registry | None" = None) -> dict[str, Evaluation
         from ..registry import default_registry
         registry = default_registry()
     tasks: dict[str, EvaluationTask] = {}
+    infos = [info for info in registry.all() if info.kind == KIND]
+    kinds = {i.factory.kind.name: i.factory.kind for i in infos
+             if isinstance(i.factory, EvaluationTask) and isinstance(i.factory.kind, ItemKind)}
     for info in registry.all():
         if info.kind != KIND:
             continue
@@ -34,9 +37,14 @@ def registered_tasks(registry: "Registry | None" = None) -> dict[str, Evaluation
         if not isinstance(task, EvaluationTask) or task.name != info.name:
             raise PluginError(f"evaluation task {info.name!r} ({info.origin}) must be an "
                               f"fairgptq.contract.tasks.EvaluationTask named {info.name!r}, got {task!r}")
+        if isinstance(task.kind, str):  # a registered kind by name: the plugin needs no import of it
+            if task.kind not in kinds:
+                raise PluginError(f"evaluation task {info.name!r} ({info.origin}): no registered task declares the "
+                                  f"kind {task.kind!r}; kinds: {', '.join(sorted(kinds))}")
+            task = replace(task, kind=kinds[task.kind])
         if task.kind is not None and not isinstance(task.kind, ItemKind):
             raise PluginError(f"evaluation task {info.name!r} ({info.origin}): its kind must be a "
-                              f"fairgptq.contract.kinds.ItemKind, got {task.kind!r}")
+                              f"fairgptq.contract.kinds.ItemKind or a kind's name, got {task.kind!r}")
         if not (isinstance(task.options, type) and issubclass(task.options, TaskOptions)):
             raise PluginError(f"evaluation task {info.name!r} ({info.origin}): its options must be a subclass of "
                               f"fairgptq.contract.tasks.TaskOptions, got {task.options!r}")
