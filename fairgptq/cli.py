@@ -320,7 +320,7 @@ def _task_option_values(items: list[str]) -> dict:
 
 def _cmd_report(args) -> int:
     from .evaluation.items import item_tasks
-    from .pipeline import seed_tables
+    from .analysis import seed_tables
     from .pipeline.rundir import read_sweep_summary
     if args.rewrite:
         _rewrite_summary(args.sweep)
@@ -344,22 +344,26 @@ def _cmd_report(args) -> int:
 def _rewrite_summary(sweep: Path) -> None:
     """A finished sweep's summary written again from its points by this version (same pipeline, same points)."""
     import yaml
-    from .pipeline.loading import Pipeline, validate
+    from .pipeline.loading import Pipeline, own_registry, validate
     from .pipeline.runner import write_sweep_summary
+    from .registry import scoped
     from .pipeline.sweep import expand, single, with_repeats
     config = sweep / "sweep.yaml"
     if not config.is_file():
         raise ConfigError(f"{sweep} is not a sweep folder (no sweep.yaml)")
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    spec = validate(raw, str(config), environment=False)
-    points = expand(raw, spec.sweep.grid, spec.sweep.cases) if spec.sweep else single(raw)
-    if spec.repeats is not None:
-        points = with_repeats(points, spec.repeats.seeds)
-    pending = [p.name for p in points if not (sweep / "points" / p.name / "results.json").is_file()]
-    if pending:
-        raise ConfigError(f"{sweep}: {len(pending)} point(s) have no results yet (e.g. {pending[0]}); finish the sweep")
-    baseline = json.loads((sweep / "baseline.json").read_text()) if (sweep / "baseline.json").is_file() else None
-    write_sweep_summary(Pipeline(spec, raw, str(config), points), sweep, baseline)
+    registry = own_registry(raw)  # the sweep's plugins (its tasks' record kinds) for this rewrite only
+    with scoped(registry):
+        spec = validate(raw, str(config), environment=False)
+        points = expand(raw, spec.sweep.grid, spec.sweep.cases) if spec.sweep else single(raw)
+        if spec.repeats is not None:
+            points = with_repeats(points, spec.repeats.seeds)
+        pending = [p.name for p in points if not (sweep / "points" / p.name / "results.json").is_file()]
+        if pending:
+            raise ConfigError(f"{sweep}: {len(pending)} point(s) have no results yet (e.g. {pending[0]}); "
+                              f"finish the sweep")
+        baseline = json.loads((sweep / "baseline.json").read_text()) if (sweep / "baseline.json").is_file() else None
+        write_sweep_summary(Pipeline(spec, raw, str(config), points, registry), sweep, baseline)
 
 
 def _cmd_compare(args) -> int:
