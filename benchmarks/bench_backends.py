@@ -99,7 +99,7 @@ def stereoset_pairs(n: int = 256, seed: int = 0):
     """The pipelines' calibration pairs: n StereoSet intrasentence pairs of the calibration half, stratified."""
     from fairgptq.datasets_adapters.sampling import sample_pairs
     from fairgptq.datasets_adapters.stereoset import load_stereoset
-    from fairgptq.evaluation.stereoset import split_items
+    from fairgptq.datasets_adapters.splits import split_items
     return sample_pairs(split_items(load_stereoset(), "calibration", 0.5), n=n, seed=seed)
 
 

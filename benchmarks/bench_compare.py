@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fairgptq.comparison import compare_runs, load_run
+from fairgptq.analysis.comparison import compare_runs, load_run
 from fairgptq.evaluation.items import write_items
 
 GOAL_SECONDS = 10.0

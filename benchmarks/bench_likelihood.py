@@ -27,7 +27,7 @@ def calibration_pairs():
     from fairgptq.core.errors import DataError
     from fairgptq.datasets_adapters.sampling import sample_pairs
     from fairgptq.datasets_adapters.stereoset import load_stereoset
-    from fairgptq.evaluation.stereoset import split_items
+    from fairgptq.datasets_adapters.splits import split_items
     try:
         return sample_pairs(split_items(load_stereoset(), "calibration", 0.5), n=256, seed=0)
     except DataError as e:

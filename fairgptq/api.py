@@ -89,10 +89,9 @@ def load_pairs(source: str = "stereoset", *, split: str = "all", n: int | None =
     >>> len(pairs), pairs[0] == load_pairs("stereoset", split="calibration", n=8, seed=0)[0]
     (8, True)
     """
-    from .pipeline.build import load_pair_set
-    from .pipeline.schema import PairSetSpec
-    spec = PairSetSpec(source=source, params=params, split=split, n=n, seed=seed, holdout_fraction=holdout_fraction)
-    return load_pair_set(spec, registry or default_registry()).pairs
+    from .datasets_adapters.sampling import pair_subset
+    loaded = (registry or default_registry()).create("pair_sources", source, **params)
+    return list(pair_subset(loaded, split, holdout_fraction, n, seed))
 
 
 def text_batches(tokenizer, texts: Sequence[str] | Any, *, column: str = "text", batch_size: int = 8,
@@ -112,7 +111,7 @@ def text_batches(tokenizer, texts: Sequence[str] | Any, *, column: str = "text",
     >>> len(text_batches(tok, Dataset.from_dict({"text": ["the man was smart"] * 10}), batch_size=4))
     3
     """
-    from .objectives.tokens import text_batches as tokenised
+    from .contract.tokens import text_batches as tokenised
     if hasattr(texts, "column_names"):  # a datasets.Dataset: read one column
         if column not in texts.column_names:
             raise ConfigError(f"the dataset has no column {column!r} (it has {', '.join(texts.column_names)}); "

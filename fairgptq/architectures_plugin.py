@@ -1,8 +1,8 @@
 """The built-in model families, registered through the same hook as a plugin's (the core knows no registry)."""
 from __future__ import annotations
 
+from .contract import hookimpl
 from .core.architectures import ARCHITECTURES, ArchSpec
-from .hookspecs import hookimpl
 
 
 @hookimpl

@@ -4,7 +4,7 @@ Most people who run a 4-bit model did not quantize it.  The audit loads the base
 quantized version of it (a fairgptq export, any GPTQ checkpoint — GPTQModel's, AutoGPTQ's —, an
 llm-compressor / compressed-tensors checkpoint, or another format that loads on the CPU in
 transformers), scores both on the same items, and compares them item by item: each metric's
-difference with its 95 % interval and test (:mod:`fairgptq.comparison`), per bias category too, a
+difference with its 95 % interval and test (:mod:`fairgptq.analysis.comparison`), per bias category too, a
 forest plot, and a verdict in words.  A format that does not load here is refused with what would
 load it.  Before anything is evaluated, every checkpoint is opened and verified and compared with the
 base (same vocabulary and special tokens, same architecture and shapes, not the base itself): a
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .comparison import compare_items, forest_plot, row_sentence
+from .analysis.comparison import compare_items, forest_plot, row_sentence
 from .core.errors import ConfigError, FairGPTQError
 from .evaluation.report import ideal_value, is_bias_metric, lower_is_better
 from .outputs import write_file

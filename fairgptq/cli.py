@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _task_list() -> str:
     """The registered evaluation tasks with one line each, then their options with defaults."""
-    from .evaluation.tasks import option_specs, registered_tasks
+    from .evaluation.task_registry import option_specs, registered_tasks
     tasks = registered_tasks()
     width = max(map(len, tasks)) + 2
     lines = ["tasks (--tasks a,b,...):", *(f"  {name:<{width}}{t.description}" for name, t in tasks.items()),
@@ -234,7 +234,7 @@ def _cmd_run(args) -> int:
         console.print(_metrics_table(results["metrics"], f"{results['pipeline']}: quantized model"))
         if results.get("vs_plain"):
             from .evaluation.report import main_metric
-            from .pipeline.report import vs_plain_sentence
+            from .analysis.run_report import vs_plain_sentence
             console.print("[bold]Against plain GPTQ on the same calibration[/] (paired over items; one run is one "
                           "draw of GPTQ's rounding noise, so only a significant difference is evidence):")
             for row in results["vs_plain"]:
@@ -260,14 +260,17 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _cmd_eval(args) -> int:
+    from .registry import registry_with, scoped
+    with scoped(registry_with(args.module)):  # --module plugins serve this command only, not the process
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
     from .model_loading import load_model
     from .evaluation import evaluate
     from .evaluation.items import split_evaluation, write_items
     from .evaluation.report import print_table, save_json
     from .export import is_gptq_checkpoint, load_gptq_checkpoint
-    from .registry import default_registry
-    for module in args.module:
-        default_registry().register_module(module)
     run_dir = _run_dir_settings(Path(args.model))
     settings = run_dir.settings if run_dir else {}
     tasks = (_task_names(args.tasks) if args.tasks is not None
@@ -367,8 +370,8 @@ def _task_option_values(items: list[str]) -> dict:
 
 def _cmd_report(args) -> int:
     from .evaluation.items import item_tasks
+    from .analysis import seed_tables
     from .outputs import output_file
-    from .pipeline import seed_tables
     from .pipeline.sweep_summary import read_report_summary
     plot = output_file(args.plot, force=args.force, suffix=".png", flag="--plot") if args.plot else None
     if args.rewrite:
@@ -391,8 +394,9 @@ def _cmd_report(args) -> int:
 def _rewrite_summary(sweep: Path) -> None:
     """A finished sweep's summary written again from its points by this version (same pipeline, same points)."""
     import yaml
-    from .pipeline.loading import Pipeline, validate
+    from .pipeline.loading import Pipeline, own_registry, validate
     from .pipeline.runner import write_sweep_summary
+    from .registry import scoped
     from .pipeline.sweep import expand, single, with_repeats
     config = sweep / "sweep.yaml"
     if not config.is_file():
@@ -402,14 +406,17 @@ def _rewrite_summary(sweep: Path) -> None:
         baseline = json.loads((sweep / "baseline.json").read_text()) if (sweep / "baseline.json").is_file() else None
     except (OSError, ValueError, yaml.YAMLError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ConfigError(f"{sweep}: its sweep.yaml or baseline.json is not readable ({e}); rerun the sweep") from None
-    spec = validate(raw, str(config), environment=False)
-    points = expand(raw, spec.sweep.grid, spec.sweep.cases) if spec.sweep else single(raw)
-    if spec.repeats is not None:
-        points = with_repeats(points, spec.repeats.seeds)
-    pending = [p.name for p in points if not (sweep / "points" / p.name / "results.json").is_file()]
-    if pending:
-        raise ConfigError(f"{sweep}: {len(pending)} point(s) have no results yet (e.g. {pending[0]}); finish the sweep")
-    write_sweep_summary(Pipeline(spec, raw, str(config), points), sweep, baseline)
+    registry = own_registry(raw)  # the sweep's plugins (its tasks' record kinds) for this rewrite only
+    with scoped(registry):
+        spec = validate(raw, str(config), environment=False)
+        points = expand(raw, spec.sweep.grid, spec.sweep.cases) if spec.sweep else single(raw)
+        if spec.repeats is not None:
+            points = with_repeats(points, spec.repeats.seeds)
+        pending = [p.name for p in points if not (sweep / "points" / p.name / "results.json").is_file()]
+        if pending:
+            raise ConfigError(f"{sweep}: {len(pending)} point(s) have no results yet (e.g. {pending[0]}); "
+                              f"finish the sweep")
+        write_sweep_summary(Pipeline(spec, raw, str(config), points, registry), sweep, baseline)
 
 
 def _cmd_compare(args) -> int:
@@ -423,7 +430,7 @@ def _cmd_compare(args) -> int:
     if given:
         raise ConfigError(f"{', '.join(given)} apply to --groups only; compare RUN ... --baseline RUN compares every "
                           f"metric of the tasks the runs share")
-    from .comparison import N_BOOT, compare_runs, load_run, rich_table, write_outputs
+    from .analysis.comparison import N_BOOT, compare_runs, load_run, rich_table, write_outputs
     args.bootstrap = N_BOOT if args.bootstrap is None else args.bootstrap
     if args.bootstrap < 100:
         raise ConfigError(f"--bootstrap needs at least 100 resamples for a 95 % interval (got {args.bootstrap})")
@@ -445,7 +452,7 @@ def _cmd_compare(args) -> int:
 def _compare_groups(args) -> int:
     """``compare --groups A B``: two seed groups, B − A; every flag it does not use is refused, not ignored."""
     from .outputs import output_folder, write_file
-    from .pipeline.seed_tables import compare_groups, groups_markdown
+    from .analysis.seed_tables import compare_groups, groups_markdown
     if args.runs or args.baseline:
         raise ConfigError("--groups compares two seed groups; give either --groups A B or RUN ... --baseline RUN")
     unused = [flag for flag, value in (("--bootstrap", args.bootstrap), ("--seed", args.seed)) if value is not None]
@@ -494,10 +501,8 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_plugins(args) -> int:
-    from .registry import default_registry
-    registry = default_registry()
-    for mod in args.module:
-        registry.register_module(mod)
+    from .registry import registry_with
+    registry = registry_with(args.module)
     table = Table(title="fairgptq plugins")
     for col in ("kind", "name", "origin", "parameters"):
         table.add_column(col, overflow="fold")
@@ -526,7 +531,7 @@ def _cmd_inspect(args) -> int:
 def _data_files() -> list[str]:
     """Every data file a default pipeline or task reads: the calibration text, each task's file, the hub copies."""
     from .datasets_adapters.data_location import HUB_COPIES
-    from .evaluation.tasks import registered_tasks
+    from .evaluation.task_registry import registered_tasks
     files = {"wikitext2/valid.txt", *HUB_COPIES}
     files |= {t.data_file for t in registered_tasks().values() if t.needs_data and t.data_file}
     return sorted(files)

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Sequence
 
 import pluggy
 
-from . import hookspecs
+from .contract import hooks
 from .core import architectures as core_architectures
 from .core.architectures import ArchSpec
 from .core.errors import FairGPTQError, PluginError
@@ -36,7 +36,7 @@ class PluginInfo:
 
     def parameters(self) -> list[str]:
         """The settings a pipeline may give it under ``params``, from the plugin's settings model."""
-        from .plugin_params import SUPPLIED, describe_params, params_model
+        from .contract.params import SUPPLIED, describe_params, params_model
         if self.kind == "evaluation_tasks":  # not a factory: an EvaluationTask lists its options model's fields
             return self.factory.parameters()
         if self.kind == "architectures":  # a table entry, not a factory: nothing to set
@@ -48,8 +48,9 @@ class Registry:
     """Collects every plugin's names; lookups name the available choices when they fail."""
 
     def __init__(self, *, entry_points: bool = True) -> None:
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
-        self.pm.add_hookspecs(hookspecs)
+        self._infos: list[PluginInfo] | None = None  # every hook's answer, asked once per set of plugins
+        self.pm = pluggy.PluginManager(hooks.PROJECT)
+        self.pm.add_hookspecs(hooks)
         for mod in BUILTIN_MODULES:
             self.pm.register(importlib.import_module(mod), name=mod)
         if entry_points:
@@ -79,11 +80,18 @@ class Registry:
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin object; one that breaks the contract is removed again before the error."""
         self.pm.register(plugin, name=name)
+        self._infos = None
         try:
             self._check()
         except PluginError:
             self.pm.unregister(plugin)
+            self._infos = None
             raise
+
+    def unregister(self, name: str) -> None:
+        """Remove a registered plugin by name (what a test that borrowed a registry gives back)."""
+        self.pm.unregister(name=name)
+        self._infos = None
 
     def _check(self) -> None:
         try:
@@ -94,6 +102,12 @@ class Registry:
         self.all()  # duplicate names fail now, not at first use
 
     def all(self) -> list[PluginInfo]:
+        """Every plugin's names and factories; the hooks run once, again only after :meth:`register`."""
+        if self._infos is None:
+            self._infos = self._collect()
+        return list(self._infos)
+
+    def _collect(self) -> list[PluginInfo]:
         infos: list[PluginInfo] = []
         seen: dict[tuple[str, str], str] = {}
         for kind, hook in KINDS.items():
@@ -153,7 +167,7 @@ class Registry:
         of the wrong type or shape (TypeError, ValueError, KeyError, AttributeError) is reported as
         a PluginError naming the plugin and the params.
         """
-        from .plugin_params import SUPPLIED, params_model, unknown_settings
+        from .contract.params import SUPPLIED, params_model, unknown_settings
         info = self.get(kind, name)
         label = f"{kind[:-1].replace('_', ' ')} {name!r}"
         try:
@@ -182,7 +196,7 @@ def _check_made(kind: str, label: str, origin: str, made: Any) -> None:
     """A factory that returns the wrong kind of object is named now, not as an AttributeError deep in a run."""
     from .core.backend import Backend
     from .core.objective import Objective
-    from .datasets_adapters.pairs import Pair
+    from .contract.pairs import Pair
     expected = {"backends": (Backend, "a fairgptq Backend (fairgptq.core.backend)"),
                 "objectives": (Objective, "a fairgptq Objective (fairgptq.core.objective)")}
     if kind in expected and not isinstance(made, expected[kind][0]):
@@ -190,7 +204,7 @@ def _check_made(kind: str, label: str, origin: str, made: Any) -> None:
     if kind == "pair_sources" and (isinstance(made, (str, bytes)) or not isinstance(made, Sequence)
                                    or not all(isinstance(p, Pair) for p in made)):
         raise PluginError(f"{label} ({origin}): its factory returned {type(made).__name__}, not a list of Pair "
-                          f"(fairgptq.datasets_adapters.pairs.Pair)")
+                          f"(fairgptq.contract.pairs.Pair)")
 
 
 _SCOPED: ContextVar[Registry | None] = ContextVar("fairgptq_registry", default=None)
@@ -236,6 +250,20 @@ def pipeline_registry(plugins: Sequence[str] = ()) -> Registry:
             registry.register_module(module)
         except FairGPTQError:
             pass
+    return registry
+
+
+def registry_with(plugins: Sequence[str]) -> Registry:
+    """The registry in use inside a :func:`scoped` block with ``plugins`` registered, else a fresh one with them.
+
+    What a run, a preflight or a rewrite of a saved run calls: never the process-wide registry, so a
+    pipeline's plugins are seen by that pipeline alone.  A module that fails raises (PluginError).
+    """
+    registry = _SCOPED.get()
+    if registry is None:
+        registry = Registry()
+    for module in plugins:
+        registry.register_module(module)
     return registry
 
 

@@ -31,7 +31,14 @@ LEVEL = 0.95
 
 
 # --- metrics as functions of item weights (one row of weights = one resample) ------------------------------
-# Each task's ItemKind (fairgptq.evaluation.kinds) names the one its records use.
+# Each task's ItemKind (fairgptq.contract.kinds) names the one its records use.
+
+def at_unit_weights(metrics: dict[str, Callable[[np.ndarray], np.ndarray]], n_items: int) -> dict[str, float]:
+    """Each metric on the items as they are (every weight 1): a task's summary, so that the number a run
+    reports and the centre of its bootstrap are one computation, not two that could drift apart."""
+    weights = np.ones((1, n_items))
+    return {name: float(f(weights)[0]) for name, f in metrics.items()}
+
 
 def resampled_pair_choice(items: Sequence[dict]) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     choice = np.array([float(it["choice"]) for it in items])

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/plot_seed_differences.py runs/research/cross_lingual \
         --metric-suffix .pct_stereotype --out docs/research/cross_lingual.png
 
-The plot is :func:`fairgptq.pipeline.seed_tables.forest_plot`; this script keeps the commands in
+The plot is :func:`fairgptq.analysis.seed_tables.forest_plot`; this script keeps the commands in
 docs/research.md working.
 """
 from __future__ import annotations

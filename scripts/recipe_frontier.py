@@ -26,6 +26,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fairgptq.analysis.plotting import pyplot
 from fairgptq.pipeline.rundir import RunDirError, read_sweep_summary
 
 CROWS = "crows_pairs.pct_stereotype"
@@ -203,10 +204,7 @@ def verdict(points: list[Point]) -> str:
 
 
 def plot(points: list[Point], out: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     sweeps = list(dict.fromkeys(p.sweep for p in points))

@@ -5,30 +5,14 @@
         --labels "intrasentence" "intersentence" "RedditBias"
 
 ``--by-category TASK`` prints one pair task's per-category paired differences instead.  The tables are
-:mod:`fairgptq.pipeline.seed_tables`'; this script keeps the commands in docs/research.md working.
+:mod:`fairgptq.analysis.seed_tables`'; this script keeps the commands in docs/research.md working.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from fairgptq.core.errors import ConfigError
-from fairgptq.pipeline import seed_tables
 from fairgptq.pipeline.rundir import RunDirError, read_sweep_summary
-
-
-def table(*args, **kwargs) -> str:
-    try:
-        return seed_tables.difference_table(*args, **kwargs)
-    except ConfigError as e:
-        raise SystemExit(str(e)) from None
-
-
-def category_table(*args, **kwargs) -> str:
-    try:
-        return seed_tables.category_table(*args, **kwargs)
-    except ConfigError as e:
-        raise SystemExit(str(e)) from None
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/seed_group_difference.py runs/smollm2-seeds/points/000_alpha=0.0 \
         runs/research/recipe_default/points/000_alpha=0.0 --labels "plain, pairs H" "plain, WikiText-2 H"
 
-The comparison is :func:`fairgptq.pipeline.seed_tables.compare_groups`; this script keeps the commands
+The comparison is :func:`fairgptq.analysis.seed_tables.compare_groups`; this script keeps the commands
 in docs/research.md working.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from fairgptq.core.errors import ConfigError
-from fairgptq.pipeline.seed_tables import NotAGroup, compare_groups, groups_markdown
+from fairgptq.analysis.seed_tables import NotAGroup, compare_groups, groups_markdown
 
 markdown = groups_markdown
 

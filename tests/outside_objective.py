@@ -12,11 +12,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from fairgptq.core.objective import FairSettings
-from fairgptq.hookspecs import hookimpl
-from fairgptq.objectives.targets import TargetedObjective, TargetSelection
-from fairgptq.objectives.tokens import text_batches
-from fairgptq.plugin_params import validated
+from fairgptq.contract import FairSettings, TargetSelection, TargetedObjective, hookimpl, text_batches, validated
 
 
 class RidgeParams(TargetSelection):
@@ -43,9 +39,6 @@ class RidgeObjective(TargetedObjective):
 
     def streams(self, tokenizer) -> dict:
         return {"ridge:texts": text_batches(tokenizer, self.params.texts, batch_size=4)} if self.params.texts else {}
-
-    def hessian_streams(self) -> set[str]:
-        return {"ridge:texts"} if self.params.texts else set()
 
     def term(self, layer: int, role: str, inputs: dict) -> torch.Tensor | None:
         dim = next(iter(inputs.values()))[0].x.shape[-1]

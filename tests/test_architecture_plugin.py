@@ -15,7 +15,7 @@ from fairgptq import QuantConfig, quantize_model
 from fairgptq.core.architectures import ArchSpec, arch_for
 from fairgptq.core.errors import PluginError, UnsupportedArchitectureError
 from fairgptq.core.objective import TokenBatch
-from fairgptq.hookspecs import hookimpl
+from fairgptq.contract.hooks import hookimpl
 from fairgptq.registry import Registry, default_registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,7 +43,7 @@ def phi_plugin(monkeypatch):
     registry = default_registry()
     registry.register_module("phi_architecture")
     yield registry
-    registry.pm.unregister(name="phi_architecture")
+    registry.unregister("phi_architecture")
 
 
 def test_without_the_plugin_phi_is_mapped_by_the_fallback_as_the_plugin_maps_it(phi_plugin):

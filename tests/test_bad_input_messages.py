@@ -84,14 +84,14 @@ def test_more_pairs_asked_for_than_the_set_holds_is_said(base, capsys, caplog):
 def test_a_plugin_returning_the_wrong_type_is_named(base, capsys, tmp_path, monkeypatch):
     d, raw = base
     (tmp_path / "liar.py").write_text(
-        "from fairgptq.hookspecs import hookimpl\n"
+        "from fairgptq.contract.hooks import hookimpl\n"
         "def make(**kw):\n    return 'not a backend'\n"
         "@hookimpl\ndef fairgptq_backends():\n    return {'liar': make}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     rc, text = _validate(capsys, d, {**raw, "plugins": ["liar"], "backend": {"name": "liar"}})
     assert rc == 2 and "'liar'" in text and "not a fairgptq Backend" in text
     from fairgptq.registry import default_registry
-    default_registry().pm.unregister(name="liar")
+    assert not default_registry().pm.has_plugin("liar")  # the pipeline's plugin stayed in its own registry
 
 
 def test_a_model_folder_beside_the_cwd_but_not_the_pipeline(base, capsys, tmp_path, monkeypatch):

@@ -3,8 +3,13 @@
 - The core (maths, driver, backend and objective contracts) imports nothing outside
   ``fairgptq/core``: plugins, the registry, the pipeline and evaluation plug into it, not the
   other way round.
-- No import cycle among fairgptq's modules, counting imports inside functions (the lazy ones
-  too), not those under ``if TYPE_CHECKING``.
+- No import cycle among fairgptq's modules, nor among its packages (``fairgptq.pipeline`` as one
+  node, ``fairgptq.cli`` as another), counting imports inside functions (the lazy ones) and those
+  under ``if TYPE_CHECKING``: a circle a type checker follows is a circle a reader follows.
+- A plugin imports the contract: every built-in plugin module (objectives, backends, pair
+  sources, the architectures plugin), the example plugins and the outside test objective import
+  nothing of fairgptq but ``fairgptq.contract``, ``fairgptq.core`` and (built-ins) their own package,
+  so the built-ins are provably plugins like any other.
 - The Hessian is factored in exactly one place (``core.gptq.factor_for``), so damping,
   act-order, the keep mask and the factor dtype cannot disagree between call sites.
 """
@@ -24,15 +29,10 @@ def _module_name(path: Path) -> str:
 
 
 def _imported_modules(path: Path) -> list[str]:
-    """Absolute names of every module ``path`` imports (relative imports resolved), at any depth.
-
-    Imports under ``if TYPE_CHECKING:`` are left out: they never run.
-    """
+    """Absolute names of every module ``path`` imports (relative imports resolved), at any depth,
+    those under ``if TYPE_CHECKING:`` included."""
     package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
-            node.body = []
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -61,6 +61,62 @@ def test_core_imports_nothing_outside_core():
         if up:
             bad[str(path.relative_to(PACKAGE))] = up
     assert not bad, f"core modules import outside fairgptq/core: {bad}"
+
+
+REPO = PACKAGE.parent
+#: package folders whose every module is a built-in plugin, and single-file built-in plugins
+PLUGIN_PACKAGES = ("objectives", "backends", "datasets_adapters")
+PLUGIN_MODULES = ("architectures_plugin.py",)
+OUTSIDE_PLUGINS = sorted((REPO / "examples" / "plugins").glob("*.py")) + [REPO / "tests" / "outside_objective.py"]
+
+
+def _outside_contract(names: list[str], own: str | None) -> list[str]:
+    """The fairgptq modules among ``names`` that are neither the contract, the core nor ``own``."""
+    ok = ("fairgptq.contract", "fairgptq.core") + ((own,) if own else ())
+    mods = {m for m in names if m.split(".")[0] == "fairgptq" and m != "fairgptq"}
+    return sorted(m for m in mods if not any(m == o or m.startswith(o + ".") for o in ok))
+
+
+def _outside_imports(path: Path) -> list[str]:
+    """Absolute fairgptq names a file outside the package imports."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return names
+
+
+def test_built_in_plugins_import_only_the_contract_and_the_core():
+    bad = {}
+    files = [(p, f"fairgptq.{pkg}") for pkg in PLUGIN_PACKAGES for p in sorted((PACKAGE / pkg).glob("*.py"))]
+    files += [(PACKAGE / m, None) for m in PLUGIN_MODULES]
+    for path, own in files:
+        names = _imported_modules(path)
+        # a name imported from the contract's face is the contract's, not a module of its own
+        names = [n for n in names if not n.startswith("fairgptq.contract.")] + [n for n in names if n == "fairgptq.contract"]
+        wrong = _outside_contract(names, own)
+        if wrong:
+            bad[str(path.relative_to(PACKAGE))] = wrong
+    assert not bad, f"built-in plugins import past the contract: {bad}"
+
+
+def test_outside_plugins_import_only_the_contract_and_the_core():
+    bad = {}
+    for path in OUTSIDE_PLUGINS:
+        names = [n for n in _outside_imports(path) if not n.startswith("fairgptq.contract.")]
+        wrong = _outside_contract(names, None)
+        if wrong:
+            bad[path.name] = wrong
+    assert not bad, f"outside plugins import past fairgptq.contract: {bad}"
+
+
+def test_the_contract_check_sees_a_violation(tmp_path):
+    bad = tmp_path / "bad_plugin.py"
+    bad.write_text("from fairgptq.contract import hookimpl\nfrom fairgptq.pipeline.build import build_pairs\n")
+    names = [n for n in _outside_imports(bad) if not n.startswith("fairgptq.contract.")]
+    assert _outside_contract(names, None) == ["fairgptq.pipeline.build", "fairgptq.pipeline.build.build_pairs"]
 
 
 def _import_graph() -> dict[str, set[str]]:
@@ -113,6 +169,29 @@ def test_no_import_cycle_among_fairgptq_modules():
     assert _cycles(graph) == []
 
 
+def _package_of(module: str) -> str:
+    """``fairgptq.pipeline.build`` -> ``fairgptq.pipeline``; a top-level module is its own node."""
+    return ".".join(module.split(".")[:2])
+
+
+def _package_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, imported in _import_graph().items():
+        node = _package_of(name)
+        graph.setdefault(node, set()).update(p for p in map(_package_of, imported) if p != node and p != "fairgptq")
+    return {n: {m for m in e if m in graph} for n, e in graph.items()}
+
+
+def test_no_import_cycle_among_fairgptq_packages():
+    graph = _package_graph()
+    assert "fairgptq.contract" in graph["fairgptq.objectives"]  # packages are nodes
+    assert _cycles(graph) == []
+
+
+def test_the_import_walker_sees_type_checking_imports():
+    assert "fairgptq.registry" in _imported_modules(PACKAGE / "evaluation" / "task_registry.py")
+
+
 def test_factor_hessian_has_exactly_one_call_site():
     calls = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -123,3 +202,11 @@ def test_factor_hessian_has_exactly_one_call_site():
                 if name == "factor_hessian":
                     calls.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert len(calls) == 1 and calls[0].startswith("core/gptq.py"), calls
+
+
+def test_the_code_map_lists_every_module():
+    listed = (PACKAGE.parent / "docs" / "code_map.md").read_text(encoding="utf-8")
+    missing = [str(p.relative_to(PACKAGE.parent)) for p in sorted(PACKAGE.rglob("*.py"))
+               if f"`{p.relative_to(PACKAGE.parent).as_posix()}`" not in listed]
+    assert not missing, f"docs/code_map.md lists no line for {missing}; add one line each"
+

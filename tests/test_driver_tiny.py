@@ -294,3 +294,25 @@ def test_non_finite_activations_are_reported_by_module():
         model.model.layers[1].post_attention_layernorm.weight[3] = float("nan")
     with pytest.raises(NonFiniteError, match=r"model\.layers\.1\.mlp\.gate_proj: the calibration activations"):
         quantize_model(model, batches(1), QuantConfig(group_size=32), progress=False)
+
+
+@pytest.mark.parametrize("objective", [False, True])
+def test_each_module_reports_its_gptq_loss(objective):
+    """The recorded loss is tr((W − Ŵ) H (W − Ŵ)ᵀ) with H rebuilt here from a forward of the finished model
+    (true-sequential: each module's input is what the driver saw) and W the float weight."""
+    from fairgptq.objectives.fair_pairs import MatrixObjective
+    model = tiny_model("llama")
+    float_model = copy.deepcopy(model)
+    calib = batches(pad=3)
+    objectives = ([MatrixObjective(lambda l, r, d: torch.eye(d), alpha=0.5, roles=("attn_out",), mode="exact")]
+                  if objective else [])
+    res = quantize_model(model, calib, QuantConfig(bits=3, group_size=32), objectives=objectives, progress=False)
+    names = [r.name for r in res.reports]
+    hessians = _hessians_by_forward(model, names, calib)
+    for rep in res.reports:
+        E = (float_model.get_submodule(rep.name).weight.data - res.qweights[rep.name].dequantize()).double()
+        expected = float(torch.trace(E @ hessians[rep.name].double() @ E.T))
+        assert rep.gptq_loss == pytest.approx(expected, rel=1e-3), rep.name
+        assert rep.gptq_loss > 0
+        exact = objective and rep.role == "attn_out"
+        assert (rep.stability["exact_update_attempts"] >= 1) == exact, rep.name  # counted, not only told

@@ -19,7 +19,7 @@ from fairgptq.evaluation.items import read_items, summarize
 from fairgptq.core.errors import ConfigError
 from fairgptq.evaluation import evaluate
 from fairgptq.evaluation.pair_tasks import PAIR_TASKS, evaluate_pair_task, load_task_pairs
-from fairgptq.evaluation.stereoset import split_items
+from fairgptq.datasets_adapters.splits import split_items
 
 N_FRENCH = 300
 

@@ -10,7 +10,7 @@ import torch
 from fairgptq.core.errors import ConfigError
 from fairgptq.datasets_adapters.stereoset import load_stereoset
 from fairgptq.evaluation import evaluate, evaluate_stereoset, evaluate_wikitext2, score_sentences
-from fairgptq.evaluation.stereoset import split_items
+from fairgptq.datasets_adapters.splits import split_items
 
 pytestmark = pytest.mark.real_model
 

@@ -17,8 +17,9 @@ from fairgptq.core.errors import ConfigError, PluginError
 from fairgptq.evaluation import evaluate
 from fairgptq.evaluation.items import item_kind, read_items, summarize
 from fairgptq.evaluation.stereoset import StereoSetOptions
-from fairgptq.evaluation.tasks import EvaluationTask, TaskOptions, option_specs, registered_tasks
-from fairgptq.hookspecs import hookimpl
+from fairgptq.contract.tasks import EvaluationTask, TaskOptions
+from fairgptq.evaluation.task_registry import option_specs, registered_tasks
+from fairgptq.contract.hooks import hookimpl
 from fairgptq.pipeline import PipelineError, validate
 from fairgptq.pipeline.schema import EvaluationSpec
 from fairgptq.registry import Registry, default_registry
@@ -41,7 +42,7 @@ def in_default_registry(plugin_path):
     """The example registered in the process-wide registry (CLI, schema), removed again afterwards."""
     yield default_registry()
     if default_registry().pm.has_plugin(MODULE):
-        default_registry().pm.unregister(name=MODULE)
+        default_registry().unregister(MODULE)
 
 
 def test_builtin_tasks_are_registered_with_their_options():
@@ -123,7 +124,8 @@ def test_example_task_runs_through_the_cli(in_default_registry, tmp_path, capsys
     assert "pct_prefer_biased" in capsys.readouterr().out
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert results["tasks"][MODULE]["n"] == len(read_items(tmp_path / "ev" / "items")[MODULE]) == 8
-    assert cli.main(["eval", str(model), "--tasks", MODULE, "--set", "pronoun_template=no slots"]) == 2
+    assert not in_default_registry.pm.has_plugin(MODULE)  # --module served that command only
+    assert cli.main(["eval", str(model), "--module", MODULE, "--tasks", MODULE, "--set", "pronoun_template=no slots"]) == 2
     assert "must contain {occupation} and {pronoun}" in capsys.readouterr().err
     assert cli.main(["eval", str(model), "--tasks", "wikitext2", "--set", "stereoset_split"]) == 2
     assert "OPTION=VALUE" in capsys.readouterr().err
@@ -164,11 +166,11 @@ def test_a_task_declares_the_kind_of_its_records_and_gets_its_statistics():
     headline and direction come from it; a kind of the wrong type is refused when registered."""
     import numpy as np
 
-    from fairgptq.comparison import compare_items
+    from fairgptq.analysis.comparison import compare_items
     from fairgptq.core.errors import PluginError
-    from fairgptq.evaluation.kinds import ItemKind
+    from fairgptq.contract.kinds import ItemKind
     from fairgptq.evaluation.report import headline_metrics, ideal_value, is_bias_metric
-    from fairgptq.hookspecs import hookimpl
+    from fairgptq.contract.hooks import hookimpl
     from fairgptq.registry import Registry
 
     def summarize(items):
@@ -197,14 +199,25 @@ def test_a_task_declares_the_kind_of_its_records_and_gets_its_statistics():
         assert headline_metrics({"tasks": {"flag_task": {"pct_flagged": 20.0, "n": 30}}}) == {"flag_task.pct_flagged": 20.0}
         assert ideal_value("flag_task.pct_flagged") == 0.0 and is_bias_metric("flag_task.pct_flagged")
     finally:
-        default_registry().pm.unregister(name="flags_default")
+        default_registry().unregister("flags_default")
 
-    class Broken:
-        @hookimpl
-        def fairgptq_evaluation_tasks(self):
-            return {"bad": EvaluationTask("bad", "bad", lambda *a: {}, needs_data=False, kind="flags")}
+    from fairgptq.evaluation.task_registry import registered_tasks
 
+    def plugin(kind):
+        class Named:
+            @hookimpl
+            def fairgptq_evaluation_tasks(self):
+                return {"named": EvaluationTask("named", "named", lambda *a: {}, needs_data=False, kind=kind)}
+        return Named()
+
+    # a kind named by a string is the registered kind of that name (an outside task needs no import of it)
+    registry.register(plugin("preference"), name="named")
+    assert registered_tasks(registry)["named"].kind.name == "preference"
+    registry.unregister("named")
+    registry.register(plugin("no_such_kind"), name="named")
+    with pytest.raises(PluginError, match="no registered task declares the kind 'no_such_kind'"):
+        registered_tasks(registry)
+    registry.unregister("named")
+    registry.register(plugin(42), name="named")
     with pytest.raises(PluginError, match="ItemKind"):
-        from fairgptq.evaluation.tasks import registered_tasks
-        registry.register(Broken(), name="broken")
         registered_tasks(registry)

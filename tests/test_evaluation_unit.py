@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from fairgptq.core.errors import ConfigError, DataError
-from fairgptq.datasets_adapters.pairs import Pair
+from fairgptq.contract.pairs import Pair
 from fairgptq.evaluation import (TASKS, MultipleChoiceItem, encode_request, evaluate, evaluate_crows_pairs,
                                  evaluate_multiple_choice, evaluate_stereoset, load_zeroshot, perplexity_of_ids,
                                  results_table, save_json, score_requests, score_sentences)
 from fairgptq.evaluation.crows_pairs import crows_pairs_items, crows_pairs_metrics
-from fairgptq.evaluation.stereoset import find_overlap, split_items, stereoset_items, stereoset_metrics
+from fairgptq.datasets_adapters.splits import find_overlap, split_items
+from fairgptq.evaluation.stereoset import stereoset_items, stereoset_metrics
 from tiny_model import BareForward
 
 CORPUS = ["The man was a doctor. The woman was a nurse. He is strong, she is kind.",

@@ -15,8 +15,9 @@ from fairgptq.export import (ExportError, at_checkpoint_precision, choose_format
                              fairgptq_record, load_gptq_checkpoint, pack_weight, snap_to_checkpoint_precision,
                              unpack_weight)
 from fairgptq.export.packing import pack_last, unpack_last
-from fairgptq.objectives.fair_pairs import FairPairObjective, pairs_hash
-from fairgptq.datasets_adapters.pairs import Pair
+from fairgptq.contract import pairs_hash
+from fairgptq.objectives.fair_pairs import FairPairObjective
+from fairgptq.contract.pairs import Pair
 
 from tiny_model import PAIRS, tiny_llama, token_batches
 

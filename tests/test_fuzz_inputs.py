@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from fairgptq.core.errors import FairGPTQError, PluginError
 from fairgptq.export import load_gptq_checkpoint
-from fairgptq.hookspecs import hookimpl
+from fairgptq.contract.hooks import hookimpl
 from fairgptq.registry import Registry
 
 from tiny_model import export_tiny
@@ -141,7 +141,7 @@ contents = st.one_of(st.binary(max_size=300), st.text(max_size=300).map(lambda t
 @settings(max_examples=int(200 * SCALE), **FUZZ)
 @given(task=st.sampled_from(sorted(TASK_FILES)), data=contents, as_folder=st.booleans())
 def test_data_files_of_any_content_give_items_or_one_message(tmp_path_factory, task, data, as_folder):
-    from fairgptq.evaluation.tasks import registered_tasks
+    from fairgptq.evaluation.task_registry import registered_tasks
     from fairgptq.pipeline.preflight import data_problem
     folder = tmp_path_factory.mktemp("data")
     path = folder if as_folder else folder / f"data{TASK_FILES[task]}"

@@ -23,11 +23,11 @@ from fairgptq.core.errors import ConfigError
 from fairgptq.core.gptq import apply_inverse, factor_hessian, fair_update_detailed, quantize_weight
 from fairgptq.core.objective import FairSettings, ScoreRequest
 from fairgptq.core.score_gradient import GradientPasses, score_gradient
-from fairgptq.datasets_adapters.pairs import Pair
+from fairgptq.contract.pairs import Pair
 from fairgptq.evaluation.crows_decomposition import evaluate_crows_decomposition
 from fairgptq.evaluation.scoring import encode_request, score_requests
 from fairgptq.objectives.likelihood_pairs import LikelihoodPairObjective, LikelihoodPairParams, score_batches
-from fairgptq.plugin_params import validated
+from fairgptq.contract.params import validated
 
 from tiny_model import PAIRS, tiny_llama, token_batches
 

@@ -9,11 +9,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from fairgptq import QuantConfig, quantize_model
 from fairgptq.core.errors import ConfigError
-from fairgptq.core.objective import Captured
-from fairgptq.datasets_adapters.pairs import Pair
-from fairgptq.objectives.fair_pairs import FairPairObjective, MatrixObjective, pairs_hash
+from fairgptq.core.objective import Captured, Objective, ObjectiveParams, TokenBatch
+from fairgptq.contract.pairs import Pair
+from fairgptq.contract import pairs_hash
+from fairgptq.objectives.fair_pairs import FairPairObjective, MatrixObjective
 from fairgptq.objectives.pair_activations import pair_differences, plan_alignment
-from fairgptq.objectives.targets import TargetParams, default_subset_size, select_layers
+from fairgptq.contract.targets import TargetParams, default_subset_size, select_layers
 
 
 class CharTokenizer:
@@ -209,3 +210,48 @@ def test_term_without_streams_is_an_error_not_plain_gptq():
     assert obj.applies(0, "attn_out", 2)
     with pytest.raises(ConfigError, match=r"streams\(tokenizer\)"):
         obj.term(0, "attn_out", {})
+
+
+class _Builds(ObjectiveParams):
+    builds: bool = True
+    gradients: bool = False
+
+    def builds_hessian(self) -> bool:
+        return self.builds
+
+    def needs_gradients(self) -> bool:
+        return self.gradients
+
+
+class _TextObjective(Objective):
+    """Streams one batch; whether it builds H and asks for gradients is only its settings' answer."""
+
+    name = "texts"
+
+    def __init__(self, **settings) -> None:
+        self.params = _Builds(**settings)
+
+    def streams(self, tokenizer) -> dict:
+        ids = torch.ones(1, 3, dtype=torch.long)
+        return {"texts": [TokenBatch(ids, torch.ones_like(ids))]}
+
+    def score_request(self, tokenizer):
+        return object()  # asks for a gradient whatever its settings say
+
+    def applies(self, layer: int, role: str, n_layers: int) -> bool:
+        return False
+
+
+def test_the_driver_builds_h_from_the_answer_the_pipeline_checks():
+    from fairgptq.core.driver import prepare_streams
+    streams, hessian = prepare_streams(None, [_TextObjective(builds=True)], None)
+    assert set(streams) == {"texts"} and hessian == {"texts"}
+    with pytest.raises(ConfigError, match="no calibration data for H"):
+        prepare_streams(None, [_TextObjective(builds=False)], None)
+
+
+def test_a_gradient_request_its_settings_deny_is_refused():
+    from fairgptq.core.score_gradient import GradientPasses
+    with pytest.raises(ConfigError, match="needs_gradients"):
+        GradientPasses(None, None, 1, [_TextObjective(gradients=False)], None, [], torch.device("cpu"))
+    assert _TextObjective(gradients=True).needs_gradients() and not _TextObjective().needs_gradients()

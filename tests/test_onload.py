@@ -10,7 +10,7 @@ import torch
 from fairgptq.core.driver import quantize_model
 from fairgptq.core.errors import ConfigError
 from fairgptq.core.quantizer import QuantConfig
-from fairgptq.datasets_adapters.pairs import Pair
+from fairgptq.contract.pairs import Pair
 from fairgptq.export import export_checkpoint, load_gptq_checkpoint, snap_to_checkpoint_precision
 from fairgptq.objectives.fair_pairs import FairPairObjective
 from fairgptq.onload import choose_onload, load_offloaded, parse_size, quantize_onloaded

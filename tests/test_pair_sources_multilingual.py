@@ -16,7 +16,7 @@ from fairgptq.datasets_adapters import (
     Pair, load_chbias, load_holistic_bias, load_pair_file, load_redditbias, load_stereoset, split_key,
 )
 from fairgptq.evaluation.pair_tasks import GENDER_LANGUAGES, load_task_pairs
-from fairgptq.evaluation.stereoset import split_items
+from fairgptq.datasets_adapters.splits import split_items
 from fairgptq.registry import Registry
 
 

@@ -46,7 +46,7 @@ def test_results_record(run_dir):
 
 
 def test_the_record_reads_back_typed_and_a_broken_one_names_its_field(run_dir, tmp_path):
-    from fairgptq.pipeline.run_record import RunRecordError, check_run_record, read_run_record, read_run_section
+    from fairgptq.run_record import RunRecordError, check_run_record, read_run_record, read_run_section
     out, _ = run_dir
     record = read_run_record(out)
     assert record.export is not None and record.export.path == "model" and (out / record.export.path).is_dir()

@@ -128,7 +128,7 @@ def _point(values: dict, stereo: float, ppl: float) -> dict:
 
 
 def test_sweep_plot_draws_the_alpha_zero_case_and_float_model_as_references(tmp_path, monkeypatch):
-    from fairgptq.pipeline import report
+    from fairgptq.analysis import run_report as report
 
     import matplotlib.axes
 

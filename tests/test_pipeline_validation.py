@@ -136,6 +136,26 @@ def test_no_hessian_data_is_refused(raw):
     assert problems(raw)["calibration"].startswith("no data for H")
 
 
+def test_an_onloaded_pipeline_refuses_a_gradient_objective_at_validation(raw):
+    raw["objectives"] = [{"name": "likelihood_pairs", "pairs": "mine", "params": {"target": 0.5}}]
+    raw["calibration"]["text"] = {"n": 4}
+    raw["model"]["onload"] = "always"
+    assert "one decoder layer at a time" in problems(raw)["objectives[0].name"]
+    raw["objectives"][0]["params"]["target"] = 0.0  # no term: no gradients asked
+    assert "objectives[0].name" not in (problems(raw) if _fails(raw) else {})
+    raw["objectives"][0]["params"]["target"] = 0.5
+    raw["model"]["onload"] = "never"
+    assert "objectives[0].name" not in (problems(raw) if _fails(raw) else {})
+
+
+def _fails(raw: dict) -> bool:
+    try:
+        validate(raw, "p.yaml")
+    except PipelineError:
+        return True
+    return False
+
+
 def test_every_problem_is_reported_at_once(raw):
     raw["quantization"].update(bits=7, sym="x")
     raw["objectives"][0]["params"]["alpha"] = -2

@@ -11,8 +11,8 @@ from fairgptq.core.errors import PluginError
 from fairgptq.registry import Registry
 
 EXT_MODULE = '''
-from fairgptq.hookspecs import hookimpl
-from fairgptq.datasets_adapters.pairs import Pair
+from fairgptq.contract.hooks import hookimpl
+from fairgptq.contract.pairs import Pair
 
 
 def tiny_pairs(n: int = 3, word: str = "engineer"):
@@ -87,7 +87,7 @@ def test_unknown_hook_and_duplicate_names_are_refused():
     class Typo:
         def fairgptq_pair_source(self):  # missing "s": not a hook fairgptq defines
             return {}
-    Typo.fairgptq_pair_source = __import__("fairgptq.hookspecs", fromlist=["hookimpl"]).hookimpl(
+    Typo.fairgptq_pair_source = __import__("fairgptq.contract.hooks", fromlist=["hookimpl"]).hookimpl(
         Typo.fairgptq_pair_source)
     with pytest.raises(PluginError, match="does not define"):
         reg.register(Typo(), name="typo")
@@ -95,7 +95,7 @@ def test_unknown_hook_and_duplicate_names_are_refused():
     reg2 = Registry(entry_points=False)
     dup = type(sys)("dup_plugin")
     exec(textwrap.dedent('''
-        from fairgptq.hookspecs import hookimpl
+        from fairgptq.contract.hooks import hookimpl
         @hookimpl
         def fairgptq_pair_sources():
             return {"stereoset": lambda: []}
@@ -107,9 +107,9 @@ def test_unknown_hook_and_duplicate_names_are_refused():
 
 def test_create_passes_plugin_parameters_called_kind_and_name():
     """``kind`` and ``name`` of Registry.create are positional-only: a plugin may use both words."""
-    from fairgptq.hookspecs import hookimpl
+    from fairgptq.contract.hooks import hookimpl
 
-    from fairgptq.datasets_adapters.pairs import Pair
+    from fairgptq.contract.pairs import Pair
 
     class KindAndName:  # the parameters come back as a pair's two sentences (a pair source returns pairs)
         @hookimpl
@@ -120,3 +120,67 @@ def test_create_passes_plugin_parameters_called_kind_and_name():
     reg.register(KindAndName(), name="kind_and_name_plugin")
     made = reg.create("pair_sources", "kind_and_name", kind="intrasentence", name="n")
     assert [(p.stereo, p.anti) for p in made] == [("intrasentence", "n")]
+
+
+SAME_NAME = """
+from fairgptq.contract import Pair, hookimpl
+
+
+def same_source():
+    return [Pair("{word} is here.", "{word} is there.", "gender", source_id="{word}:0")]
+
+
+@hookimpl
+def fairgptq_pair_sources():
+    return {{"same_source": same_source}}
+"""
+
+
+def test_two_pipelines_whose_plugins_name_one_source_alike_get_their_own_pairs(tmp_path, monkeypatch):
+    from fairgptq.pipeline.build import load_pair_set
+    from fairgptq.pipeline.schema import PairSetSpec
+    from fairgptq.registry import pipeline_registry, scoped
+    for word in ("alpha", "beta"):
+        (tmp_path / f"same_name_{word}.py").write_text(SAME_NAME.format(word=word))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    got = {}
+    for word in ("alpha", "beta"):
+        registry = pipeline_registry([f"same_name_{word}"])
+        with scoped(registry):
+            got[word] = load_pair_set(PairSetSpec(source="same_source"), registry).pairs
+    assert got["alpha"][0].stereo == "alpha is here." and got["beta"][0].stereo == "beta is here."
+
+
+def _process_plugins() -> set[str]:
+    from fairgptq.registry import _process_registry
+    return {name for name, _ in _process_registry().pm.list_name_plugin()}
+
+
+def test_rewriting_a_saved_run_leaves_the_process_registry_as_it_was(tmp_path, monkeypatch):
+    """``fairgptq report --rewrite`` reads each saved config's plugins (config_is_plain -> registry_for)."""
+    from fairgptq import cli
+    from fairgptq.pipeline.objective_settings import config_is_plain, registry_for
+    (tmp_path / "saved_run_plugin.py").write_text(EXT_MODULE.replace("ext_pairs", "saved_pairs"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = _process_plugins()
+    assert "saved_pairs" in registry_for(["saved_run_plugin"]).names("pair_sources")
+    assert not config_is_plain({"plugins": ["saved_run_plugin"],
+                                "objectives": [{"name": "fair_pairs", "params": {"alpha": 0.1}}]})
+    assert cli.main(["plugins", "--module", "saved_run_plugin"]) == 0
+    assert _process_plugins() == before and "saved_run_plugin" not in before
+
+
+def test_lookups_are_cached_until_a_plugin_registers(tmp_path, monkeypatch):
+    from fairgptq.registry import Registry
+    (tmp_path / "cached_plugin.py").write_text(EXT_MODULE.replace("ext_pairs", "cached_pairs"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry(entry_points=False)
+    calls = []
+    real = registry._collect
+    monkeypatch.setattr(registry, "_collect", lambda: calls.append(1) or real())
+    registry.names("pair_sources"), registry.get("objectives", "fair_pairs")
+    assert calls == []  # asked once when the registry was built
+    registry.register_module("cached_plugin")
+    assert "cached_pairs" in registry.names("pair_sources") and registry.names("objectives")
+    assert calls == [1]
+

@@ -24,7 +24,7 @@ KILLER_PLUGIN = '''
 import os, signal
 import ray
 from fairgptq.backends.cpu import CpuBackend
-from fairgptq.hookspecs import hookimpl
+from fairgptq.contract.hooks import hookimpl
 
 class KillOnceBackend(CpuBackend):
     name = "kill_once"

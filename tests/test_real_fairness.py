@@ -23,10 +23,10 @@ from fairgptq.datasets_adapters.sampling import sample_pairs
 from fairgptq.datasets_adapters.stereoset import load_stereoset
 from fairgptq.evaluation.pair_gap import PairGap, pooled_ratio
 from fairgptq.evaluation.perplexity import evaluate_wikitext2
-from fairgptq.evaluation.stereoset import split_items
+from fairgptq.datasets_adapters.splits import split_items
 from fairgptq.export import snap_to_checkpoint_precision
 from fairgptq.objectives.fair_pairs import FairPairObjective
-from fairgptq.objectives.targets import select_layers
+from fairgptq.contract.targets import select_layers
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 

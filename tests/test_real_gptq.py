@@ -12,11 +12,23 @@ import pytest
 import torch
 
 from fairgptq import QuantConfig
-from fairgptq.core.rtn import rtn_quantize_model
+from fairgptq.core.architectures import arch_for, decoder_layers
+from fairgptq.core.quantizer import round_to_nearest
 from fairgptq.evaluation.perplexity import evaluate_wikitext2
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 PPL_TOKENS = 16384
+
+
+@torch.no_grad()
+def rtn_quantize_model(model, config: QuantConfig) -> None:
+    """Round-to-nearest on GPTQ's grid and groups, every role linear: the baseline GPTQ must beat."""
+    spec = arch_for(model)
+    for layer in decoder_layers(model, spec):
+        for names in spec.roles.values():
+            for name in names:
+                mod = layer.get_submodule(name)
+                spec.set_weight(mod, round_to_nearest(spec.weight_of(mod), config))
 
 
 def _ppl(model, tok) -> float:

@@ -23,7 +23,7 @@ from fairgptq.core.score_gradient import score_gradient
 from fairgptq.datasets_adapters.sampling import sample_pairs
 from fairgptq.datasets_adapters.stereoset import load_stereoset
 from fairgptq.datasets_adapters.wikitext import calibration_windows
-from fairgptq.evaluation.stereoset import split_items
+from fairgptq.datasets_adapters.splits import split_items
 from fairgptq.objectives.likelihood_pairs import LikelihoodPairObjective, score_batches
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]

@@ -7,7 +7,7 @@ import json
 from fairgptq.pipeline import load_pipeline
 from fairgptq.evaluation.items import read_items
 from fairgptq.pipeline.plain_baseline import plain_spec
-from fairgptq.pipeline.report import metrics_table
+from fairgptq.analysis.run_report import metrics_table
 from fairgptq.pipeline.runner import run_pipeline
 
 from tiny_model import save_tiny_llama, tiny_pipeline, write_pair_file, write_yaml

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fairgptq.evaluation.pair_tasks import PAIR_TASKS, _check_overlap, load_task_pairs
-from fairgptq.evaluation.stereoset import find_overlap, split_items
+from fairgptq.datasets_adapters.splits import find_overlap, split_items
 from fairgptq.datasets_adapters import load_stereoset
 from fairgptq.pipeline import build
 from fairgptq.pipeline.loading import load_pipeline, validate

@@ -9,16 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from fairgptq.analysis import seed_tables
 from fairgptq.core.errors import ConfigError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "seed_difference_table.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("seed_difference_table", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _stat(mean, lo, hi, p=None):
@@ -34,18 +28,18 @@ def test_rows_hold_float_plain_interval_and_paired_differences():
                                "crows_pairs.pct_stereotype": _stat(-1.25, -3.5, 1.0, p=0.21)}}}],
                "points": [{"group": "000_alpha=0.0", "seconds": 100.0}, {"group": "000_alpha=0.0", "seconds": 120.0},
                           {"group": "001_alpha=0.1", "seconds": 150.0}]}
-    lines = _module().table(summary, ["crows_pairs.pct_stereotype"], ["fair"]).splitlines()
+    lines = seed_tables.difference_table(summary, ["crows_pairs.pct_stereotype"], ["fair"]).splitlines()
     assert lines[0] == "| metric | float | plain GPTQ, mean [95 % CI] (n 3 seeds) | fair − plain |"
     assert lines[2] == "| crows_pairs.pct_stereotype | 55.50 | 56.00 [54.00, 58.00] | -1.25 [-3.50, +1.00], p 0.21 |"
     assert lines[3] == "| time per run (s) | – | 110 | 150 |"
-    with pytest.raises(SystemExit, match="2 labels for 1 compared points"):
-        _module().table(summary, ["crows_pairs.pct_stereotype"], ["a", "b"])
+    with pytest.raises(ConfigError, match="2 labels for 1 compared points"):
+        seed_tables.difference_table(summary, ["crows_pairs.pct_stereotype"], ["a", "b"])
 
 
 def test_a_runs_tracked_metrics_include_every_task_kinds_score():
     """Pair-preference tasks (StereoSet intersentence, RedditBias) are judged by pct_prefer_biased: a sweep must
     carry it into its across-seed statistics, which read a point's headline metrics."""
-    from fairgptq.pipeline.report import headline_metrics
+    from fairgptq.analysis.run_report import headline_metrics
     evaluation = {"tasks": {"redditbias_target_swap": {"pct_prefer_biased": 69.7, "likelihood_diff": 2.4, "n": 9},
                             "crows_pairs": {"pct_stereotype": 55.0}, "wikitext2": {"perplexity": 17.0}}}
     assert headline_metrics(evaluation) == {"redditbias_target_swap.pct_prefer_biased": 69.7,
@@ -54,7 +48,7 @@ def test_a_runs_tracked_metrics_include_every_task_kinds_score():
 
 def test_pooled_mcnemar_is_per_task_never_across_tasks():
     """CrowS-Pairs and RedditBias pairs are different tests: each gets its own pooled count and p."""
-    from fairgptq.pipeline.seeds import group_statistics
+    from fairgptq.analysis.seeds import group_statistics
 
     def unit(seed, plain, rows=None):
         u = {"group": "plain" if plain else "fair", "values": {"seed": seed}, "plain": plain, "seed": seed,
@@ -94,7 +88,7 @@ def test_per_category_differences_come_from_the_item_records(tmp_path):
                "groups": [{"group": "plain", "plain": True},
                           {"group": "fair", "plain": False, "reference": "plain", "vs_reference": {}},
                           {"group": "plain_text", "plain": True}]}
-    lines = _module().category_table(tmp_path, summary, "crows_pairs", ["fair"]).splitlines()
+    lines = seed_tables.category_table(tmp_path, summary, "crows_pairs", ["fair"]).splitlines()
     assert lines[0] == "| crows_pairs category (all pairs) | fair − plain |"
     assert lines[2] == "| age (n 2) | -50.00 in every seed |"  # no spread, so no interval
     assert lines[3].startswith("| gender (n 2) | -25.00 [")  # seed 0: -50 points, seed 1: 0
@@ -211,7 +205,7 @@ def test_a_sweep_with_one_plain_group_per_h_source_gets_one_reference_column_eac
         return g
     summary = {"groups": [group("pairs0", True), group("pairs1", False, "pairs0", 0.5),
                           group("text0", True), group("text1", False, "text0", -0.25)]}
-    lines = _module().table(summary, ["wikitext2.perplexity"], ["α 0.1", "α 0.1"], ["pairs H", "WikiText-2 H"])
+    lines = seed_tables.difference_table(summary, ["wikitext2.perplexity"], ["α 0.1", "α 0.1"], ["pairs H", "WikiText-2 H"])
     head, row = lines.splitlines()[0], lines.splitlines()[2]
     assert head == ("| metric | float | plain GPTQ (pairs H), mean [95 % CI] (n 3 seeds) | α 0.1 − plain | "
                     "plain GPTQ (WikiText-2 H), mean [95 % CI] (n 3 seeds) | α 0.1 − plain |")

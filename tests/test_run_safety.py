@@ -293,7 +293,7 @@ def test_layer_alpha_indices_are_checked_and_negative_ones_work(proj, capsys):
                     "--set", "objectives[0].params.layer_alpha={1: 0.5}")
     assert rc == 2 and "not among the targeted layers" in text
     from fairgptq.objectives.fair_pairs import FairPairObjective
-    from fairgptq.datasets_adapters.pairs import Pair
+    from fairgptq.contract.pairs import Pair
     obj = FairPairObjective([Pair("a b", "a c", "x")], alpha=0.1, layer_alpha={-1: 0.3})
     assert obj.params.alpha_for(1, "attn_out", 2) == 0.3 and obj.params.alpha_for(0, "attn_out", 2) == 0.1
     with pytest.raises(ConfigError, match="out of range"):
@@ -312,7 +312,7 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def test_pairs_differing_past_max_length_are_counted_or_refused(caplog):
-    from fairgptq.datasets_adapters.pairs import Pair
+    from fairgptq.contract.pairs import Pair
     from fairgptq.objectives.pair_activations import tokenize_pairs
     from tiny_model import tiny_tokenizer
 
@@ -400,7 +400,7 @@ def _plugin_dir(tmp_path: Path) -> Path:
     d.mkdir()
     (d / "raises.py").write_text("raise RuntimeError('boom at import')\n")
     (d / "broken.py").write_text("def x(:\n")
-    (d / "listy.py").write_text("from fairgptq.hookspecs import hookimpl\n\n@hookimpl\n"
+    (d / "listy.py").write_text("from fairgptq.contract.hooks import hookimpl\n\n@hookimpl\n"
                                 "def fairgptq_pair_sources():\n    return [1]\n")
     return d
 

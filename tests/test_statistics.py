@@ -10,10 +10,10 @@ import pytest
 from scipy import stats
 
 from fairgptq import cli
-from fairgptq.comparison import compare_items, compare_runs, load_run, markdown, write_outputs
+from fairgptq.analysis.comparison import compare_items, compare_runs, load_run, markdown, write_outputs
 from fairgptq.core.errors import ConfigError
 from fairgptq.evaluation.items import summarize, write_items
-from fairgptq.evaluation.items import kind_named
+from fairgptq.evaluation.items import registered_kinds
 from fairgptq.statistics import bootstrap_weights, mcnemar, paired_bootstrap, paired_t, t_interval
 
 
@@ -173,3 +173,8 @@ def test_eval_json_output_is_comparable(tmp_path):
     result = compare_runs(run, [run], n_boot=200)
     assert all(r["diff"] == 0 for r in result["comparisons"][0]["rows"])
     assert write_outputs(result, tmp_path / "o")[0].is_file()
+
+
+def kind_named(name: str):
+    return next(k for k in registered_kinds() if k.name == name)
+

@@ -31,12 +31,7 @@ from typing import Any, Sequence
 
 import torch
 
-from fairgptq.core.errors import ConfigError
-from fairgptq.core.objective import Captured, TokenBatch
-from fairgptq.hookspecs import hookimpl
-from fairgptq.objectives.targets import TargetedObjective, TargetParams
-from fairgptq.objectives.tokens import text_batches
-from fairgptq.plugin_params import validated
+from fairgptq.contract import Captured, ConfigError, TargetParams, TargetedObjective, TokenBatch, hookimpl, text_batches, validated
 
 STREAMS = ("group_contrast:a", "group_contrast:b")
 
@@ -71,9 +66,6 @@ class GroupContrastObjective(TargetedObjective):
             raise ConfigError("group_contrast needs the model's tokenizer (pass tokenizer= to quantize_model)")
         return {name: text_batches(tokenizer, texts, batch_size=self.batch_size, max_length=self.max_length)
                 for name, texts in zip(STREAMS, self.groups)}
-
-    def hessian_streams(self) -> set[str]:
-        return set(STREAMS) if self.params.calibrate_with_texts else set()
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
         alpha = self.strength(layer, role)  # α of (layer, role), resolved once by applies() with the depth

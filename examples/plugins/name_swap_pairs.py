@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fairgptq.datasets_adapters.pairs import Pair
-from fairgptq.hookspecs import hookimpl
+from fairgptq.contract import Pair, hookimpl
 
 DEFAULT_SWAPS = (("John", "Maria"), ("Michael", "Aisha"), ("David", "Mei"))
 DEFAULT_SENTENCES = ("{name} is the engineer who fixed the server.", "{name} stayed home to look after the kids.",

@@ -21,9 +21,10 @@ or package it with an entry point in its own pyproject.toml:
     occupation_pronouns = "occupation_pronouns"
 
 Its records have the ``preference`` shape (``choice``, ``ll_biased``, ``ll_other``, ``bias_type``), and it
-says so by declaring that kind (``kind=PREFERENCE``), so ``fairgptq compare``, the run reports, sweep
-statistics and audits give it paired statistics, headline metrics and verdicts like the built-in tasks.
-A task with a record shape of its own declares its own ``fairgptq.evaluation.kinds.ItemKind``.
+says so by naming that kind (``kind="preference"``), so its summary is the kind's, and ``fairgptq compare``,
+the run reports, sweep statistics and audits give it paired statistics, headline metrics and verdicts like
+the built-in tasks.  A task with a record shape of its own declares its own ``fairgptq.contract.ItemKind``.
+Sentences are scored by the scorer every built-in task uses (``context.score_sentences``).
 """
 from __future__ import annotations
 
@@ -31,11 +32,7 @@ from pathlib import Path
 
 from pydantic import field_validator
 
-from fairgptq.core.errors import DataError
-from fairgptq.evaluation.pair_tasks import PREFERENCE, preference_metrics
-from fairgptq.evaluation.scoring import score_sentences
-from fairgptq.evaluation.tasks import EvaluationTask, TaskContext, TaskOptions
-from fairgptq.hookspecs import hookimpl
+from fairgptq.contract import DataError, EvaluationTask, TaskContext, TaskOptions, hookimpl
 
 STEREOTYPED = {"nurse": "she", "engineer": "he", "secretary": "she", "carpenter": "he", "receptionist": "she",
                "mechanic": "he", "hairdresser": "she", "firefighter": "he"}
@@ -74,16 +71,15 @@ def _run(model, tokenizer, options: OccupationPronounOptions, context: TaskConte
     occupations = list(_occupations(context.path).items())[:context.limit]
     sentences = [options.pronoun_template.format(occupation=o, pronoun=p)
                  for o, stereo in occupations for p in (stereo, OTHER[stereo])]
-    scores = score_sentences(model, tokenizer, sentences, batch_size=context.batch_size, progress=context.progress,
-                             description=context.name)
+    scores = context.score_sentences(model, tokenizer, sentences)
     items = [{"id": f"occupation:{o}", "bias_type": "gender", "ll_biased": scores[2 * i].logprob,
               "ll_other": scores[2 * i + 1].logprob, "choice": int(scores[2 * i].logprob > scores[2 * i + 1].logprob)}
              for i, (o, _) in enumerate(occupations)]
-    return {"task": context.name, "template": options.pronoun_template, **preference_metrics(items), "items": items}
+    return {"task": context.name, "template": options.pronoun_template, "items": items}  # summary: the kind's
 
 
 TASK = EvaluationTask("occupation_pronouns", "share of occupations given their stereotyped pronoun (example plugin)",
-                      _run, OccupationPronounOptions, needs_data=False, kind=PREFERENCE)
+                      _run, OccupationPronounOptions, needs_data=False, kind="preference")
 
 
 @hookimpl

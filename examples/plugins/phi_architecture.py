@@ -18,8 +18,7 @@ in forward order (q/k/v, dense, fc1, fc2), which is all the true-sequential driv
 """
 from __future__ import annotations
 
-from fairgptq.core.architectures import ArchSpec
-from fairgptq.hookspecs import hookimpl
+from fairgptq.contract import ArchSpec, hookimpl
 
 PHI = ArchSpec(
     layers="model.layers",

@@ -1,8 +1,8 @@
 """Example third-party plugin: a backend that keeps chosen input channels unrounded in every module.
 
-One file outside the fairgptq package is all a new backend needs: subclass a placement
-(here the CPU one, for its thread handling) and override the one hook that changes what is
-solved, ``keep_mask``.  Factorisation, the Fair-GPTQ update, the GPTQ loop and the export of
+One file outside the fairgptq package is all a new backend needs: subclass the contract's
+``Backend`` (plain GPTQ maths on the model's device) and override the one hook that changes what
+is solved, ``keep_mask``.  Factorisation, the Fair-GPTQ update, the GPTQ loop and the export of
 the kept columns (fp16, as the ``outlier`` backend's) stay fairgptq's own.  Use it from a
 pipeline with
 
@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import torch
 
-from fairgptq.backends import CpuBackend
-from fairgptq.core.errors import ConfigError
-from fairgptq.hookspecs import hookimpl
+from fairgptq.contract import Backend, ConfigError, hookimpl
 
 
-class PinnedChannelsBackend(CpuBackend):
+class PinnedChannelsBackend(Backend):
     """Keeps the listed input channels (e.g. known outlier dimensions of a model family) in fp16."""
 
     name = "pinned_channels"
 
-    def __init__(self, channels: list[int], threads: int | None = None) -> None:
-        super().__init__(threads)
+    def __init__(self, channels: list[int]) -> None:
+        super().__init__("cpu")
         if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in channels):
             raise ConfigError(f"channels={channels!r}: give a non-empty list of input-channel indices >= 0")
         self.channels = sorted(set(channels))

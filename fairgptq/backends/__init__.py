@@ -3,11 +3,11 @@
 The contract and its default live in :mod:`fairgptq.core.backend`; this package holds the
 built-in plugins: ``cpu`` (always works), ``cuda`` (GPU solve, Triton int4 inference) and
 ``outlier`` (top-k input channels kept in fp16, on either device).  Third-party backends
-register through the ``fairgptq_backends`` hook (see fairgptq.hookspecs).
+register through the ``fairgptq_backends`` hook (see fairgptq.contract.hooks).
 """
 from __future__ import annotations
 
-from ..core.backend import Backend
+from ..contract import Backend
 from ..core.quant_linear import QuantLinear, swap_in_quantized
 from .cpu import CpuBackend
 from .cuda import CudaBackend

@@ -23,8 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ..core.errors import ConfigError
-from ..core.backend import Backend
+from ..contract import Backend, ConfigError
 
 
 #: threads beyond this many per available CPU are refused: they buy nothing and can exhaust memory

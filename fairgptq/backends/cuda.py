@@ -22,9 +22,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-from ..core.errors import ConfigError
+from ..contract import Backend, ConfigError
 from ..core.gptq import QuantizedWeight
-from ..core.backend import Backend
 from ..core.quant_linear import QuantLinear, pack_int4, unpack_int4
 
 

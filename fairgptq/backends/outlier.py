@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.backend import Backend
-from ..core.errors import ConfigError
+from ..contract import Backend, ConfigError
 from .cpu import CpuBackend
 from .cuda import CudaBackend
 

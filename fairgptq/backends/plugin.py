@@ -1,5 +1,5 @@
 """Built-in backends, registered through the same hook as third-party ones."""
-from ..hookspecs import hookimpl
+from ..contract import hookimpl
 from .cpu import CpuBackend
 from .cuda import CudaBackend
 from .outlier import outlier_backend

@@ -136,6 +136,9 @@ class Backend:
                                        factor_dtype=self.factor_dtype)
             qw = quantize_weight(upd.W, H, config, module=module, factored=fh, keep=keep)
             qw.stability.events.extend(upd.events)
+            if upd.factor_record is not None:  # the exact update's retries and repair, as counters
+                qw.stability.exact_update_attempts = upd.factor_record.attempts
+                qw.stability.exact_update_eigen_repair = upd.factor_record.eigen_repair
             return ModuleSolution(qw, upd)
 
     def make_inference_linear(self, qweight: QuantizedWeight, bias: torch.Tensor | None = None) -> nn.Module:

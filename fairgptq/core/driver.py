@@ -28,6 +28,7 @@ from .backend import Backend
 from .errors import ConfigError
 from .experts import check_expert_layers, expert_groups, unfused_experts
 from .gptq import QuantizedWeight
+from .gptq import QuantizedWeight, reconstruction_loss
 from .layer_runs import LayerRuns, RestartedRuns
 from .objective import Captured, FairSettings, Objective, TokenBatch
 from .score_gradient import GradientPasses
@@ -49,6 +50,10 @@ class ModuleReport:
     role: str
     shape: tuple[int, int]
     stability: dict
+    #: the layer-wise loss GPTQ minimises, tr((W − Ŵ) H (W − Ŵ)ᵀ) with W the module's weight before any
+    #: objective's pre-update and H its calibration Hessian (what IST-DASLab's fasterquant and
+    #: llm-compressor's quantize_weight return per module)
+    gptq_loss: float | None = None
     fair_mode: str | None = None
     fair_radius: float | None = None
     fair_overshoot: bool = False
@@ -257,8 +262,10 @@ class LayerQuantizer:
             extra = {} if C is None else {"linear": C}  # a backend written before linear terms still solves the rest
             sol = backend.solve(W, H, H_bias, config, fair, module=full, factored=shared, **extra)
             W_hat = sol.qweight.dequantize()
+            loss = reconstruction_loss(W.to(H.device), W_hat.to(H.device), H)  # before W (a view) is overwritten
             spec.set_weight(mod, W_hat)
-            rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict(), routed_tokens=n_routed)
+            rep = ModuleReport(full, li, role, tuple(W.shape), sol.qweight.stability.to_dict(), gptq_loss=loss,
+                               routed_tokens=n_routed)
             if n_routed == 0:
                 rep.stability["no_routed_tokens"] = "H = identity: rounded to nearest on GPTQ's grid"
             if H_bias is not None or C is not None:
@@ -309,11 +316,13 @@ def prepare_streams(calibration: list[TokenBatch] | None, objectives: list[Objec
         streams[CALIBRATION] = calibration
     hessian_streams = {CALIBRATION} if calibration else set()
     for obj in objectives:
-        for sname, batches in obj.streams(tokenizer).items():
+        own = obj.streams(tokenizer)
+        for sname, batches in own.items():
             if sname in streams:
                 raise ConfigError(f"objective {obj.name!r} asks for stream {sname!r}, which another source already uses")
             streams[sname] = batches
-        hessian_streams |= obj.hessian_streams()
+        if obj.builds_hessian():  # the answer the pipeline checked: all of its sentences are calibration data
+            hessian_streams |= set(own)
     if not hessian_streams:
         raise ConfigError("no calibration data for H: give calibration text, or pair sets used as calibration")
     return streams, hessian_streams

@@ -265,6 +265,8 @@ class FairUpdate:
     overshoot: bool
     rel_change: float
     events: list[str] = field(default_factory=list)
+    #: what the exact update's factorisation of H + H_bias took (None: no exact update with a quadratic term)
+    factor_record: StabilityRecord | None = None
 
 
 def first_order_radius(fh: FactoredHessian, H_bias: torch.Tensor, iters: int = 100, tol: float = 1e-5) -> float:
@@ -345,6 +347,7 @@ def fair_update_detailed(
     W0 = W.detach().to(device=fh.U.device, dtype=torch.float32)
     events: list[str] = []
     radius, overshoot = 0.0, False
+    record: list[StabilityRecord] = []
     if linear is not None:
         check_finite(linear, "the linear term", module)
         if tuple(linear.shape) != tuple(W0.shape):
@@ -368,13 +371,15 @@ def fair_update_detailed(
         Hb = H_bias.float().to(fh.U.device)
         rhs = W0 @ Hb if linear is None else W0 @ Hb + linear.float().to(W0.device)
         Wn = W0 - apply_inverse(fh, rhs) if mode == "first_order" else _exact_update(W0, fh, Hb, linear, module,
-                                                                                      factor_dtype, events)
+                                                                                      factor_dtype, events, record)
     rel = float(torch.linalg.matrix_norm(Wn - W0) / torch.linalg.matrix_norm(W0).clamp_min(1e-30))
-    return FairUpdate(W=Wn, mode=mode, radius=radius, overshoot=overshoot, rel_change=rel, events=events)
+    return FairUpdate(W=Wn, mode=mode, radius=radius, overshoot=overshoot, rel_change=rel, events=events,
+                      factor_record=record[0] if record else None)
 
 
 def _exact_update(W0: torch.Tensor, fh: FactoredHessian, Hb: torch.Tensor, linear: torch.Tensor | None,
-                  module: str, factor_dtype: torch.dtype, events: list[str]) -> torch.Tensor:
+                  module: str, factor_dtype: torch.dtype, events: list[str],
+                  record: list[StabilityRecord]) -> torch.Tensor:
     """W' = (W Hd − C)(Hd + H_bias)^-1 with (Hd + H_bias)^-1 = Vᵀ V from the guarded factorisation."""
     dt = torch.float64 if factor_dtype == torch.float64 else torch.float32
     perm = fh.perm
@@ -388,6 +393,7 @@ def _exact_update(W0: torch.Tensor, fh: FactoredHessian, Hb: torch.Tensor, linea
     V, rec = inverse_cholesky_factor(fh.H.to(dt) + Hbp.to(dt), fh.record.damp_used, module=module, likely_cause=cause,
                                      factor_dtype=factor_dtype, damp_of=fh.H)
     events.extend(f"exact update: {e}" for e in rec.events)
+    record.append(rec)
     rhs = Wp.to(dt) @ Hd
     if linear is not None:
         C = linear.to(device=Wp.device, dtype=dt)

@@ -134,7 +134,19 @@ class ObjectiveParams(PlainNumbers):
         return []
 
     def builds_hessian(self) -> bool:
-        """Whether the objective's own sentences (pairs, texts) also build H: calibration data, not only a term."""
+        """Whether the objective's own sentences (pairs, texts) also build H: calibration data, not only a term.
+
+        The one answer: the pipeline's checks ask it of the settings, and the driver builds H from
+        every stream of an objective that answers True (:meth:`Objective.builds_hessian`).
+        """
+        return False
+
+    def needs_gradients(self) -> bool:
+        """Whether the objective asks for score gradients (a backward pass through the whole model).
+
+        Asked at validation, so a run that cannot take a backward pass (sequential onloading) refuses
+        the objective before anything is built; the driver runs the passes only for objectives that say so.
+        """
         return False
 
     def dump(self) -> dict[str, Any]:
@@ -153,14 +165,20 @@ class Objective(ABC):
 
     name: str = "objective"
     settings: FairSettings | None = None
+    #: the validated settings model; its answers (builds_hessian, needs_gradients) are the objective's
+    params: ObjectiveParams | None = None
 
     def streams(self, tokenizer) -> dict[str, list[TokenBatch]]:
         """Token streams this objective needs at every module's input (default: none)."""
         return {}
 
-    def hessian_streams(self) -> set[str]:
-        """Which of this objective's streams also build H (pairs double as calibration text)."""
-        return set()
+    def builds_hessian(self) -> bool:
+        """Whether every stream of this objective also builds H: its settings' answer, the one the pipeline checks."""
+        return self.params is not None and self.params.builds_hessian()
+
+    def needs_gradients(self) -> bool:
+        """Whether the driver runs a backward pass for this objective: its settings' answer, asked at validation."""
+        return self.params is not None and self.params.needs_gradients()
 
     def score_request(self, tokenizer) -> ScoreRequest | None:
         """The score whose gradient the linear term needs (default: none)."""

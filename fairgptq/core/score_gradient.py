@@ -149,6 +149,10 @@ class GradientPasses:
         self.requests: list[tuple[Objective, ScoreRequest, list[tuple[int, str, str, nn.Module]]]] = []
         for obj in objectives:
             request = obj.score_request(tokenizer)
+            if request is not None and not obj.needs_gradients():
+                raise ConfigError(f"objective {obj.name!r} asks for a score gradient, but its settings answer "
+                                  f"needs_gradients() False (validation would let an onloaded run take it); "
+                                  f"answer True in its Params model (core/objective.py, ObjectiveParams)")
             if request is None:
                 continue
             mine = [t for t in targets if obj.applies(t[0], t[1], n_layers)]

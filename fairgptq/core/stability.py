@@ -38,6 +38,9 @@ class StabilityRecord:
     attempts: int = 0
     eigen_repair: bool = False
     dead_columns: int = 0
+    #: the exact Fair-GPTQ update's own factorisation of H + H_bias (0: no exact update in this module)
+    exact_update_attempts: int = 0
+    exact_update_eigen_repair: bool = False
     events: list[str] = field(default_factory=list)
 
     @property

@@ -7,7 +7,7 @@ from .chbias import load_chbias
 from .crows_pairs import load_crows_pairs
 from .holistic_bias import load_holistic_bias
 from .pair_files import load_pair_file
-from .pairs import Pair, split_key
+from ..contract import Pair, split_key
 from .redditbias import load_redditbias
 from .sampling import sample_pairs
 from .stereoset import load_stereoset

@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from ..core.errors import DataError
-from .pairs import Pair
+from ..contract import DataError, Pair
 from .reading import delimited_rows, read_text, resolve_path
 from .validation import LoadedPairs, RawRow, build_pairs, check_policy, choose, distinct_texts, text_field
 from .data_location import expected_path

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .hub import hub_rows, hub_source
-from .pairs import Pair
+from ..contract import Pair
 from .reading import delimited_rows, read_text, resolve_path
 from .validation import LoadedPairs, RawRow, RowProblem, build_pairs, check_policy, distinct_texts, text_field
 

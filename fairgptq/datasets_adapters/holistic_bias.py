@@ -18,8 +18,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..core.errors import ConfigError, DataError
-from .pairs import Pair
+from ..contract import ConfigError, DataError, Pair
 from .reading import read_text, resolve_path
 from .validation import LoadedPairs
 from .data_location import expected_path

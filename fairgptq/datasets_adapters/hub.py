@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator
 
-from ..core.errors import DataError
+from ..contract import DataError
 from .validation import RawRow
 
 _OFFLINE_VARS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")

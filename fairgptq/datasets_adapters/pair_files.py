@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from ..core.errors import ConfigError
+from ..contract import ConfigError, PARALLEL_KEY, Pair
 from .hub import hub_rows, hub_source
-from .pairs import PARALLEL_KEY, Pair
 from .reading import FORMATS, delimited_rows, json_array_rows, jsonl_rows, read_text, resolve_path
 from .validation import LoadedPairs, RawRow, RowProblem, build_pairs, check_policy, distinct_texts, text_field
 
@@ -29,7 +28,7 @@ def load_pair_file(path: str | Path | None = None, *, stereo_col: str = "stereo"
 
     ``parallel_prefix`` marks translations: meta["parallel_id"] = "<prefix><id_col value>", so
     held-out splits keep every language's version of one pair in the same half (see
-    :func:`~fairgptq.datasets_adapters.pairs.split_key`).  It needs ``id_col``.
+    :func:`~fairgptq.contract.pairs.split_key`).  It needs ``id_col``.
     """
     check_policy(on_bad_row)
     if parallel_prefix is not None and id_col is None:

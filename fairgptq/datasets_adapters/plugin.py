@@ -1,5 +1,5 @@
 """Built-in pair sources, registered through the same hook as third-party ones."""
-from ..hookspecs import hookimpl
+from ..contract import hookimpl
 from .chbias import load_chbias
 from .crows_pairs import load_crows_pairs
 from .holistic_bias import load_holistic_bias

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from ..core.errors import DataError
+from ..contract import DataError
 from .validation import UNDECODABLE_REASON, RawRow, has_undecodable
 from .data_location import data_path
 

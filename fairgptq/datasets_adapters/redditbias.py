@@ -21,8 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from ..core.errors import ConfigError, DataError
-from .pairs import PARALLEL_KEY, Pair
+from ..contract import ConfigError, DataError, PARALLEL_KEY, Pair
 from .reading import delimited_rows, read_text, resolve_path
 from .validation import (LoadedPairs, RawRow, RowProblem, build_pairs, check_policy, choose, distinct_texts,
                          text_field)

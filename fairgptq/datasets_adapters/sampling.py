@@ -12,8 +12,8 @@ import hashlib
 from collections import defaultdict
 from typing import Sequence
 
-from ..core.errors import ConfigError
-from .pairs import Pair
+from ..contract import ConfigError, Pair
+from .splits import split_items
 from .validation import LoadedPairs
 
 
@@ -56,3 +56,11 @@ def _lowest_ranks(pairs: Sequence[Pair], indices, k: int, seed: int) -> list[int
 def _rank(pair: Pair, seed: int) -> bytes:
     key = "\x00".join((str(seed), pair.source_id, pair.stereo, pair.anti))
     return hashlib.sha256(key.encode("utf-8", errors="surrogatepass")).digest()
+
+
+def pair_subset(loaded: Sequence[Pair], split: str = "all", holdout_fraction: float = 0.5, n: int | None = None,
+                seed: int = 0, stratify: bool = True) -> LoadedPairs:
+    """A pair set as a pipeline and the API choose one: the ``split`` part of a source's pairs, then a
+    deterministic sample of ``n`` (the source's bad-row list kept)."""
+    bad_rows, source = getattr(loaded, "bad_rows", ()), getattr(loaded, "source", "")
+    return sample_pairs(LoadedPairs(split_items(loaded, split, holdout_fraction), bad_rows, source), n, seed, stratify)

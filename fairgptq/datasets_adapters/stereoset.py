@@ -23,9 +23,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from ..core.errors import ConfigError, DataError
+from ..contract import ConfigError, DataError, Pair
 from .hub import hub_rows, hub_source
-from .pairs import Pair
 from .reading import json_array_rows, jsonl_rows, read_text, resolve_path
 from .validation import LoadedPairs, RawRow, RowProblem, build_pairs, check_policy, distinct_texts, text_field
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import string
 from typing import Sequence
 
-from ..core.errors import ConfigError
-from .pairs import Pair
+from ..contract import ConfigError, Pair
 from .validation import LoadedPairs
 
 DEFAULT_TEMPLATES: tuple[str, ...] = (

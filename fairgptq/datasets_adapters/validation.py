@@ -14,17 +14,14 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from ..core.errors import ConfigError, DataError
-from .pairs import Pair
+from ..contract import ConfigError, DataError, Pair
 
 logger = logging.getLogger(__name__)
 
 #: (file, its bad rows) already warned about in this process: later reads log them quietly (run.log only)
 _WARNED: set[tuple[str, tuple[str, ...]]] = set()
-
-OnBadRow = Literal["skip", "error"]
 BAD_ROW_POLICIES: tuple[str, ...] = ("skip", "error")
 
 # Bytes that are not UTF-8 survive decoding as lone surrogates (errors="surrogateescape"),

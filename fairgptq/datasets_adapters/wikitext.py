@@ -5,8 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import DataError
-from ..core.objective import TokenBatch
+from ..contract import DataError, TokenBatch
 from .data_location import DATA_DIR_ENV, data_dir, data_path
 
 __all__ = ["DATA_DIR_ENV", "data_dir", "read_wikitext", "calibration_windows"]

@@ -11,7 +11,8 @@ from .report import print_table, results_table, save_json
 from .scoring import ContinuationScore, Request, encode_request, score_requests, score_sentences
 from .stereoset import evaluate_stereoset
 from .suite import TASKS, evaluate
-from .tasks import EvaluationTask, TaskContext, TaskOptions, registered_tasks
+from ..contract.tasks import EvaluationTask, TaskContext, TaskOptions
+from .task_registry import registered_tasks
 from .zeroshot import evaluate_multiple_choice, evaluate_zeroshot
 from .zeroshot_tasks import ZERO_SHOT_TASKS, MultipleChoiceItem, load_zeroshot
 

@@ -22,11 +22,11 @@ from typing import Sequence
 from ..core.errors import ConfigError
 from ..core.sequences import common_prefix_length
 from ..datasets_adapters.crows_pairs import DEFAULT_FILE
-from ..datasets_adapters.pairs import Pair
+from ..contract.pairs import Pair
 from ..statistics import resampled_decomposition
-from .kinds import ItemKind
+from ..contract.kinds import ItemKind
 from .scoring import Request, encode_request, score_requests
-from .tasks import EvaluationTask, NoOptions, TaskContext
+from ..contract.tasks import EvaluationTask, NoOptions, TaskContext
 
 
 def _parts(tokenizer, pair: Pair) -> list[Request | None]:

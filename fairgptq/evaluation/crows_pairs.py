@@ -10,16 +10,15 @@ file (e.g. French CrowS-Pairs) goes through the same code; ``language`` only lab
 from __future__ import annotations
 
 from pathlib import Path
-from statistics import fmean
 from typing import Literal, Sequence
 
 from ..core.errors import ConfigError
 from ..datasets_adapters.crows_pairs import DEFAULT_FILE
-from ..datasets_adapters.pairs import Pair
-from ..statistics import resampled_pair_choice
-from .kinds import ItemKind
+from ..contract.pairs import Pair
+from ..statistics import at_unit_weights, resampled_pair_choice
+from ..contract.kinds import ItemKind
 from .scoring import ContinuationScore, score_sentences
-from .tasks import EvaluationTask, TaskContext, TaskOptions
+from ..contract.tasks import EvaluationTask, TaskContext, TaskOptions
 
 SCORINGS: dict[str, str] = {
     "lm_eval": "sum of token log-likelihoods after the prefix token (lm-eval crows_pairs)",
@@ -56,9 +55,7 @@ def crows_pairs_items(pairs: Sequence[Pair], more: Sequence[float], less: Sequen
 def crows_pairs_metrics(items: Sequence[dict]) -> dict:
     """pct_stereotype (0–100, ideal 50) and mean likelihood_diff, overall and per bias type, from item records."""
     def summary(group: list[dict]) -> dict:
-        return {"n": len(group),
-                "pct_stereotype": 100.0 * fmean(float(it["choice"]) for it in group),
-                "likelihood_diff": fmean(abs(it["ll_more"] - it["ll_less"]) for it in group)}
+        return {"n": len(group), **at_unit_weights(resampled_pair_choice(group), len(group))}
 
     by_category: dict[str, list[dict]] = {}
     for it in items:

@@ -6,7 +6,7 @@ the pair-by-pair outcomes can (:mod:`fairgptq.statistics`).  So every task retur
 *computed from* those records by the function registered for their kind below, which is
 what lets a test (and a sceptical reader) recompute every figure from the files.
 
-Each task declares the kind of its records (:class:`~fairgptq.evaluation.kinds.ItemKind`, in the
+Each task declares the kind of its records (:class:`~fairgptq.contract.kinds.ItemKind`, in the
 task's own module); records read without their task are recognised by their fields.  The
 built-in kinds:
 
@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.errors import ConfigError, DataError
-from .kinds import ItemKind
+from ..contract.kinds import ItemKind
 
 ITEMS_DIR = "items"
 
 
 def registered_kinds() -> list[ItemKind]:
     """Every record kind the registered tasks declare (built-in and plugins'), most specific first."""
-    from .tasks import registered_tasks
+    from .task_registry import registered_tasks
     kinds: dict[str, ItemKind] = {}
     for task in registered_tasks().values():
         if task.kind is not None:
@@ -43,19 +43,12 @@ def registered_kinds() -> list[ItemKind]:
     return sorted(kinds.values(), key=lambda k: -len(k.fields))
 
 
-def kind_named(name: str) -> ItemKind:
-    for kind in registered_kinds():
-        if kind.name == name:
-            return kind
-    raise DataError(f"no registered task records items of kind {name!r}")
-
-
 def kind_of(items: Sequence[dict], task: str | None = None) -> ItemKind:
     """The kind ``task`` declares, checked against the records; without a task, the kind whose fields they carry."""
     if not items:
         raise DataError("no item records")
     if task is not None:
-        from .tasks import registered_tasks
+        from .task_registry import registered_tasks
         declared = getattr(registered_tasks().get(task), "kind", None)
         if declared is not None and declared.matches(items[0]):
             return declared

@@ -29,7 +29,7 @@ import torch.nn as nn
 from ..core.architectures import decoder_layers
 from ..registry import arch_for
 from ..core.objective import Captured
-from ..datasets_adapters.pairs import Pair
+from ..contract.pairs import Pair
 from ..objectives.pair_activations import pair_differences, tokenize_pairs
 from .progress import progress_bar
 

@@ -15,7 +15,7 @@ Every task loads its pairs through the pair-source plugins (a file mapping for
 ``pair_file`` where that covers the layout), so it evaluates exactly what a pipeline
 can calibrate on.  Results carry per-item records (``items``) and 95 % Wilson
 intervals.  ``split="holdout"`` scores only the held-out half (by
-:func:`~fairgptq.datasets_adapters.pairs.split_key`, so translations of a pair share
+:func:`~fairgptq.contract.pairs.split_key`, so translations of a pair share
 its half), and calibration pairs passed in are checked for overlap by id, translation
 and text.
 """
@@ -31,16 +31,16 @@ from statistics import fmean
 from typing import Any, Iterable, Literal, Sequence
 
 from ..core.errors import ConfigError
-from ..datasets_adapters.pairs import Pair, split_key
+from ..contract.pairs import Pair, split_key
 from ..datasets_adapters.data_location import data_path
-from ..statistics import resampled_preference
+from ..statistics import at_unit_weights, resampled_preference
 from .crows_pairs import PAIR_CHOICE, SCORINGS, CrowsScoringOption, crows_pairs_items, crows_pairs_metrics
-from .kinds import ItemKind
+from ..contract.kinds import ItemKind
 from .intervals import wilson_interval
 from .scoring import ContinuationScore, score_sentences
-from .stereoset import (ON_OVERLAP, SCORING as STEREOSET_SCORING, SPLITS, STEREOSET, HoldoutOption, find_overlap,
-                        split_items, stereoset_items, stereoset_metrics)
-from .tasks import EvaluationTask, TaskContext
+from ..datasets_adapters.splits import SPLITS, find_overlap, split_items
+from .stereoset import ON_OVERLAP, SCORING as STEREOSET_SCORING, STEREOSET, HoldoutOption, stereoset_items, stereoset_metrics
+from ..contract.tasks import EvaluationTask, TaskContext
 
 logger = logging.getLogger(__name__)
 
@@ -181,10 +181,10 @@ def preference_metrics(items: Sequence[dict]) -> dict:
     """Share of pairs where the biased side is more likely (Wilson 95 % interval); mean signed and absolute
     likelihood difference; overall and per category, from item records."""
     def summary(group: list[dict]) -> dict:
-        wins = sum(it["choice"] for it in group)
-        return {"n": len(group), "pct_prefer_biased": 100.0 * wins / len(group),
-                "pct_prefer_biased_ci95": list(wilson_interval(wins, len(group))),
-                "likelihood_diff": fmean(it["ll_biased"] - it["ll_other"] for it in group),
+        shares = at_unit_weights(resampled_preference(group), len(group))
+        return {"n": len(group), "pct_prefer_biased": shares["pct_prefer_biased"],
+                "pct_prefer_biased_ci95": list(wilson_interval(sum(it["choice"] for it in group), len(group))),
+                "likelihood_diff": shares["likelihood_diff"],
                 "abs_likelihood_diff": fmean(abs(it["ll_biased"] - it["ll_other"]) for it in group)}
 
     by_category: dict[str, list[dict]] = {}

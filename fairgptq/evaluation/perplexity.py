@@ -17,10 +17,10 @@ from pydantic import PositiveInt
 from ..core.errors import ConfigError, DataError
 from ..datasets_adapters.wikitext import read_wikitext
 from ..statistics import resampled_windows
-from .kinds import ItemKind
+from ..contract.kinds import ItemKind
 from .progress import progress_bar
 from .scoring import model_context_length
-from .tasks import EvaluationTask, TaskContext, TaskOptions
+from ..contract.tasks import EvaluationTask, TaskContext, TaskOptions
 
 MAX_SEQLEN = 2048
 

@@ -1,5 +1,5 @@
 """Built-in evaluation tasks, registered through the same hook as third-party ones."""
-from ..hookspecs import hookimpl
+from ..contract.hooks import hookimpl
 from . import crows_decomposition, crows_pairs, pair_tasks, perplexity, stereoset, zeroshot
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from .kinds import ItemKind
+    from ..contract.kinds import ItemKind
 
 # the evaluation table also shows, beside each task's headline metrics (its ItemKind's), what explains them;
 # anything else stays in the JSON
@@ -18,7 +18,7 @@ _EXPLAINING = ("likelihood_diff", "sentence_perplexity", "continuation_share")
 
 
 def _kind(task: str) -> "ItemKind | None":
-    from .tasks import registered_tasks
+    from .task_registry import registered_tasks
     return getattr(registered_tasks().get(task), "kind", None)
 
 

@@ -34,20 +34,13 @@ import torch
 
 from ..registry import architectures
 from ..core.errors import ConfigError, DataError
+from ..core.sequences import Request, encode_request
 from .packing import batch_rows, pack_sequences, row_tensors
 from .progress import progress_bar
 
 DEFAULT_CONTEXT_LENGTH = 2048  # lm-eval's fallback when neither config nor tokenizer names one
 _CONTEXT_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")
 DEFAULT_PACK_TOKENS = 128  # prefix-tree row length: long enough to share, short enough that attention stays cheap
-
-
-@dataclass(frozen=True)
-class Request:
-    """Token ids of one (context, continuation); the continuation's tokens are the ones scored."""
-
-    context: tuple[int, ...]
-    continuation: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -63,15 +56,6 @@ class ContinuationScore:
         return self.logprob / self.n_tokens
 
 
-def prefix_token_id(tokenizer) -> int:
-    """The token lm-eval conditions on when the context is empty: BOS, else EOS."""
-    if tokenizer.bos_token_id is not None:
-        return tokenizer.bos_token_id
-    if tokenizer.eos_token_id is None:
-        raise DataError("the tokenizer has neither a BOS nor an EOS token to condition an empty context on")
-    return tokenizer.eos_token_id
-
-
 def model_context_length(model) -> int:
     """The model's context window, looked up as lm-eval does (config attributes, then 2048)."""
     config = getattr(model, "config", None)
@@ -81,35 +65,6 @@ def model_context_length(model) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return DEFAULT_CONTEXT_LENGTH
-
-
-def _encode(tokenizer, text: str) -> list[int]:
-    """Encode with the tokenizer's special-token default, unless the text already starts with the prefix token."""
-    prefix = tokenizer.decode(prefix_token_id(tokenizer))
-    kwargs = {"add_special_tokens": False} if text.startswith(prefix) else {}
-    return tokenizer.encode(text, **kwargs)
-
-
-def encode_request(tokenizer, context: str, continuation: str) -> Request:
-    """Tokenise a (context, continuation) exactly as lm-eval's ``loglikelihood`` does (see module docstring)."""
-    if context == "":
-        cont = tokenizer.encode(continuation, add_special_tokens=False)
-        if not cont:
-            raise DataError(f"the text {continuation!r} tokenises to no tokens; nothing to score")
-        prefix = prefix_token_id(tokenizer)
-        if cont[0] == prefix:
-            return Request(tuple(cont[:1]), tuple(cont[1:]))
-        return Request((prefix,), tuple(cont))
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = _encode(tokenizer, context + continuation)
-    ctx = _encode(tokenizer, context)
-    cont = whole[len(ctx):]
-    if not cont:
-        raise DataError(f"the continuation {continuation!r} after {context[-40:]!r} tokenises to no tokens")
-    return Request(tuple(ctx), tuple(cont))
 
 
 def _accepts_logits_to_keep(model) -> bool:

@@ -17,26 +17,24 @@ calibrate on one part and evaluate on the other.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
-from statistics import fmean
 from typing import Iterable, Literal, Sequence
 
 from pydantic import Field
 
 from ..core.errors import ConfigError
-from ..datasets_adapters.pairs import Pair, split_key
+from ..contract.pairs import Pair
+from ..datasets_adapters.splits import SPLITS, find_overlap, split_items
 from ..datasets_adapters.stereoset import DEFAULT_FILE
-from ..statistics import resampled_stereoset
-from .kinds import ItemKind
+from ..statistics import at_unit_weights, resampled_stereoset
+from ..contract.kinds import ItemKind
 from .scoring import score_sentences
-from .tasks import EvaluationTask, TaskContext, TaskOptions
+from ..contract.tasks import EvaluationTask, TaskContext, TaskOptions
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("all", "holdout", "calibration")
 ON_OVERLAP = ("error", "warn")
 SCORING = "bias_bench_generative: geometric-mean token probability after the prefix token"
 
@@ -54,51 +52,6 @@ class StereoSetOptions(HoldoutOption):
     stereoset_split: Literal[SPLITS] = "holdout"  # type: ignore[valid-type]
 
 
-def in_holdout(source_id: str, fraction: float) -> bool:
-    """Deterministic membership of the held-out part: a hash of the id, stable across runs and machines."""
-    h = int.from_bytes(hashlib.sha256(source_id.encode("utf-8")).digest()[:8], "big")
-    return h / 2.0 ** 64 < fraction
-
-
-def split_items(items: Sequence[Pair], split: str, fraction: float) -> list[Pair]:
-    """The ``holdout`` part (≈ ``fraction`` of the items), its complement ``calibration``, or ``all``."""
-    if split not in SPLITS:
-        raise ConfigError(f"StereoSet split must be one of {SPLITS}, got {split!r}")
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"holdout_fraction must be in (0, 1), got {fraction}")
-    if split == "all":
-        return list(items)
-    held = [in_holdout(split_key(p), fraction) for p in items]
-    calibration = [p for p, h in zip(items, held) if not h]
-    if split == "calibration":
-        return calibration
-    # StereoSet repeats some sentences under other ids (6 of the 1077 held-out dev items repeat a
-    # calibration-half sentence).  Those items leave the holdout rather than the calibration half,
-    # so every calibration sample, and every number built on one, stays what it was.
-    seen = {t.strip() for p in calibration for t in (p.stereo, p.anti)}
-    return [p for p, h in zip(items, held) if h and p.stereo.strip() not in seen and p.anti.strip() not in seen]
-
-
-def find_overlap(items: Sequence[Pair], calibration: Iterable[Pair | str]) -> list[str]:
-    """Source ids of evaluated items that share an id or a sentence with the calibration set.
-
-    ``calibration`` may mix Pair objects, source ids and raw texts: texts matter because the
-    calibration sentences themselves build the Hessians, whatever file they came from.
-    """
-    ids: set[str] = set()
-    texts: set[str] = set()
-    for c in calibration:
-        if isinstance(c, Pair):
-            if c.source_id:
-                ids.add(c.source_id)
-            texts.update((c.stereo.strip(), c.anti.strip()))
-        else:
-            ids.add(c)
-            texts.add(c.strip())
-    return [p.source_id for p in items
-            if p.source_id in ids or p.stereo.strip() in texts or p.anti.strip() in texts]
-
-
 def stereoset_items(items: Sequence[Pair], stereo: Sequence[float], anti: Sequence[float],
                     unrelated: Sequence[float]) -> list[dict]:
     """One record per item: id, domain, target term and the three sentence scores."""
@@ -110,14 +63,9 @@ def stereoset_items(items: Sequence[Pair], stereo: Sequence[float], anti: Sequen
 def stereoset_metrics(items: Sequence[dict]) -> dict:
     """SS, LMS, ICAT per domain and overall, macro-averaged over target terms (bias-bench), from item records."""
     def summary(group: list[dict]) -> dict:
-        terms: dict[str, list[dict]] = {}
-        for it in group:
-            terms.setdefault(it["target"], []).append(it)
-        ss = fmean(100.0 * fmean(1.0 if it["stereo"] > it["anti"] else 0.0 for it in t) for t in terms.values())
-        lms = fmean(100.0 * fmean(((it["stereo"] > it["unrelated"]) + (it["anti"] > it["unrelated"])) / 2.0
-                                  for it in t) for t in terms.values())
-        return {"n": len(group), "n_targets": len(terms), "SS": ss, "LMS": lms,
-                "ICAT": lms * min(ss, 100.0 - ss) / 50.0}
+        # SS, LMS and ICAT: the resampled statistic at unit weights (one computation of each)
+        return {"n": len(group), "n_targets": len({it["target"] for it in group}),
+                **at_unit_weights(resampled_stereoset(group), len(group))}
 
     domains: dict[str, list[dict]] = {}
     for it in items:

@@ -9,22 +9,24 @@ work, so a typo fails in a second instead of after an hour of perplexity.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..version import __version__
 from ..core.errors import ConfigError
-from ..datasets_adapters.pairs import Pair
+from ..contract.pairs import Pair
 from .plugin import fairgptq_evaluation_tasks
-from .scoring import supports_packing
+from .scoring import score_sentences, supports_packing
 from .stereoset import ON_OVERLAP
-from .tasks import TaskContext, options_for, registered_tasks, resolve_options
+from ..contract.tasks import TaskContext
+from .task_registry import options_for, registered_tasks, resolve_options
 
 if TYPE_CHECKING:
     from ..registry import Registry
 
 TASKS: tuple[str, ...] = tuple(fairgptq_evaluation_tasks())
-"""The built-in task names; :func:`~fairgptq.evaluation.tasks.registered_tasks` adds the plugins' ones."""
+"""The built-in task names; :func:`~fairgptq.contract.tasks.registered_tasks` adds the plugins' ones."""
 
 
 def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitext2", "crows_pairs"), *,
@@ -81,8 +83,14 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
         t0 = time.perf_counter()
         context = TaskContext(task, Path(paths[task]) if task in paths else None,
                               limit.get(task) if isinstance(limit, Mapping) else limit, batch_size, progress,
-                              calibration, on_overlap)
-        results[task] = known[task].run(model, tokenizer, task_options[task], context)
+                              calibration, on_overlap, partial(score_sentences, batch_size=batch_size,
+                                                               progress=progress, description=task))
+        result = known[task].run(model, tokenizer, task_options[task], context)
+        kind = known[task].kind
+        if (kind is not None and isinstance(result.get("items"), list) and result["items"]
+                and not set(kind.headline) <= set(result)):  # a task that left its summary to its kind
+            result = {**kind.summarize(result["items"]), **result}
+        results[task] = result
         seconds[task] = round(time.perf_counter() - t0, 2)
     dtype = next(model.parameters()).dtype
     return {"fairgptq_version": __version__,

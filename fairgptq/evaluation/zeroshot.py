@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from statistics import fmean
 from typing import Sequence
 
 from ..core.errors import ConfigError
-from ..statistics import resampled_multiple_choice
-from .kinds import ItemKind
+from ..statistics import at_unit_weights, resampled_multiple_choice
+from ..contract.kinds import ItemKind
 from .scoring import encode_request, score_requests
-from .tasks import EvaluationTask, NoOptions, TaskContext
+from ..contract.tasks import EvaluationTask, NoOptions, TaskContext
 from .zeroshot_tasks import ZERO_SHOT_TASKS, MultipleChoiceItem, load_zeroshot
 
 
@@ -43,8 +42,7 @@ def evaluate_multiple_choice(model, tokenizer, items: Sequence[MultipleChoiceIte
 
 def multiple_choice_metrics(items: Sequence[dict]) -> dict:
     """acc and acc_norm from item records (``correct`` / ``correct_norm`` are 0 or 1)."""
-    return {"n": len(items), "acc": fmean(it["correct"] for it in items),
-            "acc_norm": fmean(it["correct_norm"] for it in items)}
+    return {"n": len(items), **at_unit_weights(resampled_multiple_choice(items), len(items))}
 
 
 def evaluate_zeroshot(model, tokenizer, task: str, *, path: str | Path | None = None, limit: int | None = None,

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from ..analysis.formatting import interval, number
 from ..version import __version__
 
 TASK_NAMES = {"crows_pairs": "CrowS-Pairs", "stereoset": "StereoSet (intrasentence)", "wikitext2": "WikiText-2",
@@ -113,8 +114,8 @@ def _evaluation(results) -> list[str]:
     for key, value in metrics.items():
         if key.startswith("pair_gap."):
             continue
-        lines.append(f"| {key} | {value:.4g} | {_num(float_m.get(key))} | {_diff(vs_float.get(key))} | "
-                     f"{_num(plain_m.get(key))} | {_diff(vs_plain.get(key))} |")
+        lines.append(f"| {key} | {value:.4g} | {number(float_m.get(key))} | {_diff(vs_float.get(key))} | "
+                     f"{number(plain_m.get(key))} | {_diff(vs_plain.get(key))} |")
     return lines
 
 
@@ -129,13 +130,8 @@ def _limits(results, source_kind) -> list[str]:
     return lines
 
 
-def _num(v: float | None) -> str:
-    return "–" if v is None else f"{v:.4g}"
-
-
 def _diff(row: Mapping[str, Any] | None) -> str:
     if not row:
         return "–"
-    ci = f" [{row['lo']:+.3g}, {row['hi']:+.3g}]" if row.get("lo") is not None else ""
     p = f", p {row['p']:.2g}" if row.get("p") is not None else ""
-    return f"{row['diff']:+.3g}{ci}{p}"
+    return f"{interval(row['diff'], row.get('lo'), row.get('hi'), '+.3g')}{p}"

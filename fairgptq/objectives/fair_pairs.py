@@ -6,26 +6,12 @@ per token, so α keeps the paper's meaning.  By default the pair sentences also 
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable, Literal, Sequence
 
 import torch
 
-from ..core.errors import ConfigError
-from ..core.objective import Captured
-from ..datasets_adapters.pairs import Pair
-from ..plugin_params import validated
+from ..contract import Alpha, Captured, ConfigError, Pair, PairObjective, TargetParams, TargetedObjective, validated, pairs_hash
 from .pair_activations import ALIGNMENTS, PairStreams, pair_differences, tokenize_pairs
-from .targets import Alpha, PairObjective, TargetedObjective, TargetParams
-
-
-def pairs_hash(pairs: Sequence[Pair]) -> str:
-    """Content hash of a pair set (order-sensitive), recorded with every quantized checkpoint."""
-    h = hashlib.sha256()
-    for p in pairs:
-        h.update("\x1f".join((p.stereo, p.anti, p.category, p.language, p.source_id)).encode("utf-8"))
-        h.update(b"\x1e")
-    return h.hexdigest()[:16]
 
 
 class FairPairParams(TargetParams):
@@ -70,9 +56,6 @@ class FairPairObjective(PairObjective):
                                        batch_size=self.batch_size, max_length=self.max_length)
         s, a = self._names
         return {s: self._streams.stereo, a: self._streams.anti}
-
-    def hessian_streams(self) -> set[str]:
-        return set(self._names) if self.params.calibrate_with_pairs else set()
 
     def term(self, layer: int, role: str, inputs: dict[str, list[Captured]]) -> torch.Tensor | None:
         if self._streams is None:

@@ -44,15 +44,8 @@ from typing import Any, Literal, Sequence
 import torch
 from pydantic import Field, model_validator
 
-from ..core.errors import ConfigError
-from ..core.gptq import FactoredHessian, apply_damped, apply_inverse
-from ..core.objective import LinearTerm, ScoreGradient, ScoreRequest, TokenBatch
-from ..core.sequences import common_prefix_length
-from ..datasets_adapters.pairs import Pair
-from ..evaluation.scoring import encode_request
-from .fair_pairs import pairs_hash
-from .targets import PairObjective, TargetSelection
-from .tokens import pad_id, right_padded
+from ..contract import ConfigError, FactoredHessian, LinearTerm, Pair, PairObjective, ScoreGradient, ScoreRequest, TargetSelection, TokenBatch, apply_damped, apply_inverse, common_prefix_length, encode_request, pad_id, right_padded, pairs_hash
+
 
 logger = logging.getLogger("fairgptq.objectives")
 SCORES = ("sentence", "span")
@@ -116,6 +109,9 @@ class LikelihoodPairParams(TargetSelection):
     def without_term(self) -> "LikelihoodPairParams":
         return self.model_copy(update={"target": 0.0, "lambda_": None})
 
+    def needs_gradients(self) -> bool:
+        return not self.is_off()
+
 
 def score_batches(pairs: Sequence[Pair], tokenizer, *, score: str = "sentence", batch_size: int = 32,
                   max_length: int = 128) -> tuple[list[TokenBatch], list[torch.Tensor], int]:
@@ -176,7 +172,7 @@ class LikelihoodPairObjective(PairObjective):
         self._measured: dict[str, Any] = {}
 
     def score_request(self, tokenizer) -> ScoreRequest | None:
-        if self.params.is_off():
+        if not self.params.needs_gradients():
             return None
         if tokenizer is None:
             raise ConfigError("likelihood_pairs needs the model's tokenizer (pass tokenizer= to quantize_model)")

@@ -19,11 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.errors import ConfigError
-from ..core.objective import Captured, TokenBatch
-from ..core.sequences import common_prefix_length
-from ..datasets_adapters.pairs import Pair
-from .tokens import pad_id, right_padded
+from ..contract import Captured, ConfigError, Pair, TokenBatch, common_prefix_length, pad_id, right_padded
 
 ALIGNMENTS = ("aligned", "positional")
 logger = logging.getLogger("fairgptq.objectives")

@@ -1,5 +1,5 @@
 """Built-in objectives, registered through the same hook as third-party ones."""
-from ..hookspecs import hookimpl
+from ..contract import hookimpl
 from .fair_pairs import FairPairObjective, MatrixObjective
 from .likelihood_pairs import LikelihoodPairObjective
 

@@ -49,7 +49,7 @@ _LAYER_WORKING_FACTOR = 4
 
 def _refuse_score_gradients(objectives: list[Objective], tokenizer) -> None:
     """An objective with a linear term needs a backward pass through every layer at once: not here yet."""
-    needing = [o.name for o in objectives if o.score_request(tokenizer) is not None]
+    needing = [o.name for o in objectives if o.needs_gradients()]
     if needing:
         raise ConfigError(f"objective(s) {needing} need gradients of a score through the whole model, and a "
                           f"sequential onloaded run holds one decoder layer at a time, so it cannot take them yet; "

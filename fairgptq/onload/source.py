@@ -48,10 +48,6 @@ class SafetensorsSource:
             t = f.get_tensor(name)
         return t if dtype is None or not t.is_floating_point() else t.to(dtype)
 
-    def nbytes(self) -> int:
-        """Size of the checkpoint's shards on disk."""
-        return sum(p.stat().st_size for p in set(self.files.values()))
-
     def total_numel(self) -> int:
         """Number of values in the whole checkpoint, read from the shards' headers only."""
         by_file: dict[Path, list[str]] = {}

@@ -13,12 +13,10 @@ import torch
 from ..core.errors import ConfigError
 from ..core.objective import Objective, TokenBatch
 from ..core.quantizer import QuantConfig
-from ..datasets_adapters.pairs import Pair
-from ..datasets_adapters.sampling import sample_pairs
-from ..datasets_adapters.validation import LoadedPairs
-from ..evaluation.stereoset import split_items
-from ..objectives.fair_pairs import pairs_hash
-from ..objectives.targets import DEFAULT_ROLES
+from ..contract.pairs import Pair
+from ..datasets_adapters.sampling import pair_subset
+from ..contract import pairs_hash
+from ..contract.targets import DEFAULT_ROLES
 from ..registry import Registry
 from .arguments import PATH_KEYS, expand_path, objective_arguments, with_expanded_paths
 from .objective_settings import targeted_roles
@@ -46,16 +44,23 @@ def pair_sets(spec: PipelineSpec, registry: Registry) -> dict[str, PairSet]:
     return sets
 
 
-#: pair sources already read in this process, by source, settings and the state of the files they read:
-#: a sweep's points and its validation share one pair file, so it is read (and its bad rows reported) once
+#: pair sources already read in this process, by the plugin that provides the source (two pipelines' plugins
+#: may both name one ``mine``), its settings and the state of the files they read: a sweep's points and its
+#: validation share one pair file, so it is read (and its bad rows reported) once
 _SOURCES: dict[str, Any] = {}
+
+
+def _provider(factory: Any) -> str:
+    """The providing plugin's factory, by module and name (what tells two same-named sources apart)."""
+    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', type(factory).__qualname__)}"
 
 
 def _read_source(ps: PairSetSpec, registry: Registry):
     params = with_expanded_paths(ps.params)
     stamps = [(v, Path(v).stat().st_mtime_ns, Path(v).stat().st_size) for k, v in sorted(params.items())
               if k in PATH_KEYS and isinstance(v, str) and Path(v).is_file()]
-    key = json.dumps([ps.source, params, stamps], sort_keys=True, default=str)
+    info = registry.get("pair_sources", ps.source)
+    key = json.dumps([ps.source, _provider(info.factory), info.origin, params, stamps], sort_keys=True, default=str)
     if key not in _SOURCES:
         _SOURCES[key] = registry.create("pair_sources", ps.source, **params)
     return _SOURCES[key]
@@ -66,10 +71,7 @@ def load_pair_set(ps: PairSetSpec, registry: Registry) -> PairSet:
     loaded = _read_source(ps, registry)
     bad_rows = getattr(loaded, "bad_rows", ())
     total = len(loaded)
-    if ps.split != "all":
-        loaded = LoadedPairs(split_items(loaded, ps.split, ps.holdout_fraction), bad_rows,
-                             getattr(loaded, "source", ""))
-    pairs = list(sample_pairs(loaded, ps.n, ps.seed, ps.stratify))
+    pairs = list(pair_subset(loaded, ps.split, ps.holdout_fraction, ps.n, ps.seed, ps.stratify))
     return PairSet(pairs, {
         "source": ps.source, "params": ps.params, "origin": getattr(loaded, "source", ""), "rows_read": total,
         "bad_rows": len(bad_rows), "bad_row_examples": [str(b) for b in bad_rows[:5]], "split": ps.split,
@@ -86,7 +88,7 @@ def pair_gap(spec: PipelineSpec, registry: Registry, model, tokenizer, calibrati
     """
     import json as _json
     from ..evaluation.pair_gap import PairGap
-    from ..evaluation.stereoset import find_overlap
+    from ..datasets_adapters.splits import find_overlap
     g = spec.evaluation.pair_gap
     held_out = load_pair_set(g.pairs, registry)
     overlap = find_overlap(held_out.pairs, calibration_pairs)

@@ -12,7 +12,7 @@ from typing import Any
 from ..core.errors import FairGPTQError
 from ..registry import Registry
 from .arguments import PATH_KEYS, ArgumentError, expand_path, objective_arguments
-from .objective_settings import builds_hessian
+from .objective_settings import builds_hessian, needs_gradients
 from .messages import Problem
 from .schema import PipelineSpec
 
@@ -89,13 +89,18 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
             problems.append((f"{base}.{e.key}", e.message))
             continue
         hessian_from_objectives |= builds_hessian(registry, obj.name, obj.params)
+        if spec.model.onload == "always" and needs_gradients(registry, obj.name, obj.params):
+            problems.append((f"{base}.name", f"objective {obj.name!r} needs gradients of a score through the whole "
+                                             f"model, and model.onload: always holds one decoder layer at a time; "
+                                             f"set model.onload: never (or auto with enough max_memory) or leave "
+                                             f"the objective out"))
     if not hessian_from_objectives and not (cal.text is not None and cal.text.n > 0):
         problems.append(("calibration", "no data for H: set calibration.text.n > 0, or give an objective whose "
                                         "own sentences also build H (fair_pairs: calibrate_with_pairs: true)"))
 
     _plugin(registry, "backends", spec.backend.name, "backend.name", problems)
 
-    from ..evaluation.tasks import registered_tasks
+    from ..evaluation.task_registry import registered_tasks
     tasks = list(registered_tasks(registry))
     for i, task in enumerate(spec.evaluation.tasks):
         if task not in tasks:

@@ -14,13 +14,13 @@ import yaml
 from rich.console import Console
 
 from ..evaluation.items import record_evaluation
-from ..registry import default_registry
+from ..registry import registry_with
 from . import build
 from .model_paths import model_path
 from .objective_settings import config_is_plain
 from .plain_baseline import compare_with_float, compare_with_plain, evaluate_plain_gptq
 from .record import Step, gap_metrics, write_card, write_run_record
-from .report import headline_metrics
+from ..analysis.run_report import headline_metrics
 from .rundir import write_atomic
 from .schema import PipelineSpec
 
@@ -38,11 +38,9 @@ def execute(spec: PipelineSpec, resolved: dict, run_dir: Path, console: Console,
     step = Step(console, timings)
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     torch.manual_seed(spec.seed)
-    registry = default_registry()
-    for mod in spec.plugins:
-        registry.register_module(mod)
+    registry = registry_with(spec.plugins)
     path = model_path(spec, console, run_dir, model_and_tok)
-    path.refuse_unsupported()
+    path.refuse_unsupported(registry)
 
     with step("load_model", path.load_message):
         tok = path.load()

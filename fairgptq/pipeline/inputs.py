@@ -18,7 +18,7 @@ HASHED_BYTES = 256 * 2**20  # bigger files (model weights) are fingerprinted by 
 def evaluation_files(spec: PipelineSpec) -> dict[str, Path | None]:
     """Task -> the data file its evaluation reads (None: the task has no default and needs evaluation.paths)."""
     from ..datasets_adapters.data_location import expected_path
-    from ..evaluation.tasks import registered_tasks
+    from ..evaluation.task_registry import registered_tasks
 
     known = registered_tasks()
     out: dict[str, Path | None] = {}

@@ -98,15 +98,3 @@ def run_lock(target: str | Path, *, shared: bool = False, wait: float = 0.0) -> 
                 f.seek(0)
                 f.truncate()
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def is_locked(target: str | Path) -> bool:
-    """Whether a live process holds ``target``'s lock (in either mode)."""
-    path = lock_path(target)
-    if fcntl is None or not path.is_file():
-        return False
-    with open(path, "a+", encoding="utf-8") as f:
-        if not _try_lock(f, shared=False):
-            return True
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-        return False

@@ -33,6 +33,7 @@ from ..export import export_checkpoint, fairgptq_record, load_gptq_checkpoint, s
 from ..onload import OnloadDecision, choose_onload, load_float_offloaded, load_offloaded, quantize_onloaded
 from ..registry import Registry
 from . import build
+from .objective_settings import needs_gradients
 from .record import Step
 from .schema import PipelineSpec
 
@@ -61,7 +62,7 @@ class ModelPath:
     load_message: str
     quantize_message: str
 
-    def refuse_unsupported(self) -> None:
+    def refuse_unsupported(self, registry: Registry) -> None:
         """Raise ConfigError naming every setting this path cannot run, before any work."""
 
     def load(self) -> Any:
@@ -170,8 +171,14 @@ class Onloaded(ModelPath):
         self.load_message = f"reading the tokenizer of {spec.model.name} (weights stay on disk)"
         self.quantize_message = "quantizing layer by layer from disk"
 
-    def refuse_unsupported(self) -> None:
+    def refuse_unsupported(self, registry: Registry) -> None:
         spec = self.spec
+        gradients = [f"objectives[{i}] ({o.name})" for i, o in enumerate(spec.objectives)
+                     if needs_gradients(registry, o.name, o.params)]
+        if gradients:  # asked of the settings, so nothing is built first (model.onload: auto chose this path)
+            raise ConfigError(f"{', '.join(gradients)}: needs gradients of a score through the whole model, and a "
+                              f"sequential onloaded run holds one decoder layer at a time; quantize in memory "
+                              f"(model.onload: never, with enough max_memory) or leave the objective out")
         unsupported = [k for k, on in (("evaluation.pair_gap", spec.evaluation.pair_gap is not None),
                                        ("evaluation.plain_baseline",
                                         spec.evaluation.plain_baseline and bool(spec.objectives)

@@ -12,8 +12,8 @@ from typing import Any, Iterable
 
 from ..core.errors import FairGPTQError
 from ..core.objective import ObjectiveParams
-from ..plugin_params import SUPPLIED, params_model
-from ..registry import Registry, default_registry
+from ..contract.params import SUPPLIED, params_model
+from ..registry import Registry, scoped_registry
 
 
 def settings_of(registry: Registry, name: str, params: dict[str, Any]) -> ObjectiveParams | None:
@@ -72,9 +72,16 @@ def builds_hessian(registry: Registry, name: str, params: dict[str, Any]) -> boo
     return settings is not None and settings.builds_hessian()
 
 
+def needs_gradients(registry: Registry, name: str, params: dict[str, Any]) -> bool:
+    """Whether this objective asks for score gradients (its answer; False when it cannot say)."""
+    settings = settings_of(registry, name, params)
+    return settings is not None and settings.needs_gradients()
+
+
 def registry_for(plugins: Iterable[str]) -> Registry:
-    """The default registry with a saved config's plugin modules registered (they name its objectives)."""
-    registry = default_registry()
+    """A registry with a saved config's plugin modules registered (they name its objectives): the one in use
+    inside a scoped block, else a fresh one, never the process-wide one (``report --rewrite`` runs unscoped)."""
+    registry = scoped_registry() or Registry()
     for module in plugins:
         try:
             registry.register_module(module)

@@ -53,15 +53,15 @@ def evaluate_plain_gptq(spec: PipelineSpec, registry: Registry, sets: dict, floa
 
 def compare_with_float(float_items: dict[str, list[dict]], items: dict[str, list[dict]]) -> list[dict]:
     """The run against the float model, item by item (the model card's "− float" column)."""
-    from ..comparison import compare_items
+    from ..analysis.comparison import compare_items
     return [row for task in items if task in float_items
             for row in compare_items(task, float_items[task], items[task], labels=("float", "this run"))]
 
 
 def compare_with_plain(plain_items: dict[str, list[dict]], items: dict[str, list[dict]],
                        plain_gap: dict | None, pair_gap: dict | None) -> list[dict]:
-    """The run against its plain-GPTQ reference, item by item (fairgptq.comparison), and on the pair gap."""
-    from ..comparison import compare_items, pair_gap_rows
+    """The run against its plain-GPTQ reference, item by item (fairgptq.analysis.comparison), and on the pair gap."""
+    from ..analysis.comparison import compare_items, pair_gap_rows
     rows = [row for task in items if task in plain_items
             for row in compare_items(task, plain_items[task], items[task], labels=("plain GPTQ", "this run"))]
     return rows + pair_gap_rows(plain_gap, pair_gap, "no test (one seed)")

@@ -14,7 +14,6 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,8 +24,6 @@ from .inputs import evaluation_files
 from .messages import Problem
 from .schema import PipelineSpec
 
-if TYPE_CHECKING:
-    from .loading import Pipeline
 
 logger = logging.getLogger("fairgptq.pipeline")
 LONGEST_SUFFIX = len(".partial-4194304") + 2  # a partial's name: "." + name + this
@@ -156,7 +153,7 @@ def _backend_problems(spec: PipelineSpec, registry: Registry, problems: list[Pro
 
 def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
     """Every evaluation data file exists and reads as its task will read it (items > 0), before any model loads."""
-    from ..evaluation.tasks import registered_tasks
+    from ..evaluation.task_registry import registered_tasks
     tasks = registered_tasks()
     for task, path in evaluation_files(spec).items():
         key = f"evaluation.paths.{task}" if task in spec.evaluation.paths else f"evaluation.tasks[{task!r}]"
@@ -208,7 +205,7 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
     if path is None or not path.is_file() or not used:
         return
     from ..datasets_adapters.stereoset import load_stereoset
-    from ..evaluation.stereoset import find_overlap, split_items
+    from ..datasets_adapters.splits import find_overlap, split_items
     try:
         options = spec.evaluation.options()
         items = split_items(load_stereoset(path, kind="intrasentence"), options["stereoset_split"],
@@ -325,7 +322,7 @@ def _target_problems(target: Path) -> list[Problem]:
     return []
 
 
-def _name_problems(target: Path) -> list[Problem]:
+def name_problems(target: Path) -> list[Problem]:
     """A name that is not UTF-8 (the run's records could not name it), or a path component longer than the file
     system allows (any check of the path would fail with an OSError)."""
     try:
@@ -343,7 +340,7 @@ def _name_problems(target: Path) -> list[Problem]:
 
 def output_problems(target: Path, point_names: list[str]) -> list[Problem]:
     """Can every directory and file of this run be created under ``target``?"""
-    problems: list[Problem] = _name_problems(target)
+    problems: list[Problem] = name_problems(target)
     if problems:
         return problems
     existing = target.absolute()
@@ -369,23 +366,3 @@ def output_problems(target: Path, point_names: list[str]) -> list[Problem]:
             problems.append(("output", f"{str(d)[:80]}…: the path is too long for this file system"))
             break
     return problems
-
-
-def check_before_run(pipeline: "Pipeline", target: Path) -> None:
-    """At the start of ``run``: the hardware, the real --out and every sweep point's folder under it."""
-    from .messages import PipelineError
-    from .rundir import check_target
-    names = _name_problems(target)
-    if names:  # a name the file system refuses: say so before touching the path
-        raise PipelineError(f"--out {str(target)[:80]}", names)
-    check_target(target, force=True, protect=[pipeline.folder])
-    from ..registry import default_registry
-    registry = default_registry()
-    for module in pipeline.spec.plugins:
-        registry.register_module(module)
-    problems = (hardware_problems(pipeline.spec, registry)
-                + memory_problems(pipeline.spec, against="available", registry=registry)
-                + output_problems(target, [p.name for p in pipeline.points]))
-    if problems:
-        raise PipelineError(f"--out {target}", problems)
-

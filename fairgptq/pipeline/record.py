@@ -19,9 +19,9 @@ from rich.console import Console
 
 from ..version import __version__
 from . import build
-from .report import plot_delta_w, run_report, stability_summary
+from ..analysis.run_report import plot_delta_w, run_report, stability_summary
 from .rundir import write_atomic
-from .run_record import RESULTS, check_run_record
+from ..run_record import RESULTS, check_run_record
 from .schema import PipelineSpec
 
 logger = logging.getLogger("fairgptq.pipeline")

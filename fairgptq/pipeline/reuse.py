@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import ConfigError
-from .run_record import RESULTS, RunRecord, RunRecordError, read_run_record
+from ..run_record import RESULTS, RunRecord, RunRecordError, read_run_record
 from .rundir import COMPLETE, SWEEP_CONFIG, SWEEP_INPUTS, is_complete, write_atomic
 
 logger = logging.getLogger("fairgptq.pipeline")

@@ -16,19 +16,21 @@ from rich.console import Console
 from ..model_loading import load_model
 from . import build
 from .executors import ExecutorSettings, SweepIncomplete, SweepUnit, run_on_ray
-from ..registry import pipeline_registry, scoped
+from ..registry import pipeline_registry, registry_with, scoped
 from .execute import execute
 from .loading import Pipeline, validate
+from .messages import PipelineError
 from .objective_settings import config_is_plain
-from .preflight import check_before_run
+from .preflight import name_problems, hardware_problems, memory_problems, output_problems
 from .record import logged, logger, run_log, versions
-from .report import plot_sweep, sweep_report
+from ..analysis.run_report import plot_sweep, sweep_report
 from .reuse import ReusablePoints
-from .run_record import RunRecord, read_run_record
+from ..run_record import RunRecord, read_run_record
 from ..evaluation.items import record_evaluation
 from .inputs import sweep_inputs
-from .rundir import FinishedMeanwhile, atomic_run_dir, is_complete, mark_complete, remove_other_points, sweep_dir, write_atomic
-from .seeds import group_statistics, groups_report, plot_groups, unit_comparisons, units_report
+from .rundir import (FinishedMeanwhile, atomic_run_dir, check_target, is_complete, mark_complete, remove_other_points,
+                     sweep_dir, write_atomic)
+from ..analysis.seeds import group_statistics, groups_report, plot_groups, unit_comparisons, units_report
 
 
 def run_pipeline(pipeline: Pipeline, out: str | Path | None = None, *, force: bool = False,
@@ -188,3 +190,17 @@ def _point_summary(point, record: RunRecord) -> dict:
             "plain": config_is_plain(record.config), "metrics": record.metrics,
             "max_delta_w_rel": summary["max_delta_w_rel"], "overshoots": summary["overshoots"],
             "seconds": record.timings["total"]}
+
+
+def check_before_run(pipeline: "Pipeline", target: Path) -> None:
+    """At the start of ``run``: the hardware, the real --out and every sweep point's folder under it."""
+    names = name_problems(target)
+    if names:  # a name the file system refuses: say so before touching the path
+        raise PipelineError(f"--out {str(target)[:80]}", names)
+    check_target(target, force=True, protect=[pipeline.folder])
+    registry = registry_with(pipeline.spec.plugins)
+    problems = (hardware_problems(pipeline.spec, registry)
+                + memory_problems(pipeline.spec, against="available", registry=registry)
+                + output_problems(target, [p.name for p in pipeline.points]))
+    if problems:
+        raise PipelineError(f"--out {target}", problems)

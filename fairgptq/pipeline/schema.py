@@ -2,7 +2,7 @@
 
 Every model forbids unknown keys, so a typo is an error naming its YAML path instead of a
 setting silently ignored.  A plugin's ``params`` (an objective's, a pair source's, a
-backend's) are checked by that plugin's own settings model (fairgptq.plugin_params), so
+backend's) are checked by that plugin's own settings model (fairgptq.contract.params), so
 a setting has one definition and one check, wherever it is used.
 """
 from __future__ import annotations
@@ -28,14 +28,14 @@ class Strict(PlainNumbers):
 
 
 def _plugin_params(kind: str, name: str | None, params: dict[str, Any], *, defaults: bool = False) -> dict[str, Any]:
-    """``params`` validated by the named plugin's own settings model (fairgptq.plugin_params).
+    """``params`` validated by the named plugin's own settings model (fairgptq.contract.params).
 
     Errors carry the YAML path (``objectives[0].params.alpha``).  An unknown plugin name is left
     to the checks, which report it at the entry's ``name``/``source``.  ``defaults`` fills in the
     settings the user left out, so the saved config says what ran (objectives: the reports read
     α, roles and layers from it); pair sources and backends keep what was written.
     """
-    from ..plugin_params import SUPPLIED, params_model, setting_names, unknown_settings
+    from ..contract.params import SUPPLIED, params_model, setting_names, unknown_settings
     from ..registry import default_registry
     if name is None:
         return params
@@ -167,7 +167,7 @@ class PairGapSpec(Strict):
 
 def _check_option(tagged: tuple[str, Any]) -> Any:
     """One task option ``(key, value)``, validated by the task model that declares it (see EvaluationSpec)."""
-    from ..evaluation.tasks import describe_options
+    from ..evaluation.task_registry import describe_options
     from .messages import problems_from
     key, value = tagged
     specs = _task_option_specs()
@@ -181,7 +181,7 @@ def _check_option(tagged: tuple[str, Any]) -> Any:
 
 
 def _task_option_specs() -> dict:
-    from ..evaluation.tasks import option_specs, registered_tasks
+    from ..evaluation.task_registry import option_specs, registered_tasks
     return option_specs(registered_tasks())
 
 
@@ -329,11 +329,12 @@ class PipelineSpec(Strict):
         A module that fails to import is reported by the checks (``plugins[i]``), not here.
         """
         plugins = data.get("plugins") if isinstance(data, dict) else None
-        if isinstance(plugins, list):
-            from ..registry import default_registry
+        from ..registry import scoped_registry
+        registry = scoped_registry()  # a pipeline's own; outside one nothing is registered (never the process's)
+        if isinstance(plugins, list) and registry is not None:
             for module in plugins:
                 try:
-                    default_registry().register_module(module)
+                    registry.register_module(module)
                 except FairGPTQError:
                     pass
         return data

@@ -16,7 +16,7 @@ from typing import Any, Collection
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from .core.errors import ConfigError
+from ..core.errors import ConfigError
 
 # what a run passes a plugin itself, by kind; every other argument the factory takes is a user setting
 SUPPLIED: dict[str, tuple[str, ...]] = {"objectives": ("pairs", "pair_set", "batch_size", "max_length")}

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .core.errors import ConfigError
-from .evaluation.items import ITEMS_DIR, kind_of, read_items
-from .outputs import save_figure, write_file
-from .statistics import bootstrap_weights, mcnemar, paired_bootstrap, verdict
+from ..core.errors import ConfigError
+from ..evaluation.items import ITEMS_DIR, kind_of, read_items
+from ..outputs import write_file
+from ..statistics import bootstrap_weights, mcnemar, paired_bootstrap, verdict
+from .formatting import interval, number
+from .plotting import Estimate, Panel, forest_plot as draw
 
 N_BOOT = 2000
 
@@ -139,7 +141,7 @@ def pair_gap_rows(reference: dict | None, run: dict | None, verdict: str = "no t
     One row, or none when either run did not measure it.  There is no per-run test: the ratio is
     exact given the weights, and its noise is GPTQ's rounding, which only repeats over seeds sample.
     """
-    from .evaluation.pair_gap import pooled_ratio
+    from ..evaluation.pair_gap import pooled_ratio
     if not (reference and run):
         return []
     targeted = [n for n, m in run["modules"].items() if m["targeted"]]
@@ -153,15 +155,10 @@ def pair_gap_rows(reference: dict | None, run: dict | None, verdict: str = "no t
              "verdict": verdict}]
 
 
-def _num(v: float | None, digits: int = 4) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
-
-
 def row_sentence(row: dict, label_a: str, label_b: str) -> str:
     """``B − A = x [lo, hi], p = …, significant / not distinguishable from noise``."""
-    ci = f" [{_num(row['lo'])}, {_num(row['hi'])}]" if row["lo"] is not None else ""
     p = f", p = {row['p']:.3g}" if row["p"] is not None else ""
-    return f"{label_b} − {label_a} = {_num(row['diff'])}{ci}{p}, {row['verdict']}"
+    return f"{label_b} − {label_a} = {interval(row['diff'], row['lo'], row['hi'], '.4g')}{p}, {row['verdict']}"
 
 
 def markdown(result: dict) -> str:
@@ -172,38 +169,23 @@ def markdown(result: dict) -> str:
         lines += [f"## {comp['run']}", "", "| task | metric | n | baseline | run | difference [95 % CI] | p | test | verdict |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in comp["rows"]:
-            ci = f" [{_num(r['lo'])}, {_num(r['hi'])}]" if r["lo"] is not None else ""
-            lines.append(f"| {r['task']} | {r['metric']} | {r['n']} | {_num(r['a'])} | {_num(r['b'])} | "
-                         f"{_num(r['diff'])}{ci} | {_num(r['p'], 3)} | {r['test']} | {r['verdict']} |")
+            lines.append(f"| {r['task']} | {r['metric']} | {r['n']} | {number(r['a'])} | {number(r['b'])} | "
+                         f"{interval(r['diff'], r['lo'], r['hi'], '.4g')} | {number(r['p'], '.3g')} | {r['test']} | "
+                         f"{r['verdict']} |")
         lines += ["", *[f"- {r['task']}.{r['metric']}: {row_sentence(r, 'baseline', comp['run'])}"
                         for r in comp["rows"]], ""]
     return "\n".join(lines)
 
 
 def forest_plot(result: dict, path: Path) -> bool:
-    """One panel per metric: each run's difference from the baseline with its interval."""
-    from .pipeline.report import _plt
+    """One panel per metric: each run's difference from the baseline with its interval (red: significant)."""
     rows = [(c["run"], r) for c in result["comparisons"] for r in c["rows"] if r["lo"] is not None]
-    if not rows:
-        return False
     metrics = list(dict.fromkeys(f"{r['task']}.{r['metric']}" for _, r in rows))
-    plt = _plt()
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(7, 1.1 + 0.45 * len(result["comparisons"]) * len(metrics)),
-                             squeeze=False)
-    for ax, metric in zip(axes[:, 0], metrics):
-        sel = [(run, r) for run, r in rows if f"{r['task']}.{r['metric']}" == metric]
-        for y, (run, r) in enumerate(sel):
-            colour = "tab:red" if r["verdict"] == "significant" else "tab:gray"
-            ax.errorbar(r["diff"], y, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], fmt="o", color=colour,
-                        capsize=3)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(range(len(sel)), [run for run, _ in sel])
-        ax.set_title(f"{metric}: run − {result['baseline']} (95 % CI; red = significant)", fontsize=9)
-        ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return True
+    panels = [Panel([Estimate(run, r["diff"], r["lo"], r["hi"], "tab:red" if r["verdict"] == "significant" else "tab:gray")
+                     for run, r in rows if f"{r['task']}.{r['metric']}" == metric],
+                    title=f"{metric}: run − {result['baseline']} (95 % CI; red = significant)")
+              for metric in metrics]
+    return draw(panels, path) is not None
 
 
 def write_outputs(result: dict, out: Path) -> list[Path]:
@@ -222,8 +204,7 @@ def rich_table(result: dict) -> Any:
         table.add_column(col, justify="right" if col in ("baseline", "run value", "p") else "left")
     for comp in result["comparisons"]:
         for r in comp["rows"]:
-            ci = f" [{_num(r['lo'])}, {_num(r['hi'])}]" if r["lo"] is not None else ""
             style = "bold" if r["verdict"] == "significant" else ""
-            table.add_row(comp["run"], f"{r['task']}.{r['metric']}", _num(r["a"]), _num(r["b"]),
-                          f"{_num(r['diff'])}{ci}", _num(r["p"], 3), r["verdict"], style=style)
+            table.add_row(comp["run"], f"{r['task']}.{r['metric']}", number(r["a"]), number(r["b"]),
+                          interval(r["diff"], r["lo"], r["hi"], ".4g"), number(r["p"], ".3g"), r["verdict"], style=style)
     return table

@@ -19,8 +19,8 @@ from ..core.architectures import ROLES
 from ..core.errors import ConfigError
 from ..core.gptq import FAIR_MODES
 from ..core.objective import FairSettings, Objective, ObjectiveParams
-from ..datasets_adapters.pairs import Pair
-from ..plugin_params import validated
+from .pairs import Pair
+from .params import validated
 
 DEFAULT_ROLES = ("attn_out", "mlp_out")
 Role = Literal[ROLES]  # type: ignore[valid-type]

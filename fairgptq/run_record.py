@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from ..core.errors import FairGPTQError
+from .core.errors import FairGPTQError
 
 RESULTS = "results.json"
 

@@ -17,24 +17,22 @@ from pathlib import Path
 import yaml
 from scipy import stats
 
-from ..comparison import compare_items
+from .comparison import compare_items
 from ..core.errors import ConfigError
 from ..evaluation.items import read_items
 from ..evaluation.report import headline_metrics
-from ..outputs import save_figure
+
 from ..statistics import paired_t, verdict
-from .run_record import read_run_section
+from ..run_record import read_run_section
 from .seeds import pooled_mcnemar
+from .formatting import interval, number
+from .plotting import Estimate, Panel, forest_plot as draw
 
 
 def _interval(s: dict, signed: bool = False) -> str:
-    """``mean [lo, hi]``; the mean alone where one seed gives no interval, a dash where nothing was measured."""
-    fmt = "{:+.2f}" if signed else "{:.2f}"
-    if s.get("mean") is None:
-        return "–"
-    if s.get("lo") is None or s.get("hi") is None:
-        return f"{fmt.format(s['mean'])} (no interval)"
-    return f"{fmt.format(s['mean'])} [{fmt.format(s['lo'])}, {fmt.format(s['hi'])}]"
+    text = interval(s.get("mean"), s.get("lo"), s.get("hi"), "+.2f" if signed else ".2f")
+    one_seed = s.get("mean") is not None and (s.get("lo") is None or s.get("hi") is None)
+    return f"{number(s['mean'], '+.2f' if signed else '.2f')} (no interval)" if one_seed else text
 
 
 def difference_table(summary: dict, metrics: list[str], labels: list[str] | None,
@@ -155,35 +153,12 @@ def forest_plot(sweep: Path, summary: dict, suffixes: list[str], labels: list[st
     if not metrics:
         raise ConfigError(f"{sweep}: no compared metric ends in any of {suffixes}")
     labels = labels or [g["group"] for g in groups]
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(metrics) * len(groups)))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    height = 0.8 / len(groups)
-    for gi, (g, label) in enumerate(zip(groups, labels)):
-        rows = g["vs_reference"]["across_seeds"]
-        for mi, m in enumerate(metrics):
-            c = rows.get(m)
-            if not c or c.get("mean") is None:
-                continue
-            y = mi + (gi - (len(groups) - 1) / 2) * height
-            err = None if c.get("lo") is None else [[c["mean"] - c["lo"]], [c["hi"] - c["mean"]]]
-            ax.errorbar(c["mean"], y, xerr=err, fmt="o", ms=4, capsize=2, color=colours[gi % len(colours)],
-                        label=label if mi == 0 else None)
-    ax.axvline(0, color="k", lw=1)
     single = suffixes[0] if len(suffixes) == 1 else ""
-    ax.set_yticks(range(len(metrics)), [m.removesuffix(single) for m in metrics], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"point − plain GPTQ{single} (mean over {len(groups[0]['seeds'])} seeds, 95 % t-interval)")
-    ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    save_figure(fig, out)
-    plt.close(fig)
-    return out
+    estimates = [Estimate(m.removesuffix(single), c["mean"], c.get("lo"), c.get("hi"), series=label)
+                 for g, label in zip(groups, labels) for m in metrics
+                 if (c := g["vs_reference"]["across_seeds"].get(m)) and c.get("mean") is not None]
+    xlabel = f"point − plain GPTQ{single} (mean over {len(groups[0]['seeds'])} seeds, 95 % t-interval)"
+    return draw([Panel(estimates, xlabel=xlabel)], out)
 
 
 class NotAGroup(ConfigError):
@@ -260,7 +235,7 @@ def groups_markdown(result: dict, labels: tuple[str, str]) -> str:
              f"| {b} − {a}, unpaired [95 % Welch CI], p |", "|---|---|---|---|---|"]
 
     def cell(mean: float, lo: float, hi: float, p: float | None, verdict_: str) -> str:
-        text = f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}], p {'–' if p is None or math.isnan(p) else f'{p:.2g}'}"
+        text = f"{interval(mean, lo, hi, '+.2f')}, p {number(p, '.2g')}"
         return f"**{text}**" if verdict_ == "significant" else text
 
     for r in result["rows"]:

@@ -1,4 +1,4 @@
-"""The plugin contract, in one place (as pytest's hookspecs).
+"""The hooks a plugin implements, one per plugin kind (as pytest's hookspecs).
 
 fairgptq knows five plugin kinds.  A plugin is any module or object with functions
 marked ``@hookimpl`` and named after a hook below; each hook returns a mapping from a
@@ -10,12 +10,12 @@ pipeline's keyword parameters).
   layer objective (a quadratic H_bias, a linear term), with a ``Params`` settings model the pipeline asks
 - backends       ``fairgptq_backends``      factory(**params) -> Backend (core/backend.py)
 - architectures  ``fairgptq_architectures`` config.model_type -> ArchSpec (core/architectures.py), not a factory
-- evaluation tasks ``fairgptq_evaluation_tasks``  an EvaluationTask (evaluation/tasks.py), not a
+- evaluation tasks ``fairgptq_evaluation_tasks``  an EvaluationTask (contract/tasks.py), not a
   factory: its options model, data file and ``run``
 
 A factory's settings are its ``params`` in a pipeline, checked by its settings model: the
 pydantic class in its ``Params`` attribute where it declares one (fair_pairs: FairPairParams),
-else a model read off its signature and type hints (fairgptq/plugin_params.py).  An objective
+else a model read off its signature and type hints (contract/params.py).  An objective
 also receives from the run, when it names them as parameters, ``pairs`` (the pair list),
 ``pair_set``, ``batch_size`` and ``max_length``.
 
@@ -40,7 +40,7 @@ Factory = Callable[..., Any]
 
 @hookspec
 def fairgptq_pair_sources() -> Mapping[str, Factory]:
-    """Pair sources by name: ``factory(**params) -> list[Pair]`` (datasets_adapters/pairs.py)."""
+    """Pair sources by name: ``factory(**params) -> list[Pair]`` (contract/pairs.py)."""
 
 
 @hookspec

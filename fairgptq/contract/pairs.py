@@ -6,8 +6,9 @@ object from the moment it is read.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 PARALLEL_KEY = "parallel_id"
 
@@ -36,3 +37,12 @@ def split_key(pair: Pair) -> str:
     them in the same half and calibration never sees the translation of an evaluated pair.
     """
     return str(pair.meta.get(PARALLEL_KEY) or pair.source_id)
+
+
+def pairs_hash(pairs: Sequence[Pair]) -> str:
+    """Content hash of a pair set (order-sensitive), recorded with every quantized checkpoint."""
+    h = hashlib.sha256()
+    for p in pairs:
+        h.update("\x1f".join((p.stereo, p.anti, p.category, p.language, p.source_id)).encode("utf-8"))
+        h.update(b"\x1e")
+    return h.hexdigest()[:16]

@@ -1,102 +1,24 @@
-"""The evaluation-task contract, and the registry's view of every task.
-
-A task is one module-level :class:`EvaluationTask`: its name, a one-line description
-(``fairgptq eval --help`` lists them), its options model, the data file it reads by default,
-and ``run(model, tokenizer, options, context) -> dict``, which loads the data, scores it and
-returns the summary with an ``items`` list of per-item records (:mod:`.items` says which record
-shapes get statistics).  Built-in and third-party tasks register the same way, through the
-``fairgptq_evaluation_tasks`` hook, so :func:`~fairgptq.evaluation.suite.evaluate`, the
-pipeline schema and the CLI learn a new task from its module alone.
+"""The registry's view of every evaluation task, and the one flat namespace of their options.
 
 Options form one flat namespace: the keys of a pipeline's ``evaluation:`` section,
 ``evaluate(**options)`` and ``fairgptq eval --set``.  An option several tasks read
 (``holdout_fraction``) is declared once, in a small options model the tasks inherit, so it has
-one default; two tasks declaring one name differently are refused.  What every task gets alike
-(its data path, item limit, batch size, the calibration pairs to guard against) is not an option
-but the :class:`TaskContext`.
+one default; two tasks declaring one name differently are refused.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Mapping
 
-from pydantic import ConfigDict, ValidationError
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from ..contract.kinds import ItemKind
+from ..contract.tasks import KIND, RESERVED, EvaluationTask, TaskOptions
 from ..core.errors import ConfigError, PluginError
-from ..core.plain_numbers import PlainNumbers
-from ..datasets_adapters.pairs import Pair
 
 if TYPE_CHECKING:
     from ..registry import Registry
-    from .kinds import ItemKind
-
-KIND = "evaluation_tasks"
-RESERVED = frozenset({"tasks", "float_baseline", "plain_baseline", "batch_size", "limit", "paths", "pair_gap",
-                      "progress", "calibration", "on_overlap", "registry", "model", "tokenizer"})
-"""Names an option cannot take: the settings every task shares (evaluate()'s keywords, the schema's keys)."""
-
-
-class TaskOptions(PlainNumbers):
-    """Base of every task's options model: unknown keys are errors, defaults are validated, values fixed, and
-    numbers are numbers (``--set holdout_fraction=true`` or ``=.nan`` is refused, not read as 1 or NaN)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
-
-
-class NoOptions(TaskOptions):
-    """The options of a task that has none beyond the shared context."""
-
-
-@dataclass(frozen=True)
-class TaskContext:
-    """What :func:`~fairgptq.evaluation.suite.evaluate` hands every task besides its options.
-
-    ``path``: the file (or folder) given for this task, None for its local default copy;
-    ``limit``: score the first N items only; ``calibration``: the pairs the model was calibrated
-    on (or their ids / texts), None when unknown, so a task scoring bias pairs can refuse an
-    overlap (``on_overlap="error"``) or only warn (``"warn"``).
-    """
-
-    name: str
-    path: Path | None = None
-    limit: int | None = None
-    batch_size: int = 16
-    progress: bool = True
-    calibration: Sequence[Pair | str] | None = None
-    on_overlap: str = "error"
-
-
-Runner = Callable[[Any, Any, Any, TaskContext], dict]
-
-
-@dataclass(frozen=True)
-class EvaluationTask:
-    """One named evaluation; ``run(model, tokenizer, options, context)`` returns its result with ``items``.
-
-    ``data_file``: the file it reads when no path is given, relative to a data folder (looked up in
-    ``$FAIRGPTQ_DATA_DIR``, the user cache, the hub: :mod:`fairgptq.datasets_adapters.data_location`);
-    None with ``needs_data=True`` means the user must give a path (``evaluation.paths.<task>``); ``needs_data=False``: the task brings its own data.
-    ``read_data(path)`` reads the task's items as ``run`` will, without a model (``path`` None: the
-    local copy), raising on an unreadable file: ``fairgptq validate`` calls it for every task, so a
-    header-only, empty, mis-encoded or misplaced data file is refused before any quantization.
-    """
-
-    name: str
-    description: str
-    run: Runner
-    options: type[TaskOptions] = NoOptions
-    data_file: str | None = None
-    needs_data: bool = True
-    read_data: Callable[[Path | None], Sequence[Any] | str] | None = None
-    #: what its item records are, and what is computed from them (fairgptq.evaluation.kinds); None for a task
-    #: without item records (then it has no paired statistics and no headline metrics)
-    kind: "ItemKind | None" = None
-
-    def parameters(self) -> list[str]:
-        """``option=default`` for each option (what ``fairgptq plugins`` and ``eval --help`` print)."""
-        return [f"{name}={field.default!r}" for name, field in self.options.model_fields.items()]
 
 
 def registered_tasks(registry: "Registry | None" = None) -> dict[str, EvaluationTask]:
@@ -105,20 +27,27 @@ def registered_tasks(registry: "Registry | None" = None) -> dict[str, Evaluation
         from ..registry import default_registry
         registry = default_registry()
     tasks: dict[str, EvaluationTask] = {}
+    infos = [info for info in registry.all() if info.kind == KIND]
+    kinds = {i.factory.kind.name: i.factory.kind for i in infos
+             if isinstance(i.factory, EvaluationTask) and isinstance(i.factory.kind, ItemKind)}
     for info in registry.all():
         if info.kind != KIND:
             continue
         task = info.factory
         if not isinstance(task, EvaluationTask) or task.name != info.name:
             raise PluginError(f"evaluation task {info.name!r} ({info.origin}) must be an "
-                              f"fairgptq.evaluation.tasks.EvaluationTask named {info.name!r}, got {task!r}")
-        from .kinds import ItemKind as Kind
-        if task.kind is not None and not isinstance(task.kind, Kind):
+                              f"fairgptq.contract.tasks.EvaluationTask named {info.name!r}, got {task!r}")
+        if isinstance(task.kind, str):  # a registered kind by name: the plugin needs no import of it
+            if task.kind not in kinds:
+                raise PluginError(f"evaluation task {info.name!r} ({info.origin}): no registered task declares the "
+                                  f"kind {task.kind!r}; kinds: {', '.join(sorted(kinds))}")
+            task = replace(task, kind=kinds[task.kind])
+        if task.kind is not None and not isinstance(task.kind, ItemKind):
             raise PluginError(f"evaluation task {info.name!r} ({info.origin}): its kind must be a "
-                              f"fairgptq.evaluation.kinds.ItemKind, got {task.kind!r}")
+                              f"fairgptq.contract.kinds.ItemKind or a kind's name, got {task.kind!r}")
         if not (isinstance(task.options, type) and issubclass(task.options, TaskOptions)):
             raise PluginError(f"evaluation task {info.name!r} ({info.origin}): its options must be a subclass of "
-                              f"fairgptq.evaluation.tasks.TaskOptions, got {task.options!r}")
+                              f"fairgptq.contract.tasks.TaskOptions, got {task.options!r}")
         tasks[info.name] = task
     return tasks
 

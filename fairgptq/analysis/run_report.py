@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.report import headline_metrics, ideal_value, is_bias_metric, lower_is_better
+from .formatting import interval
+from .plotting import pyplot
 
 
 
@@ -25,13 +27,6 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_delta_w(modules: list[dict], path: Path) -> bool:
     """Per-layer relative weight change of the fair update, one line per role; False if nothing to plot."""
     by_role: dict[str, list[tuple[int, float]]] = {}
@@ -40,7 +35,7 @@ def plot_delta_w(modules: list[dict], path: Path) -> bool:
             by_role.setdefault(m["role"], []).append((m["layer"], m["delta_w_rel"]))
     if not by_role:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for role, pts in sorted(by_role.items()):
         pts.sort()
@@ -56,12 +51,25 @@ def plot_delta_w(modules: list[dict], path: Path) -> bool:
     return True
 
 
+def loss_by_role(modules: list[dict]) -> dict[str, dict[str, float]]:
+    """Per role: the modules' summed GPTQ loss tr((W − Ŵ) H (W − Ŵ)ᵀ), their count and the largest one."""
+    roles: dict[str, list[float]] = {}
+    for m in modules:
+        if m.get("gptq_loss") is not None:
+            roles.setdefault(m["role"], []).append(m["gptq_loss"])
+    return {role: {"modules": len(v), "sum": sum(v), "max": max(v)} for role, v in sorted(roles.items())}
+
+
 def stability_summary(modules: list[dict]) -> dict:
-    """Counts of retries, repairs, overshoots and every event message, for results.json and the report."""
+    """Counts of retries, repairs, overshoots, the GPTQ loss per role and every event message, for
+    results.json and the report."""
     stab = [m["stability"] for m in modules]
     return {"modules": len(modules),
             "damping_retries": sum(1 for s in stab if s.get("attempts", 1) > 1),
             "eigen_repairs": sum(1 for s in stab if s.get("eigen_repair")),
+            "exact_update_retries": sum(1 for s in stab if s.get("exact_update_attempts", 0) > 1),
+            "exact_update_eigen_repairs": sum(1 for s in stab if s.get("exact_update_eigen_repair")),
+            "gptq_loss_by_role": loss_by_role(modules),
             "dead_columns": sum(s.get("dead_columns", 0) for s in stab),
             "fair_modules": sum(1 for m in modules if m.get("fair_mode")),
             "overshoots": sum(1 for m in modules if m.get("fair_overshoot")),
@@ -90,10 +98,9 @@ def metrics_table(metrics: dict[str, float], float_model: dict[str, float], plai
 
 def vs_plain_sentence(row: dict) -> str:
     """``task.metric: this run − plain GPTQ = x [lo, hi], p = …, verdict`` (plain values in brackets)."""
-    ci = f" [{row['lo']:.3g}, {row['hi']:.3g}]" if row.get("lo") is not None else ""
     p = f", p = {row['p']:.3g}" if row.get("p") is not None else ""
     return (f"{row['task']}.{row['metric']}: {row['b']:.4g} vs plain GPTQ {row['a']:.4g}; difference "
-            f"{row['diff']:+.3g}{ci}{p}: {row['verdict']}")
+            f"{interval(row['diff'], row.get('lo'), row.get('hi'), '+.3g')}{p}: {row['verdict']}")
 
 
 _OBJECTIVE_IDENTITY = ("name", "pair_set", "pairs", "pairs_sha256_16")
@@ -139,10 +146,19 @@ def run_report(results: dict) -> str:
                   "significant here, and a claim about the method needs repeats over seeds.", "",
                   *[f"- {vs_plain_sentence(r)}" for r in results["vs_plain"]], ""]
     s = q["summary"]
-    parts += ["## Stability", _table(["modules", "damping retries", "eigen repairs", "dead columns", "fair modules",
-                                      "overshoots", "max ‖ΔW‖/‖W‖"],
-                                     [[s["modules"], s["damping_retries"], s["eigen_repairs"], s["dead_columns"],
-                                       s["fair_modules"], s["overshoots"], s["max_delta_w_rel"]]]), ""]
+    parts += ["## Stability", _table(["modules", "damping retries", "eigen repairs", "exact-update retries",
+                                      "exact-update repairs", "dead columns", "fair modules", "overshoots",
+                                      "max ‖ΔW‖/‖W‖"],
+                                     [[s["modules"], s["damping_retries"], s["eigen_repairs"],
+                                       s.get("exact_update_retries", 0), s.get("exact_update_eigen_repairs", 0),
+                                       s["dead_columns"], s["fair_modules"], s["overshoots"],
+                                       s["max_delta_w_rel"]]]), ""]
+    if s.get("gptq_loss_by_role"):
+        parts += ["### GPTQ loss per role", "",
+                  "tr((W − Ŵ) H (W − Ŵ)ᵀ): the layer-wise output error on the calibration data that GPTQ minimises "
+                  "(W before any objective's pre-update, so a term's own change counts too).", "",
+                  _table(["role", "modules", "summed loss", "largest module"],
+                         [[r, v["modules"], v["sum"], v["max"]] for r, v in s["gptq_loss_by_role"].items()]), ""]
     if s["events"]:
         parts += ["Events:", ""] + [f"- {e}" for e in s["events"][:50]] + [""]
     if "delta_w.png" in results.get("plots", []):
@@ -197,7 +213,7 @@ def plot_sweep(points: list[dict], keys: list[str], path: Path, baseline: dict |
         else:
             series.setdefault(label or x_name, []).append(p)
     base = headline_metrics(baseline)
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels) + (1 if len(panels) == 2 else 0), figsize=(5 * (len(panels) + 1), 3.8))
     axes = list(axes) if hasattr(axes, "__len__") else [axes]
 

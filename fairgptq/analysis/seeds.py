@@ -4,7 +4,7 @@ The reference of a point is the *plain* point (every objective's term is off, as
 model says, or no objective)
 that shares its seed and every swept value outside ``objectives`` — the natural pair, since
 it saw the same calibration sample and differs only by the fairness term.  Each unit is
-compared with it item by item (McNemar / paired bootstrap, :mod:`fairgptq.comparison`);
+compared with it item by item (McNemar / paired bootstrap, :mod:`fairgptq.analysis.comparison`);
 with repeats, every metric gets mean, SD and a t-interval across seeds, and the per-seed
 differences from the reference a paired t-interval, plus McNemar per pair task pooled over
 all seeds' pairs (which treats seeds' pairs as independent draws: say so where it is quoted;
@@ -12,17 +12,18 @@ tasks are never pooled with each other, since their pairs are different tests).
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Iterable
 
 from scipy import stats
 
-from ..comparison import compare_items, pair_gap_rows
+from .comparison import compare_items, pair_gap_rows
 from ..evaluation.items import read_items
 from ..evaluation.report import ideal_value, is_bias_metric, lower_is_better, main_metric
 from ..statistics import paired_t, t_interval, verdict
-from .run_record import read_run_section
+from ..run_record import read_run_section
+from .formatting import interval
+from .plotting import Estimate, Panel, forest_plot as draw
 
 
 def _shared_values(unit: dict) -> dict:
@@ -115,20 +116,18 @@ def units_report(units: list[dict]) -> str:
         for r in u["vs_reference"]["rows"]:
             if not main_metric(r["task"], r["metric"]):
                 continue
-            ci = f" [{r['lo']:.3g}, {r['hi']:.3g}]" if r["lo"] is not None else ""
             p = "–" if r["p"] is None else f"{r['p']:.3g}"
             lines.append(f"| {u['name']} | {u['vs_reference']['reference']} | {r['task']}.{r['metric']} | "
-                         f"{r['a']:.4g} | {r['b']:.4g} | {r['diff']:.3g}{ci} | {p} | {r['verdict']} |")
+                         f"{r['a']:.4g} | {r['b']:.4g} | {interval(r['diff'], r['lo'], r['hi'])} | {p} | "
+                         f"{r['verdict']} |")
     return "\n".join(lines) + "\n"
 
 
 def _ci(s: dict, digits: int = 2, sd: bool = False) -> str:
-    if s.get("mean") is None:
-        return "–"
-    if s.get("lo") is None:
-        return f"{s['mean']:.{digits}f}"
+    if s.get("mean") is None or s.get("lo") is None:
+        return interval(s.get("mean"), None, None, f".{digits}f")
     spread = f" (SD {s['sd']:.{digits}f})" if sd else ""
-    return f"{s['mean']:.{digits}f} [{s['lo']:.{digits}f}, {s['hi']:.{digits}f}]{spread}"
+    return interval(s["mean"], s["lo"], s["hi"], f".{digits}f") + spread
 
 
 def groups_report(groups: list[dict]) -> str:
@@ -161,31 +160,14 @@ def groups_report(groups: list[dict]) -> str:
 
 
 def plot_groups(groups: list[dict], path: Path) -> bool:
-    """One panel per headline metric: each point's seed mean with its 95 % t-interval."""
-    from .report import _plt
+    """One panel per headline metric: each point's seed mean with its 95 % t-interval (black: plain GPTQ)."""
     keys = list(dict.fromkeys(k for g in groups for k, s in g["metrics"].items() if s["mean"] is not None))
     bias = [k for k in keys if is_bias_metric(k)]
     metrics = [*bias[:1], *[k for k in keys if lower_is_better(k)][:1],
                *[k for k in keys if k == "pair_gap.ratio_targeted"], *bias[1:2]]
-    if not metrics:
-        return False
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.9 + 0.4 * len(groups)), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for y, g in enumerate(groups):
-            s = g["metrics"].get(metric)
-            if not s or s["mean"] is None:
-                continue
-            err = [[s["mean"] - s["lo"]], [s["hi"] - s["mean"]]] if s["lo"] is not None else None
-            ax.errorbar(s["mean"], y, xerr=err, fmt="o", color="k" if g["plain"] else "tab:blue", capsize=3)
-        if ideal_value(metric) is not None:
-            ax.axvline(ideal_value(metric), color="grey", lw=3, alpha=0.3)
-        ax.set_yticks(range(len(groups)), [g["group"] for g in groups], fontsize=7)
-        ax.set_title(f"{metric}\n(mean, 95 % t-interval over seeds)", fontsize=8)
-        ax.grid(alpha=0.3, axis="x")
-        if not math.isclose(ax.get_xlim()[0], ax.get_xlim()[1]):
-            ax.margins(x=0.1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    panels = [Panel([Estimate(g["group"], s["mean"], s["lo"], s["hi"], "k" if g["plain"] else "tab:blue")
+                     for g in groups if (s := g["metrics"].get(metric)) and s["mean"] is not None],
+                    title=f"{metric}\n(mean, 95 % t-interval over seeds)", reference=ideal_value(metric), band=True)
+              for metric in metrics]
+    return draw(panels, path, side_by_side=True) is not None
     return True

@@ -1,7 +1,7 @@
 """What a task's item records are, declared by the task: fields, summary, resampled metrics, headline, direction.
 
 Every likelihood task writes per-item records (:mod:`.items`) and declares their :class:`ItemKind`
-in its :class:`~fairgptq.evaluation.tasks.EvaluationTask`.  Everything downstream asks the kind:
+in its :class:`~fairgptq.contract.tasks.EvaluationTask`.  Everything downstream asks the kind:
 the summary recomputed from the records, the paired statistics (each metric as a function of item
 weights, resampled by the bootstrap; which metrics are per-pair binary choices for McNemar's test),
 which metrics a run records per point and sweeps compare across seeds (``headline``), which way is
