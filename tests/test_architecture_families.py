@@ -29,7 +29,7 @@ from fairgptq.core.architecture_inference import infer_spec
 from fairgptq.core.architectures import ARCHITECTURES, arch_for
 from fairgptq.core.errors import UnsupportedArchitectureError
 from fairgptq.core.objective import TokenBatch
-from fairgptq.datasets_adapters.pairs import Pair
+from fairgptq.contract import Pair
 from fairgptq.export import load_gptq_checkpoint
 from fairgptq.objectives.fair_pairs import FairPairObjective
 from fairgptq.objectives.likelihood_pairs import LikelihoodPairObjective

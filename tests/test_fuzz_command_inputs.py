@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from fairgptq import cli
 from fairgptq.core.errors import FairGPTQError
 from fairgptq.objectives.likelihood_pairs import LikelihoodPairParams
-from fairgptq.plugin_params import validated
+from fairgptq.contract import validated
 
 from command_fixtures import METRIC, sweep_summary, write_group, write_sweep
 

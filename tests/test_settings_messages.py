@@ -99,7 +99,7 @@ def test_a_files_bad_rows_are_warned_about_once_per_process(tmp_path, caplog):
 def test_an_objective_factory_returning_the_wrong_type_is_named(base, tmp_path, monkeypatch, capsys):
     # it used to stop deep in quantization with AttributeError: 'Odd' object has no attribute 'streams' (exit 1)
     (tmp_path / "odd_objective.py").write_text(
-        "from fairgptq.hookspecs import hookimpl\n\n"
+        "from fairgptq.contract import hookimpl\n\n"
         "class Odd:\n    pass\n\n"
         "def make(pairs=None, pair_set=None, batch_size=None, max_length=None, alpha: float = 0.1):\n"
         "    return Odd()\n\n"
@@ -118,7 +118,7 @@ def test_an_objective_factory_returning_the_wrong_type_is_named(base, tmp_path, 
                                          ("holdout_fraction", 0.2)])
 def test_task_options_refuse_bools_and_non_finite_numbers(name, value):
     from pydantic import ValidationError
-    from fairgptq.evaluation.tasks import options_for, registered_tasks
+    from fairgptq.evaluation.task_registry import options_for, registered_tasks
     task = registered_tasks()["stereoset"]
     if value == 0.2:
         assert getattr(options_for(task, {name: value}), name) == 0.2

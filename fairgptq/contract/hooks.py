@@ -60,4 +60,4 @@ def fairgptq_architectures() -> Mapping[str, Any]:
 
 @hookspec
 def fairgptq_evaluation_tasks() -> Mapping[str, Any]:
-    """Evaluation tasks by name: each an ``EvaluationTask`` (fairgptq/evaluation/tasks.py)."""
+    """Evaluation tasks by name: each an ``EvaluationTask`` (fairgptq/contract/tasks.py)."""
