@@ -18,8 +18,9 @@ reaches a group's first column, on the already error-corrected weights.
 ``quantize_weight(W, H + H_bias)``.
 
 Deviation from the original GPTQ code, on purpose: the block size is shrunk to
-a multiple of the group size (or grown to it), so a group never straddles a
-block.  The original fits a mid-block group's scale on weights that have not
+a multiple of the group size (or grown to it), and with dynamic groups a block
+ends only where a group starts in the loop (GAR with kept columns makes some
+groups shorter), so a group never straddles a block.  The original fits a mid-block group's scale on weights that have not
 yet received the block's own error feedback; aligned blocks make the lazy-batch
 result equal the plain column-by-column algorithm, which the tests prove.
 """
