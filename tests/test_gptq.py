@@ -69,7 +69,9 @@ def plain_gptq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig):
     if not dynamic:   # fitted once on the starting weights, natural column order
         for s in range(0, cols, g):
             static_grids[s // g] = fit_scale_zero(W[:, s:s + g], cfg)
-    perm = torch.argsort(torch.diagonal(H.float()), descending=True) if cfg.act_order else torch.arange(cols)
+    diag = torch.diagonal(H.float())
+    perm = (torch.argsort(diag, descending=True) if cfg.act_order else naive_gar_order(diag, g)
+            if cfg.act_group_aware else torch.arange(cols))
     W, H = W[:, perm], H[perm][:, perm]
     lam = cfg.damp * float(torch.diagonal(H).mean())
     Hinv = torch.linalg.inv(H + lam * torch.eye(cols, dtype=torch.float64))
@@ -80,10 +82,10 @@ def plain_gptq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig):
     g_idx = torch.zeros(cols, dtype=torch.long)
     grid = None
     for j in range(cols):
-        if dynamic:
+        if dynamic:   # GAR keeps each group's columns together from a multiple of g on; act-order does not
             if j % g == 0:
                 grid = fit_scale_zero(W[:, j:j + g], cfg)
-            gid = j // g
+            gid = int(perm[j]) // g if cfg.act_group_aware else j // g
         else:
             gid = int(perm[j]) // g
             grid = static_grids[gid]
@@ -98,6 +100,16 @@ def plain_gptq(W: torch.Tensor, H: torch.Tensor, cfg: QuantConfig):
         W[:, j:] -= err[:, None] * U[j, j:][None, :]
     inv = torch.argsort(perm)
     return Q[:, inv], codes[:, inv], g_idx, tie[:, inv], perm
+
+
+def naive_gar_order(diag: torch.Tensor, g: int) -> torch.Tensor:
+    """GAR written out loop by loop (Gafni et al. 2025): the full groups by their largest diag H, descending,
+    each group's columns by descending diag H; a partial last group after them in natural order."""
+    n = diag.numel()
+    full = [list(range(s, s + g)) for s in range(0, n - g + 1, g)]
+    full.sort(key=lambda cols: -max(float(diag[c]) for c in cols))
+    order = [c for cols in full for c in sorted(cols, key=lambda c: -float(diag[c]))]
+    return torch.tensor(order + list(range(len(order), n)), dtype=torch.long)
 
 
 def assert_same_as_plain(W, H, cfg, qw, max_diverged_rows=2):
@@ -156,6 +168,12 @@ CASES = {
     "static": (dict(group_size=64, static_groups=True), 256),
     "static+act-order": (dict(group_size=64, static_groups=True, act_order=True), 256),
     "act-order-per-channel": (dict(group_size=-1, act_order=True), 128),
+    # group-aware reordering (GAR)
+    "gar": (dict(group_size=64, act_group_aware=True), 256),
+    "gar-576-g128": (dict(group_size=128, act_group_aware=True), 576),
+    "gar-3bit-asym-block16": (dict(group_size=32, act_group_aware=True, bits=3, sym=False, block_size=16), 200),
+    "gar-static": (dict(group_size=64, static_groups=True, act_group_aware=True), 256),
+    "gar-per-channel": (dict(group_size=-1, act_group_aware=True), 128),
     # MSE scale search
     "mse": (dict(group_size=64, mse=True, bits=3), 128),
     "mse-asym": (dict(group_size=32, mse=True, sym=False), 128),

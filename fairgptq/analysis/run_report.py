@@ -118,6 +118,13 @@ def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else json.dumps(v, default=str)
 
 
+def _column_order(qc: dict) -> str:
+    """The GPTQ loop's column order in words (docs/quantizer.md); configs saved before GAR lack its key."""
+    if qc.get("act_order"):
+        return "static act-order" if qc.get("static_groups") else "act-order"
+    return "GAR" if qc.get("act_group_aware") else "none"
+
+
 def run_report(results: dict) -> str:
     """report.md of one run."""
     cfg, q = results["config"], results["quantization"]
@@ -125,8 +132,8 @@ def run_report(results: dict) -> str:
     if results.get("point"):
         parts += ["Sweep point: " + ", ".join(f"`{k}` = {v}" for k, v in results["point"].items()), ""]
     qc = q["config"]
-    parts += ["## Setup", _table(["model", "bits", "group", "sym", "act-order", "damp", "backend"],
-                                 [[cfg["model"]["name"], qc["bits"], qc["group_size"], qc["sym"], qc["act_order"],
+    parts += ["## Setup", _table(["model", "bits", "group", "sym", "column order", "damp", "backend"],
+                                 [[cfg["model"]["name"], qc["bits"], qc["group_size"], qc["sym"], _column_order(qc),
                                    qc["damp"], cfg["backend"]["name"]]]), ""]
     onload = (results.get("model") or {}).get("onload") or {}
     if onload.get("onload"):

@@ -4,7 +4,9 @@ Notation (spec section 1): W is out x in, H = (2/N) Σ_s X_s X_sᵀ is in x in,
 H_bias = (2α/P) Σ_p D_p D_pᵀ, λ = damp * mean(diag H).
 
 ``quantize_weight`` is GPTQ (Frantar et al. 2023, Algorithm 1): columns are
-quantized left to right (or by descending diag H with act-order); each
+quantized left to right, or in the order of core/reorder.py (act-order: by
+descending diag H; group-aware reordering, GAR: by diag H within each group, then
+groups by their largest diag H, so groups stay contiguous); each
 column's rounding error, divided by the pivot of U (the upper Cholesky factor
 of (H + λI)^-1), is fed back into the columns still to do.  Updates inside a
 block of ``block_size`` columns are immediate, the rest of the matrix gets
@@ -16,13 +18,15 @@ reaches a group's first column, on the already error-corrected weights.
 ``quantize_weight(W, H + H_bias)``.
 
 Deviation from the original GPTQ code, on purpose: the block size is shrunk to
-a multiple of the group size (or grown to it), so a group never straddles a
-block.  The original fits a mid-block group's scale on weights that have not
+a multiple of the group size (or grown to it), and with dynamic groups a block
+ends only where a group starts in the loop (GAR with kept columns makes some
+groups shorter), so a group never straddles a block.  The original fits a mid-block group's scale on weights that have not
 yet received the block's own error feedback; aligned blocks make the lazy-batch
 result equal the plain column-by-column algorithm, which the tests prove.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field, replace
 
@@ -30,6 +34,7 @@ import torch
 
 from .errors import ConfigError, HessianFactorizationError
 from .quantizer import QuantConfig, dequantize_values, fit_scale_zero, quantize_values
+from .reorder import loop_order
 from .stability import StabilityRecord, check_finite, damping_lambda, inverse_cholesky_factor
 
 FAIR_MODES = ("first_order", "exact", "in_loop")
@@ -39,8 +44,8 @@ FAIR_MODES = ("first_order", "exact", "in_loop")
 class FactoredHessian:
     """H with dead columns fixed (H_dd = 1), in quantization order, with U: (H + λI)^-1 = Uᵀ U.
 
-    ``perm`` is the column order of the loop (descending diag H with act-order,
-    else None); ``H`` and ``U`` are in that order.  Modules that share an input
+    ``perm`` is the column order of the loop (``order``: ``act_order``, ``group_aware`` (GAR),
+    else None, with kept columns moved last); ``H`` and ``U`` are in that order.  Modules that share an input
     (q/k/v, gate/up) share one of these, so the Cholesky work is done once per
     input, as GPTQModel's shared-Hessian trick.
     """
@@ -52,11 +57,16 @@ class FactoredHessian:
     lam: float
     record: StabilityRecord
     keep: torch.Tensor | None = None  # input columns left unrounded; they are last in ``perm``
+    order: str = "natural"  # QuantConfig.column_order this was made for
 
 
-def factor_hessian(H: torch.Tensor, damp: float, *, act_order: bool = False, module: str = "?",
-                   keep: torch.Tensor | None = None, factor_dtype: torch.dtype = torch.float64) -> FactoredHessian:
-    """Fix dead columns on a copy, order columns (act-order), then the guarded factorisation.
+def factor_hessian(H: torch.Tensor, damp: float, *, act_order: bool = False, group_aware: int | None = None,
+                   module: str = "?", keep: torch.Tensor | None = None,
+                   factor_dtype: torch.dtype = torch.float64) -> FactoredHessian:
+    """Fix dead columns on a copy, order columns, then the guarded factorisation.
+
+    ``act_order`` sorts all columns by diag H; ``group_aware`` (a group size, -1 one group per
+    row) orders them by GAR instead (core/reorder.py).
 
     ``keep`` (bool, one per input column) puts those columns last in the loop order (OWQ):
     they are never rounded and absorb the error feedback of every quantized column.
@@ -72,27 +82,32 @@ def factor_hessian(H: torch.Tensor, damp: float, *, act_order: bool = False, mod
         H = H.clone()
         idx = dead.nonzero().flatten()
         H[idx, idx] = 1.0
-    perm = torch.argsort(torch.diagonal(H), descending=True) if act_order else None
+    if act_order and group_aware is not None:
+        raise ConfigError(f"{module}: act_order and group_aware are two column orders; ask for one")
+    order = "act_order" if act_order else "natural" if group_aware is None else "group_aware"
+    perm = loop_order(torch.diagonal(H), order, -1 if group_aware is None else group_aware)
     if keep is not None:
         keep = keep.to(device=H.device, dtype=torch.bool)
-        order = perm if perm is not None else torch.arange(H.shape[0], device=H.device)
-        perm = torch.cat([order[~keep[order]], order[keep[order]]])
+        seq = perm if perm is not None else torch.arange(H.shape[0], device=H.device)
+        perm = torch.cat([seq[~keep[seq]], seq[keep[seq]]])
     if perm is not None:
         H = H[perm][:, perm]
     U, rec = inverse_cholesky_factor(H, damp, module=module, factor_dtype=factor_dtype)
     rec.dead_columns = int(dead.sum())
-    return FactoredHessian(H=H, U=U, dead=dead, perm=perm, lam=damping_lambda(H, rec.damp_used), record=rec, keep=keep)
+    return FactoredHessian(H=H, U=U, dead=dead, perm=perm, lam=damping_lambda(H, rec.damp_used), record=rec, keep=keep,
+                           order=order)
 
 
 def factor_for(H: torch.Tensor, config: QuantConfig, *, module: str = "?", keep: torch.Tensor | None = None,
                factor_dtype: torch.dtype = torch.float64) -> FactoredHessian:
     """The factorisation a GPTQ solve under ``config`` needs: the one place that calls :func:`factor_hessian`.
 
-    Damping and act-order always come from the config here, so a shared factorisation and a
-    module's own can never disagree on them; ``keep`` and ``factor_dtype`` come from the backend
+    Damping and the column order always come from the config here, so a shared factorisation and
+    a module's own can never disagree on them; ``keep`` and ``factor_dtype`` come from the backend
     (:meth:`fairgptq.core.backend.Backend.factor`), float64 when the maths is called directly.
     """
-    return factor_hessian(H, config.damp, act_order=config.act_order, module=module, keep=keep,
+    return factor_hessian(H, config.damp, act_order=config.act_order,
+                          group_aware=config.group_size if config.act_group_aware else None, module=module, keep=keep,
                           factor_dtype=factor_dtype)
 
 
@@ -158,6 +173,10 @@ def quantize_weight(
     column's error feedback and are returned in fp16 (``outlier_idx``/``outlier_weight``);
     group grids are fitted on the quantized columns only.
 
+    Groups: a column's group is its own (c // g) except for dynamic groups under act-order or a
+    keep mask without GAR, where groups follow the loop (g_idx then permutes the columns).
+    A dynamic group's grid is fitted when the loop reaches its first column.
+
     >>> import torch
     >>> from fairgptq import QuantConfig, quantize_weight
     >>> W, X = torch.randn(8, 64), torch.randn(256, 64)
@@ -169,9 +188,9 @@ def quantize_weight(
     fh = factored or factor_for(H, config, module=module, keep=keep)
     if not _same_keep(fh.keep, keep):
         raise ConfigError(f"{module}: the factored Hessian was made with a different keep mask than the one given")
-    if keep is None and (fh.perm is not None) != config.act_order:
-        raise ConfigError(f"{module}: the factored Hessian was made with act_order={fh.perm is not None}, "
-                          f"the config says act_order={config.act_order}")
+    if fh.order != config.column_order:
+        raise ConfigError(f"{module}: the factored Hessian was made for column order {fh.order}, "
+                          f"the config says {config.column_order}")
     W = W.detach().to(device=fh.H.device, dtype=torch.float32).clone()
     rows, cols = W.shape
     if fh.H.shape != (cols, cols):
@@ -195,21 +214,21 @@ def quantize_weight(
     positions = torch.arange(cols, device=W.device)
     if perm is not None:
         W = W[:, perm]
-    # Group used at loop position j: dynamic groups follow the loop order, static ones the column.
-    col_group = positions // g if dynamic or perm is None else perm // g
+    # Group used at loop position j: the column's own, unless dynamic groups follow the loop order.
+    follow_loop = perm is None or (dynamic and fh.order != "group_aware")
+    col_group = positions // g if follow_loop else perm // g
+    runs = _group_runs(col_group, n_quant) if dynamic else {}
 
     codes = torch.zeros(rows, cols, dtype=torch.float32, device=W.device)
-    block = _aligned_block(config)
-    for i1 in range(0, n_quant, block):
-        i2 = min(i1 + block, n_quant)
+    for i1, i2 in _blocks(sorted(runs) if dynamic else None, n_quant, _aligned_block(config)):
         W1 = W[:, i1:i2].clone()
         Err1 = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
         for i in range(i2 - i1):
             c = i1 + i
-            if dynamic and c % g == 0:
-                scales[c // g], zeros[c // g] = fit_scale_zero(W1[:, i:i + g], config)
             gi = int(col_group[c])
+            if c in runs:
+                scales[gi], zeros[gi] = fit_scale_zero(W1[:, i:i + runs[c]], config)
             scale, zero = scales[gi], zeros[gi]
             w = W1[:, i]
             q = quantize_values(w, scale, zero, maxq)
@@ -223,9 +242,12 @@ def quantize_weight(
     if n_keep:
         # Kept columns (loop positions n_quant..) hold their error-corrected values.  Their group is clamped
         # to a fitted one and their code set to its zero point (reads back as 0): a valid GPTQ layout.
-        if dynamic:
+        if dynamic and follow_loop:
             n_groups = max(1, math.ceil(n_quant / g))
             scales, zeros = scales[:n_groups], zeros[:n_groups]
+        elif dynamic:  # GAR: a group whose every column is kept gets a grid fitted on them (codes read 0)
+            for gi in set(range(n_groups)) - set(col_group[:n_quant].tolist()):
+                scales[gi], zeros[gi] = fit_scale_zero(W[:, col_group == gi], config)
         col_group = col_group.clamp(max=n_groups - 1)
         codes[:, n_quant:] = zeros[col_group[n_quant:].long()].T
         outlier_idx, order = torch.sort(perm[n_quant:])
@@ -238,6 +260,28 @@ def quantize_weight(
         bits=config.bits, group_size=config.group_size, sym=config.sym,
         stability=replace(fh.record, module=module, events=list(fh.record.events)),
         outlier_idx=None if outlier_idx is None else outlier_idx.to(torch.int32), outlier_weight=outlier_weight)
+
+
+def _group_runs(col_group: torch.Tensor, n_quant: int) -> dict[int, int]:
+    """Loop position -> number of columns from there on in the same group (a dynamic group's first column)."""
+    _, counts = torch.unique_consecutive(col_group[:n_quant], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    return dict(zip(starts.tolist(), counts.tolist()))
+
+
+def _blocks(starts: list[int] | None, n_quant: int, block: int) -> list[tuple[int, int]]:
+    """Loop blocks of ``block`` positions; with ``starts`` (dynamic groups) a block ends only where a group
+    starts (as many whole groups as fit, at least one), so no group straddles two blocks."""
+    ends = [n_quant] if starts is None else starts[1:] + [n_quant]
+    bounds, i1 = [], 0
+    while i1 < n_quant:
+        i2 = min(i1 + block, n_quant)
+        if starts is not None:
+            j = bisect.bisect_right(ends, i2) - 1
+            i2 = ends[j] if j >= 0 and ends[j] > i1 else ends[bisect.bisect_right(ends, i1)]
+        bounds.append((i1, i2))
+        i1 = i2
+    return bounds
 
 
 def _same_keep(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, StrictInt, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, StrictInt, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -23,6 +23,18 @@ def _check_group_size(v: int) -> int:
     return v
 
 
+def check_column_order(act_order: bool, act_group_aware: bool) -> None:
+    """Refuse two column orders at once (the YAML schema calls this too, so the message carries its path).
+
+    ``act_order`` sorts every column by diag H; ``act_group_aware`` (GAR) sorts within each group
+    and then the groups: one loop has one order, so both on is a contradiction, not a combination.
+    ``static_groups`` combines with either (grids fitted on the starting weights in natural order).
+    """
+    if act_order and act_group_aware:
+        raise ValueError("act_order and act_group_aware are two different column orders; set one of them to false "
+                         "(act_group_aware keeps every group's columns contiguous, act_order sorts all columns)")
+
+
 class QuantConfig(BaseModel):
     """Settings of one GPTQ run (the names other tooling calls; keep them stable).
 
@@ -33,6 +45,11 @@ class QuantConfig(BaseModel):
 
     group_size -1 means one scale per output row (per-channel).  ``mse`` turns on a grid search
     over range-shrink factors (norm 2.4, as the GPTQ paper's code) instead of plain min/max ranges.
+
+    Column order of the GPTQ loop (fairgptq/core/reorder.py; docs/quantizer.md): none (both off),
+    ``act_order`` (all columns by descending diag H; with ``static_groups`` the grids are fitted
+    before the loop so g_idx stays c // g) or ``act_group_aware`` (GAR: columns by diag H within
+    each group, groups by their largest diag H; groups stay contiguous, g_idx is c // g).
     """
 
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
@@ -42,6 +59,7 @@ class QuantConfig(BaseModel):
     sym: bool = True
     act_order: bool = False
     static_groups: bool = False
+    act_group_aware: bool = False
     damp: float = Field(0.01, gt=0, le=1)  # 0.01 is the GPTQ default
     block_size: PositiveInt = 128
     mse: bool = False
@@ -53,6 +71,16 @@ class QuantConfig(BaseModel):
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}"
                                  for err in e.errors())
             raise ConfigError(f"invalid quantization setting: {problems}") from None
+
+    @model_validator(mode="after")
+    def _one_column_order(self) -> "QuantConfig":
+        check_column_order(self.act_order, self.act_group_aware)
+        return self
+
+    @property
+    def column_order(self) -> str:
+        """The GPTQ loop's column order: ``natural``, ``act_order`` or ``group_aware``."""
+        return "act_order" if self.act_order else "group_aware" if self.act_group_aware else "natural"
 
     @property
     def maxq(self) -> int:

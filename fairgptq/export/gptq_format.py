@@ -210,6 +210,7 @@ def quantize_config(result: QuantizationResult, checkpoint_format: str, fairgptq
         # GPTQModel reads `meta` and ignores the keys in it that it does not know, without the
         # "unknown parameter" message a top-level key gets; transformers and vLLM ignore it too.
         "meta": {"quantizer": [f"fairgptq:{__version__}"], "mse": c.mse, "block_size": c.block_size,
+                 "act_group_aware": c.act_group_aware,
                  "fairgptq": {
                      "version": __version__, "grouping": grouping_record(c.group_size, stored),
                      "objectives": result.objectives,

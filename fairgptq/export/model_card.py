@@ -76,7 +76,8 @@ def _how_made(qc, record, results) -> list[str]:
     grouping = record.get("grouping") or {}
     lines = [f"- Quantization: GPTQ, {qc['bits']} bits, group size {grouping.get('quantized_group_size', qc['group_size'])}"
              f" (stored as {qc['group_size']}), {'symmetric' if qc['sym'] else 'asymmetric'}, "
-             f"act-order {qc['desc_act']}, damping {qc['damp_percent']}, true-sequential."]
+             f"act-order {qc['desc_act']}, static groups {qc.get('static_groups', False)}, group-aware reordering "
+             f"{qc.get('meta', {}).get('act_group_aware', False)}, damping {qc['damp_percent']}, true-sequential."]
     objectives = record.get("objectives") or []
     if not objectives:
         lines.append("- Objectives: none (plain GPTQ).")
