@@ -17,7 +17,7 @@ import numpy as np
 
 from .core.errors import ConfigError
 from .evaluation.items import ITEMS_DIR, kind_of, read_items
-from .statistics import bootstrap_weights, mcnemar, paired_bootstrap, verdict
+from .statistics import attach_parity_verdicts, bootstrap_weights, mcnemar, paired_bootstrap, verdict
 
 N_BOOT = 2000
 
@@ -102,6 +102,7 @@ def compare_items(task: str, base: list[dict], other: list[dict], *, n_boot: int
                        discordant={"a_only": m.a_only, "b_only": m.b_only})
         row["verdict"] = verdict(row["p"], lo, hi)
         rows.append(row)
+    attach_parity_verdicts({r["metric"]: r for r in rows})
     return rows
 
 
@@ -146,24 +147,32 @@ def _num(v: float | None, digits: int = 4) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
 
 
+def _verdict_text(row: dict) -> str:
+    """The row's verdict, and for a bias score or its distance from parity what the distance says."""
+    return f"{row['verdict']}; {row['bias_verdict']}" if row.get("bias_verdict") else row["verdict"]
+
+
 def row_sentence(row: dict, label_a: str, label_b: str) -> str:
-    """``B − A = x [lo, hi], p = …, significant / not distinguishable from noise``."""
+    """``B − A = x [lo, hi], p = …, significant / not distinguishable from noise`` (and, for a bias
+    score, whether its distance from parity shrank)."""
     ci = f" [{_num(row['lo'])}, {_num(row['hi'])}]" if row["lo"] is not None else ""
     p = f", p = {row['p']:.3g}" if row["p"] is not None else ""
-    return f"{label_b} − {label_a} = {_num(row['diff'])}{ci}{p}, {row['verdict']}"
+    return f"{label_b} − {label_a} = {_num(row['diff'])}{ci}{p}, {_verdict_text(row)}"
 
 
 def markdown(result: dict) -> str:
     lines = [f"# Paired comparison against {result['baseline']}", "",
              f"95 % intervals by paired bootstrap ({result['n_boot']} resamples, seed {result['seed']}); "
-             f"CrowS-Pairs-style choices tested by exact McNemar.", ""]
+             f"CrowS-Pairs-style choices tested by exact McNemar. `*_from_parity` is a bias score's distance from "
+             f"parity (|score − 50|); a bias score is called less biased only when that distance shrinks "
+             f"significantly, so a score that falls past 50 is not.", ""]
     for comp in result["comparisons"]:
         lines += [f"## {comp['run']}", "", "| task | metric | n | baseline | run | difference [95 % CI] | p | test | verdict |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in comp["rows"]:
             ci = f" [{_num(r['lo'])}, {_num(r['hi'])}]" if r["lo"] is not None else ""
             lines.append(f"| {r['task']} | {r['metric']} | {r['n']} | {_num(r['a'])} | {_num(r['b'])} | "
-                         f"{_num(r['diff'])}{ci} | {_num(r['p'], 3)} | {r['test']} | {r['verdict']} |")
+                         f"{_num(r['diff'])}{ci} | {_num(r['p'], 3)} | {r['test']} | {_verdict_text(r)} |")
         lines += ["", *[f"- {r['task']}.{r['metric']}: {row_sentence(r, 'baseline', comp['run'])}"
                         for r in comp["rows"]], ""]
     return "\n".join(lines)
@@ -230,5 +239,5 @@ def rich_table(result: dict) -> Any:
             ci = f" [{_num(r['lo'])}, {_num(r['hi'])}]" if r["lo"] is not None else ""
             style = "bold" if r["verdict"] == "significant" else ""
             table.add_row(comp["run"], f"{r['task']}.{r['metric']}", _num(r["a"]), _num(r["b"]),
-                          f"{_num(r['diff'])}{ci}", _num(r["p"], 3), r["verdict"], style=style)
+                          f"{_num(r['diff'])}{ci}", _num(r["p"], 3), _verdict_text(r), style=style)
     return table
