@@ -13,7 +13,9 @@ fit, not the debiasing.  :func:`evaluate_stereoset` therefore takes the calibrat
 pairs (or their ids / texts), reports the overlap, and refuses to run on an
 overlapping split unless told to only warn.  ``split="holdout"`` keeps a deterministic
 hash-chosen part of the file (``split="calibration"`` the rest) so a pipeline can
-calibrate on one part and evaluate on the other.
+calibrate on one part and evaluate on the other.  The hash is of the item id (``by="item"``, the
+default) or of the item's target term (``by="target"``: every item of "Ethiopian" or "chess player"
+on one side, so the held-out part asks about terms calibration never saw).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from .tasks import EvaluationTask, TaskContext, TaskOptions
 logger = logging.getLogger(__name__)
 
 SPLITS = ("all", "holdout", "calibration")
+SPLIT_BY = ("item", "target")
 ON_OVERLAP = ("error", "warn")
 SCORING = "bias_bench_generative: geometric-mean token probability after the prefix token"
 
@@ -52,6 +55,8 @@ class StereoSetOptions(HoldoutOption):
     calibration pairs are these very items (calibrate on ``split: calibration``)."""
 
     stereoset_split: Literal[SPLITS] = "holdout"  # type: ignore[valid-type]
+    #: what the split hashes: the item id, or the target term (calibrate with the pair set's same ``split_by``)
+    stereoset_split_by: Literal[SPLIT_BY] = "item"  # type: ignore[valid-type]
 
 
 def in_holdout(source_id: str, fraction: float) -> bool:
@@ -60,15 +65,28 @@ def in_holdout(source_id: str, fraction: float) -> bool:
     return h / 2.0 ** 64 < fraction
 
 
-def split_items(items: Sequence[Pair], split: str, fraction: float) -> list[Pair]:
-    """The ``holdout`` part (≈ ``fraction`` of the items), its complement ``calibration``, or ``all``."""
+def target_key(pair: Pair) -> str:
+    """The key a split by target term hashes: the term, case and spacing folded ("Chess player" = "chess player")."""
+    target = pair.meta.get("target")
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"pair {pair.source_id!r} has no target term (meta.target), so it cannot be split by "
+                          f"target; split_by: target is for StereoSet, whose items name one (use split_by: item)")
+    return "target:" + " ".join(target.lower().split())
+
+
+def split_items(items: Sequence[Pair], split: str, fraction: float, by: str = "item") -> list[Pair]:
+    """The ``holdout`` part (≈ ``fraction`` of the items, or of the target terms with ``by="target"``), its
+    complement ``calibration``, or ``all``."""
     if split not in SPLITS:
         raise ConfigError(f"StereoSet split must be one of {SPLITS}, got {split!r}")
+    if by not in SPLIT_BY:
+        raise ConfigError(f"split_by must be one of {SPLIT_BY}, got {by!r}")
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"holdout_fraction must be in (0, 1), got {fraction}")
     if split == "all":
         return list(items)
-    held = [in_holdout(split_key(p), fraction) for p in items]
+    key = split_key if by == "item" else target_key
+    held = [in_holdout(key(p), fraction) for p in items]
     calibration = [p for p, h in zip(items, held) if not h]
     if split == "calibration":
         return calibration
@@ -128,7 +146,8 @@ def stereoset_metrics(items: Sequence[dict]) -> dict:
 def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *, path: str | Path | None = None,
                        split: str = "all", holdout_fraction: float = 0.5,
                        calibration: Iterable[Pair | str] | None = None, on_overlap: str = "error",
-                       limit: int | None = None, batch_size: int = 16, progress: bool = True) -> dict:
+                       limit: int | None = None, batch_size: int = 16, progress: bool = True,
+                       split_by: str = "item") -> dict:
     """Score StereoSet intrasentence items (``items`` or the file at ``path``) on the chosen split.
 
     This scores what it is given (``split="all"``); the ``stereoset`` task passes its options' split.
@@ -142,7 +161,7 @@ def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *,
     if items is None:
         from ..datasets_adapters.stereoset import load_stereoset
         items = load_stereoset(path, kind="intrasentence")
-    items = split_items(items, split, holdout_fraction)[:limit]
+    items = split_items(items, split, holdout_fraction, split_by)[:limit]
     if not items:
         raise ConfigError(f"StereoSet: no items to evaluate in split {split!r}")
     overlap = {"checked": False}
@@ -166,7 +185,7 @@ def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *,
     scores = [s.mean_logprob for s in score_sentences(model, tokenizer, sentences, batch_size=batch_size,
                                                       progress=progress, description="StereoSet")]
     records = stereoset_items(items, scores[0::3], scores[1::3], scores[2::3])
-    return {"task": "stereoset", "kind": "intrasentence", "split": split,
+    return {"task": "stereoset", "kind": "intrasentence", "split": split, "split_by": split_by,
             "holdout_fraction": holdout_fraction if split != "all" else None, "scoring": SCORING,
             "overlap": overlap, **stereoset_metrics(records), "items": records}
 
@@ -175,7 +194,7 @@ def _run(model, tokenizer, options: StereoSetOptions, context: TaskContext) -> d
     return evaluate_stereoset(model, tokenizer, path=context.path, split=options.stereoset_split,
                               holdout_fraction=options.holdout_fraction, calibration=context.calibration,
                               on_overlap=context.on_overlap, limit=context.limit, batch_size=context.batch_size,
-                              progress=context.progress)
+                              progress=context.progress, split_by=options.stereoset_split_by)
 
 
 def _read(path: Path | None):

@@ -67,12 +67,13 @@ def load_pair_set(ps: PairSetSpec, registry: Registry) -> PairSet:
     bad_rows = getattr(loaded, "bad_rows", ())
     total = len(loaded)
     if ps.split != "all":
-        loaded = LoadedPairs(split_items(loaded, ps.split, ps.holdout_fraction), bad_rows,
+        loaded = LoadedPairs(split_items(loaded, ps.split, ps.holdout_fraction, ps.split_by), bad_rows,
                              getattr(loaded, "source", ""))
     pairs = list(sample_pairs(loaded, ps.n, ps.seed, ps.stratify))
     return PairSet(pairs, {
         "source": ps.source, "params": ps.params, "origin": getattr(loaded, "source", ""), "rows_read": total,
         "bad_rows": len(bad_rows), "bad_row_examples": [str(b) for b in bad_rows[:5]], "split": ps.split,
+        "split_by": ps.split_by,
         "n": len(pairs), "n_requested": ps.n, "seed": ps.seed, "stratify": ps.stratify, "sha256_16": pairs_hash(pairs),
         "categories": dict(sorted(Counter(p.category for p in pairs).items()))})
 

@@ -181,7 +181,7 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
     try:
         options = spec.evaluation.options()
         items = split_items(load_stereoset(path, kind="intrasentence"), options["stereoset_split"],
-                            options["holdout_fraction"])
+                            options["holdout_fraction"], options.get("stereoset_split_by", "item"))
     except FairGPTQError as e:
         problems.append(("evaluation.paths.stereoset", str(e)))
         return
@@ -191,7 +191,7 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
             problems.append((f"calibration.pairs.{name}", f"{len(hits)} of its pairs are among the StereoSet items "
                              f"evaluation scores (e.g. {hits[:2]}), which would measure the calibration fit, not "
                              f"debiasing. Set calibration.pairs.{name}.split: calibration and "
-                             f"evaluation.stereoset_split: holdout (same holdout_fraction)"))
+                             f"evaluation.stereoset_split: holdout (same holdout_fraction and split_by)"))
 
 
 def memory_problems(spec: PipelineSpec, *, against: str = "total") -> list[Problem]:

@@ -86,6 +86,8 @@ class PairSetSpec(Strict):
     seed: int = 0
     stratify: bool = True
     split: Literal["all", "calibration", "holdout"] = "all"
+    #: what the split hashes: the item id, or (StereoSet) the target term; match evaluation.stereoset_split_by
+    split_by: Literal["item", "target"] = "item"
     holdout_fraction: float = Field(0.5, gt=0, lt=1)
 
     @field_validator("params")
