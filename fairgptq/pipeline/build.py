@@ -22,7 +22,7 @@ from ..objectives.targets import DEFAULT_ROLES
 from ..registry import Registry
 from .arguments import PATH_KEYS, expand_path, objective_arguments, with_expanded_paths
 from .objective_settings import targeted_roles
-from .schema import PairSetSpec, PipelineSpec
+from .schema import ObjectiveSpec, PairSetSpec, PipelineSpec
 
 
 logger = logging.getLogger("fairgptq.pipeline")
@@ -121,9 +121,15 @@ def objectives(spec: PipelineSpec, registry: Registry, sets: dict[str, PairSet])
     built = []
     for o in spec.objectives:
         factory = registry.get("objectives", o.name).factory
-        pairs = sets[o.pairs].pairs if o.pairs else None
+        pairs = objective_pairs(o, sets) if o.pairs else None
         built.append(factory(**objective_arguments(o, factory, spec.calibration, pairs=pairs)))
     return built
+
+
+def objective_pairs(o: ObjectiveSpec, sets: dict[str, PairSet]) -> list[Pair]:
+    """The pairs an objective reads: its set's, or its sets' concatenated in the order named (a combined
+    calibration: StereoSet intra- and intersentence, RedditBias, HolisticBias, templates in one gradient)."""
+    return [p for name in o.pair_set_names() for p in sets[name].pairs]
 
 
 def backend(spec: PipelineSpec, registry: Registry):
@@ -152,7 +158,7 @@ def run_inputs(spec: PipelineSpec, registry: Registry, tokenizer) -> RunInputs:
     for name, ps in sets.items():
         logger.info("pair set %s: %s", name, ps.info)
     return RunInputs(sets, text_calibration(spec, tokenizer), objectives(spec, registry, sets), backend(spec, registry),
-                     [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs])
+                     [p for o in spec.objectives for p in objective_pairs(o, sets)])
 
 
 def quant_config(spec: PipelineSpec) -> QuantConfig:

@@ -173,7 +173,7 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
         problems.append(("calibration.pairs", str(e)))
         return
     path = evaluation_files(spec).get("stereoset")
-    used = {o.pairs for o in spec.objectives if o.pairs}
+    used = {name for o in spec.objectives for name in o.pair_set_names()}
     if path is None or not path.is_file() or not used:
         return
     from ..datasets_adapters.stereoset import load_stereoset
