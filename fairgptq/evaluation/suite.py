@@ -16,6 +16,7 @@ from ..version import __version__
 from ..core.errors import ConfigError
 from ..datasets_adapters.pairs import Pair
 from .plugin import fairgptq_evaluation_tasks
+from .kinds import with_distances
 from .scoring import supports_packing
 from .stereoset import ON_OVERLAP
 from .tasks import TaskContext, options_for, registered_tasks, resolve_options
@@ -77,6 +78,8 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
                               limit.get(task) if isinstance(limit, Mapping) else limit, batch_size, progress,
                               calibration, on_overlap)
         results[task] = known[task].run(model, tokenizer, task_options[task], context)
+        if known[task].kind is not None:  # each bias score's distance from parity beside it (evaluation.kinds)
+            results[task] = with_distances(results[task], known[task].kind.ideal)
         seconds[task] = round(time.perf_counter() - t0, 2)
     dtype = next(model.parameters()).dtype
     return {"fairgptq_version": __version__,
