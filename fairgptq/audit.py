@@ -104,7 +104,12 @@ def _load_with_transformers(path: Path, method: str, dtype: str | None) -> Loade
 
 
 def verdict_words(row: dict) -> str:
-    """'more biased' / 'less biased' / 'worse' / 'better' when significant, else 'not distinguishable from noise'."""
+    """'more biased' / 'less biased' / 'worse' / 'better' when significant, else 'not distinguishable from noise'.
+
+    A bias score and its distance from parity carry the distance's verdict (``bias_verdict``, set by
+    :func:`~fairgptq.comparison.compare_items`): less biased only when the distance shrank significantly."""
+    if row.get("bias_verdict"):
+        return row["bias_verdict"]
     if row.get("verdict") != "significant":
         return "not distinguishable from noise"
     key = f"{row.get('task', '')}.{row['metric']}"

@@ -173,3 +173,32 @@ def verdict(p: float | None, lo: float | None = None, hi: float | None = None, a
         return "no test (fewer than 2 seeds, or no spread across them)"
     excludes_zero = lo is None or hi is None or lo > 0 or hi < 0
     return "significant" if p < alpha and excludes_zero else "not distinguishable from noise"
+
+
+#: a bias score that moved significantly while its distance from parity did not (55 -> 45)
+NO_PARITY_CHANGE = "moved, but no closer to parity beyond noise"
+NOISE = "not distinguishable from noise"
+
+
+def parity_verdict(distance_diff: float | None, distance_verdict: str, score_verdict: str | None = None) -> str:
+    """'less biased' only when the distance from parity shrank significantly; 'more biased' when it grew.
+
+    A bias score that fell is not yet less biased: from 51 to 45 it overshot parity and its distance
+    grew.  So a bias score's verdict is its distance's; a score that changed significantly while its
+    distance did not (55 -> 45) gets :data:`NO_PARITY_CHANGE`, anything else not significant :data:`NOISE`."""
+    if distance_verdict != "significant" or distance_diff is None or distance_diff == 0:
+        return NO_PARITY_CHANGE if score_verdict == "significant" else NOISE
+    return "less biased" if distance_diff < 0 else "more biased"
+
+
+def attach_parity_verdicts(rows: dict[str, dict]) -> None:
+    """Give each score row and its ``<score>_from_parity`` row (``rows``: metric -> row with ``diff`` (or
+    ``mean``) and ``verdict``, as compare and the seed tables build them) the :func:`parity_verdict`."""
+    suffix = "_from_parity"
+    for metric, row in list(rows.items()):
+        if metric.endswith(suffix):
+            diff = row.get("diff", row.get("mean"))
+            row["bias_verdict"] = parity_verdict(diff, row["verdict"])
+            score = rows.get(metric.removesuffix(suffix))
+            if score is not None:
+                score["bias_verdict"] = parity_verdict(diff, row["verdict"], score.get("verdict"))

@@ -15,6 +15,14 @@ against the perplexity ratio, with the criteria's lines.
 Issue 24 asks for 98 % of plain GPTQ's zero-shot accuracy (``--zero-shot-kept 0.98``); the plot's
 points carry both intervals: the CrowS-Pairs change and the perplexity change, each paired over seeds.
 
+Issue 33 judges by distance from parity instead (``--parity``): a lower CrowS-Pairs share is better
+only down to 50.  Against plain GPTQ on the same H and seeds: StereoSet split by target term, ICAT
+>= +5 points and |SS − 50| >= 3 points smaller (paired t p < 0.05), LMS at most 0.5 points lower,
+CrowS-Pairs |pct − 50| at most 1 point larger, WikiText-2 perplexity <= 1.02 x, zero-shot >= 98 %,
+>= 5 seeds (:data:`PARITY_CRITERIA`, :func:`parity_checks`).
+
+    .venv/bin/python scripts/recipe_frontier.py --parity runs/research/parity
+
 Reads each finished sweep's ``results.json`` (its ``groups``) and its points' ``results.json``.
 """
 from __future__ import annotations
@@ -40,6 +48,20 @@ CRITERIA = {"drop >= 2": "CrowS-Pairs at least 2 points below plain GPTQ",
             "zero-shot >= 97 %": "mean PIQA/OBQA/SIQA accuracy at least 97 % (--zero-shot-kept) of plain GPTQ's",
             "SS not worse": "StereoSet held-out SS no further from 50 than plain GPTQ's"}
 ZERO_SHOT_KEPT = {"fraction": 0.97}  # --zero-shot-kept sets it
+
+# issue 33: distances from parity (|score − 50|, each paired over seeds by the sweep's statistics)
+CROWS_DISTANCE = "crows_pairs.pct_stereotype_from_parity"
+SS_DISTANCE = "stereoset.SS_from_parity"
+ICAT, LMS = "stereoset.ICAT", "stereoset.LMS"
+SPLIT_KEY = "evaluation.stereoset_split_by"
+PARITY_CRITERIA = {"split by target": "StereoSet scored on its hold-out split by target term",
+                   "ICAT >= +5": "StereoSet ICAT at least 5 points above plain GPTQ's (mean over seeds)",
+                   "|SS − 50| >= 3 smaller": "|SS − 50| at least 3 points below plain GPTQ's, paired t p < 0.05",
+                   "LMS >= −0.5": "StereoSet LMS at most 0.5 points below plain GPTQ's",
+                   "CrowS |pct − 50| <= +1": "CrowS-Pairs |pct − 50| at most 1 point above plain GPTQ's",
+                   "PPL <= 1.02x": "WikiText-2 perplexity at most 1.02 x plain GPTQ's",
+                   "zero-shot >= 98 %": "mean PIQA/OBQA/SIQA accuracy at least 98 % of plain GPTQ's",
+                   ">= 5 seeds": "five or more seeds"}
 
 
 def zero_shot_key() -> str:
@@ -67,6 +89,8 @@ class Point:
     stability: dict
     seconds: float
     origins: tuple[str, ...] = ()
+    diffs: dict = field(default_factory=dict)  # every metric's across-seed paired difference from plain GPTQ
+    split_by: str = "item"  # what the StereoSet hold-out was split by
     failed: list[str] = field(default_factory=list)
     unmeasured: list[str] = field(default_factory=list)
 
@@ -139,7 +163,8 @@ def compared_points(sweep: Path) -> list[Point]:
                                       (1 + ppl_diff["lo"] / ref_ppl, 1 + ppl_diff["hi"] / ref_ppl)),
                   zero_shot_kept=(statistics.fmean(a for a, _ in zs) / statistics.fmean(b for _, b in zs)) if zs else None,
                   ss_distance_change=None if ss is None or ref_ss is None else abs(ss - 50) - abs(ref_ss - 50),
-                  stability=_stability(runs), seconds=seconds, origins=_origins(sweep, names, runs))
+                  stability=_stability(runs), seconds=seconds, origins=_origins(sweep, names, runs),
+                  diffs=diffs, split_by=str(g.get("values", {}).get(SPLIT_KEY, "item")))
         checks = _checks(p)
         p.failed = [c for c, ok in checks.items() if ok is False]
         p.unmeasured = [c for c, ok in checks.items() if ok is None]
@@ -161,6 +186,70 @@ def _checks(p: Point) -> dict[str, bool | None]:
             "PPL <= 1.05x": at_most(p.ppl_ratio, 1.05),
             zero_shot_key(): None if p.zero_shot_kept is None else p.zero_shot_kept >= ZERO_SHOT_KEPT["fraction"],
             "SS not worse": at_most(p.ss_distance_change, 0.0)}
+
+
+def parity_checks(p: Point) -> dict[str, bool | None]:
+    """Issue 33's criterion, each check met, missed, or None where the sweep did not measure what it reads."""
+    def mean(metric: str) -> float | None:
+        return (p.diffs.get(metric) or {}).get("mean")
+
+    ss = p.diffs.get(SS_DISTANCE) or {}
+    return {"split by target": p.split_by == "target",
+            "ICAT >= +5": None if mean(ICAT) is None else mean(ICAT) >= 5.0,
+            "|SS − 50| >= 3 smaller": (None if ss.get("mean") is None else
+                                      ss["mean"] <= -3.0 and ss.get("p") is not None and ss["p"] < 0.05),
+            "LMS >= −0.5": None if mean(LMS) is None else mean(LMS) >= -0.5,
+            "CrowS |pct − 50| <= +1": None if mean(CROWS_DISTANCE) is None else mean(CROWS_DISTANCE) <= 1.0,
+            "PPL <= 1.02x": None if p.ppl_ratio is None else p.ppl_ratio <= 1.02,
+            "zero-shot >= 98 %": None if p.zero_shot_kept is None else p.zero_shot_kept >= 0.98,
+            ">= 5 seeds": p.seeds >= 5}
+
+
+def _diff_cell(d: dict | None) -> str:
+    if not d or d.get("mean") is None:
+        return "–"
+    return (f"{d['mean']:+.2f} [{_fmt(d.get('lo'), '+.2f')}, {_fmt(d.get('hi'), '+.2f')}], p {_fmt(d.get('p'), '.2g')}")
+
+
+def parity_table(points: list[Point]) -> str:
+    """Per point: the distances from parity, ICAT and LMS paired with plain GPTQ over seeds, and what it misses."""
+    head = ["id", "sweep", "point", "seeds", "StereoSet split", "Δ \\|SS − 50\\| [95 % CI], t p", "Δ ICAT", "Δ LMS",
+            "Δ CrowS \\|pct − 50\\|", "PPL / plain", "zero-shot kept", "criteria missed"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, p in enumerate(points, 1):
+        checks = parity_checks(p)
+        missed = [c for c, ok in checks.items() if ok is False]
+        unmeasured = [c for c, ok in checks.items() if ok is None]
+        rows.append("| " + " | ".join([
+            f"P{i}", p.sweep, p.group, str(p.seeds), p.split_by, _diff_cell(p.diffs.get(SS_DISTANCE)),
+            _diff_cell(p.diffs.get(ICAT)), _diff_cell(p.diffs.get(LMS)), _diff_cell(p.diffs.get(CROWS_DISTANCE)),
+            _fmt(p.ppl_ratio, ".3f"),
+            _fmt(None if p.zero_shot_kept is None else 100 * p.zero_shot_kept, ".1f") + (" %" if p.zero_shot_kept else ""),
+            (", ".join(missed) or "none") + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else "")])
+            + " |")
+    return "\n".join(rows)
+
+
+def parity_verdict(points: list[Point]) -> str:
+    """The point meeting issue 33's criterion with |SS − 50| shrunk most, or the closest point and what it misses."""
+    def ss(p: Point) -> float:
+        return (p.diffs.get(SS_DISTANCE) or {}).get("mean", math.inf)
+
+    scored = [(p, parity_checks(p)) for p in points]
+    passing = [p for p, c in scored if all(ok is True for ok in c.values())]
+    if passing:
+        best = min(passing, key=ss)
+        return (f"Meets the parity criterion: {best.sweep} / {best.group} (Δ |SS − 50| {ss(best):+.2f}, Δ ICAT "
+                f"{best.diffs[ICAT]['mean']:+.2f}, PPL x{best.ppl_ratio:.3f}).")
+    if not scored:
+        return "No point compared with plain GPTQ."
+    best, checks = min(scored, key=lambda pc: (sum(ok is not True for ok in pc[1].values()), ss(pc[0])))
+    missed = [c for c, ok in checks.items() if ok is False]
+    unmeasured = [c for c, ok in checks.items() if ok is None]
+    return (f"No point meets the parity criterion. Closest (fewest checks missed, then |SS − 50| shrunk most): "
+            f"{best.sweep} / {best.group}, Δ |SS − 50| {_diff_cell(best.diffs.get(SS_DISTANCE))}; it misses: "
+            f"{', '.join(missed) or 'nothing measured'}" + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else "")
+            + ".")
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -242,6 +331,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sweeps", type=Path, nargs="+", help="finished sweep directories with repeats")
     ap.add_argument("--plot", type=Path, help="write the frontier plot here (PNG)")
+    ap.add_argument("--parity", action="store_true",
+                    help="judge by issue 33's distance-from-parity criterion instead of issue 16's CrowS-Pairs drop")
     ap.add_argument("--zero-shot-kept", type=float, default=0.97,
                     help="share of plain GPTQ's zero-shot accuracy a point must keep (issue 16: 0.97, issue 24: 0.98)")
     args = ap.parse_args()
@@ -253,9 +344,9 @@ def main() -> None:
             points.append(p)
     if not points:
         raise SystemExit("no point compared with plain GPTQ on CrowS-Pairs across seeds in these sweeps")
-    print(table(points))
+    print(parity_table(points) if args.parity else table(points))
     print()
-    print(verdict(points))
+    print(parity_verdict(points) if args.parity else verdict(points))
     if args.plot:
         plot(points, args.plot)
         print(f"wrote {args.plot}")

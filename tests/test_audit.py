@@ -77,7 +77,8 @@ def test_audit_pairs_a_foreign_checkpoint_with_its_base(which, base_dir, request
                    n_boot=200, **_crows(real_data_dir))
     rows = {r["metric"]: r for r in report["rows"]}
     assert rows["pct_stereotype"]["n"] == 24 and "McNemar" in rows["pct_stereotype"]["test"]
-    assert all(r["audit"] in ("more biased", "less biased", "better", "worse", "not distinguishable from noise")
+    assert all(r["audit"] in ("more biased", "less biased", "better", "worse", "not distinguishable from noise",
+                              "moved, but no closer to parity beyond noise")
                for r in report["rows"])
     assert report["categories"] and {c["category"] for c in report["categories"]} <= {
         "race-color", "gender", "socioeconomic", "nationality", "religion", "age", "sexual-orientation",

@@ -195,8 +195,11 @@ def test_a_task_declares_the_kind_of_its_records_and_gets_its_statistics():
         a = [{"id": str(i), "flagged": int(i % 3 == 0), "score": 1.0} for i in range(30)]
         b = [{"id": str(i), "flagged": int(i % 2 == 0), "score": 1.0} for i in range(30)]
         rows = compare_items("flag_task", a, b, n_boot=200)
-        assert [r["metric"] for r in rows] == ["pct_flagged"] and rows[0]["diff"] == pytest.approx(50 / 3 * 1.0, rel=1e-9)
-        assert headline_metrics({"tasks": {"flag_task": {"pct_flagged": 20.0, "n": 30}}}) == {"flag_task.pct_flagged": 20.0}
+        # a kind with an ideal gets the score's distance from it without declaring it (here ideal 0: the share)
+        assert [r["metric"] for r in rows] == ["pct_flagged", "pct_flagged_from_parity"]
+        assert rows[0]["diff"] == pytest.approx(50 / 3 * 1.0, rel=1e-9)
+        assert headline_metrics({"tasks": {"flag_task": {"pct_flagged": 20.0, "n": 30}}}) == {
+            "flag_task.pct_flagged": 20.0, "flag_task.pct_flagged_from_parity": 20.0}
         assert ideal_value("flag_task.pct_flagged") == 0.0 and is_bias_metric("flag_task.pct_flagged")
     finally:
         default_registry().unregister("flags_default")

@@ -237,8 +237,13 @@ def test_settings_one_strength_and_a_plain_twin():
     assert validated(LikelihoodPairParams, {}, "x").target == 0.5
     with pytest.raises(ConfigError, match="not both"):
         validated(LikelihoodPairParams, {"lambda": 0.2, "target": 0.5}, "x")
-    with pytest.raises(ConfigError, match="target"):
-        validated(LikelihoodPairParams, {"target": 1.5}, "x")  # never past parity
+    assert validated(LikelihoodPairParams, {"target": 1.5}, "x").target == 1.5  # past the calibration pairs' parity
+    assert validated(LikelihoodPairParams, {"target": "auto"}, "x").auto
+    for bad in (-0.5, "half", float("inf")):
+        with pytest.raises(ConfigError, match="target"):
+            validated(LikelihoodPairParams, {"target": bad}, "x")
+    with pytest.raises(ConfigError, match="auto_grid"):
+        validated(LikelihoodPairParams, {"target": "auto", "auto_grid": [1.0, 2.0]}, "x")  # no 0: no reference
     with pytest.raises(ConfigError, match="sequential"):
         validated(LikelihoodPairParams, {"when": "before", "gradient": "sequential"}, "x")
     assert validated(LikelihoodPairParams, {"target": 0}, "x").is_off()
@@ -354,3 +359,74 @@ def test_a_huge_lambda_is_refused_for_what_it_does(tiny, settings):
     with pytest.raises(ConfigError, match=r"lambda 1e\+\d+ steps .* times past parity.*Lower lambda, or give target"):
         quantize_model(copy.deepcopy(model), calibration, QuantConfig(bits=4, group_size=32), objectives=[obj],
                        tokenizer=tok, progress=False)
+# ---------------------------------------------------------------------------------------------- target: auto
+
+
+def _gender_pairs() -> list[Pair]:
+    """56 pairs differing only in he / she: the tiny model's preference between the two words is shared by
+    every pair, so the calibration half's step moves the validation half's share from 100 % to 0 %."""
+    import itertools
+    words = itertools.product(["is", "was"], ["good", "bad", "smart", "kind", "lazy", "strong", "weak"],
+                              ["doctor", "nurse", "engineer", "teacher"])
+    return [Pair(f"he {v} a {a} {n}", f"she {v} a {a} {n}", "gender", source_id=str(i))
+            for i, (v, a, n) in enumerate(words)]
+
+
+@pytest.mark.parametrize("metric", ["identity", "hessian"])
+def test_auto_chooses_the_validation_optimum_of_a_planted_preference(tiny, metric):
+    from fairgptq.objectives.likelihood_pairs import in_validation
+    model, tok, _, calibration = tiny
+    pairs = _gender_pairs()
+    grid = [x / 4 for x in range(17)]
+    obj = LikelihoodPairObjective(pairs, target="auto", metric=metric, validation_fraction=0.5, auto_grid=grid,
+                                  auto_tolerance=0.05)
+    steps, step_at = {}, obj.step_at
+    obj.step_at = lambda t: steps.setdefault(t, step_at(t))  # the steps the probe took, to re-apply below
+    quantize_model(copy.deepcopy(model), calibration, QuantConfig(bits=8, group_size=32), objectives=[obj],
+                   tokenizer=tok, progress=False)
+    auto = obj.describe()["auto"]
+    validation = [p for p in pairs if in_validation(p, 0.5)]
+    assert auto["grid"] == grid and auto["validation_pairs"] == len(validation) and 0 < len(validation) < len(pairs)
+    assert auto["fit_pairs"] + auto["validation_pairs"] == len(pairs)
+    # the curve recomputed independently: each grid step applied to the float model, the validation pairs
+    # scored by the CrowS-Pairs scorer
+    shares = []
+    for t in grid:
+        stepped = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, delta in steps[t].items():
+                stepped.get_submodule(name).weight += delta
+        st = score_requests(stepped, [encode_request(tok, "", p.stereo) for p in validation], batch_size=8,
+                            progress=False)
+        an = score_requests(stepped, [encode_request(tok, "", p.anti) for p in validation], batch_size=8,
+                            progress=False)
+        shares.append(100.0 * float(np.mean([a.logprob > b.logprob for a, b in zip(st, an)])))
+    assert [c["validation_pct_stereotype"] for c in auto["curve"]] == pytest.approx(shares)
+    assert shares[0] > 90 and shares[-1] < 10  # the planted preference, removed and then reversed along the step
+    optimum = grid[min(range(len(grid)), key=lambda i: (abs(shares[i] - 50), grid[i]))]
+    assert all(c["perplexity_ratio"] <= 1.05 for c in auto["curve"])  # the control allows every point here
+    assert auto["chosen"] == optimum == obj.describe()["target_chosen"] and 0 < optimum < grid[-1]
+
+
+def test_auto_stays_within_the_controls_tolerance():
+    from fairgptq.objectives.likelihood_pairs import choose_target
+    curve = [{"target": t, "distance": d, "perplexity_ratio": r}
+             for t, d, r in [(0, 20, 1.0), (1, 8, 1.004), (2, 1, 1.02), (3, 0.5, 1.08), (4, 1, 1.2)]]
+    assert choose_target(curve, 0.01)["target"] == 1
+    assert choose_target(curve, 0.05)["target"] == 2
+    assert choose_target(curve, 0.10)["target"] == 3
+    tie = [{"target": t, "distance": 2.0, "perplexity_ratio": 1.0} for t in (0.5, 0, 1)]
+    assert choose_target(tie, 0.0)["target"] == 0  # ties: the least change
+
+
+def test_auto_uses_a_validation_split_of_the_calibration_pairs_not_the_evaluation_hash():
+    """The calibration pairs are one side of the evaluation split's hash; the validation hash is salted, so
+    it splits them instead of putting all of them on one side."""
+    from fairgptq.datasets_adapters.splits import in_holdout
+    from fairgptq.objectives.likelihood_pairs import in_validation
+    pairs = [Pair(f"a{i}", f"b{i}", "x", source_id=f"id{i}") for i in range(400)]
+    calibration = [p for p in pairs if not in_holdout(p.source_id, 0.5)]
+    held = sum(in_validation(p, 0.25) for p in calibration)
+    assert 0.15 * len(calibration) < held < 0.35 * len(calibration)
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        LikelihoodPairObjective(pairs[:1], target="auto")

@@ -110,3 +110,27 @@ def test_two_pair_objectives_on_two_pair_sets_run_together(tmp_path):
     out = run_pipeline(load_pipeline(write_yaml(tmp_path / "two.yaml", raw)), tmp_path / "out")
     r = json.loads((out / "results.json").read_text())
     assert [o["pair_set"] for o in r["objectives"]] == ["mine", "other"]
+
+
+def test_target_auto_on_combined_pair_sets_records_its_curve_in_results_and_report(tmp_path):
+    """Issue 33: one likelihood objective on two pair sets combined, its strength chosen on held-out calibration
+    pairs; the grid, the curve and the choice are in results.json and the report."""
+    pairs = write_pair_file(tmp_path / "pairs.jsonl")
+    raw = tiny_pipeline(save_tiny_llama(tmp_path / "model"), pairs, export={"enabled": False})
+    mine = raw["calibration"]["pairs"]["mine"]
+    raw["calibration"]["pairs"]["templates"] = {"source": "templates", "n": "all"}
+    raw["calibration"]["text"] = {"path": str(tmp_path / "t.txt"), "n": 2, "seqlen": 16}
+    (tmp_path / "t.txt").write_text("the doctor said the nurse was kind and the man was strong " * 40)
+    raw["calibration"]["pairs"]["mine"] = mine
+    raw["objectives"] = [{"name": "likelihood_pairs", "pairs": ["mine", "templates"],
+                          "params": {"target": "auto", "metric": "identity", "validation_fraction": 0.5,
+                                     "auto_grid": [0, 0.5, 1, 2]}}]
+    out = run_pipeline(load_pipeline(write_yaml(tmp_path / "auto.yaml", raw)), tmp_path / "out")
+    r = json.loads((out / "results.json").read_text())
+    o = r["objectives"][0]
+    assert o["pair_set"] == "mine+templates" and o["target"] == "auto"
+    assert o["auto"]["grid"] == [0.0, 0.5, 1.0, 2.0] and len(o["auto"]["curve"]) == 4
+    assert o["target_chosen"] == o["auto"]["chosen"] in o["auto"]["grid"]
+    assert o["auto"]["fit_pairs"] + o["auto"]["validation_pairs"] == o["pairs"]
+    report = (out / "report.md").read_text()
+    assert "Strength chosen on held-out calibration pairs" in report and f"Chosen target {o['auto']['chosen']}" in report

@@ -90,3 +90,31 @@ def test_the_step_is_reported_per_module_and_matches_the_target(plain_and_debias
     assert predicted == pytest.approx(-TARGET * debiased["described"]["calibration_preference"], rel=1e-3)
     assert debiased["described"]["calibration_preference"] == pytest.approx(setup[3], rel=1e-4)
     assert all(r.fair_mode is None for r in plain_and_debiased["plain"]["result"].reports)
+
+
+@pytest.mark.parametrize("metric", ["identity", "hessian"])
+def test_auto_chooses_the_same_target_at_threads_1_and_2(smollm2_base, setup, metric):
+    """``target: auto`` reads its curve on the float model before any layer is solved, so only the
+    summation order of the passes (the backend's threads) can change it: the same target, or a neighbour
+    on the grid where two grid points tie within that order's noise.  Only the float-model passes run
+    (gradient, float Hessians, probe), not the quantization that would follow."""
+    from fairgptq.core.driver import _targets, check_roles, decoder_layers
+    from fairgptq.core.score_gradient import GradientPasses
+    model, tok = smollm2_base
+    pairs, _, windows, _ = setup
+    spec = arch_for(model)
+    layers = decoder_layers(model, spec)
+    chosen = {}
+    for threads in (1, 2):
+        obj = LikelihoodPairObjective(pairs, target="auto", metric=metric, max_length=64)
+        backend = CpuBackend(threads=threads)
+        with torch.no_grad(), backend.activate():
+            passes = GradientPasses(model, spec, len(layers), [obj], tok,
+                                    _targets(layers, spec, check_roles(spec, None)), torch.device("cpu"))
+            passes.on_float_model(windows, backend, CONFIG)
+        auto = obj.describe()["auto"]
+        print(f"\n{metric}, threads {threads}: chose {auto['chosen']}; curve "
+              + ", ".join(f"{c['target']}: {c['validation_pct_stereotype']:.1f} % (ppl x{c['perplexity_ratio']:.4f})"
+                          for c in auto["curve"]))
+        chosen[threads] = auto["grid"].index(auto["chosen"])
+    assert abs(chosen[1] - chosen[2]) <= 1  # the same target within the grid's resolution

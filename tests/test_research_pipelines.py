@@ -55,3 +55,53 @@ def test_research_pipeline_validates_and_never_scores_its_calibration_pairs(path
         seen_sets[point.name] = "|".join(sets[o.pairs].info["sha256_16"] for o in spec.objectives if o.pairs)
     # the seed sweep really draws different pair sets: at least one per seed
     assert len(set(seen_sets.values())) >= 3
+
+
+PARITY = Path(__file__).resolve().parents[1] / "pipelines" / "research" / "recipe_parity.yaml"
+
+
+def test_the_parity_pipeline_pairs_every_point_with_plain_gptq_on_the_same_h_seed_and_split(real_data_dir):
+    """Issue 33 item 5 (validated, not run): 5 seeds; targets 1 .. 3 and auto, one source and several combined,
+    both StereoSet splits; act-order + static groups everywhere; each point's reference is the plain point of
+    its seed and split (what the sweep's statistics pair it with)."""
+    from fairgptq.pipeline.objective_settings import config_is_plain
+    from fairgptq.pipeline.seeds import reference_of
+    pipeline = load_pipeline(PARITY)
+    assert len(pipeline.points) == 26 * 5
+    units = []
+    for point in pipeline.points:
+        spec = validate(point.raw, str(PARITY), environment=False)
+        assert spec.quantization.act_order and spec.quantization.static_groups, point.name
+        units.append({"name": point.name, "seed": point.seed, "values": point.values,
+                      "plain": config_is_plain(point.raw), "spec": spec})
+    assert sorted({u["seed"] for u in units}) == [0, 1, 2, 3, 4]
+    targets = {str(u["spec"].objectives[0].params["target"]) for u in units if not u["plain"]}
+    assert targets == {"1.0", "1.5", "2.0", "2.5", "3.0", "auto"}
+    assert {len(u["spec"].objectives[0].pair_set_names()) for u in units} == {1, 5}
+    assert {u["spec"].evaluation.options()["stereoset_split_by"] for u in units} == {"item", "target"}
+    for u in units:
+        if u["plain"]:
+            continue
+        ref = reference_of(u, units)
+        assert ref is not None and ref["seed"] == u["seed"], u["name"]
+        split = u["spec"].evaluation.options()["stereoset_split_by"]
+        assert ref["spec"].evaluation.options()["stereoset_split_by"] == split
+        assert ref["spec"].calibration.text == u["spec"].calibration.text  # the same H
+
+
+def test_the_parity_pipeline_never_scores_a_stereoset_item_or_held_out_term_it_calibrates_on(real_data_dir):
+    from fairgptq.datasets_adapters.splits import target_key
+    pipeline = load_pipeline(PARITY)
+    registry = Registry(entry_points=False)
+    stereoset = load_stereoset()
+    for point in (p for p in pipeline.points if p.seed == 0):
+        spec = validate(point.raw, str(PARITY), environment=False)
+        by = spec.evaluation.options()["stereoset_split_by"]
+        scored = split_items(stereoset, "holdout", spec.evaluation.holdout_fraction, by)
+        sets = build.pair_sets(spec, registry)
+        calibration = build.objective_pairs(spec.objectives[0], sets)
+        assert find_overlap(scored, calibration) == [], point.name
+        if by == "target":
+            held_terms = {target_key(p) for p in scored}
+            stereoset_pairs = [p for p in calibration if p.source_id.startswith("stereoset")]
+            assert stereoset_pairs and not {target_key(p) for p in stereoset_pairs} & held_terms, point.name

@@ -42,8 +42,10 @@ def test_a_runs_tracked_metrics_include_every_task_kinds_score():
     from fairgptq.analysis.run_report import headline_metrics
     evaluation = {"tasks": {"redditbias_target_swap": {"pct_prefer_biased": 69.7, "likelihood_diff": 2.4, "n": 9},
                             "crows_pairs": {"pct_stereotype": 55.0}, "wikitext2": {"perplexity": 17.0}}}
-    assert headline_metrics(evaluation) == {"redditbias_target_swap.pct_prefer_biased": 69.7,
-                                            "crows_pairs.pct_stereotype": 55.0, "wikitext2.perplexity": 17.0}
+    assert headline_metrics(evaluation) == pytest.approx({
+        "redditbias_target_swap.pct_prefer_biased": 69.7, "redditbias_target_swap.pct_prefer_biased_from_parity": 19.7,
+        "crows_pairs.pct_stereotype": 55.0, "crows_pairs.pct_stereotype_from_parity": 5.0,
+        "wikitext2.perplexity": 17.0})
 
 
 def test_pooled_mcnemar_is_per_task_never_across_tasks():
@@ -243,3 +245,32 @@ def test_two_seed_groups_from_different_sweeps_get_a_seed_matched_interval_and_p
         mod.compare_groups(a, _seed_group(tmp_path / "c", [50.0], [[1, 1, 1, 1]]), ["crows_pairs.pct_stereotype"])
     with pytest.raises(mod.NotAGroup, match="no finished seed runs"):
         mod.compare_groups(a, tmp_path, ["crows_pairs.pct_stereotype"])
+
+
+def test_the_parity_criterion_reads_distances_from_parity_not_the_scores(tmp_path):
+    """Issue 33: a point whose CrowS-Pairs fell past 50 (distance up by 2) misses; one that brings SS 4 points
+    closer to 50 with ICAT +6 on the split by target term, LMS and perplexity kept, meets it."""
+    mod = _script("recipe_frontier")
+    sweep = _frontier_sweep(tmp_path, {"001_target=2.0": (-3.0, -4.0, -2.0, 0.001, 30.3, 0.5),
+                                       "002_target=3.0": (-6.0, -7.0, -5.0, 0.001, 30.9, 0.5)})
+    summary = json.loads((sweep / "results.json").read_text())
+    parity = {"001_target=2.0": {"stereoset.SS_from_parity": _stat(-4.0, -5.5, -2.5, p=0.004),
+                                 "stereoset.ICAT": _stat(6.0, 4.0, 8.0, p=0.003), "stereoset.LMS": _stat(-0.1, -0.5, 0.3, p=0.5),
+                                 "crows_pairs.pct_stereotype_from_parity": _stat(0.5, -1.0, 2.0, p=0.4)},
+              "002_target=3.0": {"stereoset.SS_from_parity": _stat(-6.0, -7.5, -4.5, p=0.001),
+                                 "stereoset.ICAT": _stat(9.0, 7.0, 11.0, p=0.001), "stereoset.LMS": _stat(-4.0, -5, -3, p=0.01),
+                                 "crows_pairs.pct_stereotype_from_parity": _stat(2.0, 1.0, 3.0, p=0.01)}}
+    for g in summary["groups"]:
+        g.setdefault("values", {})["evaluation.stereoset_split_by"] = "target"
+        if g["group"] in parity:
+            g["vs_reference"]["across_seeds"].update(parity[g["group"]])
+    (sweep / "results.json").write_text(json.dumps(summary))
+    points = {p.group: p for p in mod.compared_points(sweep)}
+    assert all(mod.parity_checks(points["001_target=2.0"]).values())
+    missed = [c for c, ok in mod.parity_checks(points["002_target=3.0"]).items() if ok is False]
+    assert missed == ["LMS >= −0.5", "CrowS |pct − 50| <= +1", "PPL <= 1.02x"]
+    assert mod.parity_verdict(list(points.values())).startswith(f"Meets the parity criterion: {sweep.name} / 001_target=2.0")
+    points["001_target=2.0"].split_by = "item"  # the softer hold-out does not count
+    assert mod.parity_checks(points["001_target=2.0"])["split by target"] is False
+    assert "No point meets the parity criterion" in mod.parity_verdict(list(points.values()))
+    assert "| target |" in mod.parity_table(list(points.values())).splitlines()[3]

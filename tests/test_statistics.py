@@ -149,7 +149,8 @@ def test_compare_command_writes_table_markdown_json_and_forest_plot(tmp_path, ca
     md = (out / "compare.md").read_text()
     assert "crows_pairs.pct_stereotype: fair − baseline = " in md and ", significant" in md
     assert (out / "forest.png").stat().st_size > 1000
-    assert markdown(result).count("| crows_pairs |") == 2
+    # pct_stereotype, its distance from parity, likelihood_diff
+    assert markdown(result).count("| crows_pairs |") == 3
 
 
 def test_compare_refuses_runs_without_shared_tasks_or_items(tmp_path, capsys):

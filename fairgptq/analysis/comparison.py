@@ -18,7 +18,7 @@ import numpy as np
 from ..core.errors import ConfigError
 from ..evaluation.items import ITEMS_DIR, kind_of, read_items
 from ..outputs import write_file
-from ..statistics import bootstrap_weights, mcnemar, paired_bootstrap, verdict
+from ..statistics import attach_parity_verdicts, bootstrap_weights, mcnemar, paired_bootstrap, verdict
 from .formatting import interval, number
 from .plotting import Estimate, Panel, forest_plot as draw
 
@@ -115,6 +115,7 @@ def compare_items(task: str, base: list[dict], other: list[dict], *, n_boot: int
                        discordant={"a_only": m.a_only, "b_only": m.b_only})
         row["verdict"] = verdict(row["p"], lo, hi)
         rows.append(row)
+    attach_parity_verdicts({r["metric"]: r for r in rows})
     return rows
 
 
@@ -155,23 +156,31 @@ def pair_gap_rows(reference: dict | None, run: dict | None, verdict: str = "no t
              "verdict": verdict}]
 
 
+def _verdict_text(row: dict) -> str:
+    """The row's verdict, and for a bias score or its distance from parity what the distance says."""
+    return f"{row['verdict']}; {row['bias_verdict']}" if row.get("bias_verdict") else row["verdict"]
+
+
 def row_sentence(row: dict, label_a: str, label_b: str) -> str:
-    """``B − A = x [lo, hi], p = …, significant / not distinguishable from noise``."""
+    """``B − A = x [lo, hi], p = …, significant / not distinguishable from noise`` (and, for a bias
+    score, whether its distance from parity shrank)."""
     p = f", p = {row['p']:.3g}" if row["p"] is not None else ""
-    return f"{label_b} − {label_a} = {interval(row['diff'], row['lo'], row['hi'], '.4g')}{p}, {row['verdict']}"
+    return f"{label_b} − {label_a} = {interval(row['diff'], row['lo'], row['hi'], '.4g')}{p}, {_verdict_text(row)}"
 
 
 def markdown(result: dict) -> str:
     lines = [f"# Paired comparison against {result['baseline']}", "",
              f"95 % intervals by paired bootstrap ({result['n_boot']} resamples, seed {result['seed']}); "
-             f"CrowS-Pairs-style choices tested by exact McNemar.", ""]
+             f"CrowS-Pairs-style choices tested by exact McNemar. `*_from_parity` is a bias score's distance from "
+             f"parity (|score − 50|); a bias score is called less biased only when that distance shrinks "
+             f"significantly, so a score that falls past 50 is not.", ""]
     for comp in result["comparisons"]:
         lines += [f"## {comp['run']}", "", "| task | metric | n | baseline | run | difference [95 % CI] | p | test | verdict |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in comp["rows"]:
             lines.append(f"| {r['task']} | {r['metric']} | {r['n']} | {number(r['a'])} | {number(r['b'])} | "
                          f"{interval(r['diff'], r['lo'], r['hi'], '.4g')} | {number(r['p'], '.3g')} | {r['test']} | "
-                         f"{r['verdict']} |")
+                         f"{_verdict_text(r)} |")
         lines += ["", *[f"- {r['task']}.{r['metric']}: {row_sentence(r, 'baseline', comp['run'])}"
                         for r in comp["rows"]], ""]
     return "\n".join(lines)
@@ -206,5 +215,5 @@ def rich_table(result: dict) -> Any:
         for r in comp["rows"]:
             style = "bold" if r["verdict"] == "significant" else ""
             table.add_row(comp["run"], f"{r['task']}.{r['metric']}", number(r["a"]), number(r["b"]),
-                          interval(r["diff"], r["lo"], r["hi"], ".4g"), number(r["p"], ".3g"), r["verdict"], style=style)
+                          interval(r["diff"], r["lo"], r["hi"], ".4g"), number(r["p"], ".3g"), _verdict_text(r), style=style)
     return table

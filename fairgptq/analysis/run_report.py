@@ -103,7 +103,20 @@ def vs_plain_sentence(row: dict) -> str:
             f"{interval(row['diff'], row.get('lo'), row.get('hi'), '+.3g')}{p}: {row['verdict']}")
 
 
-_OBJECTIVE_IDENTITY = ("name", "pair_set", "pairs", "pairs_sha256_16")
+_OBJECTIVE_IDENTITY = ("name", "pair_set", "pairs", "pairs_sha256_16", "auto")
+
+
+def strength_curve(auto: dict) -> list[str]:
+    """An objective's strength chosen on held-out calibration pairs (``target: auto``): the grid it read,
+    each point's validation share, distance from parity and control, and the choice."""
+    rows = [[c["target"], c.get("validation_pct_stereotype"), c.get("distance"), c.get("perplexity_ratio"),
+             "chosen" if c["target"] == auto.get("chosen") else ""] for c in auto.get("curve", [])]
+    return ["### Strength chosen on held-out calibration pairs (`target: auto`)", "",
+            f"Chosen target {auto.get('chosen')}: of the grid below, the point whose {auto.get('validation_pairs')} "
+            f"validation pairs (held out of the {auto.get('fit_pairs')} the gradient was taken on) come closest to "
+            f"parity while the control ({auto.get('control')}) stays within a perplexity ratio of "
+            f"1 + {auto.get('tolerance')}.", "",
+            _table(["target", "validation % stereotype", "|% − 50|", "control perplexity ratio", ""], rows), ""]
 
 
 def objective_settings_text(described: dict) -> str:
@@ -144,6 +157,8 @@ def run_report(results: dict) -> str:
                  objective_settings_text(o)] for o in results["objectives"]]
         parts += ["## Objectives", _table(["objective", "pair set", "pairs", "sha256/16", "settings and measures"],
                                           rows), ""]
+        parts += [line for o in results["objectives"] if isinstance(o.get("auto"), dict)
+                  for line in strength_curve(o["auto"])]
     if results["metrics"]:
         parts += ["## Metrics", metrics_table(results["metrics"], headline_metrics(results.get("baseline")),
                                               headline_metrics(results.get("plain_baseline"))), ""]

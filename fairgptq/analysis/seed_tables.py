@@ -20,9 +20,9 @@ from scipy import stats
 from .comparison import compare_items
 from ..core.errors import ConfigError
 from ..evaluation.items import read_items
-from ..evaluation.report import headline_metrics
+from ..evaluation.report import headline_metrics, with_parity
 
-from ..statistics import paired_t, verdict
+from ..statistics import attach_parity_verdicts, paired_t, verdict
 from ..run_record import read_run_section
 from .seeds import pooled_mcnemar
 from .formatting import interval, number
@@ -181,7 +181,8 @@ def seed_runs(group: Path) -> dict[int, Path]:
 
 
 def _metrics(run: Path) -> dict[str, float | None]:
-    return read_run_section(run, "metrics")
+    """A run's recorded metrics, with the distances from parity of runs recorded before they were recorded."""
+    return with_parity(read_run_section(run, "metrics"))
 
 
 def compare_groups(a: Path, b: Path, metrics: list[str], *, allow_unpaired: bool = False) -> dict:
@@ -219,6 +220,7 @@ def compare_groups(a: Path, b: Path, metrics: list[str], *, allow_unpaired: bool
                      "verdict": verdict(diff["p"], diff["lo"], diff["hi"]),
                      "welch": {"lo": float(ci.low), "hi": float(ci.high), "p": float(welch.pvalue),
                                "verdict": verdict(float(welch.pvalue), float(ci.low), float(ci.high))}})
+    attach_parity_verdicts({r["metric"]: r for r in rows if not r.get("missing")})
     item_rows = []
     for s in seeds:
         items_a, items_b = read_items(runs_a[s] / "items"), read_items(runs_b[s] / "items")
@@ -243,8 +245,9 @@ def groups_markdown(result: dict, labels: tuple[str, str]) -> str:
             lines.append(f"| {r['metric']} | – | – | not in both groups' results | – |")
             continue
         w = r["welch"]
+        words = f"; {r['bias_verdict']}" if r.get("bias_verdict") else ""
         lines.append(f"| {r['metric']} | {r['mean_a']:.2f} | {r['mean_b']:.2f} | "
-                     f"{cell(r['mean'], r['lo'], r['hi'], r['p'], r['verdict'])} | "
+                     f"{cell(r['mean'], r['lo'], r['hi'], r['p'], r['verdict'])}{words} | "
                      f"{cell(r['mean'], w['lo'], w['hi'], w['p'], w['verdict'])} |")
     for group, seeds in result.get("dropped_seeds", {}).items():
         lines.append(f"\nSeeds {seeds} of {group} have no partner in the other group and are left out.")

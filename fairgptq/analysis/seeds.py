@@ -19,8 +19,8 @@ from scipy import stats
 
 from .comparison import compare_items, pair_gap_rows
 from ..evaluation.items import read_items
-from ..evaluation.report import ideal_value, is_bias_metric, lower_is_better, main_metric
-from ..statistics import paired_t, t_interval, verdict
+from ..evaluation.report import ideal_value, is_bias_metric, lower_is_better, main_metric, with_parity
+from ..statistics import attach_parity_verdicts, paired_t, t_interval, verdict
 from ..run_record import read_run_section
 from .formatting import interval
 from .plotting import Estimate, Panel, forest_plot as draw
@@ -83,10 +83,12 @@ def group_statistics(units: list[dict]) -> list[dict]:
         groups.setdefault(u["group"], []).append(u)
     out = []
     for name, members in groups.items():
-        metric_names = sorted({m for u in members for m in u["metrics"]})
+        # distances from parity too, for runs recorded before they were headline metrics
+        member_metrics = [with_parity(u["metrics"]) for u in members]
+        metric_names = sorted({m for mm in member_metrics for m in mm})
         entry = {"group": name, "values": {k: v for k, v in members[0]["values"].items() if k != "seed"},
                  "plain": members[0]["plain"], "seeds": [u["seed"] for u in members],
-                 "metrics": {m: t_interval([u["metrics"].get(m) for u in members]) for m in metric_names}}
+                 "metrics": {m: t_interval([mm.get(m) for mm in member_metrics]) for m in metric_names}}
         with_ref = [u for u in members if "vs_reference" in u]
         if with_ref:
             entry["reference"] = with_ref[0]["vs_reference"]["reference"].split("/")[0]
@@ -99,6 +101,7 @@ def group_statistics(units: list[dict]) -> list[dict]:
                 c = paired_t(values)
                 c["verdict"] = verdict(c["p"], c["lo"], c["hi"])
                 comparison[metric] = c
+            attach_parity_verdicts(comparison)
             entry["vs_reference"] = {"across_seeds": comparison, "pooled_mcnemar": pooled_mcnemar(rows)}
         out.append(entry)
     return out
@@ -149,7 +152,7 @@ def groups_report(groups: list[dict]) -> str:
                 sd = "–" if c.get("sd") is None else f"{c['sd']:.3g}"
                 p = "–" if c.get("p") is None else f"{c['p']:.3g}"
                 lines.append(f"| {g['group']} | {g['reference']} | {metric} | {_ci(c, 4 if 'pair_gap' in metric else 2)}"
-                             f" | {sd} | {p} | {c['verdict']} |")
+                             f" | {sd} | {p} | {c['verdict']}{'; ' + c['bias_verdict'] if c.get('bias_verdict') else ''} |")
         lines += ["", "McNemar per pair task, pooled over the seeds' pairs (treats every seed's choices as independent "
                       "draws; the across-seed rows above do not):", ""]
         for g in compared:

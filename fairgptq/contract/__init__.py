@@ -10,8 +10,8 @@ from ..core.architectures import ROLES, ArchSpec
 from ..core.backend import Backend
 from ..core.errors import ConfigError, DataError, FairGPTQError, PluginError
 from ..core.gptq import FactoredHessian, apply_damped, apply_inverse
-from ..core.objective import (Captured, FairSettings, LinearTerm, Objective, ObjectiveParams, ScoreGradient,
-                              ScoreRequest, TokenBatch)
+from ..core.objective import (Captured, FairSettings, LinearTerm, Objective, ObjectiveParams, ProbeReading,
+                              ScoreGradient, ScoreRequest, StepProbe, TokenBatch)
 from ..core.sequences import Request, common_prefix_length, encode_request
 from .hooks import hookimpl
 from .kinds import ItemKind
@@ -30,7 +30,7 @@ __all__ = [
     # objectives: bases, settings, the driver's token / term types, the solve helpers
     "Objective", "ObjectiveParams", "TargetedObjective", "PairObjective", "TargetParams", "TargetSelection",
     "Alpha", "DEFAULT_ROLES", "ROLES", "select_layers", "TokenBatch", "Captured", "FairSettings", "LinearTerm",
-    "ScoreRequest", "ScoreGradient", "FactoredHessian", "apply_damped", "apply_inverse", "text_batches",
+    "ScoreRequest", "ScoreGradient", "StepProbe", "ProbeReading", "FactoredHessian", "apply_damped", "apply_inverse", "text_batches",
     "right_padded", "pad_id", "Request", "encode_request", "common_prefix_length",
     # backends and architectures
     "Backend", "ArchSpec",

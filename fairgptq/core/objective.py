@@ -84,6 +84,33 @@ class ScoreRequest:
     sequential: bool = False
     refresh: int = 1
     float_hessian_batches: int | None = 0
+    probe: "StepProbe | None" = None
+
+
+@dataclass
+class StepProbe:
+    """Forward-only reads along the objective's own float-model step, to choose its strength.
+
+    After the float model's gradient (and :meth:`Objective.receive_gradient`), the driver applies
+    :meth:`Objective.step_at` for every strength in ``values`` to the float model, reads each row's score
+    Σ_t w · log p of ``batches`` (per row, not summed: a share of pairs needs each pair's sign) and the
+    mean token loss of the first ``control_batches`` calibration batches (0: none), restores the weights,
+    and hands every reading to :meth:`Objective.receive_probe`.  Nothing else of the model changes.
+    """
+
+    values: list[float]
+    batches: list[TokenBatch]
+    weights: list[torch.Tensor]
+    control_batches: int = 1
+
+
+@dataclass
+class ProbeReading:
+    """One strength's reading: each row's score per batch, and the control batches' mean token loss (nats)."""
+
+    value: float
+    rows: list[torch.Tensor]
+    control_loss: float | None
 
 
 @dataclass
@@ -190,6 +217,14 @@ class Objective(ABC):
         ``float_hessians`` (module full name -> H on the float model) comes with the first call only,
         when the request asked for it.
         """
+
+    def step_at(self, value: float) -> dict[str, torch.Tensor]:
+        """The float-model weight change (out x in, by module full name) at strength ``value`` of a
+        :class:`StepProbe` (asked only by an objective whose request carries one)."""
+        raise ConfigError(f"objective {self.name!r} asked for a step probe but does not say what its step is")
+
+    def receive_probe(self, readings: list[ProbeReading]) -> None:
+        """Called once with the probe's readings, in the order of its ``values``, before any layer is solved."""
 
     def float_model_update(self) -> dict[str, torch.Tensor] | None:
         """Weight changes (out x in, by module full name) to make to the float model before quantizing.

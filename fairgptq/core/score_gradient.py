@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .architectures import ArchSpec
 from .errors import ConfigError
 from .gptq import FactoredHessian, factor_for
-from .objective import Objective, ScoreGradient, ScoreRequest, TokenBatch
+from .objective import Objective, ProbeReading, ScoreGradient, ScoreRequest, StepProbe, TokenBatch
 from .quantizer import QuantConfig
 from .stability import check_finite
 
@@ -136,6 +136,61 @@ def float_input_hessians(model: nn.Module, groups: dict[str, nn.Module], batches
             for name, acc in accs.items()}
 
 
+def row_scores(model: nn.Module, batch: TokenBatch, w: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Σ_t w · log p(token) of each row of one batch (forward only)."""
+    ids = batch.input_ids.to(device)
+    w = w.to(device=device, dtype=torch.float32).clone()
+    w[:, 0] = 0.0
+    logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(device), use_cache=False).logits[:, :-1]
+    logp = -F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                            reduction="none").view(ids.shape[0], -1)
+    return (logp * w[:, 1:]).sum(1).cpu()
+
+
+def token_loss(model: nn.Module, batches: list[TokenBatch], device: torch.device) -> float | None:
+    """Mean next-token loss (nats) over the unpadded positions of ``batches``; None without batches.
+
+    One row at a time: a calibration window's logits over the whole vocabulary are the pass's memory."""
+    total, count = 0.0, 0
+    for b in batches:
+        for i in range(b.input_ids.shape[0]):
+            row = TokenBatch(b.input_ids[i:i + 1], b.attention_mask[i:i + 1])
+            mask = row.attention_mask.float()
+            w = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, 1:] * mask[:, :-1]], 1)
+            total -= float(row_scores(model, row, w, device).sum())
+            count += int(w.sum())
+    return total / count if count else None
+
+
+def probe_step(model: nn.Module, spec: ArchSpec, objective: Objective, probe: StepProbe,
+               calibration: list[TokenBatch], device: torch.device) -> list[ProbeReading]:
+    """The probe's readings at each strength (see :class:`~fairgptq.core.objective.StepProbe`); the model's
+    weights are the float ones again afterwards, even on an error."""
+    control = calibration[:probe.control_batches] if probe.control_batches else []
+    if probe.control_batches and not control:
+        raise ConfigError(f"objective {objective.name!r} reads the calibration text's loss along its step; give "
+                          f"calibration text (calibration.text.n > 0)")
+    readings, saved = [], {}
+    try:
+        with torch.no_grad():
+            for value in probe.values:
+                for name, delta in objective.step_at(value).items():
+                    module = model.get_submodule(name)
+                    if name not in saved:
+                        saved[name] = module.weight.data.clone()
+                    W = spec.stored(saved[name]).float()
+                    if tuple(delta.shape) != tuple(W.shape):
+                        raise ConfigError(f"objective {objective.name!r} steps {name} by a {tuple(delta.shape)} "
+                                          f"matrix; the weight is {tuple(W.shape)} (out x in)")
+                    spec.set_weight(module, W + delta.to(W))
+                rows = [row_scores(model, b, w, device) for b, w in zip(probe.batches, probe.weights)]
+                readings.append(ProbeReading(value, rows, token_loss(model, control, device)))
+    finally:
+        for name, weight in saved.items():
+            model.get_submodule(name).weight.data.copy_(weight)
+    return readings
+
+
 class GradientPasses:
     """The score gradients a run's objectives ask for: once on the float model, per layer when sequential.
 
@@ -177,6 +232,9 @@ class GradientPasses:
                                       f"summed over calibration text; give calibration text (calibration.text.n > 0)")
                 hessians = self._hessians(mine, calibration[:request.float_hessian_batches], backend, config)
             obj.receive_gradient(grad, hessians)
+            if request.probe is not None:
+                obj.receive_probe(probe_step(self.model, self.spec, obj, request.probe, calibration or [],
+                                             self.device))
 
     def _hessians(self, mine, batches, backend, config) -> dict[str, FactoredHessian]:
         """Float input Hessians of the targeted modules: one per shared input (a role's first module)."""

@@ -59,8 +59,9 @@ def _rank(pair: Pair, seed: int) -> bytes:
 
 
 def pair_subset(loaded: Sequence[Pair], split: str = "all", holdout_fraction: float = 0.5, n: int | None = None,
-                seed: int = 0, stratify: bool = True) -> LoadedPairs:
-    """A pair set as a pipeline and the API choose one: the ``split`` part of a source's pairs, then a
-    deterministic sample of ``n`` (the source's bad-row list kept)."""
+                seed: int = 0, stratify: bool = True, split_by: str = "item") -> LoadedPairs:
+    """A pair set as a pipeline and the API choose one: the ``split`` part of a source's pairs (hashed by item or
+    by target term, ``split_by``), then a deterministic sample of ``n`` (the source's bad-row list kept)."""
     bad_rows, source = getattr(loaded, "bad_rows", ()), getattr(loaded, "source", "")
-    return sample_pairs(LoadedPairs(split_items(loaded, split, holdout_fraction), bad_rows, source), n, seed, stratify)
+    part = split_items(loaded, split, holdout_fraction, split_by)
+    return sample_pairs(LoadedPairs(part, bad_rows, source), n, seed, stratify)

@@ -12,6 +12,8 @@ from typing import Iterable, Sequence
 from ..contract import ConfigError, Pair, split_key
 
 SPLITS = ("all", "holdout", "calibration")
+#: what a split hashes: each item's split key, or its target term (every item of one term on one side)
+SPLIT_BY = ("item", "target")
 
 
 def in_holdout(source_id: str, fraction: float) -> bool:
@@ -20,15 +22,32 @@ def in_holdout(source_id: str, fraction: float) -> bool:
     return h / 2.0 ** 64 < fraction
 
 
-def split_items(items: Sequence[Pair], split: str, fraction: float) -> list[Pair]:
-    """The ``holdout`` part (≈ ``fraction`` of the items), its complement ``calibration``, or ``all``."""
+def target_key(pair: Pair) -> str:
+    """The key a split by target term hashes: the term, case and spacing folded ("Chess player" = "chess player")."""
+    target = pair.meta.get("target")
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"pair {pair.source_id!r} has no target term (meta.target), so it cannot be split by "
+                          f"target; split_by: target is for StereoSet, whose items name one (use split_by: item)")
+    return "target:" + " ".join(target.lower().split())
+
+
+def split_items(items: Sequence[Pair], split: str, fraction: float, by: str = "item") -> list[Pair]:
+    """The ``holdout`` part (≈ ``fraction`` of the items, or of the target terms with ``by="target"``), its
+    complement ``calibration``, or ``all``.
+
+    By item id the held-out part shares target terms ("Ethiopian", "chess player") with calibration; by
+    target term it asks about terms calibration never saw, the stricter test of how far a step carries.
+    """
     if split not in SPLITS:
         raise ConfigError(f"pair split must be one of {SPLITS}, got {split!r}")
+    if by not in SPLIT_BY:
+        raise ConfigError(f"split_by must be one of {SPLIT_BY}, got {by!r}")
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"holdout_fraction must be in (0, 1), got {fraction}")
     if split == "all":
         return list(items)
-    held = [in_holdout(split_key(p), fraction) for p in items]
+    key = split_key if by == "item" else target_key
+    held = [in_holdout(key(p), fraction) for p in items]
     calibration = [p for p, h in zip(items, held) if not h]
     if split == "calibration":
         return calibration

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+
+from .kinds import is_parity_distance, parity_distance, with_distances
 
 if TYPE_CHECKING:
     from ..contract.kinds import ItemKind
@@ -42,8 +45,11 @@ def _property(key: str, attribute: str):
 
 
 def main_metric(task: str, metric: str) -> bool:
-    """Whether ``metric`` is the first headline of ``task`` (what compact tables show), or the pair gap's ratio."""
-    return metric == "ratio_targeted" or metric in headlines(task)[:1] or (metric == "ICAT" and task == "stereoset")
+    """Whether ``metric`` is the first headline of ``task`` (what compact tables show) or its distance from
+    parity, StereoSet's ICAT, or the pair gap's ratio."""
+    first = headlines(task)[:1]
+    return (metric == "ratio_targeted" or metric in first or (metric == "ICAT" and task == "stereoset")
+            or (bool(first) and metric == parity_distance(first[0])))
 
 
 def lower_is_better(key: str) -> bool:
@@ -92,10 +98,31 @@ def print_table(results: dict, *, detail: bool = False, console: Console | None 
 
 
 def headline_metrics(evaluation: dict | None) -> dict[str, float]:
-    """``task.metric`` -> value for the headline metrics of an :func:`evaluate` result."""
+    """``task.metric`` -> value for the headline metrics of an :func:`evaluate` result (distances from
+    parity included: a task's result holds its scores, its kind adds their distances)."""
     out: dict[str, float] = {}
     for task, res in ((evaluation or {}).get("tasks") or {}).items():
+        kind = _kind(task)
+        if kind is not None:
+            res = with_distances(res, kind.ideal)
         for metric in headlines(task):
             if isinstance(res.get(metric), (int, float)):
                 out[f"{task}.{metric}"] = float(res[metric])
+    return out
+
+
+def with_parity(metrics: dict[str, float | None]) -> dict[str, float | None]:
+    """``task.metric`` values with the distance from parity beside every score that has an ideal.
+
+    A run recorded before distances were headline metrics (or by a task whose result lacks them)
+    still gets them: |score − ideal| is exact given the score."""
+    out: dict[str, float | None] = {}
+    for key, value in metrics.items():
+        out[key] = value
+        distance = parity_distance(key)
+        ideal = None if is_parity_distance(key) else ideal_value(key)
+        if distance in metrics:
+            out[distance] = metrics[distance]
+        elif ideal is not None and isinstance(value, (int, float)) and math.isfinite(value):
+            out[distance] = abs(float(value) - ideal)
     return out

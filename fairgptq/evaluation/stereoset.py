@@ -13,7 +13,9 @@ fit, not the debiasing.  :func:`evaluate_stereoset` therefore takes the calibrat
 pairs (or their ids / texts), reports the overlap, and refuses to run on an
 overlapping split unless told to only warn.  ``split="holdout"`` keeps a deterministic
 hash-chosen part of the file (``split="calibration"`` the rest) so a pipeline can
-calibrate on one part and evaluate on the other.
+calibrate on one part and evaluate on the other.  The hash is of the item id (``by="item"``, the
+default) or of the item's target term (``by="target"``: every item of "Ethiopian" or "chess player"
+on one side, so the held-out part asks about terms calibration never saw).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from pydantic import Field
 
 from ..core.errors import ConfigError
 from ..contract.pairs import Pair
-from ..datasets_adapters.splits import SPLITS, find_overlap, split_items
+from ..datasets_adapters.splits import SPLIT_BY, SPLITS, find_overlap, split_items
 from ..datasets_adapters.stereoset import DEFAULT_FILE
 from ..statistics import at_unit_weights, resampled_stereoset
 from ..contract.kinds import ItemKind
@@ -50,6 +52,8 @@ class StereoSetOptions(HoldoutOption):
     calibration pairs are these very items (calibrate on ``split: calibration``)."""
 
     stereoset_split: Literal[SPLITS] = "holdout"  # type: ignore[valid-type]
+    #: what the split hashes: the item id, or the target term (calibrate with the pair set's same ``split_by``)
+    stereoset_split_by: Literal[SPLIT_BY] = "item"  # type: ignore[valid-type]
 
 
 def stereoset_items(items: Sequence[Pair], stereo: Sequence[float], anti: Sequence[float],
@@ -76,7 +80,8 @@ def stereoset_metrics(items: Sequence[dict]) -> dict:
 def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *, path: str | Path | None = None,
                        split: str = "all", holdout_fraction: float = 0.5,
                        calibration: Iterable[Pair | str] | None = None, on_overlap: str = "error",
-                       limit: int | None = None, batch_size: int = 16, progress: bool = True) -> dict:
+                       limit: int | None = None, batch_size: int = 16, progress: bool = True,
+                       split_by: str = "item") -> dict:
     """Score StereoSet intrasentence items (``items`` or the file at ``path``) on the chosen split.
 
     This scores what it is given (``split="all"``); the ``stereoset`` task passes its options' split.
@@ -90,7 +95,7 @@ def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *,
     if items is None:
         from ..datasets_adapters.stereoset import load_stereoset
         items = load_stereoset(path, kind="intrasentence")
-    items = split_items(items, split, holdout_fraction)[:limit]
+    items = split_items(items, split, holdout_fraction, split_by)[:limit]
     if not items:
         raise ConfigError(f"StereoSet: no items to evaluate in split {split!r}")
     overlap = {"checked": False}
@@ -114,7 +119,7 @@ def evaluate_stereoset(model, tokenizer, items: Sequence[Pair] | None = None, *,
     scores = [s.mean_logprob for s in score_sentences(model, tokenizer, sentences, batch_size=batch_size,
                                                       progress=progress, description="StereoSet")]
     records = stereoset_items(items, scores[0::3], scores[1::3], scores[2::3])
-    return {"task": "stereoset", "kind": "intrasentence", "split": split,
+    return {"task": "stereoset", "kind": "intrasentence", "split": split, "split_by": split_by,
             "holdout_fraction": holdout_fraction if split != "all" else None, "scoring": SCORING,
             "overlap": overlap, **stereoset_metrics(records), "items": records}
 
@@ -123,7 +128,7 @@ def _run(model, tokenizer, options: StereoSetOptions, context: TaskContext) -> d
     return evaluate_stereoset(model, tokenizer, path=context.path, split=options.stereoset_split,
                               holdout_fraction=options.holdout_fraction, calibration=context.calibration,
                               on_overlap=context.on_overlap, limit=context.limit, batch_size=context.batch_size,
-                              progress=context.progress)
+                              progress=context.progress, split_by=options.stereoset_split_by)
 
 
 def _read(path: Path | None):

@@ -18,6 +18,7 @@ from ..core.errors import ConfigError
 from ..contract.pairs import Pair
 from .plugin import fairgptq_evaluation_tasks
 from .scoring import score_sentences, supports_packing
+from ..contract.kinds import with_distances
 from .stereoset import ON_OVERLAP
 from ..contract.tasks import TaskContext
 from .task_registry import options_for, registered_tasks, resolve_options
@@ -90,7 +91,8 @@ def evaluate(model: Any, tokenizer: Any = None, tasks: Iterable[str] = ("wikitex
         if (kind is not None and isinstance(result.get("items"), list) and result["items"]
                 and not set(kind.headline) <= set(result)):  # a task that left its summary to its kind
             result = {**kind.summarize(result["items"]), **result}
-        results[task] = result
+        # each bias score's distance from parity beside it (contract.kinds)
+        results[task] = result if kind is None else with_distances(result, kind.ideal)
         seconds[task] = round(time.perf_counter() - t0, 2)
     dtype = next(model.parameters()).dtype
     return {"fairgptq_version": __version__,

@@ -16,7 +16,8 @@ whose minimiser W* = W − λ G (H + λ_d I)^-1 (the factor GPTQ already has) ch
 −λ tr(G H^-1 Gᵀ) to first order; GPTQ then rounds W* under H.
 
 ``target`` gives λ in the score's own units: the fraction of the calibration pairs' B₀ to remove
-(B → (1 − target) B₀ to first order, never past parity), split across modules in proportion to
+(B → (1 − target) B₀ to first order; above 1 the step goes past the calibration pairs' parity, which
+is where a model whose calibration pairs are not its evaluation's may need it), split across modules in proportion to
 tr(G H^-1 Gᵀ): with one λ for every module, the split that moves the weights least in GPTQ's
 metric.  The split needs every module's trace before the first module is solved, but a module's
 own H is only known when its layer is reached, so the shares are estimated on the float model
@@ -29,6 +30,22 @@ them would fall short).  ``lambda`` fixes λ instead.
 of docs/gradient_step_probe used), expressed as the linear term λ G (H + λ_d I) whose minimiser
 it is; its split needs no Hessian: λ = target · B₀ / Σ ‖G‖².
 
+``target: auto`` chooses the strength on held-out *calibration* pairs (never the evaluation's): a
+hash-chosen ``validation_fraction`` of the pairs is set aside, the gradient is taken on the rest, and
+the float model is read at every target of ``auto_grid`` along that step (:class:`~fairgptq.core.
+objective.StepProbe`): the validation pairs' share preferring the stereotype, and the text loss of
+the first ``control_batches`` calibration batches.  The chosen target is the one whose share is
+closest to 50 among those whose calibration-text perplexity stays within ``1 + auto_tolerance`` of
+the float model's (ties: the smallest target, the least change).  The control is the text loss, not
+StereoSet's "pair against an unrelated sentence" LMS, because (1) only StereoSet has unrelated
+sentences, and the pair sources this objective calibrates on include CrowS-style, RedditBias and
+template pairs that have none; (2) it costs one forward pass of batches the run holds already; and
+(3) it is what the run's perplexity reads, and the issue's single-seed record shows LMS and
+WikiText-2 perplexity breaking together (target 3: LMS −4.1, perplexity +2 %).  The grid and the
+whole curve are recorded (``describe()``: ``auto``).  The probe steps with the float model's H (one
+calibration batch, like the split of ``target``); the identity metric's step is the one the run then
+takes, the Hessian metric's is sized per module with its own H (module docstring above).
+
 Tokens of the common prefix are left out of B: a causal model gives both sentences the same
 probabilities there, so they cancel exactly in B and in G.
 
@@ -37,6 +54,7 @@ plugin would be.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from typing import Any, Literal, Sequence
@@ -44,7 +62,9 @@ from typing import Any, Literal, Sequence
 import torch
 from pydantic import Field, model_validator
 
-from ..contract import ConfigError, FactoredHessian, LinearTerm, Pair, PairObjective, ScoreGradient, ScoreRequest, TargetSelection, TokenBatch, apply_damped, apply_inverse, common_prefix_length, encode_request, pad_id, right_padded, pairs_hash
+from ..contract import (ConfigError, FactoredHessian, LinearTerm, Pair, PairObjective, ProbeReading, ScoreGradient,
+                        ScoreRequest, StepProbe, TargetSelection, TokenBatch, apply_damped, apply_inverse,
+                        common_prefix_length, encode_request, pad_id, pairs_hash, right_padded, split_key)
 
 
 logger = logging.getLogger("fairgptq.objectives")
@@ -53,12 +73,20 @@ SCORES = ("sentence", "span")
 SPLIT_BATCHES = 1
 #: a given λ whose first-order step moves B by more than this many times B₀ is refused (``_check_size``)
 MAX_OVERSHOOT = 100.0
+#: the targets ``target: auto`` reads by default (resolution 0.25 up to 1, 0.5 beyond)
+AUTO_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
+#: rows per forward pass when the probe reads the validation pairs (their logits span the vocabulary)
+PROBE_BATCH = 8
 
 
 class LikelihoodPairParams(TargetSelection):
     """likelihood_pairs' settings: targeting, the strength (``target`` or ``lambda``), the score and the gradient.
 
-    - ``target``: fraction in [0, 1] of the calibration pairs' preference B₀ to remove (first order).
+    - ``target``: fraction (≥ 0) of the calibration pairs' preference B₀ to remove (first order); above 1
+      past their parity; ``auto``: chosen on held-out calibration pairs (module docstring), with
+      ``auto_grid`` (the targets read), ``validation_fraction`` (the pairs held out for it),
+      ``auto_tolerance`` (the calibration-text perplexity rise allowed, as a fraction) and
+      ``control_batches`` (calibration batches whose text loss is the control).
     - ``lambda``: λ itself (≥ 0), instead of ``target``.
     - ``score``: ``sentence`` (every token after the common prefix: the CrowS-Pairs convention) or
       ``span`` (only the differing span's own tokens).
@@ -73,8 +101,12 @@ class LikelihoodPairParams(TargetSelection):
       step −λ G, written as the linear term λ G (H + λ_d I) whose minimiser it is).
     """
 
-    target: float | None = Field(0.5, ge=0, le=1)
+    target: Literal["auto"] | float | None = 0.5
     lambda_: float | None = Field(None, ge=0, alias="lambda")
+    auto_grid: list[float] = Field(default_factory=lambda: list(AUTO_GRID), min_length=2)
+    validation_fraction: float = Field(0.25, gt=0, lt=1)
+    auto_tolerance: float = Field(0.01, ge=0)
+    control_batches: int = Field(1, ge=1)
     score: Literal[SCORES] = "sentence"  # type: ignore[valid-type]
     gradient: Literal["float", "sequential"] = "float"
     refresh: int = Field(1, ge=1)
@@ -97,7 +129,12 @@ class LikelihoodPairParams(TargetSelection):
     @model_validator(mode="after")
     def _consistent(self) -> "LikelihoodPairParams":
         if self.target is None and self.lambda_ is None:
-            raise ValueError("give target (a fraction of the calibration preference, 0..1) or lambda")
+            raise ValueError("give target (a fraction of the calibration preference, >= 0, or auto) or lambda")
+        if isinstance(self.target, float) and not (self.target >= 0 and math.isfinite(self.target)):
+            raise ValueError(f"target must be a finite fraction >= 0 or auto (got {self.target})")
+        if any(not (t >= 0 and math.isfinite(t)) for t in self.auto_grid) or 0.0 not in self.auto_grid:
+            raise ValueError(f"auto_grid must hold finite targets >= 0, 0 among them (the float model, the "
+                             f"control's reference); got {self.auto_grid}")
         if self.when == "before" and self.gradient == "sequential":
             raise ValueError("when: before takes one step on the float model; a sequential gradient needs the "
                              "partially quantized model (use when: during)")
@@ -105,6 +142,10 @@ class LikelihoodPairParams(TargetSelection):
 
     def is_off(self) -> bool:
         return (self.target if self.target is not None else self.lambda_) == 0
+
+    @property
+    def auto(self) -> bool:
+        return self.target == "auto"
 
     def without_term(self) -> "LikelihoodPairParams":
         return self.model_copy(update={"target": 0.0, "lambda_": None})
@@ -127,16 +168,34 @@ def score_batches(pairs: Sequence[Pair], tokenizer, *, score: str = "sentence", 
     rows: list[tuple[list[int], list[float]]] = []
     P, blind = len(pairs), 0
     for p in pairs:
-        a, b = (_tokens(tokenizer, text, max_length) for text in (p.stereo, p.anti))
-        if a == b:
+        sides = pair_rows(p, tokenizer, score, max_length)
+        if sides is None:
             blind += 1
             continue
-        lo = common_prefix_length(a, b)
-        suffix = min(common_prefix_length(a[::-1], b[::-1]), len(a) - lo, len(b) - lo)
-        for ids, sign in ((a, 1.0 / P), (b, -1.0 / P)):
-            hi = len(ids) - suffix if score == "span" else len(ids)
-            rows.append((ids, [sign if lo <= t < hi else 0.0 for t in range(len(ids))]))
+        for (ids, w), sign in zip(sides, (1.0 / P, -1.0 / P)):
+            rows.append((ids, [sign * x for x in w]))
     rows.sort(key=lambda r: len(r[0]), reverse=True)
+    return (*_batched(rows, tokenizer, batch_size), blind)
+
+
+def pair_rows(pair: Pair, tokenizer, score: str, max_length: int) -> tuple[tuple[list[int], list[float]], ...] | None:
+    """The stereotypical and the anti-stereotypical sentence as (token ids, 0/1 weight of each scored token);
+    None when the two read as identical within ``max_length`` tokens."""
+    a, b = (_tokens(tokenizer, text, max_length) for text in (pair.stereo, pair.anti))
+    if a == b:
+        return None
+    lo = common_prefix_length(a, b)
+    suffix = min(common_prefix_length(a[::-1], b[::-1]), len(a) - lo, len(b) - lo)
+    out = []
+    for ids in (a, b):
+        hi = len(ids) - suffix if score == "span" else len(ids)
+        out.append((ids, [1.0 if lo <= t < hi else 0.0 for t in range(len(ids))]))
+    return tuple(out)
+
+
+def _batched(rows: list[tuple[list[int], list[float]]], tokenizer,
+             batch_size: int) -> tuple[list[TokenBatch], list[torch.Tensor]]:
+    """Rows (in the order given) as right-padded batches and their weight tensors."""
     batches, weights = [], []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
@@ -146,7 +205,30 @@ def score_batches(pairs: Sequence[Pair], tokenizer, *, score: str = "sentence", 
             w[r, :len(wt)] = torch.tensor(wt)
         batches.append(batch)
         weights.append(w)
-    return batches, weights, blind
+    return batches, weights
+
+
+def in_validation(pair: Pair, fraction: float) -> bool:
+    """Whether ``target: auto`` holds ``pair`` out to choose the strength on.
+
+    A hash of the pair's split key *salted*: the calibration pairs are already one side of the unsalted
+    hash (the evaluation split), so that hash alone would put every one of them on one side here."""
+    digest = hashlib.sha256(f"likelihood_pairs.validation:{split_key(pair)}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < fraction
+
+
+def share_preferring(rows: list[torch.Tensor]) -> float:
+    """Percent of pairs whose stereotypical sentence scores higher, from per-row scores in pair order."""
+    scores = torch.cat(rows)
+    diff = scores[0::2] - scores[1::2]
+    return 100.0 * float((diff > 0).float().mean())
+
+
+def choose_target(curve: list[dict], tolerance: float) -> dict:
+    """The curve's point closest to parity (|share − 50|) among those within the control's tolerance;
+    ties go to the smaller target.  ``curve`` rows: target, distance, perplexity_ratio."""
+    allowed = [c for c in curve if c["perplexity_ratio"] is None or c["perplexity_ratio"] <= 1.0 + tolerance]
+    return min(allowed or curve[:1], key=lambda c: (round(c["distance"], 9), c["target"]))
 
 
 def _tokens(tokenizer, text: str, max_length: int) -> list[int]:
@@ -170,25 +252,70 @@ class LikelihoodPairObjective(PairObjective):
         self._before: dict[str, torch.Tensor] | None = None
         self._traces: dict[str, float] = {}  # tr(G H^-1 Gᵀ) per module on the float model's H
         self._measured: dict[str, Any] = {}
+        self._float_hessians: dict[str, FactoredHessian] = {}
+        self._target: float | None = None if self.params.auto else self.params.target
+        self._fit, self._validation = self.pairs, []
+        if self.params.auto:
+            self._validation = [p for p in self.pairs if in_validation(p, self.params.validation_fraction)]
+            self._fit = [p for p in self.pairs if not in_validation(p, self.params.validation_fraction)]
+            if not self._validation or not self._fit:
+                raise ConfigError(f"likelihood_pairs target: auto splits the {len(self.pairs)} calibration pairs "
+                                  f"into {len(self._fit)} to take the gradient on and {len(self._validation)} to "
+                                  f"choose the strength on; give more pairs or another validation_fraction")
 
     def score_request(self, tokenizer) -> ScoreRequest | None:
         if not self.params.needs_gradients():
             return None
         if tokenizer is None:
             raise ConfigError("likelihood_pairs needs the model's tokenizer (pass tokenizer= to quantize_model)")
-        batches, weights, blind = score_batches(self.pairs, tokenizer, score=self.params.score,
+        batches, weights, blind = score_batches(self._fit, tokenizer, score=self.params.score,
                                                 batch_size=self.batch_size, max_length=self.max_length)
-        if blind == len(self.pairs):
-            raise ConfigError(f"all {len(self.pairs)} pairs read as identical within {self.max_length} tokens, so "
+        if blind == len(self._fit):
+            raise ConfigError(f"all {len(self._fit)} pairs read as identical within {self.max_length} tokens, so "
                               f"their preference is 0 and there is nothing to remove; raise calibration.max_length")
         if blind:
             logger.warning("%d of %d pairs read as identical within %d tokens and add nothing to B",
-                           blind, len(self.pairs), self.max_length)
+                           blind, len(self._fit), self.max_length)
         before = self.params.when == "before"
         needs_h = self.params.metric == "hessian" and (before or self._lambda is None)
         return ScoreRequest(batches, weights, sequential=self.params.gradient == "sequential",
                             refresh=self.params.refresh,
-                            float_hessian_batches=(None if before else SPLIT_BATCHES) if needs_h else 0)
+                            float_hessian_batches=(None if before else SPLIT_BATCHES) if needs_h else 0,
+                            probe=self._probe(tokenizer) if self.params.auto else None)
+
+    def _probe(self, tokenizer) -> StepProbe:
+        """The validation pairs, in pair order (rows 2i, 2i+1: pair i's two sentences), read at every target."""
+        rows = [side for p in self._validation for side in (pair_rows(p, tokenizer, self.params.score,
+                                                                       self.max_length) or ())]
+        if not rows:
+            raise ConfigError(f"likelihood_pairs target: auto: all {len(self._validation)} validation pairs read as "
+                              f"identical within {self.max_length} tokens; raise calibration.max_length")
+        batches, weights = _batched(rows, tokenizer, PROBE_BATCH)
+        return StepProbe(sorted(set(self.params.auto_grid)), batches, weights, self.params.control_batches)
+
+    def step_at(self, value: float) -> dict[str, torch.Tensor]:
+        """The float-model step at target ``value``: −λ(value) times each module's direction (float H)."""
+        lam = self._target_lambda(self._measured["calibration_preference"], value)
+        return {name: -lam * self._direction(G, self._float_hessians.get(name)) for name, G in self._grads.items()}
+
+    def receive_probe(self, readings: list[ProbeReading]) -> None:
+        """The validation curve, and the target chosen on it (:func:`choose_target`)."""
+        base = next(r.control_loss for r in readings if r.value == 0.0)
+        curve = []
+        for r in readings:
+            share = share_preferring(r.rows)
+            ratio = None if base is None or r.control_loss is None else math.exp(r.control_loss - base)
+            curve.append({"target": r.value, "validation_pct_stereotype": share, "distance": abs(share - 50.0),
+                          "control_loss": r.control_loss, "perplexity_ratio": ratio})
+        chosen = choose_target(curve, self.params.auto_tolerance)
+        self._target = chosen["target"]
+        self._measured["auto"] = {"grid": [c["target"] for c in curve], "chosen": chosen["target"],
+                                  "validation_pairs": len(self._validation), "fit_pairs": len(self._fit),
+                                  "tolerance": self.params.auto_tolerance,
+                                  "control": f"calibration-text loss, first {self.params.control_batches} batch(es)",
+                                  "curve": curve}
+        logger.info("likelihood_pairs target: auto chose %.3g (validation share %.1f %%, perplexity ratio %s)",
+                    chosen["target"], chosen["validation_pct_stereotype"], chosen["perplexity_ratio"])
 
     def receive_gradient(self, gradient: ScoreGradient, float_hessians: dict[str, FactoredHessian] | None) -> None:
         self._grads.update(gradient.grads)
@@ -196,17 +323,12 @@ class LikelihoodPairObjective(PairObjective):
             self._measured.setdefault("preference_by_layer", {})[gradient.layer] = gradient.value
             return
         self._measured["calibration_preference"] = gradient.value
+        hessians = dict(float_hessians or {})
         if self._lambda is None:  # only a target is split by the traces; a given λ asked for no float Hessians
-            self._traces = {name: float((G * self._direction(G, (float_hessians or {}).get(name))).sum())
+            self._traces = {name: float((G * self._direction(G, hessians.get(name))).sum())
                             for name, G in gradient.grads.items()}
-        if self.params.when == "before":
-            lam = self._lambda if self._lambda is not None else self._target_lambda(gradient.value)
-            self._before = {name: -lam * self._direction(G, (float_hessians or {}).get(name))
-                            for name, G in gradient.grads.items()}
-            self._measured["lambda"] = lam
-            self._measured["predicted_change"] = float(sum((G * self._before[n]).sum()
-                                                           for n, G in gradient.grads.items()))
-            self._check_size("the float model", lam, -self._measured["predicted_change"])
+        # kept only while a step on the float model still needs them (a probe, or when: before)
+        self._float_hessians = hessians if self.params.auto or self.params.when == "before" else {}
 
     def _check_size(self, where: str, lam: float, change: float) -> None:
         """Refuse a given λ whose first-order step overshoots B₀ by orders of magnitude, naming what it does.
@@ -223,7 +345,7 @@ class LikelihoodPairObjective(PairObjective):
         raise ConfigError(f"likelihood_pairs: lambda {lam:g} steps {where} by {size} in the calibration pairs' "
                           f"preference (first order), against B₀ = {B0:.3g}: more than {MAX_OVERSHOOT:g} times past "
                           f"parity, where the step no longer means what it predicts{fit}. Lower lambda, or give "
-                          f"target (0..1, a fraction of B₀) instead")
+                          f"target (a fraction of B₀, or auto) instead")
 
     def _direction(self, G: torch.Tensor, factored: FactoredHessian | None) -> torch.Tensor:
         """The step per unit λ: G (H + λ_d I)^-1 in the Hessian metric, G itself in the identity metric."""
@@ -233,15 +355,31 @@ class LikelihoodPairObjective(PairObjective):
             raise ConfigError("likelihood_pairs: the Hessian metric needs the float model's Hessians here")
         return apply_inverse(factored, G)
 
-    def _target_lambda(self, B0: float) -> float:
+    def _target_lambda(self, B0: float, target: float | None = None) -> float:
         """One λ for every module: target · B₀ / Σ tr(G H^-1 Gᵀ) over the float-model Hessians."""
         total = sum(self._traces.values())
         if total <= 0:
             logger.warning("likelihood_pairs: the preference's gradient is 0 on every targeted module; no step")
             return 0.0
-        return self.params.target * B0 / total
+        return (self._target if target is None else target) * B0 / total
 
     def float_model_update(self) -> dict[str, torch.Tensor] | None:
+        """``when: before``: the step on the float model, sized once the strength is known (after a probe).
+
+        The driver asks after the float model's gradient and probe, so the float Hessians are let go here."""
+        if self.params.when != "before" or not self._grads:
+            self._float_hessians = {}
+            return None
+        if self._before is None:
+            lam = self._lambda if self._lambda is not None else self._target_lambda(
+                self._measured["calibration_preference"])
+            self._before = {name: -lam * self._direction(G, self._float_hessians.get(name))
+                            for name, G in self._grads.items()}
+            self._measured["lambda"] = lam
+            self._measured["predicted_change"] = float(sum((G * self._before[n]).sum()
+                                                           for n, G in self._grads.items()))
+            self._float_hessians = {}
+            self._check_size("the float model", lam, -self._measured["predicted_change"])
         return self._before
 
     def linear(self, layer: int, role: str, module: str, factored: FactoredHessian) -> LinearTerm | None:
@@ -258,7 +396,7 @@ class LikelihoodPairObjective(PairObjective):
             trace = float((G * apply_inverse(factored, G)).sum())
             total = sum(self._traces.values())
             share = self._traces[module] / total if total > 0 else 0.0
-            goal = self.params.target * self._measured["calibration_preference"] * share
+            goal = self._target * self._measured["calibration_preference"] * share
             lam = goal / trace if trace > 0 else 0.0
         self._measured.setdefault("lambda_by_module", {})[module] = lam
         C = lam * G if self.params.metric == "hessian" else lam * apply_damped(factored, G)
@@ -266,4 +404,5 @@ class LikelihoodPairObjective(PairObjective):
 
     def describe(self) -> dict:
         return {"name": self.name, "pair_set": self.pair_set, "pairs": len(self.pairs),
+                **({"target_chosen": self._target} if self.params.auto and self._target is not None else {}),
                 "pairs_sha256_16": pairs_hash(self.pairs), **self.params.describe(), **self._measured}

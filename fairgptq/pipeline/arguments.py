@@ -58,7 +58,7 @@ def objective_arguments(spec: ObjectiveSpec, factory: Any, calibration: Calibrat
             raise ArgumentError("pairs", f"objective {spec.name!r} needs a pair set; name one of calibration.pairs")
         kwargs["pairs"] = pairs
         if takes("pair_set"):
-            kwargs["pair_set"] = spec.pairs
+            kwargs["pair_set"] = spec.pair_set_label()
         for key in ("batch_size", "max_length"):
             if takes(key):
                 kwargs[key] = getattr(calibration, key)

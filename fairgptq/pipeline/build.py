@@ -20,7 +20,7 @@ from ..contract.targets import DEFAULT_ROLES
 from ..registry import Registry
 from .arguments import PATH_KEYS, expand_path, objective_arguments, with_expanded_paths
 from .objective_settings import targeted_roles
-from .schema import PairSetSpec, PipelineSpec
+from .schema import ObjectiveSpec, PairSetSpec, PipelineSpec
 
 
 logger = logging.getLogger("fairgptq.pipeline")
@@ -71,10 +71,11 @@ def load_pair_set(ps: PairSetSpec, registry: Registry) -> PairSet:
     loaded = _read_source(ps, registry)
     bad_rows = getattr(loaded, "bad_rows", ())
     total = len(loaded)
-    pairs = list(pair_subset(loaded, ps.split, ps.holdout_fraction, ps.n, ps.seed, ps.stratify))
+    pairs = list(pair_subset(loaded, ps.split, ps.holdout_fraction, ps.n, ps.seed, ps.stratify, ps.split_by))
     return PairSet(pairs, {
         "source": ps.source, "params": ps.params, "origin": getattr(loaded, "source", ""), "rows_read": total,
         "bad_rows": len(bad_rows), "bad_row_examples": [str(b) for b in bad_rows[:5]], "split": ps.split,
+        "split_by": ps.split_by,
         "n": len(pairs), "n_requested": ps.n, "seed": ps.seed, "stratify": ps.stratify, "sha256_16": pairs_hash(pairs),
         "categories": dict(sorted(Counter(p.category for p in pairs).items()))})
 
@@ -122,11 +123,17 @@ def objectives(spec: PipelineSpec, registry: Registry, sets: dict[str, PairSet])
     built = []
     for o in spec.objectives:
         factory = registry.get("objectives", o.name).factory
-        pairs = sets[o.pairs].pairs if o.pairs else None
+        pairs = objective_pairs(o, sets) if o.pairs else None
         # through the registry, which names a factory that returns something other than an Objective
         built.append(registry.create("objectives", o.name, **objective_arguments(o, factory, spec.calibration,
                                                                                  pairs=pairs)))
     return built
+
+
+def objective_pairs(o: ObjectiveSpec, sets: dict[str, PairSet]) -> list[Pair]:
+    """The pairs an objective reads: its set's, or its sets' concatenated in the order named (a combined
+    calibration: StereoSet intra- and intersentence, RedditBias, HolisticBias, templates in one gradient)."""
+    return [p for name in o.pair_set_names() for p in sets[name].pairs]
 
 
 def backend(spec: PipelineSpec, registry: Registry):
@@ -155,7 +162,7 @@ def run_inputs(spec: PipelineSpec, registry: Registry, tokenizer) -> RunInputs:
     for name, ps in sets.items():
         logger.info("pair set %s: %s", name, ps.info)
     return RunInputs(sets, text_calibration(spec, tokenizer), objectives(spec, registry, sets), backend(spec, registry),
-                     [p for o in spec.objectives if o.pairs for p in sets[o.pairs].pairs])
+                     [p for o in spec.objectives for p in objective_pairs(o, sets)])
 
 
 def quant_config(spec: PipelineSpec) -> QuantConfig:

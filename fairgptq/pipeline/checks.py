@@ -39,6 +39,38 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~", "$")) or name.endswith(".gguf")
 
 
+#: the tasks that score CrowS-Pairs' English pairs; only the second can hold out a split
+_CROWS_TASKS = ("crows_pairs", "crows_pairs_english")
+
+
+def evaluated_crows_pairs(spec: PipelineSpec, index: int) -> list[Problem]:
+    """CrowS-Pairs as a calibration source of objective ``index`` while the evaluation scores it: refused.
+
+    Calibrating on the evaluation's own pairs measures the fit, not debiasing.  Allowed only where the
+    evaluation scores the held-out half (``crows_pairs_english`` with ``pair_split: holdout``) and the set
+    draws from the other (``split: calibration``, same ``holdout_fraction``)."""
+    obj = spec.objectives[index]
+    evaluated = [t for t in spec.evaluation.tasks if t in _CROWS_TASKS]
+    if not evaluated:
+        return []
+    options = spec.evaluation.options()
+    problems = []
+    for name in obj.pair_set_names():
+        ps = spec.calibration.pairs[name]
+        if ps.source != "crows_pairs":
+            continue
+        held_out = (evaluated == ["crows_pairs_english"] and options.get("pair_split") == "holdout"
+                    and ps.split == "calibration"
+                    and ps.holdout_fraction == options.get("holdout_fraction", 0.5))
+        if not held_out:
+            problems.append((f"objectives[{index}].pairs", f"pair set {name!r} is CrowS-Pairs, which the evaluation "
+                             f"also scores ({', '.join(evaluated)}): calibrating on the evaluation's pairs measures the "
+                             f"fit, not debiasing. Calibrate on other sources (stereoset, redditbias, holistic_bias, "
+                             f"templates), or evaluate crows_pairs_english with pair_split: holdout while this set "
+                             f"uses split: calibration"))
+    return problems
+
+
 def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
     """Every problem with plugins, references and files in a schema-valid pipeline."""
     problems: list[Problem] = []
@@ -79,10 +111,12 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
         factory = _plugin(registry, "objectives", obj.name, f"{base}.name", problems)
         if factory is None:
             continue
-        if obj.pairs is not None and obj.pairs not in cal.pairs:
-            problems.append((f"{base}.pairs", f"no pair set {obj.pairs!r} under calibration.pairs; defined: "
+        missing = [name for name in obj.pair_set_names() if name not in cal.pairs]
+        if missing:
+            problems.append((f"{base}.pairs", f"no pair set {missing[0]!r} under calibration.pairs; defined: "
                                               f"{', '.join(cal.pairs) or 'none'}"))
             continue
+        problems += evaluated_crows_pairs(spec, i)
         try:
             objective_arguments(obj, factory, cal, pairs=[])
         except ArgumentError as e:

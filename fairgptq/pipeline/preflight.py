@@ -201,7 +201,7 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
         problems.append(("calibration.pairs", str(e)))
         return
     path = evaluation_files(spec).get("stereoset")
-    used = {o.pairs for o in spec.objectives if o.pairs}
+    used = {name for o in spec.objectives for name in o.pair_set_names()}
     if path is None or not path.is_file() or not used:
         return
     from ..datasets_adapters.stereoset import load_stereoset
@@ -209,7 +209,7 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
     try:
         options = spec.evaluation.options()
         items = split_items(load_stereoset(path, kind="intrasentence"), options["stereoset_split"],
-                            options["holdout_fraction"])
+                            options["holdout_fraction"], options.get("stereoset_split_by", "item"))
     except FairGPTQError as e:
         problems.append(("evaluation.paths.stereoset", str(e)))
         return
@@ -219,7 +219,7 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
             problems.append((f"calibration.pairs.{name}", f"{len(hits)} of its pairs are among the StereoSet items "
                              f"evaluation scores (e.g. {hits[:2]}), which would measure the calibration fit, not "
                              f"debiasing. Set calibration.pairs.{name}.split: calibration and "
-                             f"evaluation.stereoset_split: holdout (same holdout_fraction)"))
+                             f"evaluation.stereoset_split: holdout (same holdout_fraction and split_by)"))
 
 
 def _pairs_used(spec: PipelineSpec, registry: Registry | None) -> dict[str, int]:

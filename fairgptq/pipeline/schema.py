@@ -83,11 +83,19 @@ class PairSetSpec(Strict):
 
     source: str
     params: dict[str, Any] = Field(default_factory=dict)
+    #: pairs drawn (a count), or every pair of the split: ``all`` (or none given)
     n: PositiveInt | None = None
     seed: int = 0
     stratify: bool = True
     split: Literal["all", "calibration", "holdout"] = "all"
+    #: what the split hashes: the item id, or (StereoSet) the target term; match evaluation.stereoset_split_by
+    split_by: Literal["item", "target"] = "item"
     holdout_fraction: float = Field(0.5, gt=0, lt=1)
+
+    @field_validator("n", mode="before")
+    @classmethod
+    def _all(cls, n: Any) -> Any:
+        return None if n == "all" else n
 
     @field_validator("params")
     @classmethod
@@ -138,8 +146,24 @@ class ObjectiveSpec(Strict):
     """
 
     name: str = "fair_pairs"
-    pairs: str | None = None
+    #: a pair set of calibration.pairs, or several combined into one objective (their pairs concatenated)
+    pairs: str | list[str] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("pairs")
+    @classmethod
+    def _some_pairs(cls, pairs: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(pairs, list) and (not pairs or len(set(pairs)) != len(pairs)):
+            raise ValueError(f"a list of pair sets must name at least one, each once (got {pairs})")
+        return pairs
+
+    def pair_set_names(self) -> list[str]:
+        """The calibration pair sets this objective reads (none, one, or several combined)."""
+        return [] if self.pairs is None else [self.pairs] if isinstance(self.pairs, str) else list(self.pairs)
+
+    def pair_set_label(self) -> str | None:
+        """How the record names the objective's pairs: the set, or the combined sets joined by ``+``."""
+        return "+".join(self.pair_set_names()) or None
 
     @field_validator("params")
     @classmethod
