@@ -10,13 +10,17 @@ from fairgptq.pipeline import PipelineError, validate
 from fairgptq.pipeline.build import objective_pairs, pair_sets
 from fairgptq.registry import default_registry
 
-from tiny_model import tiny_pipeline, write_pair_file
+from tiny_model import save_tiny_llama, tiny_pipeline, write_pair_file
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A real model folder: validate checks config.json, weights and shapes (an empty folder is refused)."""
+    return save_tiny_llama(tmp_path_factory.mktemp("combined") / "model")
 
 
 @pytest.fixture
-def raw(tmp_path, real_data_dir):
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
+def raw(tmp_path, real_data_dir, model_dir):
     raw = tiny_pipeline(model_dir, write_pair_file(tmp_path / "pairs.jsonl"))
     raw["calibration"]["pairs"] = {
         "intra": {"source": "stereoset", "split": "calibration", "n": 40},

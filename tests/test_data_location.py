@@ -67,7 +67,7 @@ def test_data_command_lists_found_and_missing(no_data, capsys, monkeypatch):
     shared.mkdir(parents=True)
     (shared / "crows_pairs_anonymized.csv").write_text(",sent_more,sent_less,stereo_antistereo,bias_type\n")
     monkeypatch.setenv("FAIRGPTQ_DATA_DIR", str(no_data / "shared"))
-    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setattr(cli.console, "_width", 250)  # rich fixed its width when the console was made (no terminal)
     assert cli.main(["data"]) == 0
     out = capsys.readouterr().out
     row = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 3}

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from fairgptq.audit import verdict_words
-from fairgptq.comparison import compare_items
-from fairgptq.evaluation.items import kind_named, summarize
+from fairgptq.analysis.comparison import compare_items
+from fairgptq.evaluation.items import registered_kinds, summarize
 from fairgptq.evaluation.report import headline_metrics, main_metric, with_parity
-from fairgptq.pipeline.seeds import group_statistics
+from fairgptq.analysis.seeds import group_statistics
 from fairgptq.statistics import NO_PARITY_CHANGE, bootstrap_weights, parity_verdict
 
 
@@ -131,3 +131,7 @@ def test_recorded_metrics_get_their_distances_and_seed_groups_test_them():
     assert distance["mean"] == pytest.approx(np.mean([1 - 5, 1 - 4, 2 - 6]))
     assert distance["verdict"] == "significant" and distance["bias_verdict"] == "less biased"
     assert across["crows_pairs.pct_stereotype"]["bias_verdict"] == "less biased"
+
+
+def kind_named(name: str):
+    return next(k for k in registered_kinds() if k.name == name)

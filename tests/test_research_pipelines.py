@@ -65,7 +65,7 @@ def test_the_parity_pipeline_pairs_every_point_with_plain_gptq_on_the_same_h_see
     both StereoSet splits; act-order + static groups everywhere; each point's reference is the plain point of
     its seed and split (what the sweep's statistics pair it with)."""
     from fairgptq.pipeline.objective_settings import config_is_plain
-    from fairgptq.pipeline.seeds import reference_of
+    from fairgptq.analysis.seeds import reference_of
     pipeline = load_pipeline(PARITY)
     assert len(pipeline.points) == 26 * 5
     units = []

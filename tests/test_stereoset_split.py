@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from fairgptq.core.errors import ConfigError
-from fairgptq.datasets_adapters.pairs import Pair
+from fairgptq.contract import Pair
 from fairgptq.datasets_adapters.stereoset import load_stereoset
 from fairgptq.datasets_adapters.splits import split_items
 from fairgptq.evaluation.stereoset import StereoSetOptions

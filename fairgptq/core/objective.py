@@ -168,6 +168,14 @@ class ObjectiveParams(PlainNumbers):
         """
         return False
 
+    def holds_pair_activations(self) -> bool:
+        """Whether the objective's pairs travel through the layers beside the calibration text (their inputs held
+        layer by layer, as a term on X⁰ − X¹ needs): the memory check counts their tokens only then.
+
+        True unless the objective says otherwise, so an objective that cannot say is sized as the costly kind.
+        """
+        return True
+
     def needs_gradients(self) -> bool:
         """Whether the objective asks for score gradients (a backward pass through the whole model).
 

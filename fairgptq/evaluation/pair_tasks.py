@@ -195,7 +195,7 @@ def preference_metrics(items: Sequence[dict]) -> dict:
 
 def _preference(pairs: Sequence[Pair], biased: Sequence[float], other: Sequence[float]) -> dict:
     items = preference_items(pairs, biased, other)
-    return {**preference_metrics(items), "items": items}
+    return {**PREFERENCE.summarize(items), "items": items}  # the kind's summary: distances from parity included
 
 
 def _stereoset(model, tokenizer, items: Sequence[Pair], batch_size: int, progress: bool, task: str) -> dict:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from .kinds import is_parity_distance, parity_distance, with_distances
+from ..contract.kinds import is_parity_distance, parity_distance, with_distances
 
 if TYPE_CHECKING:
     from ..contract.kinds import ItemKind

@@ -101,7 +101,7 @@ class LikelihoodPairParams(TargetSelection):
       step −λ G, written as the linear term λ G (H + λ_d I) whose minimiser it is).
     """
 
-    target: Literal["auto"] | float | None = 0.5
+    target: float | Literal["auto"] | None = 0.5  # float first: a NaN is named a non-finite number
     lambda_: float | None = Field(None, ge=0, alias="lambda")
     auto_grid: list[float] = Field(default_factory=lambda: list(AUTO_GRID), min_length=2)
     validation_fraction: float = Field(0.25, gt=0, lt=1)
@@ -152,6 +152,10 @@ class LikelihoodPairParams(TargetSelection):
 
     def needs_gradients(self) -> bool:
         return not self.is_off()
+
+    def holds_pair_activations(self) -> bool:
+        """Its pairs are scored by whole-model passes (the gradient, the probe), never held layer by layer."""
+        return False
 
 
 def score_batches(pairs: Sequence[Pair], tokenizer, *, score: str = "sentence", batch_size: int = 32,

@@ -78,6 +78,12 @@ def needs_gradients(registry: Registry, name: str, params: dict[str, Any]) -> bo
     return settings is not None and settings.needs_gradients()
 
 
+def holds_pair_activations(registry: Registry, name: str, params: dict[str, Any]) -> bool:
+    """Whether this objective's pairs are held layer by layer (its answer; True, the costly case, when it cannot say)."""
+    settings = settings_of(registry, name, params)
+    return settings is None or settings.holds_pair_activations()
+
+
 def registry_for(plugins: Iterable[str]) -> Registry:
     """A registry with a saved config's plugin modules registered (they name its objectives): the one in use
     inside a scoped block, else a fresh one, never the process-wide one (``report --rewrite`` runs unscoped)."""

@@ -223,11 +223,19 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
 
 
 def _pairs_used(spec: PipelineSpec, registry: Registry | None) -> dict[str, int]:
-    """How many pairs each pair set will hold: the source's count where it can be read (``n: 1e9`` of a file of
-    8 pairs uses 8), else the requested ``n`` capped at 10 000 (a pair set larger than that is checked as that)."""
+    """How many pairs each pair set whose inputs are held layer by layer will hold (sets of objectives that say they
+    hold pair activations): the source's count where it can be read (``n: 1e9`` of a file of 8 pairs uses 8), else
+    the requested ``n`` capped at 10 000 (a pair set larger than that is checked as that)."""
     from .build import load_pair_set
+    from .objective_settings import holds_pair_activations, registry_for
+    answering = registry if registry is not None else registry_for(spec.plugins)
+    held = {name for o in spec.objectives if o.pairs
+            and holds_pair_activations(answering, o.name, o.params)
+            for name in ([o.pairs] if isinstance(o.pairs, str) else o.pairs)}
     used = {}
     for name, ps in spec.calibration.pairs.items():
+        if name not in held:  # scored by whole-model passes, or no objective's: never held layer by layer
+            continue
         try:
             used[name] = load_pair_set(ps, registry).info["n"] if registry is not None else min(ps.n or 0, 10_000)
         except FairGPTQError:  # an unreadable source is reported by the pair checks
