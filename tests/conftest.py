@@ -8,11 +8,37 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 
 import pytest
+import torch
 
 from fairgptq.backends.cpu import num_threads
 from fairgptq.datasets_adapters.wikitext import data_dir
+
+
+#: Tests that share the session's quantized SmolLM2 (a few minutes to build): one xdist worker runs them all,
+#: so the model is built once.
+_SHARED_QUANTIZED = ("smollm2_gptq", "smollm2_export")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``scripts/test.sh`` runs two workers), each worker computes on one thread.
+
+    Two workers with torch's default of one thread per CPU would run four threads on two cores; one each keeps
+    the cores busy without oversubscription.  Runs that ask for threads explicitly still get them.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """xdist groups for ``--dist loadgroup``: a file's tests stay on one worker (module-scoped fixtures,
+    such as a quantized tiny model or a Ray cluster, are built once), and every test of the shared quantized
+    SmolLM2 joins one group whatever its file."""
+    for item in items:
+        shared = any(name in _SHARED_QUANTIZED for name in getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.xdist_group("smollm2_gptq" if shared else item.path.name))
 
 
 @pytest.fixture(scope="module")
