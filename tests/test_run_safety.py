@@ -326,6 +326,28 @@ def test_pairs_differing_past_max_length_are_counted_or_refused(caplog):
     assert "1 of 2 pairs differ only after the first 3 tokens" in caplog.text
 
 
+def test_pairs_alike_through_unknown_words_are_not_told_to_raise_max_length(caplog):
+    # issue 35: pairs identical because their differing words are out of vocabulary were told to
+    # "raise calibration.max_length", which cannot help
+    from fairgptq.contract.pairs import Pair
+    from fairgptq.objectives.likelihood_pairs import LikelihoodPairObjective
+    from fairgptq.objectives.pair_activations import tokenize_pairs
+    from tiny_model import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    unknown = Pair("the zorblax is good", "the quimbly is good", "x")
+    late = Pair("the man is a good doctor", "the man is a good nurse", "x")
+    with pytest.raises(ConfigError, match="differ only in words the tokenizer reads as the same tokens") as e:
+        tokenize_pairs([unknown], tok, max_length=64)
+    assert "max_length" not in str(e.value) and "vocabulary" in str(e.value)
+    with pytest.raises(ConfigError, match=r"1 differ only after the first 3 tokens, 1 differ only in words.*"
+                                          r"raise calibration.max_length .*vocabulary"):
+        tokenize_pairs([unknown, late], tok, max_length=3)
+    with pytest.raises(ConfigError, match="out-of-vocabulary") as e:
+        LikelihoodPairObjective([unknown, unknown], target=0.5).score_request(tok)
+    assert "max_length" not in str(e.value)
+
+
 def test_relative_paths_resolve_against_the_pipeline_folder(proj, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pipe = load_pipeline(proj / "t.yaml")

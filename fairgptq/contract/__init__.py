@@ -20,7 +20,7 @@ from .params import validated
 from .targets import (DEFAULT_ROLES, Alpha, PairObjective, TargetedObjective, TargetParams, TargetSelection,
                       select_layers)
 from .tasks import EvaluationTask, NoOptions, TaskContext, TaskOptions
-from .tokens import pad_id, right_padded, text_batches
+from .tokens import identical_pairs_advice, pad_id, right_padded, text_batches
 
 __all__ = [
     # registering
@@ -31,7 +31,7 @@ __all__ = [
     "Objective", "ObjectiveParams", "TargetedObjective", "PairObjective", "TargetParams", "TargetSelection",
     "Alpha", "DEFAULT_ROLES", "ROLES", "select_layers", "TokenBatch", "Captured", "FairSettings", "LinearTerm",
     "ScoreRequest", "ScoreGradient", "StepProbe", "ProbeReading", "FactoredHessian", "apply_damped", "apply_inverse", "text_batches",
-    "right_padded", "pad_id", "Request", "encode_request", "common_prefix_length",
+    "right_padded", "pad_id", "identical_pairs_advice", "Request", "encode_request", "common_prefix_length",
     # backends and architectures
     "Backend", "ArchSpec",
     # evaluation tasks

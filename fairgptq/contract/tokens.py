@@ -6,7 +6,7 @@ streams from texts needs nothing else.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -22,6 +22,27 @@ def right_padded(ids: Sequence[Sequence[int]], pad: int) -> TokenBatch:
         input_ids[r, :len(row)] = torch.tensor(list(row), dtype=torch.long)
         mask[r, :len(row)] = 1
     return TokenBatch(input_ids, mask)
+
+
+def identical_pairs_advice(tokenizer, pairs: Sequence[Any], max_length: int) -> tuple[str, str]:
+    """Why these pairs read as identical token for token, and the fix: ``(reason, fix)``.
+
+    Two causes look alike from the ids: sentences that differ only past ``max_length`` tokens (cut
+    away: raise the length), and sentences whose differing words the tokenizer reads as the same tokens
+    (out-of-vocabulary words all become its unknown token: no length helps).  Each is counted and named.
+    """
+    cut = sum(tokenizer(p.stereo).input_ids != tokenizer(p.anti).input_ids for p in pairs)
+    alike = len(pairs) - cut
+    length_fix = f"raise calibration.max_length (now {max_length}) or shorten the sentences"
+    vocab_fix = "use words in the tokenizer's vocabulary, or drop those pairs"
+    if not alike:
+        return f"differ only after the first {max_length} tokens", length_fix
+    vocab = "differ only in words the tokenizer reads as the same tokens (out-of-vocabulary words all become its " \
+            "unknown token)"
+    if not cut:
+        return vocab, vocab_fix
+    return (f"read as the same tokens ({cut} differ only after the first {max_length} tokens, {alike} {vocab})",
+            f"{length_fix}; {vocab_fix}")
 
 
 def pad_id(tokenizer) -> int:

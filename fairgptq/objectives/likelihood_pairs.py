@@ -64,7 +64,8 @@ from pydantic import Field, model_validator
 
 from ..contract import (ConfigError, FactoredHessian, LinearTerm, Pair, PairObjective, ProbeReading, ScoreGradient,
                         ScoreRequest, StepProbe, TargetSelection, TokenBatch, apply_damped, apply_inverse,
-                        common_prefix_length, encode_request, pad_id, pairs_hash, right_padded, split_key)
+                        common_prefix_length, encode_request, identical_pairs_advice, pad_id, pairs_hash,
+                        right_padded, split_key)
 
 
 logger = logging.getLogger("fairgptq.objectives")
@@ -274,12 +275,13 @@ class LikelihoodPairObjective(PairObjective):
             raise ConfigError("likelihood_pairs needs the model's tokenizer (pass tokenizer= to quantize_model)")
         batches, weights, blind = score_batches(self._fit, tokenizer, score=self.params.score,
                                                 batch_size=self.batch_size, max_length=self.max_length)
-        if blind == len(self._fit):
-            raise ConfigError(f"all {len(self._fit)} pairs read as identical within {self.max_length} tokens, so "
-                              f"their preference is 0 and there is nothing to remove; raise calibration.max_length")
         if blind:
-            logger.warning("%d of %d pairs read as identical within %d tokens and add nothing to B",
-                           blind, len(self._fit), self.max_length)
+            reason, fix = identical_pairs_advice(tokenizer, [p for p in self._fit if pair_rows(
+                p, tokenizer, self.params.score, self.max_length) is None], self.max_length)
+            if blind == len(self._fit):
+                raise ConfigError(f"all {len(self._fit)} pairs {reason}, so their preference is 0 and there is "
+                                  f"nothing to remove; {fix}")
+            logger.warning("%d of %d pairs %s and add nothing to B; %s", blind, len(self._fit), reason, fix)
         before = self.params.when == "before"
         needs_h = self.params.metric == "hessian" and (before or self._lambda is None)
         return ScoreRequest(batches, weights, sequential=self.params.gradient == "sequential",
@@ -292,8 +294,9 @@ class LikelihoodPairObjective(PairObjective):
         rows = [side for p in self._validation for side in (pair_rows(p, tokenizer, self.params.score,
                                                                        self.max_length) or ())]
         if not rows:
-            raise ConfigError(f"likelihood_pairs target: auto: all {len(self._validation)} validation pairs read as "
-                              f"identical within {self.max_length} tokens; raise calibration.max_length")
+            reason, fix = identical_pairs_advice(tokenizer, self._validation, self.max_length)
+            raise ConfigError(f"likelihood_pairs target: auto: all {len(self._validation)} validation pairs "
+                              f"{reason}; {fix}")
         batches, weights = _batched(rows, tokenizer, PROBE_BATCH)
         return StepProbe(sorted(set(self.params.auto_grid)), batches, weights, self.params.control_batches)
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..contract import Captured, ConfigError, Pair, TokenBatch, common_prefix_length, pad_id, right_padded
+from ..contract import (Captured, ConfigError, Pair, TokenBatch, common_prefix_length, identical_pairs_advice,
+                        pad_id, right_padded)
 
 ALIGNMENTS = ("aligned", "positional")
 logger = logging.getLogger("fairgptq.objectives")
@@ -99,32 +100,31 @@ def tokenize_pairs(pairs: list[Pair], tokenizer, *, alignment: str = "aligned", 
     """Right-padded batches, pair i of the set in the same row of both streams."""
     stereo, anti, plans = [], [], []
     pad = pad_id(tokenizer)
-    blind = 0
+    blind: list[Pair] = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         ids0 = [tokenizer(p.stereo, truncation=True, max_length=max_length).input_ids for p in chunk]
         ids1 = [tokenizer(p.anti, truncation=True, max_length=max_length).input_ids for p in chunk]
-        blind += sum(a == b for a, b in zip(ids0, ids1))
+        blind.extend(p for p, a, b in zip(chunk, ids0, ids1) if a == b)
         b0, b1 = right_padded(ids0, pad), right_padded(ids1, pad)
         stereo.append(b0)
         anti.append(b1)
         plans.append(plan_alignment(ids0, ids1, b0.input_ids.shape[1], b1.input_ids.shape[1], alignment))
-    _check_truncation(blind, len(pairs), max_length)
+    _check_identical(blind, len(pairs), tokenizer, max_length)
     return PairStreams(stereo, anti, plans)
 
 
-def _check_truncation(blind: int, total: int, max_length: int) -> None:
-    """Pairs that differ only past ``max_length`` tokens read as identical: D = 0, they add nothing.
+def _check_identical(blind: list[Pair], total: int, tokenizer, max_length: int) -> None:
+    """Pairs whose two sentences read as the same tokens: D = 0, they add nothing.
 
-    Silently, every ΔW came out 0 when all pairs were cut that way; now that is an error and
-    a partial loss a warning with the count.
+    Silently, every ΔW came out 0 when all pairs read that way; now that is an error and a partial
+    loss a warning with the count, each naming why (cut at ``max_length``, or words the tokenizer
+    reads alike) and its own fix.
     """
     if not blind:
         return
-    fix = f"raise calibration.max_length (now {max_length}) or shorten the sentences"
-    if blind == total:
-        raise ConfigError(f"all {total} pairs differ only after the first {max_length} tokens, so every pair "
-                          f"difference is 0 and the fairness term would change nothing; {fix}")
-    logger.warning("%d of %d pairs differ only after the first %d tokens and contribute nothing; %s",
-                   blind, total, max_length, fix)
-
+    reason, fix = identical_pairs_advice(tokenizer, blind, max_length)
+    if len(blind) == total:
+        raise ConfigError(f"all {total} pairs {reason}, so every pair difference is 0 and the fairness term would "
+                          f"change nothing; {fix}")
+    logger.warning("%d of %d pairs %s and contribute nothing; %s", len(blind), total, reason, fix)
