@@ -68,7 +68,7 @@ def output_file(path: str | Path, *, force: bool = False, suffix: str | None = N
         if not force:
             raise OutputExists(f"{path} exists; fairgptq does not replace an existing file: pass --force to replace "
                                f"it, or choose another name")
-    _make_folder(path.parent, flag, path)
+    make_folder(path.parent, flag, path)
     return path
 
 
@@ -83,11 +83,12 @@ def output_folder(folder: str | Path, names: Iterable[str], *, force: bool = Fal
     if clash and not force:
         raise OutputExists(f"{flag} {folder} already holds {', '.join(clash)}; fairgptq does not replace an existing "
                            f"result: pass --force to replace it, or give a new folder")
-    _make_folder(folder, flag, folder)
+    make_folder(folder, flag, folder)
     return folder
 
 
-def _make_folder(folder: Path, flag: str, target: Path) -> None:
+def make_folder(folder: Path, flag: str, target: Path) -> None:
+    """Create ``folder`` (for ``flag target``), or say clearly why it cannot be: one message for every command."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

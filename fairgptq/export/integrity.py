@@ -161,16 +161,17 @@ def verify_files(folder: str | Path, quantize_config: Mapping) -> None:
     _check_tokenizer(Path(folder), integrity.get("tokenizer"))
 
 
-def _check_hashes(folder: Path, recorded: Mapping) -> None:
+def _check_hashes(folder: Path, recorded: Mapping, *, missing: str = "the checkpoint is incomplete (copy it again, "
+                  "or re-export it)", changed: str = "(quantize_config.json, fairgptq.integrity); the file was "
+                  "modified or corrupted") -> None:
+    """Every recorded file present with its recorded hash; ``missing`` / ``changed`` say what that means for it."""
     for name, expected in recorded.items():
         path = folder / name
         if not path.is_file():
-            raise CheckpointIntegrityError(f"{path}: missing; the checkpoint is incomplete (copy it again, or "
-                                           f"re-export it)")
+            raise CheckpointIntegrityError(f"{path}: missing; {missing}")
         if sha256_of(path) != expected:
-            raise CheckpointIntegrityError(
-                f"{path}: content hash differs from the one recorded at export (quantize_config.json, fairgptq."
-                f"integrity); the file was modified or corrupted. Re-export it, {TRUST_HINT}")
+            raise CheckpointIntegrityError(f"{path}: content hash differs from the one recorded at export {changed}. "
+                                           f"Re-export it, {TRUST_HINT}")
 
 
 def _check_tokenizer(folder: Path, recorded: Any) -> None:
@@ -190,15 +191,8 @@ def _check_tokenizer(folder: Path, recorded: Any) -> None:
         raise CheckpointIntegrityError(
             f"{folder}: {', '.join(added)} added after export (not in the integrity record); a tokenizer file or "
             f"chat template decides the token ids the model sees. Remove it, re-export, {TRUST_HINT}")
-    for name, expected in recorded.items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointIntegrityError(f"{path}: missing; the tokenizer was exported with it (re-export, "
-                                           f"{TRUST_HINT})")
-        if sha256_of(path) != expected:
-            raise CheckpointIntegrityError(
-                f"{path}: content hash differs from the one recorded at export: the tokenizer or chat template was "
-                f"changed, so the same text would become other token ids. Re-export it, {TRUST_HINT}")
+    _check_hashes(folder, recorded, missing=f"the tokenizer was exported with it (re-export, {TRUST_HINT})",
+                  changed=": the tokenizer or chat template was changed, so the same text would become other token ids")
 
 
 def _check_config_hashes(folder: Path, quantize_config: Mapping, integrity: Mapping) -> None:

@@ -40,7 +40,7 @@ from typing import Iterable, Iterator
 import yaml
 
 from ..core.errors import FairGPTQError
-from ..outputs import check_name, write_file
+from ..outputs import check_name, make_folder, write_file
 from .locking import run_lock
 
 COMPLETE = ".complete"
@@ -123,13 +123,7 @@ def check_target(final: Path, *, force: bool, protect: Iterable[Path] = ()) -> N
 def prepare_parent(final: Path) -> None:
     """Create the folder a run directory goes into, or say clearly why it cannot be."""
     check_name(Path(final), "--out")
-    parent = Path(final).parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunDirError(f"cannot create {parent} for --out {final}: {e.strerror or e}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise RunDirError(f"cannot write into {parent} (permission denied); choose another --out")
+    make_folder(Path(final).parent, "--out", Path(final))
 
 
 def _partials(final: Path) -> list[Path]:
