@@ -108,7 +108,8 @@ print("PEER_RESULT " + json.dumps({"seconds": seconds, "version": gptqmodel.__ve
                                                     "act_group_aware", "damp_percent", "sym")}}, default=str))
 """
 
-LLMCOMPRESSOR_SCRIPT = r"""
+#: llm-compressor run in its own venv, up to the recipe: the model, the calibration ids, the group scheme
+LLMCOMPRESSOR_PREFIX = r"""
 import json, sys, time
 args = json.loads(sys.argv[1])
 import torch
@@ -124,7 +125,9 @@ model = AutoModelForCausalLM.from_pretrained(args["model"], dtype=torch.float32)
 ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
 scheme = {"targets": ["Linear"], "weights": {"num_bits": args["bits"], "type": "int", "symmetric": True,
                                              "strategy": "group", "group_size": args["group_size"]}}
-recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], **args["settings"])
+"""
+
+LLMCOMPRESSOR_SCRIPT = LLMCOMPRESSOR_PREFIX + r"""recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], **args["settings"])
 t0 = time.perf_counter()
 oneshot(model=model, dataset=ds, recipe=recipe, max_seq_length=ids.shape[1], num_calibration_samples=ids.shape[0])
 seconds = time.perf_counter() - t0

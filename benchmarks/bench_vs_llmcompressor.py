@@ -30,29 +30,12 @@ import pytest
 import torch
 
 from bench_backends import cpu_load, ppl, quantize_timed, smollm2, write_result  # noqa: F401  (smollm2 is a fixture)
+from bench_three_way import LLMCOMPRESSOR_PREFIX, PEER_ENV
 from fairgptq.core.quantizer import QuantConfig
 
-PEER_ENV = "FAIRGPTQ_PEER_PYTHON"
 BITS, GROUP, DAMP, N_CAL, SEQLEN = 4, 64, 0.01, 64, 512
 
-PEER_SCRIPT = r"""
-import json, sys, time
-import torch
-args = json.loads(sys.argv[1])
-torch.set_num_threads(args["threads"])
-import llmcompressor
-from datasets import Dataset
-from llmcompressor import oneshot
-from llmcompressor.modifiers.quantization import GPTQModifier
-from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM
-
-ids = torch.load(args["calibration"])
-model = AutoModelForCausalLM.from_pretrained(args["model"], dtype=torch.float32)
-ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
-scheme = {"targets": ["Linear"], "weights": {"num_bits": args["bits"], "type": "int", "symmetric": True,
-                                             "strategy": "group", "group_size": args["group_size"]}}
-recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], dampening_frac=args["damp"],
+PEER_SCRIPT = LLMCOMPRESSOR_PREFIX + r"""recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], dampening_frac=args["damp"],
                       block_size=128, actorder="static")
 t0 = time.perf_counter()
 oneshot(model=model, dataset=ds, recipe=recipe, max_seq_length=ids.shape[1], num_calibration_samples=ids.shape[0])

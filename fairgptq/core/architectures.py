@@ -30,15 +30,15 @@ from .architecture_inference import infer_spec
 
 __all__ = ["ARCHITECTURES", "ROLES", "ArchSpec", "arch_for", "decoder_layers"]
 
-_LLAMA = ArchSpec(
-    layers="model.layers",
-    roles={
-        "attn_qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-        "attn_out": ("self_attn.o_proj",),
-        "mlp_in": ("mlp.gate_proj", "mlp.up_proj"),
-        "mlp_out": ("mlp.down_proj",),
-    },
-)
+def _roles(qkv: tuple[str, ...], out: str, mlp_in: tuple[str, ...], mlp_out: str | None = None
+           ) -> dict[str, tuple[str, ...]]:
+    """A family's four roles in forward order (the true-sequential order); no ``mlp_out`` for routed experts."""
+    roles = {"attn_qkv": qkv, "attn_out": (out,), "mlp_in": mlp_in}
+    return roles if mlp_out is None else {**roles, "mlp_out": (mlp_out,)}
+
+
+_QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+_LLAMA = ArchSpec("model.layers", _roles(_QKV, "self_attn.o_proj", ("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"))
 # Gemma 2/3 choose masks (sliding window or full) and rotary tables per layer type: the driver
 # captures each type's arguments (driver.capture_first_layer_inputs), but their sliding-window
 # layers do not honour the evaluation's packed 4D masks (tests/test_evaluation_packing.py measured
@@ -60,78 +60,31 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "granite": _LLAMA,
     "stablelm": _LLAMA,
     "cohere": _LLAMA,  # attention and MLP in parallel on one normed input: still this order
-    "phi3": ArchSpec(  # Phi-3 and Phi-4 (model_type phi3)
-        layers="model.layers",
-        roles={
-            "attn_qkv": ("self_attn.qkv_proj",),
-            "attn_out": ("self_attn.o_proj",),
-            "mlp_in": ("mlp.gate_up_proj",),
-            "mlp_out": ("mlp.down_proj",),
-        },
-        fused={"self_attn.qkv_proj": ("q", "k", "v"), "mlp.gate_up_proj": ("gate", "up")},
-    ),
-    "falcon": ArchSpec(
-        layers="transformer.h",
-        roles={
-            "attn_qkv": ("self_attention.query_key_value",),
-            "attn_out": ("self_attention.dense",),
-            "mlp_in": ("mlp.dense_h_to_4h",),
-            "mlp_out": ("mlp.dense_4h_to_h",),
-        },
-        fused={"self_attention.query_key_value": ("q", "k", "v")},
-    ),
-    "gptj": ArchSpec(
-        layers="transformer.h",
-        roles={
-            "attn_qkv": ("attn.q_proj", "attn.k_proj", "attn.v_proj"),
-            "attn_out": ("attn.out_proj",),
-            "mlp_in": ("mlp.fc_in",),
-            "mlp_out": ("mlp.fc_out",),
-        },
-    ),
+    # Phi-3 and Phi-4 (model_type phi3)
+    "phi3": ArchSpec("model.layers", _roles(("self_attn.qkv_proj",), "self_attn.o_proj", ("mlp.gate_up_proj",),
+                                            "mlp.down_proj"),
+                     fused={"self_attn.qkv_proj": ("q", "k", "v"), "mlp.gate_up_proj": ("gate", "up")}),
+    "falcon": ArchSpec("transformer.h", _roles(("self_attention.query_key_value",), "self_attention.dense",
+                                               ("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),
+                       fused={"self_attention.query_key_value": ("q", "k", "v")}),
+    "gptj": ArchSpec("transformer.h", _roles(("attn.q_proj", "attn.k_proj", "attn.v_proj"), "attn.out_proj",
+                                             ("mlp.fc_in",), "mlp.fc_out")),
     # mixture-of-experts: attention as Llama's, the router (mlp.gate) in float, every routed expert's
     # slices of mlp.experts quantized (core/experts.py); Qwen2-MoE's shared expert is a dense MLP
     "mixtral": _MOE,
     "qwen3_moe": _MOE,
     "olmoe": _MOE,
-    "qwen2_moe": ArchSpec(
-        layers="model.layers",
-        roles={**_ATTENTION, "mlp_in": ("mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj"),
-               "mlp_out": ("mlp.shared_expert.down_proj",)},
-        tree_attention=False,
-        experts=("mlp.experts",),
-    ),
-    "opt": ArchSpec(
-        layers="model.decoder.layers",
-        roles={
-            "attn_qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-            "attn_out": ("self_attn.out_proj",),
-            "mlp_in": ("fc1",),
-            "mlp_out": ("fc2",),
-        },
-    ),
-    "gpt2": ArchSpec(
-        layers="transformer.h",
-        roles={
-            "attn_qkv": ("attn.c_attn",),
-            "attn_out": ("attn.c_proj",),
-            "mlp_in": ("mlp.c_fc",),
-            "mlp_out": ("mlp.c_proj",),
-        },
-        transposed=True,
-        fused={"attn.c_attn": ("q", "k", "v")},
-    ),
-    "gpt_neox": ArchSpec(
-        layers="gpt_neox.layers",
-        roles={
-            "attn_qkv": ("attention.query_key_value",),
-            "attn_out": ("attention.dense",),
-            "mlp_in": ("mlp.dense_h_to_4h",),
-            "mlp_out": ("mlp.dense_4h_to_h",),
-        },
-        # per head, q / k / v interleaved: (head, {q, k, v}, head_dim) along the output rows
-        fused={"attention.query_key_value": ("q", "k", "v")},
-    ),
+    "qwen2_moe": ArchSpec("model.layers", _roles(_QKV, "self_attn.o_proj",
+                                                 ("mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj"),
+                                                 "mlp.shared_expert.down_proj"),
+                          tree_attention=False, experts=("mlp.experts",)),
+    "opt": ArchSpec("model.decoder.layers", _roles(_QKV, "self_attn.out_proj", ("fc1",), "fc2")),
+    "gpt2": ArchSpec("transformer.h", _roles(("attn.c_attn",), "attn.c_proj", ("mlp.c_fc",), "mlp.c_proj"),
+                     transposed=True, fused={"attn.c_attn": ("q", "k", "v")}),
+    # per head, q / k / v interleaved: (head, {q, k, v}, head_dim) along the output rows
+    "gpt_neox": ArchSpec("gpt_neox.layers", _roles(("attention.query_key_value",), "attention.dense",
+                                                   ("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),
+                         fused={"attention.query_key_value": ("q", "k", "v")}),
 }
 
 
