@@ -54,3 +54,16 @@ def test_the_check_sizes_the_pairs_used_not_those_requested(tmp_path, monkeypatc
     spec = validate(raw, "x.yaml", environment=False)
     assert memory_problems(spec, against="available")  # sized as requested (capped): 2e10 tokens do not fit
     assert memory_problems(spec, against="available", registry=default_registry()) == []  # 8 pairs are used
+
+
+def test_validate_says_when_run_would_refuse_for_the_memory_free_now(tmp_path, monkeypatch, caplog):
+    # issue 35: validate passed what run then refused for the memory free at that moment, without a word
+    GiB = 2**30
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=24 * GiB, available=10 * GiB))
+    raw = tiny_pipeline(save_tiny_llama(tmp_path / "m", layers=6), write_pair_file(tmp_path / "p.jsonl"))
+    raw["calibration"]["text"] = {"n": 6000, "seqlen": 512, "path": str(tmp_path / "p.jsonl")}
+    spec = validate(raw, "x.yaml", environment=False)
+    with caplog.at_level("WARNING", logger="fairgptq"):
+        assert memory_problems(spec, against="total") == []  # fits the machine: valid
+    assert "will be refused at run time unless memory frees up" in caplog.text and "10.0 GiB is free now" in caplog.text
+    assert memory_problems(spec, against="available")  # and run refuses it, as said
