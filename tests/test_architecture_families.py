@@ -312,9 +312,57 @@ def test_an_expert_no_token_reaches_is_rounded_to_nearest_and_says_so():
         assert len(others) == 3 and all("no_routed_tokens" not in r.stability for r in others)
 
 
-def test_moe_export_onloading_and_objectives_on_experts_are_refused_by_name(tmp_path):
-    from fairgptq.core.errors import ConfigError
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "olmoe"])
+def test_moe_exports_per_expert_modules_and_reloads_into_the_fused_tensors(family, tmp_path):
+    """The checkpoint holds GPTQModel's per-expert layout (no fused tensor); the loader writes each back into its rows."""
+    from safetensors import safe_open
+
+    from fairgptq.export.gptq_format import snap_to_checkpoint_precision
+
+    model, tok = tiny_model(MOE[family]), tiny_tokenizer()
+    result = quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False)
+    snap_to_checkpoint_precision(model, result)
+    export_checkpoint(model, tok, result, tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        gate = f.get_tensor("model.layers.1.mlp.experts.3.gate_proj.scales")
+    assert not any(k.endswith(("experts.gate_up_proj", "experts.down_proj")) for k in keys)
+    for li in range(2):
+        for e in range(4):
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                assert {f"model.layers.{li}.mlp.experts.{e}.{proj}.{s}" for s in ("qweight", "qzeros", "scales",
+                                                                                   "g_idx")} <= keys
+    intermediate = model.model.layers[1].mlp.experts.gate_up_proj.shape[1] // 2
+    assert gate.shape[1] == intermediate  # gate is the first half of gate_up's rows, up the second
+    loaded, _, _ = load_gptq_checkpoint(tmp_path, dtype="float32")
+    for name, qw in result.qweights.items():
+        if "_per_expert." in name:
+            assert torch.equal(_slice(loaded, name), qw.dequantize()), name
+    assert torch.equal(loaded.model.layers[0].mlp.gate.weight, model.model.layers[0].mlp.gate.weight)
+    ids = tok(["the woman is a good engineer and the man is a kind nurse"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours, theirs = model(ids).logits, loaded(ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), float((ours - theirs).abs().max())
+
+
+def test_a_moe_checkpoint_missing_an_expert_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
     from fairgptq.export.errors import ExportError
+
+    model, tok = tiny_model(MOE["qwen3_moe"]), tiny_tokenizer()
+    result = quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False)
+    export_checkpoint(model, tok, result, tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    for s in ("qweight", "qzeros", "scales", "g_idx"):
+        del tensors[f"model.layers.0.mlp.experts.2.up_proj.{s}"]
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ExportError, match=r"model.layers.0.mlp.experts.gate_up_proj has 224 of its 256 rows"):
+        load_gptq_checkpoint(tmp_path, trust_unverified=True)
+
+
+def test_moe_onloading_and_objectives_on_experts_are_refused_by_name(tmp_path):
+    from fairgptq.core.errors import ConfigError
     from fairgptq.onload.quantize import quantize_onloaded
 
     model, tok = tiny_model(MOE["olmoe"]), tiny_tokenizer()
@@ -322,11 +370,6 @@ def test_moe_export_onloading_and_objectives_on_experts_are_refused_by_name(tmp_
         quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False,
                        objectives=[FairPairObjective(_pairs(), alpha=0.1)], tokenizer=tok)  # attn_out + mlp_out
     model.save_pretrained(tmp_path / "m")
-    result = quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False)
-    with pytest.raises(ExportError, match=r"16 quantized routed-expert matrices live in fused 3-D expert tensors "
-                                          r"\(model.layers.0.mlp.experts.down_proj"):
-        export_checkpoint(model, tok, result, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match="mixture-of-experts model .*cannot be onloaded"):
         quantize_onloaded(tmp_path / "m", tmp_path / "onloaded", _moe_batches(tok), QuantConfig(), progress=False)
 
