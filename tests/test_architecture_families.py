@@ -7,8 +7,9 @@ quantize a family left out of the table to the same codes; layouts it cannot map
 ``intermediate`` / ``output``) are refused naming the modules; Gemma 2/3's sliding and full layers
 get their own masks and rotary tables; onloading works on a non-Llama layout; mixture-of-experts
 models quantize every routed expert from its own tokens (an expert no token reaches is rounded to
-nearest) and refuse export, onloading and objectives on experts by name; docs/architectures.md's
-table is the registry's.
+nearest), export them as per-expert GPTQ linears that fairgptq's loader writes back into the fused
+tensors and GPTQModel loads, and refuse onloading and objectives on experts by name;
+docs/architectures.md's table is the registry's.
 """
 from __future__ import annotations
 
@@ -343,6 +344,43 @@ def test_moe_exports_per_expert_modules_and_reloads_into_the_fused_tensors(famil
     with torch.no_grad():
         ours, theirs = model(ids).logits, loaded(ids).logits
     assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), float((ours - theirs).abs().max())
+
+
+def test_gptqmodel_loads_the_moe_export_with_every_expert_s_weights(tmp_path):
+    """GPTQModel (its defuser splits the fused experts into per-expert linears) reads every expert we stored.
+
+    Mixtral goes through defuser's replaced sparse block, OLMoE through its runtime defusion of the
+    experts module: the two ways GPTQModel 7.7 builds per-expert modules.  Its torch kernel dequantizes
+    to float16: our weights rounded to float16, exactly.
+    """
+    import subprocess
+    import sys
+
+    from fairgptq.core.experts import checkpoint_split
+    from fairgptq.export.gptq_format import snap_to_checkpoint_precision
+
+    pytest.importorskip("gptqmodel")
+    families = ["mixtral", "olmoe"]
+    for family in families:
+        model, tok = tiny_model(MOE[family]), tiny_tokenizer()
+        result = quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False)
+        snap_to_checkpoint_precision(model, result)
+        export_checkpoint(model, tok, result, tmp_path / family)
+        weights = {stored: part.dequantize().half() for name, qw in result.qweights.items()
+                   for stored, part in checkpoint_split(name, qw)}
+        ids = tok(["the woman is a good engineer and the man is a kind nurse"], return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = model(ids).logits
+        torch.save({"weights": weights, "ids": ids, "logits": logits}, tmp_path / family / "expected.pt")
+    run = subprocess.run([sys.executable, str(Path(__file__).parent / "gptqmodel_moe_check.py"),
+                          *(str(tmp_path / f) for f in families)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    reports = [json.loads(line) for line in run.stdout.splitlines() if line.startswith('{"kernels"')]
+    assert len(reports) == len(families), run.stdout[-3000:]
+    for family, report in zip(families, reports):
+        assert report["checked"] == 8 + 2 * 4 * 3 and report["differ"] == [], (family, report)
+        assert report["kernels"] == ["TorchLinear"], (family, report)
+        assert report["max_logit_diff"] < 1e-2, (family, report)  # float16 activations through the same weights
 
 
 def test_a_moe_checkpoint_missing_an_expert_is_refused(tmp_path):
