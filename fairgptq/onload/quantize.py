@@ -172,8 +172,9 @@ def quantize_onloaded(
     spec = arch_for(model)
     if spec.experts:
         raise ConfigError(f"{folder}: a mixture-of-experts model ({model.config.model_type}: routed experts in "
-                          f"fused 3-D tensors at {', '.join(spec.experts)}) cannot be onloaded: its quantized experts "
-                          f"have no checkpoint layout yet; quantize it in memory (model.onload: never) without export")
+                          f"fused 3-D tensors at {', '.join(spec.experts)}) cannot be onloaded: layer-by-layer "
+                          f"quantization has no per-expert path yet; quantize it in memory (model.onload: never), "
+                          f"whose export stores the experts per expert")
     layers = decoder_layers(model, spec)
     objectives = list(objectives)
     _refuse_score_gradients(objectives, tokenizer)
