@@ -313,7 +313,7 @@ def test_an_expert_no_token_reaches_is_rounded_to_nearest_and_says_so():
         assert len(others) == 3 and all("no_routed_tokens" not in r.stability for r in others)
 
 
-@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "olmoe"])
+@pytest.mark.parametrize("family", sorted(MOE))
 def test_moe_exports_per_expert_modules_and_reloads_into_the_fused_tensors(family, tmp_path):
     """The checkpoint holds GPTQModel's per-expert layout (no fused tensor); the loader writes each back into its rows."""
     from safetensors import safe_open
@@ -387,6 +387,7 @@ def test_a_moe_checkpoint_missing_an_expert_is_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 
     from fairgptq.export.errors import ExportError
+    from fairgptq.export.integrity import CheckpointIntegrityError
 
     model, tok = tiny_model(MOE["qwen3_moe"]), tiny_tokenizer()
     result = quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False)
@@ -395,6 +396,8 @@ def test_a_moe_checkpoint_missing_an_expert_is_refused(tmp_path):
     for s in ("qweight", "qzeros", "scales", "g_idx"):
         del tensors[f"model.layers.0.mlp.experts.2.up_proj.{s}"]
     save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointIntegrityError, match="model.safetensors"):  # the recorded hash covers the experts
+        load_gptq_checkpoint(tmp_path)
     with pytest.raises(ExportError, match=r"model.layers.0.mlp.experts.gate_up_proj has 224 of its 256 rows"):
         load_gptq_checkpoint(tmp_path, trust_unverified=True)
 
