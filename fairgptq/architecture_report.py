@@ -127,8 +127,7 @@ def families_table(registry: Registry | None = None) -> str:
                                     for n in spec.roles.get(role, ())] + routed.get(role, [])) or "-")
         notes = [registry.get("architectures", model_type).origin]
         if spec.experts:
-            notes.append("routed experts per expert, router in float, exported per expert (GPTQModel's layout); "
-                         "no onloading")
+            notes.append("routed experts per expert, router in float, exported per expert (GPTQModel's layout)")
         if spec.transposed:
             notes.append("Conv1D (in, out)")
         notes.append("packed scoring" if spec.tree_attention else "unpacked scoring")

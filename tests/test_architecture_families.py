@@ -8,7 +8,7 @@ quantize a family left out of the table to the same codes; layouts it cannot map
 get their own masks and rotary tables; onloading works on a non-Llama layout; mixture-of-experts
 models quantize every routed expert from its own tokens (an expert no token reaches is rounded to
 nearest), export them as per-expert GPTQ linears that fairgptq's loader writes back into the fused
-tensors and GPTQModel loads, and refuse onloading and objectives on experts by name;
+tensors and GPTQModel loads, onload to the same checkpoint, and refuse objectives on experts by name;
 docs/architectures.md's table is the registry's.
 """
 from __future__ import annotations
@@ -402,17 +402,37 @@ def test_a_moe_checkpoint_missing_an_expert_is_refused(tmp_path):
         load_gptq_checkpoint(tmp_path, trust_unverified=True)
 
 
-def test_moe_onloading_and_objectives_on_experts_are_refused_by_name(tmp_path):
-    from fairgptq.core.errors import ConfigError
+@pytest.mark.parametrize("family", ["mixtral", "olmoe", "qwen2_moe"])
+def test_onloading_a_moe_model_equals_in_memory(family, tmp_path):
+    """Onloading reads the experts as saved (per expert; Mixtral's block_sparse_moe.experts.<e>.w1/w3/w2) into
+    the fused tensors, and writes the same per-expert checkpoint as the in-memory run."""
+    from safetensors import safe_open
+    from test_onload import assert_same_checkpoint, in_memory
+
     from fairgptq.onload.quantize import quantize_onloaded
+
+    tok = tiny_tokenizer()
+    tiny_model(MOE[family]).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:
+        assert not any(k.endswith("experts.gate_up_proj") for k in f.keys())  # transformers saves per expert
+    calib = token_batches(tok, [s for p in PAIRS for s in p][:8])
+    cfg = QuantConfig(bits=4, group_size=32)
+    fair = lambda: FairPairObjective(_pairs(), alpha=0.1, roles=("attn_out",), mode="exact")  # noqa: E731
+    a = in_memory(tmp_path / "m", tmp_path / "a", calib, cfg, [fair()], tok)
+    quantize_onloaded(tmp_path / "m", tmp_path / "b", calib, cfg, objectives=[fair()], tokenizer=tok, progress=False)
+    assert_same_checkpoint(a, tmp_path / "b")
+    loaded, _, _ = load_gptq_checkpoint(tmp_path / "b", dtype="float32")
+    assert torch.isfinite(loaded(calib[0].input_ids).logits).all()
+
+
+def test_objectives_on_experts_are_refused_by_name():
+    from fairgptq.core.errors import ConfigError
 
     model, tok = tiny_model(MOE["olmoe"]), tiny_tokenizer()
     with pytest.raises(ConfigError, match="targets mlp_out, which on this mixture-of-experts model hold the routed"):
         quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False,
                        objectives=[FairPairObjective(_pairs(), alpha=0.1)], tokenizer=tok)  # attn_out + mlp_out
-    model.save_pretrained(tmp_path / "m")
-    with pytest.raises(ConfigError, match="mixture-of-experts model .*cannot be onloaded"):
-        quantize_onloaded(tmp_path / "m", tmp_path / "onloaded", _moe_batches(tok), QuantConfig(), progress=False)
 
 
 def test_a_dense_layer_among_moe_layers_is_refused():
