@@ -405,10 +405,12 @@ def test_a_moe_checkpoint_missing_an_expert_is_refused(tmp_path):
 @pytest.mark.parametrize("family", ["mixtral", "olmoe", "qwen2_moe"])
 def test_onloading_a_moe_model_equals_in_memory(family, tmp_path):
     """Onloading reads the experts as saved (per expert; Mixtral's block_sparse_moe.experts.<e>.w1/w3/w2) into
-    the fused tensors, and writes the same per-expert checkpoint as the in-memory run."""
+    the fused tensors and writes the same per-expert checkpoint as the in-memory run; the offloaded evaluation
+    model stacks them back into the fused tensors."""
     from safetensors import safe_open
     from test_onload import assert_same_checkpoint, in_memory
 
+    from fairgptq.onload import load_offloaded
     from fairgptq.onload.quantize import quantize_onloaded
 
     tok = tiny_tokenizer()
@@ -423,7 +425,10 @@ def test_onloading_a_moe_model_equals_in_memory(family, tmp_path):
     quantize_onloaded(tmp_path / "m", tmp_path / "b", calib, cfg, objectives=[fair()], tokenizer=tok, progress=False)
     assert_same_checkpoint(a, tmp_path / "b")
     loaded, _, _ = load_gptq_checkpoint(tmp_path / "b", dtype="float32")
-    assert torch.isfinite(loaded(calib[0].input_ids).logits).all()
+    offloaded, _, _ = load_offloaded(tmp_path / "b", tmp_path / "offload")  # evaluation larger than memory
+    assert any(p.device.type == "meta" for p in offloaded.model.layers.parameters())
+    with torch.no_grad():
+        assert torch.equal(loaded(calib[0].input_ids).logits, offloaded(calib[0].input_ids).logits)
 
 
 def test_objectives_on_experts_are_refused_by_name():

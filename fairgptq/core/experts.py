@@ -179,6 +179,24 @@ def checkpoint_split(name: str, qw: QuantizedWeight) -> list[tuple[str, Quantize
             (f"{owner}.{e}.up_proj", _rows(qw, slice(half, None)))]
 
 
+def per_expert_modules(model: nn.Module, key: str) -> list[list[str]]:
+    """The checkpoint modules of a fused experts parameter ``key``, per expert in row order ([] for another key).
+
+    ``<experts>.gate_up_proj`` -> [[<experts>.0.gate_proj, <experts>.0.up_proj], ...]; ``down_proj`` -> [[.0.down_proj], ...].
+    """
+    owner, _, fused = key.rpartition(".")
+    if fused not in (GATE_UP, DOWN) or not owner:
+        return []
+    try:
+        experts = model.get_submodule(owner)
+    except AttributeError:
+        return []
+    if not is_fused_experts(experts):
+        return []
+    projs = [p for p, (f, _) in CHECKPOINT_PROJ.items() if f == fused]  # gate before up
+    return [[f"{owner}.{e}.{p}" for p in projs] for e in range(getattr(experts, fused).shape[0])]
+
+
 def checkpoint_slot(model: nn.Module, name: str) -> tuple[str, torch.Tensor] | None:
     """(fused parameter's state-dict key, (out, in) view of its rows) of a stored per-expert module name.
 
