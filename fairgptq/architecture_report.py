@@ -105,7 +105,8 @@ def render(info: dict) -> str:
         lines.append(f"  mlp_in    {e['mlp_in']:<40} {shapes['gate_up_proj'][0]} x {shapes['gate_up_proj'][1]}"
                      f"  fused: gate | up; each of {e['experts']} routed experts, H from its routed tokens")
         lines.append(f"  mlp_out   {e['mlp_out']:<40} {shapes['down_proj'][0]} x {shapes['down_proj'][1]}"
-                     f"  each of {e['experts']} routed experts; not exportable yet")
+                     f"  each of {e['experts']} routed experts; exported per expert ({e['module']}.<e>.gate_proj / "
+                     f"up_proj / down_proj)")
     lines.append(f"quantized: {info['quantized_per_layer']} matrices per layer, {info['quantized_total']} in all"
                  + ("; weights stored (in, out)" if info["weights_stored_transposed"] else ""))
     lines.append(f"kept in float, per layer: {', '.join(info['float_per_layer']) or 'nothing'}")
@@ -126,7 +127,7 @@ def families_table(registry: Registry | None = None) -> str:
                                     for n in spec.roles.get(role, ())] + routed.get(role, [])) or "-")
         notes = [registry.get("architectures", model_type).origin]
         if spec.experts:
-            notes.append("routed experts per expert, router in float, in memory only (no export)")
+            notes.append("routed experts per expert, router in float, exported per expert (GPTQModel's layout)")
         if spec.transposed:
             notes.append("Conv1D (in, out)")
         notes.append("packed scoring" if spec.tree_attention else "unpacked scoring")

@@ -7,8 +7,9 @@ quantize a family left out of the table to the same codes; layouts it cannot map
 ``intermediate`` / ``output``) are refused naming the modules; Gemma 2/3's sliding and full layers
 get their own masks and rotary tables; onloading works on a non-Llama layout; mixture-of-experts
 models quantize every routed expert from its own tokens (an expert no token reaches is rounded to
-nearest) and refuse export, onloading and objectives on experts by name; docs/architectures.md's
-table is the registry's.
+nearest), export them as per-expert GPTQ linears that fairgptq's loader writes back into the fused
+tensors and GPTQModel loads, onload to the same checkpoint, and refuse objectives on experts by name;
+docs/architectures.md's table is the registry's.
 """
 from __future__ import annotations
 
@@ -312,23 +313,135 @@ def test_an_expert_no_token_reaches_is_rounded_to_nearest_and_says_so():
         assert len(others) == 3 and all("no_routed_tokens" not in r.stability for r in others)
 
 
-def test_moe_export_onloading_and_objectives_on_experts_are_refused_by_name(tmp_path):
-    from fairgptq.core.errors import ConfigError
+@pytest.mark.parametrize("family", sorted(MOE))
+def test_moe_exports_per_expert_modules_and_reloads_into_the_fused_tensors(family, tmp_path):
+    """The checkpoint holds GPTQModel's per-expert layout (no fused tensor); the loader writes each back into its rows."""
+    from safetensors import safe_open
+
+    from fairgptq.export.gptq_format import snap_to_checkpoint_precision
+
+    model, tok = tiny_model(MOE[family]), tiny_tokenizer()
+    result = quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False)
+    snap_to_checkpoint_precision(model, result)
+    export_checkpoint(model, tok, result, tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        gate = f.get_tensor("model.layers.1.mlp.experts.3.gate_proj.scales")
+    assert not any(k.endswith(("experts.gate_up_proj", "experts.down_proj")) for k in keys)
+    for li in range(2):
+        for e in range(4):
+            for proj in ("gate_proj", "up_proj", "down_proj"):
+                assert {f"model.layers.{li}.mlp.experts.{e}.{proj}.{s}" for s in ("qweight", "qzeros", "scales",
+                                                                                   "g_idx")} <= keys
+    intermediate = model.model.layers[1].mlp.experts.gate_up_proj.shape[1] // 2
+    assert gate.shape[1] == intermediate  # gate is the first half of gate_up's rows, up the second
+    loaded, _, _ = load_gptq_checkpoint(tmp_path, dtype="float32")
+    for name, qw in result.qweights.items():
+        if "_per_expert." in name:
+            assert torch.equal(_slice(loaded, name), qw.dequantize()), name
+    assert torch.equal(loaded.model.layers[0].mlp.gate.weight, model.model.layers[0].mlp.gate.weight)
+    ids = tok(["the woman is a good engineer and the man is a kind nurse"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours, theirs = model(ids).logits, loaded(ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), float((ours - theirs).abs().max())
+
+
+def test_gptqmodel_loads_the_moe_export_with_every_expert_s_weights(tmp_path):
+    """GPTQModel (its defuser splits the fused experts into per-expert linears) reads every expert we stored.
+
+    Mixtral goes through defuser's replaced sparse block, OLMoE through its runtime defusion of the
+    experts module: the two ways GPTQModel 7.7 builds per-expert modules.  Its torch kernel dequantizes
+    to float16: our weights rounded to float16, exactly.
+    """
+    import subprocess
+    import sys
+
+    from fairgptq.core.experts import checkpoint_split
+    from fairgptq.export.gptq_format import snap_to_checkpoint_precision
+
+    pytest.importorskip("gptqmodel")
+    families = ["mixtral", "olmoe"]
+    for family in families:
+        model, tok = tiny_model(MOE[family]), tiny_tokenizer()
+        result = quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False)
+        snap_to_checkpoint_precision(model, result)
+        export_checkpoint(model, tok, result, tmp_path / family)
+        weights = {stored: part.dequantize().half() for name, qw in result.qweights.items()
+                   for stored, part in checkpoint_split(name, qw)}
+        ids = tok(["the woman is a good engineer and the man is a kind nurse"], return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = model(ids).logits
+        torch.save({"weights": weights, "ids": ids, "logits": logits}, tmp_path / family / "expected.pt")
+    run = subprocess.run([sys.executable, str(Path(__file__).parent / "gptqmodel_moe_check.py"),
+                          *(str(tmp_path / f) for f in families)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    reports = [json.loads(line) for line in run.stdout.splitlines() if line.startswith('{"kernels"')]
+    assert len(reports) == len(families), run.stdout[-3000:]
+    for family, report in zip(families, reports):
+        assert report["checked"] == 8 + 2 * 4 * 3 and report["differ"] == [], (family, report)
+        assert report["kernels"] == ["TorchLinear"], (family, report)
+        assert report["max_logit_diff"] < 1e-2, (family, report)  # float16 activations through the same weights
+
+
+def test_a_moe_checkpoint_missing_an_expert_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
     from fairgptq.export.errors import ExportError
+    from fairgptq.export.integrity import CheckpointIntegrityError
+
+    model, tok = tiny_model(MOE["qwen3_moe"]), tiny_tokenizer()
+    result = quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False)
+    export_checkpoint(model, tok, result, tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    for s in ("qweight", "qzeros", "scales", "g_idx"):
+        del tensors[f"model.layers.0.mlp.experts.2.up_proj.{s}"]
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointIntegrityError, match="model.safetensors"):  # the recorded hash covers the experts
+        load_gptq_checkpoint(tmp_path)
+    with pytest.raises(ExportError, match=r"model.layers.0.mlp.experts.gate_up_proj has 224 of its 256 rows"):
+        load_gptq_checkpoint(tmp_path, trust_unverified=True)
+
+
+@pytest.mark.parametrize("family", ["mixtral", "olmoe", "qwen2_moe"])
+def test_onloading_a_moe_model_equals_in_memory(family, tmp_path):
+    """Onloading reads the experts as saved (per expert; Mixtral's block_sparse_moe.experts.<e>.w1/w3/w2) into
+    the fused tensors and writes the same per-expert checkpoint as the in-memory run; the offloaded evaluation
+    model stacks them back into the fused tensors."""
+    from safetensors import safe_open
+    from test_onload import assert_same_checkpoint, in_memory
+
+    from fairgptq.onload import load_offloaded
     from fairgptq.onload.quantize import quantize_onloaded
+
+    tok = tiny_tokenizer()
+    tiny_model(MOE[family]).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:
+        assert not any(k.endswith("experts.gate_up_proj") for k in f.keys())  # transformers saves per expert
+    calib = token_batches(tok, [s for p in PAIRS for s in p][:8])
+    cfg = QuantConfig(bits=4, group_size=32)
+    fair = lambda: FairPairObjective(_pairs(), alpha=0.1, roles=("attn_out",), mode="exact")  # noqa: E731
+    a = in_memory(tmp_path / "m", tmp_path / "a", calib, cfg, [fair()], tok)
+    quantize_onloaded(tmp_path / "m", tmp_path / "b", calib, cfg, objectives=[fair()], tokenizer=tok, progress=False)
+    assert_same_checkpoint(a, tmp_path / "b")
+    loaded, _, _ = load_gptq_checkpoint(tmp_path / "b", dtype="float32")
+    offloaded, _, _ = load_offloaded(tmp_path / "b", tmp_path / "offload")  # evaluation larger than memory
+    assert any(p.device.type == "meta" for p in offloaded.model.layers.parameters())
+    with torch.no_grad():
+        assert torch.equal(loaded(calib[0].input_ids).logits, offloaded(calib[0].input_ids).logits)
+
+
+def test_objectives_on_experts_and_swapping_in_kernels_for_experts_are_refused_by_name():
+    from fairgptq.backends import CpuBackend, swap_in_quantized
+    from fairgptq.core.errors import ConfigError
 
     model, tok = tiny_model(MOE["olmoe"]), tiny_tokenizer()
     with pytest.raises(ConfigError, match="targets mlp_out, which on this mixture-of-experts model hold the routed"):
         quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False,
                        objectives=[FairPairObjective(_pairs(), alpha=0.1)], tokenizer=tok)  # attn_out + mlp_out
-    model.save_pretrained(tmp_path / "m")
     result = quantize_model(model, _moe_batches(tok), QuantConfig(bits=4, group_size=32), progress=False)
-    with pytest.raises(ExportError, match=r"16 quantized routed-expert matrices live in fused 3-D expert tensors "
-                                          r"\(model.layers.0.mlp.experts.down_proj"):
-        export_checkpoint(model, tok, result, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-    with pytest.raises(ConfigError, match="mixture-of-experts model .*cannot be onloaded"):
-        quantize_onloaded(tmp_path / "m", tmp_path / "onloaded", _moe_batches(tok), QuantConfig(), progress=False)
+    with pytest.raises(TypeError, match=r"experts.gate_up_proj_per_expert.0 \(and 15 more\) is a routed expert's"):
+        swap_in_quantized(model, result.qweights, CpuBackend())
 
 
 def test_a_dense_layer_among_moe_layers_is_refused():

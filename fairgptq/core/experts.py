@@ -13,10 +13,18 @@ add nothing to H = Σ x xᵀ, so H is the routed tokens' (normalised per batch i
 sentence; GPTQ's solution does not depend on H's scale), and the tensors keep the (batch x seq)
 rows the pad masks index.  The router (``gate``) is never a role: it stays in float.  The output
 of the block is the same computation as transformers' eager forward for every routed token.
+
+A checkpoint stores the experts the way GPTQModel loads them (its definitions for mixtral, qwen2_moe,
+qwen3_moe and olmoe, after ``defuser`` splits transformers 5's fused tensors into per-expert
+``nn.Linear`` modules): ``<experts>.<e>.gate_proj`` and ``<experts>.<e>.up_proj`` (the two halves of
+``gate_up_proj[e]``, gate first, as transformers' forward chunks it) and ``<experts>.<e>.down_proj``.
+:func:`checkpoint_split` names a quantized slice's matrices in that layout and
+:func:`checkpoint_slot` maps a stored name back to its rows of the fused tensor.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Iterator
 
 import torch
@@ -25,9 +33,13 @@ import torch.nn.functional as F
 
 from .arch_spec import ArchSpec
 from .errors import UnsupportedArchitectureError
+from .gptq import QuantizedWeight
 
 GATE_UP, DOWN = "gate_up_proj", "down_proj"
 PER_EXPERT = {GATE_UP: "gate_up_proj_per_expert", DOWN: "down_proj_per_expert"}
+FUSED = {v: k for k, v in PER_EXPERT.items()}
+#: the per-expert checkpoint modules: which fused tensor each is a slice of, and which half of its rows
+CHECKPOINT_PROJ = {"gate_proj": (GATE_UP, 0), "up_proj": (GATE_UP, 1), "down_proj": (DOWN, None)}
 
 
 class ExpertLinear(nn.Module):
@@ -126,3 +138,86 @@ def expert_slices(layer: nn.Module, spec: ArchSpec) -> Iterator[tuple[str, torch
             param = getattr(experts, fused)
             for e in range(param.shape[0]):
                 yield f"{path}.{per_expert}.{e}", param.data[e]
+
+
+def routed_parts(name: str) -> tuple[str, str, int]:
+    """(experts module path, fused parameter name, expert index) of a routed expert's quantized name."""
+    path, e = name.rsplit(".", 1)
+    owner, per_expert = path.rsplit(".", 1)
+    return owner, FUSED[per_expert], int(e)
+
+
+def routed_slice(model: nn.Module, name: str) -> torch.Tensor:
+    """The (out, in) view of the fused tensor that a routed expert's quantized name stands for."""
+    owner, fused, e = routed_parts(name)
+    return getattr(model.get_submodule(owner), fused).data[e]
+
+
+def _rows(qw: QuantizedWeight, rows: slice) -> QuantizedWeight:
+    """The quantized matrix's output rows ``rows``: the same codes, grid and kept input columns.
+
+    The per-column tensors are copied: a checkpoint file cannot hold two names for one tensor.
+    """
+    return replace(qw, codes=qw.codes[rows], scales=qw.scales[:, rows], zeros=qw.zeros[:, rows],
+                   g_idx=qw.g_idx.clone(), outlier_idx=None if qw.outlier_idx is None else qw.outlier_idx.clone(),
+                   outlier_weight=None if qw.outlier_weight is None else qw.outlier_weight[rows])
+
+
+def checkpoint_split(name: str, qw: QuantizedWeight) -> list[tuple[str, QuantizedWeight]]:
+    """The checkpoint modules of a quantized matrix: itself, or a routed slice's per-expert projections.
+
+    Output rows are independent in GPTQ (each row's codes depend only on its own weights and the
+    shared H), so gate_up's two halves are exactly two quantized matrices with the same grid layout.
+    """
+    if not is_routed_expert(name):
+        return [(name, qw)]
+    owner, fused, e = routed_parts(name)
+    if fused == DOWN:
+        return [(f"{owner}.{e}.down_proj", qw)]
+    half = qw.codes.shape[0] // 2
+    return [(f"{owner}.{e}.gate_proj", _rows(qw, slice(0, half))),
+            (f"{owner}.{e}.up_proj", _rows(qw, slice(half, None)))]
+
+
+def per_expert_modules(model: nn.Module, key: str) -> list[list[str]]:
+    """The checkpoint modules of a fused experts parameter ``key``, per expert in row order ([] for another key).
+
+    ``<experts>.gate_up_proj`` -> [[<experts>.0.gate_proj, <experts>.0.up_proj], ...]; ``down_proj`` -> [[.0.down_proj], ...].
+    """
+    owner, _, fused = key.rpartition(".")
+    if fused not in (GATE_UP, DOWN) or not owner:
+        return []
+    try:
+        experts = model.get_submodule(owner)
+    except AttributeError:
+        return []
+    if not is_fused_experts(experts):
+        return []
+    projs = [p for p, (f, _) in CHECKPOINT_PROJ.items() if f == fused]  # gate before up
+    return [[f"{owner}.{e}.{p}" for p in projs] for e in range(getattr(experts, fused).shape[0])]
+
+
+def checkpoint_slot(model: nn.Module, name: str) -> tuple[str, torch.Tensor] | None:
+    """(fused parameter's state-dict key, (out, in) view of its rows) of a stored per-expert module name.
+
+    None when ``name`` is not ``<experts>.<e>.gate_proj|up_proj|down_proj`` of a fused experts module.
+    """
+    parts = name.rsplit(".", 2)
+    if len(parts) != 3 or parts[2] not in CHECKPOINT_PROJ or not parts[1].isdigit():
+        return None
+    owner, e, proj = parts[0], int(parts[1]), parts[2]
+    try:
+        experts = model.get_submodule(owner)
+    except AttributeError:
+        return None
+    if not is_fused_experts(experts):
+        return None
+    fused, half = CHECKPOINT_PROJ[proj]
+    param = getattr(experts, fused)
+    if e >= param.shape[0]:
+        return None
+    view = param.data[e]
+    if half is not None:
+        n = view.shape[0] // 2
+        view = view[:n] if half == 0 else view[n:]
+    return f"{owner}.{fused}", view

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .gptq import QuantizedWeight
+from .experts import is_routed_expert
 
 PACK = 8  # 4-bit codes per int32 word
 
@@ -79,6 +80,11 @@ def swap_in_quantized(model: nn.Module, qweights: dict[str, QuantizedWeight], ba
     returns how many linears were replaced.  Transposed (Conv1D) modules are refused: their
     engine weight is Wᵀ and the inference linear would need the layout turned back.
     """
+    routed = [n for n in qweights if is_routed_expert(n)]
+    if routed:
+        raise TypeError(f"{routed[0]} (and {len(routed) - 1} more) is a routed expert's slice of a fused 3-D experts "
+                        f"tensor, not an nn.Linear; swap_in_quantized cannot replace it: export the model and load "
+                        f"it with GPTQModel (per-expert linears) or fairgptq's load_gptq_checkpoint")
     for name, qw in qweights.items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -9,6 +9,10 @@ Per quantized linear ``<name>`` (weight W, out x in):
 - ``<name>.scales``  float16 (n_groups, out);
 - ``<name>.g_idx``   int32 (in,): group of every input column (act-order permutes it);
 - ``<name>.bias`` kept as is; every other tensor (embeddings, norms, lm_head) saved normally;
+- routed experts of a mixture-of-experts model (transformers 5 keeps them fused in 3-D
+  ``gate_up_proj`` / ``down_proj`` tensors) as one GPTQ linear per expert and projection, the
+  layout GPTQModel loads (:mod:`fairgptq.core.experts`): ``<experts>.<e>.gate_proj``,
+  ``<experts>.<e>.up_proj`` and ``<experts>.<e>.down_proj``, and no fused tensor;
 - outlier channels (backend ``outlier``), only where a module kept some:
   ``<name>.outlier_idx`` int32 (k,) ascending input columns and ``<name>.outlier_weight``
   float16 (out, k) their values.  The codes of those columns hold their group's zero point, so
@@ -51,7 +55,8 @@ from safetensors.torch import save_file
 from ..version import __version__
 from ..registry import arch_for
 from ..core.driver import QuantizationResult
-from ..core.experts import is_routed_expert
+from ..core.arch_spec import ArchSpec
+from ..core.experts import checkpoint_split, is_routed_expert, routed_parts, routed_slice
 from ..core.gptq import QuantizedWeight
 from .errors import ExportError
 from .integrity import seal
@@ -90,14 +95,13 @@ def snap_to_checkpoint_precision(model: nn.Module, result: QuantizationResult,
     the model's own dtype.  Afterwards ``result.qweights`` and the model's weights are exactly what
     :func:`export_checkpoint` stores with that dtype.
     """
-    refuse_routed_experts(result)
+    skip = stored_elsewhere(model, result)
     spec = arch_for(model)
     for name, qw in list(result.qweights.items()):
         snapped = at_checkpoint_precision(qw, name)
         result.qweights[name] = snapped
-        spec.set_weight(model.get_submodule(name), snapped.dequantize())
+        _set_quantized(model, spec, name, snapped.dequantize())
     if dtype is not None:
-        skip = {f"{n}.weight" for n in result.qweights}
         with torch.no_grad():
             for key, t in model.state_dict(keep_vars=True).items():
                 if key not in skip and t.is_floating_point() and t.dtype != dtype:
@@ -105,21 +109,40 @@ def snap_to_checkpoint_precision(model: nn.Module, result: QuantizationResult,
                     t.data.copy_(t.data.to(dtype).to(t.dtype))
 
 
-def refuse_routed_experts(result: QuantizationResult) -> None:
-    """The GPTQ format stores one packed matrix per nn.Linear; routed experts are slices of fused 3-D tensors."""
-    routed = [n for n in result.qweights if is_routed_expert(n)]
-    if routed:
-        fused = sorted({n.rsplit(".", 1)[0].replace("_per_expert", "") for n in routed})
-        raise ExportError(f"{len(routed)} quantized routed-expert matrices live in fused 3-D expert tensors "
-                          f"({', '.join(fused[:3])}{' ...' if len(fused) > 3 else ''}), a layout the GPTQ checkpoint "
-                          f"format has no tensors for and transformers {_transformers_version()} cannot load "
-                          f"GPTQ-packed; this model cannot be exported yet: evaluate it in memory (export: "
-                          f"enabled: false)")
+def _quantized_weight(model: nn.Module, spec: ArchSpec, name: str) -> torch.Tensor:
+    """The (out, in) weight of a quantized module, or a routed expert's slice of its fused tensor."""
+    return routed_slice(model, name) if is_routed_expert(name) else spec.weight_of(model.get_submodule(name))
 
 
-def _transformers_version() -> str:
-    from importlib.metadata import version
-    return version("transformers")
+def _set_quantized(model: nn.Module, spec: ArchSpec, name: str, W: torch.Tensor) -> None:
+    if is_routed_expert(name):
+        view = routed_slice(model, name)
+        view.copy_(W.to(view.dtype))
+    else:
+        spec.set_weight(model.get_submodule(name), W)
+
+
+def stored_elsewhere(model: nn.Module, result: QuantizationResult) -> set[str]:
+    """State-dict keys the checkpoint stores as GPTQ tensors: quantized weights and fully quantized fused experts.
+
+    A fused experts tensor of which only some experts were quantized has no layout (the checkpoint
+    would need float and GPTQ experts in one module): refused, naming it.
+    """
+    keys = {f"{n}.weight" for n in result.qweights if not is_routed_expert(n)}
+    experts: dict[str, set[int]] = {}
+    for n in result.qweights:
+        if is_routed_expert(n):
+            owner, fused, e = routed_parts(n)
+            experts.setdefault(f"{owner}.{fused}", set()).add(e)
+    for key, done in experts.items():
+        owner, fused = key.rsplit(".", 1)
+        n = getattr(model.get_submodule(owner), fused).shape[0]
+        if done != set(range(n)):
+            raise ExportError(f"{key}: only {len(done)} of its {n} experts were quantized; the per-expert GPTQ "
+                              f"layout (<experts>.<e>.gate_proj / up_proj / down_proj) cannot mix float and "
+                              f"quantized experts of one layer: quantize every expert or none")
+        keys.add(key)
+    return keys
 
 
 def _check_storable(key: str, t: torch.Tensor, dtype: torch.dtype) -> None:
@@ -227,11 +250,10 @@ def _consumer_config(qc: Mapping[str, Any]) -> dict:
     return {**qc, "meta": {k: v for k, v in qc["meta"].items() if k != "fairgptq"}}
 
 
-def _plain_tensors(model: nn.Module, quantized: set[str], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Every state-dict tensor but the quantized weights, floats in ``dtype``; tied copies once."""
+def _plain_tensors(model: nn.Module, skip: set[str], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every state-dict tensor but those in ``skip`` (the quantized ones), floats in ``dtype``; tied copies once."""
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
-    skip = {f"{n}.weight" for n in quantized}
     for key, t in model.state_dict().items():
         if key in skip:
             continue
@@ -249,7 +271,7 @@ def _plain_tensors(model: nn.Module, quantized: set[str], dtype: torch.dtype) ->
 def _check_snapped(model: nn.Module, result: QuantizationResult) -> None:
     spec = arch_for(model)
     for name, qw in result.qweights.items():
-        w = spec.weight_of(model.get_submodule(name))
+        w = _quantized_weight(model, spec, name)
         if not torch.equal(w.float().cpu(), at_checkpoint_precision(qw, name).dequantize()):
             raise ExportError(f"{name}: the model's weight is not the checkpoint's dequantized weight; call "
                               f"snap_to_checkpoint_precision(model, result) before exporting (and evaluating)")
@@ -269,17 +291,18 @@ def export_checkpoint(model: nn.Module, tokenizer, result: QuantizationResult, o
     checkpoint is exactly the model; pipelines and :func:`fairgptq.export_checkpoint` store float16
     (:data:`STORAGE_DTYPE`) after snapping the model to it.
     """
-    refuse_routed_experts(result)
+    skip = stored_elsewhere(model, result)
     _check_snapped(model, result)
     fmt = choose_format(result.qweights, checkpoint_format)
     group = stored_group_size(result.qweights, result.config.group_size)
     dtype = dtype or next(model.parameters()).dtype
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = _plain_tensors(model, set(result.qweights), dtype)
+    tensors = _plain_tensors(model, skip, dtype)
     for name, qw in result.qweights.items():
-        for suffix, t in pack_weight(regroup(at_checkpoint_precision(qw, name), group, name), fmt).items():
-            tensors[f"{name}.{suffix}"] = t
+        for stored, part in checkpoint_split(name, at_checkpoint_precision(qw, name)):
+            for suffix, t in pack_weight(regroup(part, group, stored), fmt).items():
+                tensors[f"{stored}.{suffix}"] = t
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     qc = quantize_config(result, fmt, dict(fairgptq_meta or {}), group)
     config = json.loads(model.config.to_json_string(use_diff=False))

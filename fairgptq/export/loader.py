@@ -3,7 +3,9 @@
 fairgptq evaluates exported models without a GPTQ kernel package: the packed codes are
 unpacked and multiplied out once, so the model runs as an ordinary float model whose
 weights are exactly the checkpoint's (and, for a model exported by fairgptq, exactly the
-in-memory quantized model's).
+in-memory quantized model's).  A mixture-of-experts checkpoint stores each routed expert's
+projections as their own GPTQ linears (``<experts>.<e>.gate_proj`` ...: GPTQModel's layout); each is
+dequantized into its rows of transformers' fused 3-D expert tensor (:func:`fairgptq.core.experts.checkpoint_slot`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 from ..core.architectures import ArchSpec
+from ..core.experts import checkpoint_slot
 from ..registry import arch_for
 from ..core.errors import ConfigError, FairGPTQError, UnsupportedArchitectureError
 from ..model_loading import MODEL_DTYPES
@@ -185,21 +188,35 @@ def _build(path: Path, qc: dict, dtype: str | None, device: str):
         raise CheckpointIntegrityError(f"{path}: not a readable safetensors file ({e})") from e
     prefixes = sorted(k[: -len(".qweight")] for k in tensors if k.endswith(".qweight"))
     layout = _weight_layout(model)
+    quantized: set[str] = set()
+    fused_rows: dict[str, int] = {}  # fused expert tensor -> rows written from per-expert modules
     for name in prefixes:
         parts = {s: tensors.pop(f"{name}.{s}") for s in (*QUANTIZED_SUFFIXES, *OUTLIER_SUFFIXES)
                  if f"{name}.{s}" in tensors}
         check_quantized_tensors(name, parts, qc["bits"])
         qw = unpack_weight(parts,
                            bits=qc["bits"], group_size=qc["group_size"], sym=qc["sym"], checkpoint_format=fmt)
-        module = model.get_submodule(name)
         W = qw.dequantize()
-        expected = tuple(layout.weight_of(module).shape)
-        if expected != tuple(W.shape):
-            raise ExportError(f"{path}: {name} unpacks to {tuple(W.shape)} (out, in), the model expects {expected}")
+        slot = checkpoint_slot(model, name)
+        if slot is not None:  # a routed expert's projection: its rows of the fused tensor
+            key, target = slot
+            _check_shape(path, name, W, tuple(target.shape))
+            target.copy_(W.to(target.dtype))
+            fused_rows[key] = fused_rows.get(key, 0) + target.shape[0]
+            continue
+        module = model.get_submodule(name)
+        _check_shape(path, name, W, tuple(layout.weight_of(module).shape))
         layout.set_weight(module, W)
+        quantized.add(f"{name}.weight")
+    for key, rows in fused_rows.items():
+        param = model.get_parameter(key)
+        if rows != param.shape[0] * param.shape[1]:
+            raise ExportError(f"{path}: {key} has {rows} of its {param.shape[0] * param.shape[1]} rows in per-expert "
+                              f"GPTQ modules (<experts>.<e>.gate_proj / up_proj / down_proj); some experts are "
+                              f"missing from the checkpoint")
+        quantized.add(key)
     check_plain_tensors(tensors)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    quantized = {f"{n}.weight" for n in prefixes}
     missing = [k for k in missing if k not in quantized]
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
@@ -210,3 +227,8 @@ def _build(path: Path, qc: dict, dtype: str | None, device: str):
     model.to(device)
     model.eval()
     return model
+
+
+def _check_shape(path: Path, name: str, W: torch.Tensor, expected: tuple[int, ...]) -> None:
+    if expected != tuple(W.shape):
+        raise ExportError(f"{path}: {name} unpacks to {tuple(W.shape)} (out, in), the model expects {expected}")

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import arch_for
+from ..core.experts import per_expert_modules
 from ..model_loading import MODEL_DTYPES
 from ..export.gptq_format import OUTLIER_SUFFIXES, QUANTIZED_SUFFIXES, unpack_weight
 from ..export.loader import read_quantize_config
@@ -54,14 +55,20 @@ def load_offloaded(path: str | Path, offload_dir: str | Path, *, dtype: str | No
     prefix = spec.layers + "."
     index: dict = {}
     offload_dir.mkdir(parents=True, exist_ok=True)
+
+    def dequantized(module: str) -> torch.Tensor:
+        parts = {s: source.read(f"{module}.{s}") for s in (*QUANTIZED_SUFFIXES, *OUTLIER_SUFFIXES)
+                 if f"{module}.{s}" in source}
+        return unpack_weight(parts, bits=qc["bits"], group_size=qc["group_size"], sym=qc["sym"],
+                             checkpoint_format=fmt).dequantize()
+
     for key in saved_keys(model):
         module = key.removesuffix(".weight")
+        experts = per_expert_modules(model, key)
         if module in quantized and key.endswith(".weight"):
-            parts = {s: source.read(f"{module}.{s}") for s in (*QUANTIZED_SUFFIXES, *OUTLIER_SUFFIXES)
-                     if f"{module}.{s}" in source}
-            W = unpack_weight(parts, bits=qc["bits"], group_size=qc["group_size"], sym=qc["sym"],
-                              checkpoint_format=fmt).dequantize()
-            value = spec.stored(W).to(torch_dtype)
+            value = spec.stored(dequantized(module)).to(torch_dtype)
+        elif experts and all(m in quantized for row in experts for m in row):  # a fused tensor stored per expert
+            value = torch.stack([torch.cat([dequantized(m) for m in row]) for row in experts]).to(torch_dtype)
         else:
             value = source.read(key, torch_dtype)
         if key.startswith(prefix):

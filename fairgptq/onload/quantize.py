@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 import torch.nn as nn
@@ -35,10 +35,12 @@ from ..export.regroup import group_size_for_widths
 from ..core.driver import (LayerProgress, LayerQuantizer, QuantizationResult, capture_first_layer_inputs,
                            check_roles, prepare_streams)
 from ..core.errors import ConfigError
+from ..core.experts import DOWN, GATE_UP, check_expert_layers, is_routed_expert, routed_parts
 from ..core.objective import Objective, TokenBatch
 from ..core.quantizer import QuantConfig
 from .activations import ActivationStore
 from .memory import parse_size
+from .expert_source import layer_tensor_reader
 from .source import SafetensorsSource
 from .writer import ShardedCheckpointWriter
 
@@ -130,6 +132,25 @@ def _read_all(source: SafetensorsSource, keys: Iterable[str], dtype: torch.dtype
     return {k: source.read(k, dtype) for k in keys}
 
 
+def _read_layer(read: Callable[[str, torch.dtype], torch.Tensor | None], source: SafetensorsSource,
+                keys: Iterable[str], dtype: torch.dtype, where: str) -> dict[str, torch.Tensor]:
+    """A decoder layer's tensors by the model's names, fused experts stacked from per-expert tensors."""
+    out = {k: read(k, dtype) for k in keys}
+    missing = [k for k, t in out.items() if t is None]
+    if missing:
+        raise ConfigError(f"{source.folder}: the checkpoint lacks {missing[:3]} ({len(missing)} tensor(s)) "
+                          f"that the {where} needs; is it the checkpoint of this config.json's model?")
+    return out
+
+
+def _stored_key(name: str) -> str:
+    """The state-dict key a quantized module's weight replaces: its ``.weight``, or a routed expert's fused tensor."""
+    if is_routed_expert(name):
+        owner, fused, _ = routed_parts(name)
+        return f"{owner}.{fused}"
+    return f"{name}.weight"
+
+
 def _generation_config(folder: str | Path, model: nn.Module):
     """The checkpoint's generation_config.json when it has one (as from_pretrained reads it), else the default."""
     from transformers import GenerationConfig
@@ -170,11 +191,10 @@ def quantize_onloaded(
 
     model = empty_model(AutoConfig.from_pretrained(folder), dtype)
     spec = arch_for(model)
-    if spec.experts:
-        raise ConfigError(f"{folder}: a mixture-of-experts model ({model.config.model_type}: routed experts in "
-                          f"fused 3-D tensors at {', '.join(spec.experts)}) cannot be onloaded: its quantized experts "
-                          f"have no checkpoint layout yet; quantize it in memory (model.onload: never) without export")
     layers = decoder_layers(model, spec)
+    if spec.experts:
+        check_expert_layers(layers, spec)
+    read_layer = layer_tensor_reader(source, model, spec)
     objectives = list(objectives)
     _refuse_score_gradients(objectives, tokenizer)
     quant_roles = check_roles(spec, roles)
@@ -195,7 +215,9 @@ def quantize_onloaded(
     if max_memory is not None:
         budget = max(parse_size(max_memory) - _LAYER_WORKING_FACTOR * layer_bytes, 0)
     widths = {int(spec.weight_of(layer.get_submodule(sub)).shape[1])
-              for layer in layers for role in quant_roles for sub in spec.roles[role]}
+              for layer in layers for role in quant_roles for sub in spec.roles.get(role, ())}
+    widths |= {int(getattr(layer.get_submodule(p), fused).shape[2]) for layer in layers for p in spec.experts
+               for fused, role in ((GATE_UP, "mlp_in"), (DOWN, "mlp_out")) if role in quant_roles}
     writer = ShardedCheckpointWriter(out_dir, checkpoint_format=checkpoint_format, sym=config.sym,
                                      stored_group=group_size_for_widths(widths, config.group_size),
                                      storage_dtype=storage_dtype)
@@ -214,12 +236,12 @@ def quantize_onloaded(
         del front_tensors
         _to_meta(model, front)
         for li, layer in enumerate(layers):
-            for k, t in _read_all(source, [prefix + f"{li}." + k for k in layer_keys[li]], dtype,
-                                  f"decoder layer {li}").items():
+            for k, t in _read_layer(read_layer, source, [prefix + f"{li}." + k for k in layer_keys[li]], dtype,
+                                    f"decoder layer {li}").items():
                 _set_tensor(layer, k.removeprefix(f"{prefix}{li}."), t)
             layer_q, layer_r = step.quantize_layer(li, layer, states)
             store.hold(states)
-            quantized = {f"{name.removeprefix(f'{prefix}{li}.')}.weight" for name in layer_q}
+            quantized = {_stored_key(name).removeprefix(f"{prefix}{li}.") for name in layer_q}
             plain = {prefix + f"{li}." + k: t for k, t in layer.state_dict().items()
                      if k in layer_keys[li] and k not in quantized}
             writer.write_layer(li, layer_q, plain)

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..core.driver import QuantizationResult
+from ..core.experts import checkpoint_split
 from ..core.gptq import QuantizedWeight
 from ..export.integrity import seal
 from ..export.gptq_format import (CHECKPOINT_FORMATS, QUANTIZE_CONFIG, at_checkpoint_precision, choose_format,
@@ -69,19 +70,23 @@ class ShardedCheckpointWriter:
                     plain: Mapping[str, torch.Tensor]) -> None:
         """One decoder layer: its quantized linears (packed) and its other tensors (norms, biases)."""
         tensors = self._stored(plain)
-        for name, qw in qweights.items():
-            snapped = regroup(at_checkpoint_precision(qw, name), self.group, name)
-            self.outliers.update(outlier_counts({name: snapped}))
-            if self.format is None:
-                if choose_format({name: snapped}, "auto") == "gptq_v2":
-                    self._zero_at_0 = True
-                self._pending_zeros[name] = snapped
-                packed = pack_weight(snapped, "gptq")
-                del packed["qzeros"]
-            else:
-                packed = pack_weight(snapped, choose_format({name: snapped}, self.format))
-            tensors.update({f"{name}.{suffix}": t for suffix, t in packed.items()})
+        for module, whole in qweights.items():
+            self.outliers.update(outlier_counts({module: whole}))  # by the quantized module's name, as export
+            for name, qw in checkpoint_split(module, whole):  # a routed expert: its per-expert modules
+                self._add(tensors, name, regroup(at_checkpoint_precision(qw, name), self.group, name))
         self.write_shard(f"model-layer-{index:05d}.safetensors", tensors)
+
+    def _add(self, tensors: dict[str, torch.Tensor], name: str, snapped: QuantizedWeight) -> None:
+        """One quantized linear's packed tensors (its qzeros held back while the format is undecided)."""
+        if self.format is None:
+            if choose_format({name: snapped}, "auto") == "gptq_v2":
+                self._zero_at_0 = True
+            self._pending_zeros[name] = snapped
+            packed = pack_weight(snapped, "gptq")
+            del packed["qzeros"]
+        else:
+            packed = pack_weight(snapped, choose_format({name: snapped}, self.format))
+        tensors.update({f"{name}.{suffix}": t for suffix, t in packed.items()})
 
     def _write_pending_zeros(self) -> str:
         fmt = "gptq_v2" if self._zero_at_0 else "gptq"
