@@ -13,12 +13,11 @@ import contextlib
 import io
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fairgptq import cli
@@ -27,13 +26,8 @@ from fairgptq.objectives.likelihood_pairs import LikelihoodPairParams
 from fairgptq.contract import validated
 
 from command_fixtures import METRIC, sweep_summary, write_group, write_sweep
+from fuzz_strategies import FUZZ, SCALE, anything
 
-SCALE = float(os.environ.get("FAIRGPTQ_FUZZ_SCALE", 1))
-FUZZ = dict(deadline=None, derandomize=True, database=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-anything = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=True)
-                        | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3)
-                        | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=5)
 numbers = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**6, 10**6)
 
 

@@ -22,13 +22,12 @@ Derandomized, so the same cases run on every CI run; 200 + 150 + 200 + 120 examp
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fairgptq.core.errors import FairGPTQError, PluginError
@@ -37,13 +36,8 @@ from fairgptq.contract.hooks import hookimpl
 from fairgptq.registry import Registry
 
 from tiny_model import export_tiny
+from fuzz_strategies import FUZZ, SCALE, anything
 
-SCALE = float(os.environ.get("FAIRGPTQ_FUZZ_SCALE", 1))
-FUZZ = dict(deadline=None, derandomize=True, database=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-anything = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=True)
-                        | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3)
-                        | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=5)
 
 
 @pytest.fixture(scope="module")
