@@ -30,9 +30,11 @@ from .plotting import Estimate, Panel, forest_plot as draw
 
 
 def _interval(s: dict, signed: bool = False) -> str:
-    text = interval(s.get("mean"), s.get("lo"), s.get("hi"), "+.2f" if signed else ".2f")
-    one_seed = s.get("mean") is not None and (s.get("lo") is None or s.get("hi") is None)
-    return f"{number(s['mean'], '+.2f' if signed else '.2f')} (no interval)" if one_seed else text
+    """``mean [lo, hi]``; the mean alone where one seed gives no interval, a dash where nothing was measured."""
+    spec = "+.2f" if signed else ".2f"
+    if s.get("mean") is not None and (s.get("lo") is None or s.get("hi") is None):
+        return f"{number(s['mean'], spec)} (no interval)"
+    return interval(s.get("mean"), s.get("lo"), s.get("hi"), spec)
 
 
 def difference_table(summary: dict, metrics: list[str], labels: list[str] | None,
