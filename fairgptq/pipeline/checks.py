@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +99,8 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
             problems.append(("calibration.text", f"WikiText-2 file not found: {text_file}; give calibration.text.path "
                                                  f"an existing file"))
         else:
-            from ..datasets_adapters.wikitext import read_wikitext
             from .preflight import data_problem
-            problem = data_problem(lambda p: read_wikitext(cal.text.split, p).strip(), Path(text_file),
-                                   "calibration text")
+            problem = data_problem(partial(_wikitext_text, cal.text.split), Path(text_file), "calibration text")
             if problem:
                 problems.append(("calibration.text", problem))
 
@@ -152,3 +151,9 @@ def check(spec: PipelineSpec, registry: Registry) -> list[Problem]:
         from .preflight import environment_problems
         problems += environment_problems(spec, registry)
     return problems
+
+
+def _wikitext_text(split: str, path: Path) -> str:
+    """The calibration split's text as the run reads it (empty when the file holds only blank lines)."""
+    from ..datasets_adapters.wikitext import read_wikitext
+    return read_wikitext(split, path).strip()

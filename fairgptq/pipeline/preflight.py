@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import struct
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -172,8 +174,45 @@ def _evaluation_problems(spec: PipelineSpec, problems: list[Problem]) -> None:
                 problems.append((key, problem))
 
 
+#: data checks already made in this process, by reader and the file's state (path, mtime, size): a sweep's
+#: points name the same files, and validating 130 points read each one 130 times (minutes); a changed file
+#: has another state, so it is read again
+_CHECKED: dict[tuple, Any] = {}
+
+
+def _once_per_file_state(path: Path, key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, remembered for ``key`` while ``path`` (a file) keeps its mtime and size; a folder (a
+    multi-file set) or a missing path is computed every time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return compute()
+    if not path.is_file():
+        return compute()
+    full = (*key, str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if full not in _CHECKED:
+        _CHECKED[full] = compute()
+    return _CHECKED[full]
+
+
 def data_problem(read, path: Path, what: str) -> str | None:
-    """Why ``read(path)`` gives no usable items (None when it gives some): one line naming the file."""
+    """Why ``read(path)`` gives no usable items (None when it gives some): one line naming the file.
+
+    Remembered per reader and file state (``_once_per_file_state``); ``read`` is keyed by its module and
+    name (a ``functools.partial``'s arguments included), so pass a named function or a partial, never a lambda
+    that closes over settings."""
+    return _once_per_file_state(Path(path), ("data_problem", _reader_name(read), what),
+                                lambda: _read_problem(read, Path(path), what))
+
+
+def _reader_name(read) -> str:
+    """A reader's identity for the memo: module and name, with the bound arguments of a ``functools.partial``."""
+    if isinstance(read, partial):
+        return f"{_reader_name(read.func)}{read.args!r}{sorted(read.keywords.items())!r}"
+    return f"{getattr(read, '__module__', '?')}:{getattr(read, '__qualname__', repr(read))}"
+
+
+def _read_problem(read, path: Path, what: str) -> str | None:
     try:
         items = read(path)
     except UnicodeDecodeError as e:
@@ -208,8 +247,11 @@ def _pair_problems(spec: PipelineSpec, registry: Registry, problems: list[Proble
     from ..datasets_adapters.splits import find_overlap, split_items
     try:
         options = spec.evaluation.options()
-        items = split_items(load_stereoset(path, kind="intrasentence"), options["stereoset_split"],
-                            options["holdout_fraction"], options.get("stereoset_split_by", "item"))
+        items = _once_per_file_state(path, ("stereoset_split", options["stereoset_split"],
+                                            options["holdout_fraction"], options.get("stereoset_split_by", "item")),
+                                     lambda: split_items(load_stereoset(path, kind="intrasentence"),
+                                                         options["stereoset_split"], options["holdout_fraction"],
+                                                         options.get("stereoset_split_by", "item")))
     except FairGPTQError as e:
         problems.append(("evaluation.paths.stereoset", str(e)))
         return
