@@ -152,9 +152,15 @@ class QuantizedWeight:
 
 
 def reconstruction_loss(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> float:
-    """tr((W − Ŵ) H (W − Ŵ)ᵀ): the layer-wise loss GPTQ minimises (float64)."""
-    E = (W.double() - W_hat.double())
-    return float(((E @ H.double()) * E).sum())
+    """tr((W − Ŵ) H (W − Ŵ)ᵀ): the layer-wise loss GPTQ minimises, as Σ E ⊙ (E H) with E = W − Ŵ.
+
+    E H is one float32 matrix product and only the final sum runs in float64: the product in
+    float64 cost twice as much (about 3 s of a SmolLM2-135M quantization, for a figure in the
+    report), and the float32 one agrees with it to about 1e-8 relative, on Hessians whose
+    diagonal spans many orders of magnitude too (tests/test_gptq.py).
+    """
+    E = W.float() - W_hat.float()
+    return float(torch.dot((E @ H.float()).double().flatten(), E.double().flatten()))
 
 
 def _aligned_block(config: QuantConfig) -> int:
