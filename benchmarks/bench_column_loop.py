@@ -9,7 +9,8 @@ Two SmolLM2-135M layers: 576 x 1536 (down_proj: 576 rows, 1536 input columns) an
 For each: ``quantize_weight`` with the factor given (so the timing is the solve: the column loop
 plus the blocked feedback), best of ``--repeats``, with the torch loop forced and with the
 compiled loop; both must give identical codes.  Also the compiled loop's one-off cost: a fresh
-process that compiles into an empty numba cache, and one that loads the cache.
+process that compiles into an empty numba cache, and one that loads the cache; and the report's
+``reconstruction_loss`` (E H in float32, sum in float64) against the all-float64 form it replaced.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import time
 import torch
 
 from fairgptq.core import column_loop
-from fairgptq.core.gptq import factor_for, quantize_weight
+from fairgptq.core.gptq import factor_for, quantize_weight, reconstruction_loss
 from fairgptq.core.quantizer import QuantConfig
 
 LAYERS = {"576x1536 (down_proj)": (576, 1536), "1536x576 (gate/up)": (1536, 576)}
@@ -59,13 +60,20 @@ def first_call_seconds(cache_dir: str) -> dict[str, float]:
     return {"import_s": imp, "first_call_s": call}
 
 
+def loss_float64(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> float:
+    """The all-float64 form ``reconstruction_loss`` had before."""
+    E = W.double() - W_hat.double()
+    return float(((E @ H.double()) * E).sum())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     opts = p.parse_args()
     torch.set_num_threads(opts.threads)
-    report: dict = {"threads": opts.threads, "compiled_available": column_loop.numba is not None, "layers": {}}
+    report: dict = {"threads": opts.threads, "compiled_available": column_loop.numba is not None, "layers": {},
+                    "reconstruction_loss": {}}
     if column_loop.numba is not None:
         with tempfile.TemporaryDirectory() as cache:
             report["cold_cache"] = first_call_seconds(cache)   # compiles and writes the cache
@@ -79,12 +87,23 @@ def main() -> None:
         for order, kw in ORDERS.items():
             config = QuantConfig(bits=4, group_size=128, **kw)
             fh = factor_for(H, config)
+            t_torch = t_comp = float("inf")
+            for _ in range(opts.repeats):  # interleaved, so both see the same load on a shared machine
+                column_loop.runs_compiled = lambda W: False
+                t_torch = min(t_torch, best(lambda: quantize_weight(W, H, config, factored=fh), 1))
+                column_loop.runs_compiled = compiled
+                t_comp = min(t_comp, best(lambda: quantize_weight(W, H, config, factored=fh), 1))
             column_loop.runs_compiled = lambda W: False
-            t_torch = best(lambda: quantize_weight(W, H, config, factored=fh), opts.repeats)
             ref = quantize_weight(W, H, config, factored=fh)
             column_loop.runs_compiled = compiled
-            t_comp = best(lambda: quantize_weight(W, H, config, factored=fh), opts.repeats)
             same = torch.equal(quantize_weight(W, H, config, factored=fh).codes, ref.codes)
+            if order == "natural":
+                W_hat = ref.dequantize()
+                f64, f32 = loss_float64(W, W_hat, H), reconstruction_loss(W, W_hat, H)
+                report["reconstruction_loss"][name] = {
+                    "float64_s": round(best(lambda: loss_float64(W, W_hat, H), opts.repeats), 4),
+                    "float32_product_s": round(best(lambda: reconstruction_loss(W, W_hat, H), opts.repeats), 4),
+                    "relative_difference": abs(f32 - f64) / f64}
             report["layers"][f"{name} {order}"] = {
                 "torch_loop_s": round(t_torch, 4), "compiled_s": round(t_comp, 4),
                 "torch_us_per_column": round(1e6 * t_torch / cols, 1),
