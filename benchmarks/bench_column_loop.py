@@ -72,9 +72,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     opts = p.parse_args()
     torch.set_num_threads(opts.threads)
-    report: dict = {"threads": opts.threads, "compiled_available": column_loop.numba is not None, "layers": {},
+    report: dict = {"threads": opts.threads, "compiled_available": column_loop.compiled_kernel() is not None, "layers": {},
                     "reconstruction_loss": {}}
-    if column_loop.numba is not None:
+    if column_loop.compiled_kernel() is not None:
         with tempfile.TemporaryDirectory() as cache:
             report["cold_cache"] = first_call_seconds(cache)   # compiles and writes the cache
             report["warm_cache"] = first_call_seconds(cache)   # loads it

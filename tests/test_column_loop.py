@@ -85,5 +85,23 @@ def test_bit_identical_with_kept_columns_and_dead_columns(order, group_size, sta
     assert_identical(compiled, torch_loop)
 
 
+def test_the_compiled_code_neither_reorders_nor_fuses_float_operations():
+    """No fast-math flag on any float instruction and no fused multiply-add: what makes the results
+    bit-identical on every CPU, not only on this one (the cache holds no inspectable code, so the
+    kernel is compiled here once more with the same options)."""
+    import numba
+    kernel = numba.njit(**column_loop.JIT_OPTIONS)(column_loop._kernel)
+    W, H = correlated_problem(8, 64, seed=0)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(column_loop, "compiled_kernel", lambda: kernel)
+        quantize_weight(W, H, QuantConfig(group_size=32, act_order=False))
+    (ir,) = kernel.inspect_llvm().values()
+    float_ops = [line for line in ir.splitlines() if any(f" {op} " in line for op in ("fmul", "fsub", "fdiv", "fadd"))]
+    assert any(" fmul " in line for line in float_ops) and any(" fdiv " in line for line in float_ops)
+    for flag in ("fast", "contract", "reassoc", "afn", "arcp", "nnan", "ninf", "nsz"):
+        assert not [line for line in float_ops if f" {flag} " in line], flag
+    assert "fmuladd" not in ir and "llvm.fma" not in ir
+
+
 def test_the_torch_loop_serves_tensors_off_the_cpu():
     assert not column_loop.runs_compiled(torch.empty(2, 2, device="meta"))

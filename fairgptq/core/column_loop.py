@@ -19,25 +19,22 @@ the rows; each value still receives its updates in the same column order.
 
 The compiled loop serves CPU tensors when numba is installed; CUDA tensors (the ``cuda``
 backend), and any machine without numba, run the torch loop written out in ``quantize_weight``.
+numba is imported at the first quantization, not with fairgptq (it costs about half a second).
 ``cache=True`` keeps the compiled machine code on disk (numba's cache next to this file, or its
 user cache directory), so the one-off compile (about a second) is paid once per install.
 """
 from __future__ import annotations
 
+from functools import cache
 from typing import Callable
 
 import numpy as np
 import torch
 
-try:
-    import numba
-except ImportError:  # numba is a declared dependency; a source checkout without it still runs the torch loop
-    numba = None
-
 
 def runs_compiled(W: torch.Tensor) -> bool:
     """Whether ``quantize_weight`` takes the compiled loop for a weight on ``W``'s device (CPU, numba present)."""
-    return numba is not None and W.device.type == "cpu"
+    return W.device.type == "cpu" and compiled_kernel() is not None
 
 
 def quantize_columns(W1: torch.Tensor, U1: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
@@ -53,9 +50,13 @@ def quantize_columns(W1: torch.Tensor, U1: torch.Tensor, scales: torch.Tensor, z
     groups are one case.  Fills Err1 (rows x B, the scaled errors) at those columns and ``codes``
     (rows x in, float, loop order) at loop positions ``i1 + start .. i1 + stop``.
     """
-    _quantize_columns(W1.numpy(), U1.contiguous().numpy(), scales.numpy(), zeros.numpy(), group.numpy(),
+    compiled_kernel()(W1.numpy(), U1.contiguous().numpy(), scales.numpy(), zeros.numpy(), group.numpy(),
                       np.float32(maxq), start, stop, Err1.numpy(), codes.numpy(), i1)
 
+
+#: numba's options: IEEE division by zero (inf/nan as torch) without a check; no ``fastmath``, which
+#: would let LLVM reorder and fuse float operations (tests/test_column_loop.py checks the code it makes).
+JIT_OPTIONS = {"error_model": "numpy"}
 
 #: Rows handled together: a tile of the block, transposed so the rank-1 update runs along contiguous rows
 #: (one vector operation per 8 of them) and stays in L1 cache (B x 64 floats is 32 KiB for B = 128).
@@ -64,7 +65,7 @@ ROW_TILE = 64
 
 def _kernel(W1: np.ndarray, U1: np.ndarray, scales: np.ndarray, zeros: np.ndarray, group: np.ndarray,
             maxq: np.float32, start: int, stop: int, Err1: np.ndarray, codes: np.ndarray, i1: int) -> None:
-    """:func:`quantize_columns` on numpy arrays, compiled below (``error_model="numpy"``: IEEE division, no check)."""
+    """:func:`quantize_columns` on numpy arrays, compiled by :func:`compiled_kernel`."""
     rows, width = W1.shape
     lo = np.float32(0.0)
     T = np.empty((width, ROW_TILE), dtype=np.float32)    # T[j, r] = W1[r0 + r, j]
@@ -99,12 +100,15 @@ def _kernel(W1: np.ndarray, U1: np.ndarray, scales: np.ndarray, zeros: np.ndarra
                 W1[r0 + r, j] = T[j, r]
 
 
-def _compile(fn: Callable[..., None]) -> Callable[..., None]:
+@cache
+def compiled_kernel() -> Callable[..., None] | None:
+    """The compiled kernel, made on first use (importing numba costs half a second: only runs that
+    quantize pay it); None where numba is not installed (or not for this numpy), so the torch loop runs."""
     try:
-        return numba.njit(cache=True, error_model="numpy")(fn)
+        import numba
+    except ImportError:
+        return None
+    try:
+        return numba.njit(cache=True, **JIT_OPTIONS)(_kernel)
     except RuntimeError:  # no writable cache directory (read-only install and home): compile once per process
-        return numba.njit(error_model="numpy")(fn)
-
-
-if numba is not None:
-    _quantize_columns = _compile(_kernel)
+        return numba.njit(**JIT_OPTIONS)(_kernel)
