@@ -29,7 +29,8 @@ from fairgptq.core.gptq import factor_for, quantize_weight, reconstruction_loss
 from fairgptq.core.quantizer import QuantConfig
 
 LAYERS = {"576x1536 (down_proj)": (576, 1536), "1536x576 (gate/up)": (1536, 576)}
-ORDERS = {"natural": {}, "act_order": {"act_order": True}, "gar": {"act_group_aware": True}}
+ORDERS = {"natural": {"act_order": False, "act_group_aware": False}, "act_order": {"act_order": True, "act_group_aware": False},
+          "gar": {"act_order": False, "act_group_aware": True}}
 
 FIRST_CALL = """
 import time, torch
@@ -38,7 +39,7 @@ from fairgptq.core.gptq import quantize_weight
 from fairgptq.core.quantizer import QuantConfig
 t1 = time.perf_counter()
 W, X = torch.randn(16, 256), torch.randn(1024, 256)
-quantize_weight(W, X.T @ X, QuantConfig(group_size=128))
+quantize_weight(W, X.T @ X, QuantConfig(group_size=128, act_order=False))
 print(t1 - t0, time.perf_counter() - t1)
 """
 

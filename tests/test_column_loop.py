@@ -21,26 +21,32 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROWS = 70
 
-#: (QuantConfig keywords, input columns); every case names its column order
+
+def config(order: str, **kw) -> QuantConfig:
+    """A QuantConfig with its column order named (never the default, which may change)."""
+    return QuantConfig(act_order=order == "act_order", act_group_aware=order == "gar", **kw)
+
+
+#: (column order, other QuantConfig keywords, input columns)
 CASES = {
-    **{f"natural-b{b}-{'sym' if s else 'asym'}": (dict(bits=b, sym=s, group_size=128), 256)
+    **{f"natural-b{b}-{'sym' if s else 'asym'}": ("natural", dict(bits=b, sym=s, group_size=128), 256)
        for b in (2, 3, 4, 8) for s in (True, False)},
-    "natural-per-channel": (dict(group_size=-1), 200),
-    "natural-g32-block128": (dict(group_size=32), 256),           # groups fitted mid-block
-    "natural-g128-partial": (dict(group_size=128), 300),           # partial last group
-    "natural-g32-block16": (dict(group_size=32, block_size=16), 96),
-    "natural-per-channel-block7": (dict(group_size=-1, block_size=7), 50),
-    "act_order-g128": (dict(group_size=128, act_order=True), 300),
-    "act_order-g32-asym3": (dict(group_size=32, act_order=True, bits=3, sym=False), 200),
-    "act_order-per-channel": (dict(group_size=-1, act_order=True), 128),
-    "act_order-static-g32": (dict(group_size=32, act_order=True, static_groups=True), 200),
-    "act_order-static-g128-b2": (dict(group_size=128, act_order=True, static_groups=True, bits=2), 300),
-    "gar-g128": (dict(group_size=128, act_group_aware=True), 300),
-    "gar-g32-asym": (dict(group_size=32, act_group_aware=True, sym=False), 200),
-    "gar-static-g32": (dict(group_size=32, act_group_aware=True, static_groups=True), 200),
-    "natural-mse-g32": (dict(group_size=32, mse=True, bits=3), 128),
-    "act_order-mse-asym": (dict(group_size=32, mse=True, sym=False, act_order=True), 128),
-    "gar-mse-g128": (dict(group_size=128, mse=True, act_group_aware=True), 200),
+    "natural-per-channel": ("natural", dict(group_size=-1), 200),
+    "natural-g32-block128": ("natural", dict(group_size=32), 256),      # groups fitted mid-block
+    "natural-g128-partial": ("natural", dict(group_size=128), 300),      # partial last group
+    "natural-g32-block16": ("natural", dict(group_size=32, block_size=16), 96),
+    "natural-per-channel-block7": ("natural", dict(group_size=-1, block_size=7), 50),
+    "act_order-g128": ("act_order", dict(group_size=128), 300),
+    "act_order-g32-asym3": ("act_order", dict(group_size=32, bits=3, sym=False), 200),
+    "act_order-per-channel": ("act_order", dict(group_size=-1), 128),
+    "act_order-static-g32": ("act_order", dict(group_size=32, static_groups=True), 200),
+    "act_order-static-g128-b2": ("act_order", dict(group_size=128, static_groups=True, bits=2), 300),
+    "gar-g128": ("gar", dict(group_size=128), 300),
+    "gar-g32-asym": ("gar", dict(group_size=32, sym=False), 200),
+    "gar-static-g32": ("gar", dict(group_size=32, static_groups=True), 200),
+    "natural-mse-g32": ("natural", dict(group_size=32, mse=True, bits=3), 128),
+    "act_order-mse-asym": ("act_order", dict(group_size=32, mse=True, sym=False), 128),
+    "gar-mse-g128": ("gar", dict(group_size=128, mse=True), 200),
 }
 
 
@@ -64,9 +70,9 @@ def assert_identical(a, b):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_compiled_loop_is_bit_identical_to_the_torch_loop(name, monkeypatch):
-    kwargs, cols = CASES[name]
+    order, kwargs, cols = CASES[name]
     W, H = correlated_problem(ROWS, cols, seed=list(CASES).index(name))
-    assert_identical(*both_loops(W, H, QuantConfig(**kwargs), monkeypatch))
+    assert_identical(*both_loops(W, H, config(order, **kwargs), monkeypatch))
 
 
 @pytest.mark.parametrize("order", ["natural", "act_order", "gar"])
@@ -78,9 +84,8 @@ def test_bit_identical_with_kept_columns_and_dead_columns(order, group_size, sta
     H[:, dead] = 0
     keep = torch.zeros(200, dtype=torch.bool)
     keep[[0, 5, 33, 34, 100, 150]] = True
-    cfg = QuantConfig(group_size=group_size, static_groups=static, act_order=order == "act_order",
-                      act_group_aware=order == "gar")
-    compiled, torch_loop = both_loops(W, H, cfg, monkeypatch, keep=keep)
+    compiled, torch_loop = both_loops(W, H, config(order, group_size=group_size, static_groups=static), monkeypatch,
+                                      keep=keep)
     assert compiled.outlier_idx is not None
     assert_identical(compiled, torch_loop)
 
@@ -94,7 +99,7 @@ def test_the_compiled_code_neither_reorders_nor_fuses_float_operations():
     W, H = correlated_problem(8, 64, seed=0)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(column_loop, "compiled_kernel", lambda: kernel)
-        quantize_weight(W, H, QuantConfig(group_size=32, act_order=False))
+        quantize_weight(W, H, config("natural", group_size=32))
     (ir,) = kernel.inspect_llvm().values()
     float_ops = [line for line in ir.splitlines() if any(f" {op} " in line for op in ("fmul", "fsub", "fdiv", "fadd"))]
     assert any(" fmul " in line for line in float_ops) and any(" fdiv " in line for line in float_ops)
