@@ -110,3 +110,15 @@ def test_the_compiled_code_neither_reorders_nor_fuses_float_operations():
 
 def test_the_torch_loop_serves_tensors_off_the_cpu():
     assert not column_loop.runs_compiled(torch.empty(2, 2, device="meta"))
+
+
+@pytest.mark.parametrize("order", ["natural", "gar"])
+def test_bit_identical_for_a_weight_stored_transposed(order, monkeypatch):
+    """A column-major weight (GPT-2's Conv1D keeps W transposed) gives column-major block buffers;
+    the kernel reads them through their strides, to the same bits."""
+    W, H = correlated_problem(ROWS, 200, seed=11)
+    Wt = W.T.contiguous().T
+    assert not Wt.is_contiguous()
+    compiled, torch_loop = both_loops(Wt, H, config(order, group_size=32), monkeypatch)
+    assert_identical(compiled, torch_loop)
+    assert_identical(compiled, quantize_weight(W, H, config(order, group_size=32)))
