@@ -145,7 +145,8 @@ def test_checkpoint_layout_config_and_fairness_record(quantized_tiny, tmp_path):
     assert "model.embed_tokens.weight" in t and "lm_head.weight" not in t  # tied: stored once
     qc = json.loads((tmp_path / "quantize_config.json").read_text())
     assert (qc["bits"], qc["group_size"], qc["sym"], qc["desc_act"], qc["quant_method"], qc["checkpoint_format"]) == \
-        (4, 32, True, False, "gptq", "gptq")
+        (4, 32, True, True, "gptq", "gptq")   # QuantConfig's default: static act-order
+    assert qc["static_groups"] is True and torch.equal(t[f"{name}.g_idx"].long(), torch.arange(64) // 32)
     fair = fairgptq_record(qc)
     pairs = [Pair(s, a, "gender", source_id=f"t:{i}") for i, (s, a) in enumerate(PAIRS)]
     assert fair["objectives"][0]["pair_set"] == "tiny"

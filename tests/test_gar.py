@@ -60,7 +60,7 @@ def planted_layer(cols: int = 256, g: int = 32, seed: int = 0):
 def test_gar_loss_is_clearly_below_the_natural_orders_on_planted_importance(bits):
     W, H = planted_layer()
     losses = {}
-    for name, kw in {"natural": {}, "gar": dict(act_group_aware=True)}.items():
+    for name, kw in {"natural": dict(act_order=False), "gar": dict(act_group_aware=True)}.items():
         qw = quantize_weight(W, H, QuantConfig(bits=bits, group_size=32, **kw))
         losses[name] = reconstruction_loss(W, qw.dequantize(), H)
     assert losses["gar"] < 0.5 * losses["natural"], losses   # measured 0.19 (3-bit), 0.24 (4-bit)
@@ -132,8 +132,12 @@ def test_pre_update_does_not_depend_on_the_gar_permutation(mode):
     assert gar.radius == pytest.approx(natural.radius, rel=1e-3)
 
 
-def _tiny_gar_export(kind: str, folder):
-    """A tiny random ``kind`` model quantized 4-bit g32 with GAR (2 to 4 groups per layer) and exported."""
+GAR = dict(act_order=False, act_group_aware=True)
+
+
+def _tiny_export(kind: str, folder, **order):
+    """A tiny random ``kind`` model quantized 4-bit g32 (2 to 4 groups per layer) in the column ``order``
+    (QuantConfig's default when none is given: static act-order) and exported; g_idx must be c // g."""
     from transformers import AutoModelForCausalLM
 
     from fairgptq import quantize_model
@@ -145,7 +149,7 @@ def _tiny_gar_export(kind: str, folder):
     model = AutoModelForCausalLM.from_config(table_architecture_configs()[kind]).eval()
     ids = torch.randint(3, 96, (8, 32), generator=torch.Generator().manual_seed(1))
     result = quantize_model(model, [TokenBatch(ids, torch.ones_like(ids))],
-                            QuantConfig(bits=4, group_size=32, act_order=False, act_group_aware=True), progress=False)
+                            QuantConfig(bits=4, group_size=32, **order), progress=False)
     for name, qw in result.qweights.items():
         assert torch.equal(qw.g_idx.long(), torch.arange(qw.shape[1]) // 32), name
     snap_to_checkpoint_precision(model, result)
@@ -160,7 +164,7 @@ def test_tiny_gar_export_loads_in_transformers_by_default(tmp_path):
 
     from transformers import AutoModelForCausalLM
 
-    model, ids = _tiny_gar_export("llama", tmp_path)
+    model, ids = _tiny_export("llama", tmp_path, **GAR)
     qc = json.loads((tmp_path / "quantize_config.json").read_text())
     assert qc["desc_act"] is False and qc["meta"]["act_group_aware"] is True
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
@@ -174,7 +178,38 @@ def test_tiny_gar_export_loads_in_gptqmodel(tmp_path):
     pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
     from gptqmodel import GPTQModel
 
-    model, ids = _tiny_gar_export("gpt2", tmp_path)
+    model, ids = _tiny_export("gpt2", tmp_path, **GAR)
+    loaded = GPTQModel.load(str(tmp_path), device="cpu", dtype=torch.float32).model
+    with torch.no_grad():
+        ours, theirs = model(ids[:2]).logits, loaded(ids[:2]).logits
+    assert torch.allclose(ours, theirs, atol=1e-2, rtol=1e-2), float((ours - theirs).abs().max())
+
+
+def test_tiny_default_static_act_order_export_keeps_g_idx_monotone_and_loads_in_transformers(tmp_path):
+    """The default order (static act-order) exports desc_act with g_idx = c // g, a layout the default loaders take."""
+    pytest.importorskip("optimum", reason="the interop extra is not installed: bash scripts/setup.sh")
+    pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+
+    model, ids = _tiny_export("llama", tmp_path)
+    qc = json.loads((tmp_path / "quantize_config.json").read_text())
+    assert qc["desc_act"] is True and qc["static_groups"] is True and qc["meta"]["act_group_aware"] is False
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    assert any(type(m).__module__.startswith("gptqmodel.") for m in loaded.modules())
+    with torch.no_grad():
+        ours, theirs = model(ids[:2]).logits, loaded(ids[:2]).logits
+    assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-3), float((ours - theirs).abs().max())
+    # fairgptq's own reload of the default order: tests/test_export.py (its tiny model uses QuantConfig's default)
+
+
+def test_tiny_default_static_act_order_export_loads_in_gptqmodel(tmp_path):
+    pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
+    from gptqmodel import GPTQModel
+
+    model, ids = _tiny_export("gpt2", tmp_path)
     loaded = GPTQModel.load(str(tmp_path), device="cpu", dtype=torch.float32).model
     with torch.no_grad():
         ours, theirs = model(ids[:2]).logits, loaded(ids[:2]).logits

@@ -43,6 +43,39 @@ def test_shipped_pipelines_are_valid():
         load_pipeline(f)
 
 
+def test_pipeline_without_order_keys_saves_static_act_order_and_a_pinned_natural_order_still_matches(raw):
+    raw["quantization"] = {"bits": 4, "group_size": 32}
+    default = validate(raw).model_dump(mode="json")["quantization"]
+    assert (default["act_order"], default["static_groups"], default["act_group_aware"]) == (True, True, False)
+    raw["quantization"] = {"bits": 4, "group_size": 32, "act_group_aware": True}
+    gar = validate(raw).model_dump(mode="json")["quantization"]
+    assert (gar["act_order"], gar["static_groups"], gar["act_group_aware"]) == (False, False, True)
+    raw["quantization"] = {"bits": 4, "group_size": 32, "act_order": False, "static_groups": False}
+    saved = validate(raw).model_dump(mode="json")
+    assert (saved["quantization"]["act_order"], saved["quantization"]["static_groups"]) == (False, False)
+    assert validate(saved).model_dump(mode="json") == saved   # the saved config resolves to itself: --reuse matches
+
+
+# recorded before static act-order became the default, so they pin the natural order their results used
+STATIC_ACT_ORDER_PIPELINES = {"demo.yaml", "recipe_parity.yaml"}
+
+
+def test_shipped_pipelines_that_recorded_results_without_reordering_still_resolve_to_it():
+    from pathlib import Path
+
+    from fairgptq.pipeline.schema import QuantizationSpec
+    files = sorted(Path(__file__).parents[1].glob("pipelines/**/*.yaml"))
+    assert {f.name for f in files} >= STATIC_ACT_ORDER_PIPELINES
+    for f in files:
+        pipe = load_pipeline(f, environment=False)
+        sections = [pipe.spec.quantization] + [QuantizationSpec.model_validate(p.raw.get("quantization", {}))
+                                               for p in pipe.points]
+        natural = f.name not in STATIC_ACT_ORDER_PIPELINES
+        for q in sections:
+            order = (q.act_order, q.static_groups, q.act_group_aware)
+            assert order == ((False, False, False) if natural else (True, True, False)), (f.name, order)
+
+
 def test_unknown_key_names_its_path_and_the_allowed_keys(raw):
     raw["quantization"]["bitz"] = 3
     raw["objectives"][0]["alpah"] = 0.1

@@ -39,9 +39,51 @@ def _weights(rows=16, cols=64, seed=0):
 def test_defaults_match_the_issue():
     cfg = QuantConfig()
     assert (cfg.bits, cfg.group_size, cfg.sym, cfg.act_order, cfg.static_groups, cfg.damp, cfg.block_size,
-            cfg.mse) == (4, 128, True, False, False, 0.01, 128, False)
+            cfg.mse) == (4, 128, True, True, True, 0.01, 128, False)   # static act-order (docs/quantizer.md)
     assert cfg.maxq == 15
     assert cfg.to_dict()["group_size"] == 128
+
+
+# (settings written, resolved (act_order, static_groups, act_group_aware)): the default is static act-order;
+# an order that is named wins over it and keeps its own static-groups default (dynamic grids)
+COLUMN_ORDERS = [
+    ({}, (True, True, False)),
+    ({"act_group_aware": True}, (False, False, True)),
+    ({"act_order": False}, (False, False, False)),
+    ({"act_order": True}, (True, True, False)),
+    ({"act_order": False, "static_groups": False, "act_group_aware": False}, (False, False, False)),
+    ({"static_groups": False}, (True, False, False)),
+    ({"act_group_aware": True, "static_groups": True}, (False, True, True)),
+    ({"act_order": False, "static_groups": True}, (False, True, False)),
+]
+
+
+@pytest.mark.parametrize("written, resolved", COLUMN_ORDERS)
+def test_column_order_resolves_to_static_act_order_unless_another_is_named(written, resolved):
+    cfg = QuantConfig(**written)
+    assert (cfg.act_order, cfg.static_groups, cfg.act_group_aware) == resolved
+    assert all(type(getattr(cfg, k)) is bool for k in ("act_order", "static_groups", "act_group_aware"))
+    assert QuantConfig(**cfg.to_dict()) == cfg   # a saved config resolves to itself (--reuse, hashing)
+    assert hash(QuantConfig(**cfg.to_dict())) == hash(cfg)
+
+
+def test_default_column_order_is_static_act_order():
+    assert QuantConfig().column_order == "act_order" and QuantConfig().static_groups
+    assert QuantConfig(act_group_aware=True).column_order == "group_aware"
+    assert QuantConfig(act_order=False).column_order == "natural"
+
+
+def test_naming_both_orders_is_still_refused():
+    with pytest.raises(ConfigError, match="two different column orders"):
+        QuantConfig(act_order=True, act_group_aware=True)
+
+
+@pytest.mark.parametrize("written, resolved", COLUMN_ORDERS)
+def test_yaml_schema_resolves_the_column_order_as_quantconfig_does(written, resolved):
+    from fairgptq.pipeline.schema import QuantizationSpec
+    spec = QuantizationSpec.model_validate(written)
+    assert (spec.act_order, spec.static_groups, spec.act_group_aware) == resolved
+    assert spec.model_dump() == QuantConfig(**written).to_dict()
 
 
 @pytest.mark.parametrize("bits", BITS)

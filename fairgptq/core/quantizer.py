@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, StrictInt, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, StrictInt, TypeAdapter, ValidationError,
+                      model_validator)
 
 from .errors import ConfigError
 
@@ -35,7 +36,58 @@ def check_column_order(act_order: bool, act_group_aware: bool) -> None:
                          "(act_group_aware keeps every group's columns contiguous, act_order sorts all columns)")
 
 
-class QuantConfig(BaseModel):
+_BOOL = TypeAdapter(bool)
+
+
+def _named_true(settings: dict, key: str) -> bool:
+    """Whether ``settings`` sets ``key`` to something that validates as true (a bad value is the field's to report)."""
+    try:
+        return _BOOL.validate_python(settings.get(key, False))
+    except ValidationError:
+        return False
+
+
+def resolve_column_order(settings: Any) -> Any:
+    """The settings with the column-order keys they leave out filled in: static act-order unless they name another.
+
+    The default order is static act-order (``act_order`` and ``static_groups`` true; measured in
+    docs/quantizer.md), but a default must not overrule an order the user wrote: naming
+    ``act_group_aware: true`` gives GAR, so ``act_order`` resolves to false (not a collision with
+    the default) and ``static_groups`` to false (GAR's own default, dynamic per-group grids; not
+    inherited from the act-order default); ``static_groups`` left out follows the resolved
+    ``act_order``.  Keys that are given are kept as given, so the resolved values are the plain
+    bools a saved config, its hash and ``--reuse`` compare.
+    """
+    if not isinstance(settings, dict):
+        return settings
+    settings = dict(settings)
+    if "act_order" not in settings:
+        settings["act_order"] = not _named_true(settings, "act_group_aware")
+    if "static_groups" not in settings:
+        settings["static_groups"] = _named_true(settings, "act_order")
+    return settings
+
+
+class OneColumnOrder(BaseModel):
+    """The column-order rules, shared by :class:`QuantConfig` and the pipeline's ``quantization:`` schema.
+
+    Defaults resolved by :func:`resolve_column_order` before the fields validate, and the one
+    contradiction refused by :func:`check_column_order` after: one definition, so a Python config
+    and a YAML section with the same keys resolve to the same run.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_column_order(cls, data: Any) -> Any:
+        return resolve_column_order(data)
+
+    @model_validator(mode="after")
+    def _one_column_order(self) -> Any:
+        check_column_order(self.act_order, self.act_group_aware)  # type: ignore[attr-defined]
+        return self
+
+
+class QuantConfig(OneColumnOrder):
     """Settings of one GPTQ run (the names other tooling calls; keep them stable).
 
     The pipeline's ``quantization:`` section is generated from these fields
@@ -49,7 +101,11 @@ class QuantConfig(BaseModel):
     Column order of the GPTQ loop (fairgptq/core/reorder.py; docs/quantizer.md): none (both off),
     ``act_order`` (all columns by descending diag H; with ``static_groups`` the grids are fitted
     before the loop so g_idx stays c // g) or ``act_group_aware`` (GAR: columns by diag H within
-    each group, groups by their largest diag H; groups stay contiguous, g_idx is c // g).
+    each group, groups by their largest diag H; groups stay contiguous, g_idx is c // g).  The
+    default is static act-order (``act_order`` and ``static_groups`` true, the lowest perplexity
+    measured); an order that is named wins over it (:func:`resolve_column_order`):
+    ``QuantConfig(act_group_aware=True)`` is GAR with dynamic groups, ``QuantConfig(act_order=False)``
+    the natural order with dynamic groups.
     """
 
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
@@ -57,8 +113,8 @@ class QuantConfig(BaseModel):
     bits: Literal[SUPPORTED_BITS] = 4  # type: ignore[valid-type]
     group_size: Annotated[StrictInt, AfterValidator(_check_group_size)] = 128
     sym: bool = True
-    act_order: bool = False
-    static_groups: bool = False
+    act_order: bool = True  # unless act_group_aware is named true (resolve_column_order)
+    static_groups: bool = True  # when left out: whatever act_order resolves to
     act_group_aware: bool = False
     damp: float = Field(0.01, gt=0, le=1)  # 0.01 is the GPTQ default
     block_size: PositiveInt = 128
@@ -71,11 +127,6 @@ class QuantConfig(BaseModel):
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}"
                                  for err in e.errors())
             raise ConfigError(f"invalid quantization setting: {problems}") from None
-
-    @model_validator(mode="after")
-    def _one_column_order(self) -> "QuantConfig":
-        check_column_order(self.act_order, self.act_group_aware)
-        return self
 
     @property
     def column_order(self) -> str:

@@ -15,7 +15,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt,
 from ..core.architectures import ROLES
 from ..core.plain_numbers import PlainNumbers
 from ..core.errors import ConfigError, FairGPTQError
-from ..core.quantizer import QuantConfig, check_column_order
+from ..core.quantizer import OneColumnOrder, QuantConfig
 from ..objectives.pair_activations import ALIGNMENTS
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
@@ -125,13 +125,9 @@ class CalibrationSpec(Strict):
 # The quantization section is the engine's QuantConfig field for field (types, ranges, defaults, checks):
 # a new setting is one field in core/quantizer.py.  Validated here as a plain model, so a bad value gets its
 # YAML path; pipeline.build.quant_config turns it into the engine's config in one step.
-class _QuantizationChecks(Strict):
-    """QuantConfig's cross-field check, so a contradiction gets its YAML path here, not at build time."""
-
-    @model_validator(mode="after")
-    def _one_column_order(self) -> Any:
-        check_column_order(self.act_order, self.act_group_aware)  # type: ignore[attr-defined]
-        return self
+class _QuantizationChecks(Strict, OneColumnOrder):
+    """QuantConfig's column-order rules (default resolution and the cross-field check), so the YAML section
+    resolves exactly as QuantConfig does and a contradiction gets its YAML path here, not at build time."""
 
 
 QuantizationSpec = create_model("QuantizationSpec", __base__=_QuantizationChecks, __doc__="The quantization: section.",
