@@ -420,7 +420,8 @@ def test_onloading_a_moe_model_equals_in_memory(family, tmp_path):
         assert not any(k.endswith("experts.gate_up_proj") for k in f.keys())  # transformers saves per expert
     calib = token_batches(tok, [s for p in PAIRS for s in p][:8])
     cfg = QuantConfig(bits=4, group_size=32)
-    fair = lambda: FairPairObjective(_pairs(), alpha=0.1, roles=("attn_out",), mode="exact")  # noqa: E731
+    # the pair term on the routed experts too: onloading's restarted forwards capture each expert's inputs alike
+    fair = lambda: FairPairObjective(_pairs(), alpha=0.1, roles=("attn_out", "mlp_out"), mode="exact")  # noqa: E731
     a = in_memory(tmp_path / "m", tmp_path / "a", calib, cfg, [fair()], tok)
     quantize_onloaded(tmp_path / "m", tmp_path / "b", calib, cfg, objectives=[fair()], tokenizer=tok, progress=False)
     assert_same_checkpoint(a, tmp_path / "b")
