@@ -213,3 +213,32 @@ def test_debias_then_quantize_steps_every_expert_of_the_float_model(monkeypatch)
         delta = likelihood._before[name]
         assert delta.abs().sum() > 0, name
         assert torch.allclose(stepped[name], float_downs[e] + delta, atol=1e-6), name
+
+
+def test_an_expert_s_flattened_rows_are_counted_per_sentence():
+    """The MoE block hands an expert (batch·seq, in) rows: H is normalised per sentence, as a dense module's."""
+    from fairgptq.core.hessian import HessianAccumulator
+
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[2] = False  # an all-padding row is no sentence
+    mask[1, 3:] = False
+    dense, routed = HessianAccumulator(8), HessianAccumulator(8)
+    dense.add(x, mask)
+    routed.add(x.reshape(15, 8), mask)
+    assert routed.sentences == dense.sentences == 2 and torch.equal(routed.hessian(), dense.hessian())
+
+
+def test_an_outside_objective_reads_an_expert_s_input_as_batch_seq_in(monkeypatch):
+    """The example plugin's term (per-sentence means of (batch, seq, in) inputs) reaches every routed expert."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples" / "plugins"))
+    from group_contrast_hbias import GroupContrastObjective
+
+    model, tok = tiny_model(MOE["olmoe"]), tiny_tokenizer()
+    contrast = GroupContrastObjective(group_a=[p[0] for p in PAIRS], group_b=[p[1] for p in PAIRS], alpha=0.1,
+                                      roles=["mlp_in", "mlp_out"], mode="exact")
+    result = quantize_model(model, _calibration(tok), CONFIG, objectives=[contrast], tokenizer=tok, progress=False)
+    routed = [r for r in result.reports if r.routed_tokens is not None]
+    assert len(routed) == 16 and all(r.hbias_trace_ratio > 0 and r.delta_w_rel > 0 for r in routed)

@@ -210,7 +210,7 @@ class LayerQuantizer:
             with (RestartedRuns if self.restart_forwards else LayerRuns)(layer, calls, firsts) as runs:
                 for i, ((role, names), first) in enumerate(zip(todo + routed, firsts)):
                     mods = [layer.get_submodule(n) for n in names]
-                    captured = {s: [Captured(x, m) for x, m in zip(xs, states[s].masks)]
+                    captured = {s: [Captured(_batch_shaped(x, m), m) for x, m in zip(xs, states[s].masks)]
                                 for s, xs in runs.inputs_of(first).items()}
                     for name, qweight, report in self.solve_role(li, role, names, mods, captured,
                                                                  routed=i >= len(todo)):
@@ -294,6 +294,14 @@ class LayerQuantizer:
                 rep.score_change_quantized = float((G * (W_hat.to(W0.device) - W0)).sum())
             solved.append((full, sol.qweight, rep))
         return solved
+
+
+def _batch_shaped(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A module input as Captured promises it, (batch, seq, in): a routed expert's arrives as the MoE block's
+    flattened (batch·seq, in) rows, which every objective (a plugin's too) would otherwise misread."""
+    if x.dim() == 2 and x.shape[0] == mask.numel():
+        return x.view(*mask.shape, x.shape[-1])
+    return x
 
 
 def _routed_tokens(captured: dict[str, list[Captured]], streams: set[str]) -> int:
