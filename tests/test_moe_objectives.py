@@ -128,7 +128,8 @@ def test_the_fair_term_on_an_expert_is_built_from_its_routed_pair_differences_an
     stereo, anti = _routed_down_inputs(float_model, streams.stereo), _routed_down_inputs(float_model, streams.anti)
     for e, name in enumerate(_downs(0)):
         D = torch.cat([pair_differences(Captured(x0, b0.attention_mask), Captured(x1, b1.attention_mask), plan)
-                       for x0, x1, b0, b1, plan in zip(stereo[e], anti[e], streams.stereo, streams.anti, streams.plans)])
+                       for x0, x1, b0, b1, plan in zip(stereo[e], anti[e], streams.stereo, streams.anti,
+                                                       streams.plans)])
         assert D.abs().sum() > 0, name
         expected = D.T @ D * (2 * 0.5 / len(_pairs()))
         assert torch.allclose(terms[name], expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max())), name

@@ -399,8 +399,8 @@ def _targets(layers: nn.ModuleList, spec: ArchSpec, roles: tuple[str, ...]) -> l
     :class:`~fairgptq.core.experts.RoutedSlice` of the fused tensor (its gradient is that slice's)."""
     dense = [(li, role, f"{spec.layers}.{li}.{name}", layer.get_submodule(name))
              for li, layer in enumerate(layers) for role in roles for name in spec.roles.get(role, ())]
-    routed = [(li, role, f"{spec.layers}.{li}.{name}", target)
-              for li, layer in enumerate(layers) for role, name, target in routed_targets(layer, spec) if role in roles]
+    routed = [(li, role, f"{spec.layers}.{li}.{name}", target) for li, layer in enumerate(layers)
+              for role, name, target in routed_targets(layer, spec) if role in roles]
     return dense + routed
 
 

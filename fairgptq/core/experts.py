@@ -11,8 +11,9 @@ through them, every expert in order (gate_up then down), so the driver's pauses 
 Each expert is fed every token of the batch with the rows not routed to it set to zero: zero rows
 add nothing to H = Σ x xᵀ, so H is the routed tokens', normalised per sentence of the batch like a
 dense module's (the driver gives the block's flattened (batch·seq) rows their (batch, seq) shape
-back), so an objective's term weighs against an expert's H as against a dense module's.  The router (``gate``) is never a role: it stays in float.  The output
-of the block is the same computation as transformers' eager forward for every routed token.
+back), so an objective's term weighs against an expert's H as against a dense module's.  The
+router (``gate``) is never a role: it stays in float.  The output of the block is the same
+computation as transformers' eager forward for every routed token.
 
 The same captured inputs carry the objectives to the experts: a pair term differences an expert's
 inputs at the pair's aligned positions (zero rows where a token went elsewhere: the expert's share

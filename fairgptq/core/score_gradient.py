@@ -210,8 +210,9 @@ def probe_step(model: nn.Module, spec: ArchSpec, objective: Objective, probe: St
 class GradientPasses:
     """The score gradients a run's objectives ask for: once on the float model, per layer when sequential.
 
-    ``targets`` are every (layer index, role, module full name, module) the run quantizes; an
-    objective's gradient covers the modules it applies to.
+    ``targets`` are every (layer index, role, module full name, module) the run quantizes (a routed
+    expert's "module" is its :class:`~fairgptq.core.experts.RoutedSlice`); an objective's gradient covers
+    the modules it applies to.
     """
 
     def __init__(self, model: nn.Module, spec: ArchSpec, n_layers: int, objectives: Iterable[Objective], tokenizer,
@@ -262,7 +263,8 @@ class GradientPasses:
             return name if is_routed_expert(name) else f"{prefix}{li}.{self.spec.roles[role][0]}"
 
         with unfused_model(layers, self.spec):  # every expert's matrix a module whose input a hook can read
-            groups = {key(li, role, name): self.model.get_submodule(key(li, role, name)) for li, role, name, _ in mine}
+            groups = {key(li, role, name): self.model.get_submodule(key(li, role, name))
+                      for li, role, name, _ in mine}
             factored = float_input_hessians(self.model, groups, batches, backend, config, self.device)
         return {name: factored[key(li, role, name)] for li, role, name, _ in mine}
 
