@@ -7,7 +7,8 @@ with the expert's own H.  Here: every routed expert's down projection gets a pre
 exports and reloads; the run's H_bias on an expert is built from the D computed independently from
 transformers' own routing and its pre-update lowers ‖W_e D‖; the likelihood step moves the preference
 towards parity on every expert, and its gradient is the directional derivative of the score; an expert
-no pair token reaches gets no H_bias and its report says so.
+no pair token reaches gets no H_bias and its report says so; the held-out pair gap measures every
+expert with the same D.
 """
 from __future__ import annotations
 
@@ -243,3 +244,21 @@ def test_an_outside_objective_reads_an_expert_s_input_as_batch_seq_in(monkeypatc
     result = quantize_model(model, _calibration(tok), CONFIG, objectives=[contrast], tokenizer=tok, progress=False)
     routed = [r for r in result.reports if r.routed_tokens is not None]
     assert len(routed) == 16 and all(r.hbias_trace_ratio > 0 and r.delta_w_rel > 0 for r in routed)
+
+
+def test_the_held_out_pair_gap_measures_every_routed_expert():
+    """PairGap's D on an expert is the objectives' D; the fair term lowers the gap it passes on below plain GPTQ's."""
+    from fairgptq.evaluation.pair_gap import PairGap
+
+    tok, pairs = tiny_tokenizer(), _pairs()
+    gaps = {}
+    for alpha in (0.0, 1.0):
+        model = tiny_model(MOE["qwen2_moe"])
+        gap = PairGap(model, tok, pairs, ("mlp_out",), progress=False)
+        assert {m.name for m in gap.modules} == set(_downs(0) + _downs(1)) | {
+            f"model.layers.{li}.mlp.shared_expert.down_proj" for li in range(2)}
+        assert all(r["ratio"] == 1.0 for r in gap.measure(model)["modules"].values())  # the float model itself
+        fair = FairPairObjective(pairs, alpha=alpha, roles=("mlp_out",), mode="exact")
+        quantize_model(model, _calibration(tok), CONFIG, objectives=[fair], tokenizer=tok, progress=False)
+        gaps[alpha] = gap.measure(model, targeted=lambda layer, role: role == "mlp_out")["ratio_targeted"]
+    assert gaps[1.0] < 0.9 * gaps[0.0], gaps
