@@ -172,6 +172,9 @@ def test_the_likelihood_step_moves_every_expert_towards_parity(family, metric):
     for r in routed:
         assert r.score_change_pre_update * b0 < 0, (r.name, r.score_change_pre_update, b0)
         assert likelihood.describe()["lambda_by_module"][r.name] * b0 > 0, r.name  # λ carries B₀'s sign
+    # target splits over the experts' 16 matrices (shares from each one's float H) and each removes its share
+    total = sum(r.score_change_pre_update for r in routed)
+    assert total == pytest.approx(-0.5 * b0, rel=1e-3)
 
 
 def test_an_expert_s_gradient_is_the_directional_derivative_of_the_score():
@@ -262,3 +265,22 @@ def test_the_held_out_pair_gap_measures_every_routed_expert():
         quantize_model(model, _calibration(tok), CONFIG, objectives=[fair], tokenizer=tok, progress=False)
         gaps[alpha] = gap.measure(model, targeted=lambda layer, role: role == "mlp_out")["ratio_targeted"]
     assert gaps[1.0] < 0.9 * gaps[0.0], gaps
+
+
+def test_the_target_split_weighs_each_expert_with_its_own_float_hessian():
+    """The split's share of an expert is tr(G H_e⁻¹ Gᵀ) with H_e from the first calibration batch's tokens routed
+    to it (per sentence, pad excluded), computed here from transformers' own routing."""
+    from fairgptq.core.gptq import apply_inverse, factor_for
+
+    model, tok = tiny_model(MOE["mixtral"]), tiny_tokenizer()
+    float_model, calibration = copy.deepcopy(model), _calibration(tok)
+    likelihood = LikelihoodPairObjective(_pairs(), target=0.5, roles=("mlp_out",), max_length=16)
+    quantize_model(model, calibration, CONFIG, objectives=[likelihood], tokenizer=tok, progress=False)
+    first = calibration[0]
+    mask = first.attention_mask.bool().reshape(-1)
+    for e, x in enumerate(_routed_down_inputs(float_model, [first])):
+        rows = x[0][mask]
+        H = rows.T @ rows * (2.0 / first.input_ids.shape[0])
+        G = likelihood._grads[_downs(0)[e]]
+        expected = float((G * apply_inverse(factor_for(H, CONFIG, module="test"), G)).sum())
+        assert likelihood._traces[_downs(0)[e]] == pytest.approx(expected, rel=1e-3), e
