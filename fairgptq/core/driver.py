@@ -26,8 +26,7 @@ import torch.nn as nn
 from .architectures import ArchSpec, arch_for, decoder_layers
 from .backend import Backend
 from .errors import ConfigError
-from .experts import check_expert_layers, expert_groups, unfused_experts
-from .gptq import QuantizedWeight
+from .experts import check_expert_layers, expert_groups, read_weight, routed_targets, unfused_experts, write_weight
 from .gptq import QuantizedWeight, reconstruction_loss
 from .layer_runs import LayerRuns, RestartedRuns
 from .objective import Captured, FairSettings, Objective, TokenBatch
@@ -64,6 +63,8 @@ class ModuleReport:
     score_change_quantized: float | None = None
     # a routed expert's slice (core/experts.py): the calibration tokens the router sent to it
     routed_tokens: int | None = None
+    # why a quadratic term that targets this module added nothing (a routed expert no pair token reaches)
+    fair_skipped: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -209,7 +210,7 @@ class LayerQuantizer:
             with (RestartedRuns if self.restart_forwards else LayerRuns)(layer, calls, firsts) as runs:
                 for i, ((role, names), first) in enumerate(zip(todo + routed, firsts)):
                     mods = [layer.get_submodule(n) for n in names]
-                    captured = {s: [Captured(x, m) for x, m in zip(xs, states[s].masks)]
+                    captured = {s: [Captured(_batch_shaped(x, m), m) for x, m in zip(xs, states[s].masks)]
                                 for s, xs in runs.inputs_of(first).items()}
                     for name, qweight, report in self.solve_role(li, role, names, mods, captured,
                                                                  routed=i >= len(todo)):
@@ -231,13 +232,22 @@ class LayerQuantizer:
         dequantized at once, so later roles of the layer see the rounded outputs (true-sequential).
         A ``routed`` expert's input is zero on the tokens routed elsewhere (core/experts.py); one that
         no calibration token reached has H = 0, replaced by the identity: round to nearest on GPTQ's grid.
+        The objectives targeting the role apply to every routed expert's matrix as to a dense module: a
+        pair term on the expert's own captured inputs (zero where a token went elsewhere, so X⁰ − X¹ is
+        the expert's share of the pair's difference), a linear term on its slice's score gradient with
+        its own H.  A term that comes back all zero (no pair token reaches the expert) is dropped and
+        the report says so (``fair_skipped``).
         """
         spec, backend, config = self.spec, self.backend, self.config
         full0 = f"{spec.layers}.{li}.{names[0]}"
         acc = backend.hessian_accumulator(captured[next(iter(self.hessian_streams))][0].x.shape[-1])
-        active = [] if routed else [o for o in self.objectives if o.applies(li, role, self.n_layers)]
+        active = [o for o in self.objectives if o.applies(li, role, self.n_layers)]
         n_routed = _routed_tokens(captured, self.hessian_streams) if routed else None
         H_bias, fair = _quadratic_terms(li, role, captured, active, full0)
+        skipped = None
+        if H_bias is not None and not bool(H_bias.any()):
+            skipped = "H_bias = 0: every pair difference at this module's input is 0 (no pair token reaches it)"
+            H_bias, fair = None, None
         for s in sorted(self.hessian_streams):  # the objectives are done with the inputs: free each batch once added
             batches = captured.pop(s)
             while batches:
@@ -268,6 +278,7 @@ class LayerQuantizer:
                                routed_tokens=n_routed)
             if n_routed == 0:
                 rep.stability["no_routed_tokens"] = "H = identity: rounded to nearest on GPTQ's grid"
+            rep.fair_skipped = skipped
             if H_bias is not None or C is not None:
                 rep.fair_mode = sol.fair.mode if sol.fair else fair.mode
                 if sol.fair is not None:
@@ -285,27 +296,18 @@ class LayerQuantizer:
         return solved
 
 
+def _batch_shaped(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A module input as Captured promises it, (batch, seq, in): a routed expert's arrives as the MoE block's
+    flattened (batch·seq, in) rows, which every objective (a plugin's too) would otherwise misread."""
+    if x.dim() == 2 and x.shape[0] == mask.numel():
+        return x.view(*mask.shape, x.shape[-1])
+    return x
+
+
 def _routed_tokens(captured: dict[str, list[Captured]], streams: set[str]) -> int:
     """Real (unpadded) tokens with a non-zero input: those routed to the expert, in the Hessian streams."""
     return sum(int(((c.x.abs().sum(-1) != 0).reshape(-1) & c.mask.reshape(-1).to(c.x.device)).sum())
                for s in streams for c in captured[s])
-
-
-def check_expert_objectives(spec: ArchSpec, objectives: list[Objective], n_layers: int) -> None:
-    """Refuse an objective on mlp_in / mlp_out of a mixture-of-experts model (those roles hold the routed experts).
-
-    A pair objective compares the two sentences of a pair token by token at a module; a routed
-    expert sees only the tokens sent to it, which differ between the two sentences.
-    """
-    if not spec.experts:
-        return
-    for obj in objectives:
-        hit = [r for r in ("mlp_in", "mlp_out") if any(obj.applies(li, r, n_layers) for li in range(n_layers))]
-        if hit:
-            raise ConfigError(f"objective {obj.name!r} targets {', '.join(hit)}, which on this mixture-of-experts "
-                              f"model hold the routed experts ({', '.join(spec.experts)}); an objective needs every "
-                              f"token of a pair at its module, and an expert sees only the tokens routed to it: "
-                              f"target attention roles (roles: [attn_out])")
 
 
 def prepare_streams(calibration: list[TokenBatch] | None, objectives: list[Objective],
@@ -366,7 +368,6 @@ def quantize_model(
     backend = backend or Backend(device)
     quant_roles = check_roles(spec, roles)
     check_expert_layers(layers, spec)
-    check_expert_objectives(spec, objectives, len(layers))
     streams, hessian_streams = prepare_streams(calibration, objectives, tokenizer)
     gradients = GradientPasses(model, spec, len(layers), objectives, tokenizer,
                                _targets(layers, spec, quant_roles), device)
@@ -394,21 +395,24 @@ def quantize_model(
 
 
 def _targets(layers: nn.ModuleList, spec: ArchSpec, roles: tuple[str, ...]) -> list[tuple[int, str, str, nn.Module]]:
-    """(layer, role, full name, module) of every module the run quantizes."""
-    return [(li, role, f"{spec.layers}.{li}.{name}", layer.get_submodule(name))
-            for li, layer in enumerate(layers) for role in roles for name in spec.roles.get(role, ())]
+    """(layer, role, full name, module) of every module the run quantizes; a routed expert's matrix as its
+    :class:`~fairgptq.core.experts.RoutedSlice` of the fused tensor (its gradient is that slice's)."""
+    dense = [(li, role, f"{spec.layers}.{li}.{name}", layer.get_submodule(name))
+             for li, layer in enumerate(layers) for role in roles for name in spec.roles.get(role, ())]
+    routed = [(li, role, f"{spec.layers}.{li}.{name}", target) for li, layer in enumerate(layers)
+              for role, name, target in routed_targets(layer, spec) if role in roles]
+    return dense + routed
 
 
 def _apply_float_updates(model: nn.Module, spec: ArchSpec, objectives: list[Objective]) -> None:
     """Write the objectives' float-model weight changes ("debias, then quantize") before any layer is solved."""
     for obj in objectives:
         for name, delta in (obj.float_model_update() or {}).items():
-            module = model.get_submodule(name)
-            W = spec.weight_of(module).float()
+            W = read_weight(model, spec, name).float()
             if tuple(delta.shape) != tuple(W.shape):
                 raise ConfigError(f"objective {obj.name!r} changes {name} by a {tuple(delta.shape)} matrix; the "
                                   f"weight is {tuple(W.shape)} (out x in)")
-            spec.set_weight(module, W + delta.to(W))
+            write_weight(model, spec, name, W + delta.to(W))
 
 
 def _quadratic_terms(li: int, role: str, captured: dict[str, list[Captured]], objectives: list[Objective],

@@ -9,10 +9,17 @@ of the fused tensor (writing the quantized weight writes the tensor), and runs t
 through them, every expert in order (gate_up then down), so the driver's pauses see each in turn.
 
 Each expert is fed every token of the batch with the rows not routed to it set to zero: zero rows
-add nothing to H = Σ x xᵀ, so H is the routed tokens' (normalised per batch instead of per
-sentence; GPTQ's solution does not depend on H's scale), and the tensors keep the (batch x seq)
-rows the pad masks index.  The router (``gate``) is never a role: it stays in float.  The output
-of the block is the same computation as transformers' eager forward for every routed token.
+add nothing to H = Σ x xᵀ, so H is the routed tokens', normalised per sentence of the batch like a
+dense module's (the driver gives the block's flattened (batch·seq) rows their (batch, seq) shape
+back), so an objective's term weighs against an expert's H as against a dense module's.  The
+router (``gate``) is never a role: it stays in float.  The output of the block is the same
+computation as transformers' eager forward for every routed token.
+
+The same captured inputs carry the objectives to the experts: a pair term differences an expert's
+inputs at the pair's aligned positions (zero rows where a token went elsewhere: the expert's share
+of the pair's difference, before the routing weight, which multiplies the down projection's output);
+a score gradient is taken on the fused parameter and sliced per expert (:class:`RoutedSlice`), and
+:func:`read_weight` / :func:`write_weight` let a whole-model step write an expert's slice.
 
 A checkpoint stores the experts the way GPTQModel loads them (its definitions for mixtral, qwen2_moe,
 qwen3_moe and olmoe, after ``defuser`` splits transformers 5's fused tensors into per-expert
@@ -23,8 +30,8 @@ qwen3_moe and olmoe, after ``defuser`` splits transformers 5's fused tensors int
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import replace
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import torch
@@ -138,6 +145,55 @@ def expert_slices(layer: nn.Module, spec: ArchSpec) -> Iterator[tuple[str, torch
             param = getattr(experts, fused)
             for e in range(param.shape[0]):
                 yield f"{path}.{per_expert}.{e}", param.data[e]
+
+
+@contextmanager
+def unfused_model(layers: nn.ModuleList, spec: ArchSpec) -> Iterator[None]:
+    """:func:`unfused_experts` on every layer at once, for whole-model passes that hook each expert's input."""
+    with ExitStack() as stack:
+        for layer in layers:
+            stack.enter_context(unfused_experts(layer, spec))
+        yield
+
+
+@dataclass(frozen=True)
+class RoutedSlice:
+    """A routed expert's matrix as a gradient target: the fused 3-D parameter and the expert's index in it.
+
+    Autograd differentiates the parameter transformers' own forward reads (the fused tensor, routed
+    as transformers routes); the expert's gradient is its slice of that gradient.  ``weight`` is the
+    (out, in) view, as a module's would be.
+    """
+
+    fused: nn.Parameter
+    index: int
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.fused.data[self.index]
+
+
+def routed_targets(layer: nn.Module, spec: ArchSpec) -> list[tuple[str, str, RoutedSlice]]:
+    """(role, name in the layer, slice) of every routed expert matrix of a layer, in :func:`expert_groups`' order."""
+    out = []
+    for role, (name,) in expert_groups(layer, spec):
+        owner, fused, e = routed_parts(name)
+        out.append((role, name, RoutedSlice(getattr(layer.get_submodule(owner), fused), e)))
+    return out
+
+
+def read_weight(model: nn.Module, spec: ArchSpec, name: str) -> torch.Tensor:
+    """The (out, in) weight (a view) of a quantized module's full name, a routed expert's slice included."""
+    return routed_slice(model, name) if is_routed_expert(name) else spec.weight_of(model.get_submodule(name))
+
+
+def write_weight(model: nn.Module, spec: ArchSpec, name: str, W: torch.Tensor) -> None:
+    """Write an (out, in) weight into a quantized module's full name, a routed expert's slice included."""
+    if is_routed_expert(name):
+        view = routed_slice(model, name)
+        view.copy_(W.to(view.dtype))
+    else:
+        spec.set_weight(model.get_submodule(name), W)
 
 
 def routed_parts(name: str) -> tuple[str, str, int]:

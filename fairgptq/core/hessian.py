@@ -22,7 +22,13 @@ class HessianAccumulator:
         self.chunk_tokens = chunk_tokens
 
     def add(self, x: torch.Tensor, mask: torch.Tensor | None = None, *, module: str = "?") -> None:
-        """Add a batch x (batch, seq, dim) whose real tokens are where mask (batch, seq) is true."""
+        """Add a batch x (batch, seq, dim) whose real tokens are where mask (batch, seq) is true.
+
+        x as (batch·seq, dim) rows with a (batch, seq) mask (a routed expert's input, which the MoE block
+        flattens) is counted per sentence like the rest; any other 2-D x is one sentence.
+        """
+        if x.dim() == 2 and mask is not None and mask.dim() == 2 and x.shape[0] == mask.numel():
+            x = x.reshape(*mask.shape, x.shape[-1])
         if x.dim() == 2:
             x = x.unsqueeze(0)
         flat = x.reshape(-1, x.shape[-1])

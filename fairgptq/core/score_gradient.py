@@ -8,6 +8,11 @@ pushing only the positions that are scored through the output head (``logits_to_
 vocabulary projection dominates a small model's cost.  :class:`GradientPasses` is what the driver
 calls: the float model's pass once before quantization, then, for sequential requests, a pass per
 layer on the partially quantized model.
+
+A routed expert of a mixture-of-experts model (core/experts.py) is a slice of a fused 3-D parameter:
+its gradient is that slice of the fused parameter's gradient, through transformers' own forward (the
+router's top-k choice is a selection, so the gradient reaches an expert through the tokens routed to it,
+scaled by their routing weights), and its float input Hessian is summed from the tokens routed to it.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import torch.nn.functional as F
 
 from .architectures import ArchSpec
 from .errors import ConfigError
+from .experts import RoutedSlice, is_routed_expert, read_weight, unfused_model, write_weight
 from .gptq import FactoredHessian, factor_for
 from .objective import Objective, ProbeReading, ScoreGradient, ScoreRequest, StepProbe, TokenBatch
 from .quantizer import QuantConfig
@@ -37,9 +43,10 @@ def _accepts_logits_to_keep(model: nn.Module) -> bool:
         return False
 
 
-def score_gradient(model: nn.Module, request: ScoreRequest, modules: dict[str, nn.Module], spec: ArchSpec,
-                   device: torch.device) -> ScoreGradient:
-    """S and ∂S/∂W (out x in, float32) of every module in ``modules`` (full name -> module), on ``model`` as it is.
+def score_gradient(model: nn.Module, request: ScoreRequest, modules: dict[str, nn.Module | RoutedSlice],
+                   spec: ArchSpec, device: torch.device) -> ScoreGradient:
+    """S and ∂S/∂W (out x in, float32) of every module in ``modules`` (full name -> module, or a routed
+    expert's :class:`~fairgptq.core.experts.RoutedSlice`), on ``model`` as it is.
 
     Nothing else of the model changes: every parameter's ``requires_grad`` is restored afterwards and no
     gradient is left on any weight.
@@ -49,7 +56,7 @@ def score_gradient(model: nn.Module, request: ScoreRequest, modules: dict[str, n
     flags = {p: p.requires_grad for p in model.parameters()}
     for p in flags:
         p.requires_grad_(False)
-    weights = {name: m.weight for name, m in modules.items()}
+    weights = {name: m.fused if isinstance(m, RoutedSlice) else m.weight for name, m in modules.items()}
     for w in weights.values():
         w.grad = None
         w.requires_grad_(True)
@@ -64,7 +71,8 @@ def score_gradient(model: nn.Module, request: ScoreRequest, modules: dict[str, n
         grads = {}
         for name, w in weights.items():
             g = torch.zeros_like(w, dtype=torch.float32) if w.grad is None else w.grad.detach().float()
-            grads[name] = spec.stored(g).contiguous()
+            routed = modules[name]
+            grads[name] = (g[routed.index] if isinstance(routed, RoutedSlice) else spec.stored(g)).contiguous()
             check_finite(grads[name], "the score's gradient", name)
     finally:
         for w in weights.values():
@@ -109,7 +117,8 @@ def float_input_hessians(model: nn.Module, groups: dict[str, nn.Module], batches
 
     Summed as the driver sums H (same accumulator, same per-sentence normalisation, pad positions
     excluded) but on the model as it is, in one forward pass per batch, and factored with the run's
-    damping: what an objective needs to weigh every module before the first is solved.
+    damping: what an objective needs to weigh every module before the first is solved.  A routed
+    expert that no token of ``batches`` reached has H = 0, replaced by the identity as the driver does.
     """
     accs, mask_now = {}, {}
 
@@ -132,8 +141,16 @@ def float_input_hessians(model: nn.Module, groups: dict[str, nn.Module], batches
     finally:
         for h in handles:
             h.remove()
-    return {name: factor_for(acc.hessian(), config, module=name, factor_dtype=backend.factor_dtype)
+    return {name: factor_for(_routed_identity(name, acc.hessian()), config, module=name,
+                             factor_dtype=backend.factor_dtype)
             for name, acc in accs.items()}
+
+
+def _routed_identity(name: str, H: torch.Tensor) -> torch.Tensor:
+    """A routed expert's H = 0 (no token routed to it) as the identity, the driver's rule; any other H as it is."""
+    if is_routed_expert(name) and not bool(H.any()):
+        return torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    return H
 
 
 def row_scores(model: nn.Module, batch: TokenBatch, w: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -175,27 +192,27 @@ def probe_step(model: nn.Module, spec: ArchSpec, objective: Objective, probe: St
         with torch.no_grad():
             for value in probe.values:
                 for name, delta in objective.step_at(value).items():
-                    module = model.get_submodule(name)
                     if name not in saved:
-                        saved[name] = module.weight.data.clone()
-                    W = spec.stored(saved[name]).float()
+                        saved[name] = read_weight(model, spec, name).clone()
+                    W = saved[name].float()
                     if tuple(delta.shape) != tuple(W.shape):
                         raise ConfigError(f"objective {objective.name!r} steps {name} by a {tuple(delta.shape)} "
                                           f"matrix; the weight is {tuple(W.shape)} (out x in)")
-                    spec.set_weight(module, W + delta.to(W))
+                    write_weight(model, spec, name, W + delta.to(W))
                 rows = [row_scores(model, b, w, device) for b, w in zip(probe.batches, probe.weights)]
                 readings.append(ProbeReading(value, rows, token_loss(model, control, device)))
     finally:
         for name, weight in saved.items():
-            model.get_submodule(name).weight.data.copy_(weight)
+            read_weight(model, spec, name).copy_(weight)
     return readings
 
 
 class GradientPasses:
     """The score gradients a run's objectives ask for: once on the float model, per layer when sequential.
 
-    ``targets`` are every (layer index, role, module full name, module) the run quantizes; an
-    objective's gradient covers the modules it applies to.
+    ``targets`` are every (layer index, role, module full name, module) the run quantizes (a routed
+    expert's "module" is its :class:`~fairgptq.core.experts.RoutedSlice`); an objective's gradient covers
+    the modules it applies to.
     """
 
     def __init__(self, model: nn.Module, spec: ArchSpec, n_layers: int, objectives: Iterable[Objective], tokenizer,
@@ -237,12 +254,19 @@ class GradientPasses:
                                              self.device))
 
     def _hessians(self, mine, batches, backend, config) -> dict[str, FactoredHessian]:
-        """Float input Hessians of the targeted modules: one per shared input (a role's first module)."""
+        """Float input Hessians of the targeted modules: one per shared input (a role's first module; each
+        routed expert's matrix its own, from the tokens routed to it)."""
         layers = self.model.get_submodule(self.spec.layers)
-        key = {(li, role): f"{self.spec.layers}.{li}.{self.spec.roles[role][0]}" for li, role, _, _ in mine}
-        groups = {key[li, role]: layers[li].get_submodule(self.spec.roles[role][0]) for li, role, _, _ in mine}
-        factored = float_input_hessians(self.model, groups, batches, backend, config, self.device)
-        return {name: factored[key[li, role]] for li, role, name, _ in mine}
+        prefix = f"{self.spec.layers}."
+
+        def key(li: int, role: str, name: str) -> str:
+            return name if is_routed_expert(name) else f"{prefix}{li}.{self.spec.roles[role][0]}"
+
+        with unfused_model(layers, self.spec):  # every expert's matrix a module whose input a hook can read
+            groups = {key(li, role, name): self.model.get_submodule(key(li, role, name))
+                      for li, role, name, _ in mine}
+            factored = float_input_hessians(self.model, groups, batches, backend, config, self.device)
+        return {name: factored[key(li, role, name)] for li, role, name, _ in mine}
 
     def refresh(self, layer: int) -> None:
         """Sequential requests, every ``refresh`` layers: the gradient of the targets of ``layer`` and the

@@ -15,6 +15,10 @@ output channel and every held-out pair, so an effect shows above the noise where
 
 Only G (in × in per module) is kept between the float pass and the quantized model, so the
 float weights need not be copied: the denominators are taken before quantization.
+
+On a mixture-of-experts model ``mlp_in`` / ``mlp_out`` measure every routed expert's matrix, with D
+the difference of the expert's own inputs (zero where a token was routed elsewhere), the D the
+objectives use there (docs/architectures.md, "Objectives on routed experts").
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..core.architectures import decoder_layers
+from ..core.experts import expert_groups, read_weight, unfused_model
 from ..registry import arch_for
 from ..core.objective import Captured
 from ..contract.pairs import Pair
@@ -57,11 +62,13 @@ class PairGap:
         self.roles = tuple(roles)
         self.n_pairs = len(pairs)
         layers = decoder_layers(model, self.spec)
-        targets: list[tuple[int, str, str, nn.Module]] = [
-            (li, role, f"{self.spec.layers}.{li}.{sub}", layer.get_submodule(sub))
-            for li, layer in enumerate(layers) for role in self.roles for sub in self.spec.roles[role]]
+        subs = [(li, role, sub) for li, layer in enumerate(layers) for role in self.roles
+                for sub in self.spec.roles.get(role, ())]
+        subs += [(li, role, sub) for li, layer in enumerate(layers) for role, (sub,) in expert_groups(layer, self.spec)
+                 if role in self.roles]
+        targets = [(li, role, f"{self.spec.layers}.{li}.{sub}") for li, role, sub in subs]
         self.n_layers = len(layers)
-        grams = {name: None for _, _, name, _ in targets}
+        grams = {name: None for _, _, name in targets}
         streams = tokenize_pairs(list(pairs), tokenizer, alignment=alignment, batch_size=batch_size,
                                  max_length=max_length)
         captured: dict[str, torch.Tensor] = {}
@@ -71,12 +78,15 @@ class PairGap:
                 captured[name] = args[0].detach()
             return fn
 
-        handles = [mod.register_forward_pre_hook(hook(name)) for _, _, name, mod in targets]
         device = next(model.parameters()).device
         # only the decoder's activations matter: skip the vocabulary projection where the model allows
         extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        handles = []
         try:
-            with torch.inference_mode(), progress_bar(len(streams.plans), "pair gap (float)", progress) as advance:
+            with torch.inference_mode(), unfused_model(layers, self.spec), \
+                    progress_bar(len(streams.plans), "pair gap (float)", progress) as advance:
+                # inside unfused_model every routed expert's matrix is a module whose input a hook reads
+                handles = [model.get_submodule(name).register_forward_pre_hook(hook(name)) for _, _, name in targets]
                 for b0, b1, plan in zip(streams.stereo, streams.anti, streams.plans):
                     model(input_ids=b0.input_ids.to(device), attention_mask=b0.attention_mask.to(device), **extra)
                     x0 = dict(captured)
@@ -90,8 +100,9 @@ class PairGap:
         finally:
             for h in handles:
                 h.remove()
-        self.modules = [_Module(name, li, role, grams[name], _gap(self.spec.weight_of(mod).double(), grams[name]))
-                        for li, role, name, mod in targets if grams[name] is not None]
+        self.modules = [_Module(name, li, role, grams[name], _gap(read_weight(model, self.spec, name).double(),
+                                                                  grams[name]))
+                        for li, role, name in targets if grams[name] is not None]
 
     def measure(self, model: nn.Module, targeted: Callable[[int, str], bool] = lambda layer, role: False) -> dict:
         """Per-module ratios on ``model`` (the same architecture, quantized) and pooled summaries.
@@ -99,11 +110,9 @@ class PairGap:
         ``targeted(layer, role)`` marks the modules the fairness term was applied to, so the
         summary can pool them apart from the rest.
         """
-        layers = decoder_layers(model, self.spec)
         modules = {}
         for m in self.modules:
-            sub = m.name.removeprefix(f"{self.spec.layers}.{m.layer}.")
-            q = _gap(self.spec.weight_of(layers[m.layer].get_submodule(sub)).double(), m.gram)
+            q = _gap(read_weight(model, self.spec, m.name).double(), m.gram)
             modules[m.name] = {"layer": m.layer, "role": m.role, "targeted": bool(targeted(m.layer, m.role)),
                                "float": m.float_gap, "quantized": q,
                                "ratio": q / m.float_gap if m.float_gap > 0 else math.nan}

@@ -3,6 +3,13 @@
 H_bias = (2α/P) Σ_p D_p D_pᵀ with P the number of pairs (spec section 1): per pair, not
 per token, so α keeps the paper's meaning.  By default the pair sentences also build H
 (the reference calibrates on the same StereoSet sentences): H = (1/P) Σ_p (X⁰X⁰ᵀ + X¹X¹ᵀ).
+
+On a routed expert of a mixture-of-experts model (``mlp_in`` / ``mlp_out``, core/experts.py) the
+captured input is the block's dense-shaped input, zero on the tokens routed elsewhere, so the same
+D = X⁰_e − X¹_e at aligned positions is the expert's share of the pair's difference (a token routed
+to it in one sentence only contributes its full input).  It is the *ungated* input (the routing
+weight multiplies the down projection's output), as H's is.  An expert no pair token reaches gets an
+all-zero term, which the driver drops and records (docs/architectures.md, "Objectives on routed experts").
 """
 from __future__ import annotations
 

@@ -46,6 +46,11 @@ whole curve are recorded (``describe()``: ``auto``).  The probe steps with the f
 calibration batch, like the split of ``target``); the identity metric's step is the one the run then
 takes, the Hessian metric's is sized per module with its own H (module docstring above).
 
+On a mixture-of-experts model each routed expert's matrix (its slice of the fused ``gate_up_proj`` /
+``down_proj``) is a module of its own here: G is its slice of the fused tensor's gradient through
+transformers' routing, its H (the step's metric and the split's float estimate) is summed from the
+tokens routed to it, and ``target`` splits over experts as over any modules (docs/architectures.md).
+
 Tokens of the common prefix are left out of B: a causal model gives both sentences the same
 probabilities there, so they cancel exactly in B and in G.
 
