@@ -4,7 +4,9 @@ Run:   .venv/bin/python -m pytest benchmarks/bench_likelihood.py --benchmark-onl
 
 Each case quantizes SmolLM2-135M-Instruct (4 bit, g128) on 64 WikiText-2 windows of 512 tokens, one
 round, on the CPU backend with every available core; ``likelihood_pairs`` adds one forward and backward
-pass over 256 StereoSet pairs (and, in the Hessian metric, the float Hessians of one calibration batch).
+pass over 256 StereoSet pairs (and, in the Hessian metric, the float Hessians of one calibration batch);
+``target: auto`` (issue 33) adds the probe: at each point of its grid a pass over the validation pairs
+and the control batch's text loss.
 The target: the objective's quantization time at most 1.3x plain GPTQ's, checked in the last case
 against the plain case's time from the same session (run the module whole, in order).
 """
@@ -34,13 +36,19 @@ def calibration_pairs():
         pytest.skip(f"StereoSet data absent: {e}")
 
 
-@pytest.mark.parametrize("case", ["plain", "identity", "hessian"])
+#: case -> the objective's (target, metric); "plain" has none
+CASES = {"plain": None, "identity": (0.5, "identity"), "hessian": (0.5, "hessian"), "auto": ("auto", "identity"),
+         "auto_hessian": ("auto", "hessian")}
+
+
+@pytest.mark.parametrize("case", list(CASES))
 def test_likelihood_objective_cost(benchmark, smollm2_and_calibration, calibration_pairs, case):
     from fairgptq.objectives.likelihood_pairs import LikelihoodPairObjective
 
     base, windows, tok = smollm2_and_calibration
     pairs = calibration_pairs
-    objectives = [] if case == "plain" else [LikelihoodPairObjective(pairs, target=0.5, metric=case, max_length=64)]
+    objectives = [] if CASES[case] is None else [
+        LikelihoodPairObjective(pairs, target=CASES[case][0], metric=CASES[case][1], max_length=64)]
     model = copy.deepcopy(base)
     res = benchmark.pedantic(quantize_model, args=(model, windows, QuantConfig(bits=4, group_size=128)),
                              kwargs={"objectives": objectives, "tokenizer": tok, "progress": False,

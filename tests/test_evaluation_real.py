@@ -14,22 +14,20 @@ from fairgptq.datasets_adapters.splits import split_items
 
 pytestmark = pytest.mark.real_model
 
-SOURCES_PPL_16K = 17.05  # SOURCES.md: float SmolLM2, WikiText-2 test, first 16384 tokens, 2048-token windows
-
-
 @pytest.mark.slow
-def test_wikitext2_perplexity_matches_reference_and_sources(smollm2_base, real_data_dir):
+def test_wikitext2_perplexity_matches_a_straightforward_reference(smollm2_base, real_data_dir):
+    """The scorer against the obvious computation, on the first two 2048-token windows.  SOURCES.md's
+    16k-token figure (17.05) is checked by tests/test_real_gptq.py, which scores the float model anyway."""
     model, tok = smollm2_base
-    ours = evaluate_wikitext2(model, tok, max_tokens=16384, progress=False)
-    # straightforward reference: read the file, join with blank lines, 8 windows, the model's own mean loss each
+    ours = evaluate_wikitext2(model, tok, max_tokens=4096, progress=False)
+    # straightforward reference: read the file, join with blank lines, 2 windows, the model's own mean loss each
     text = "\n\n".join((real_data_dir / "wikitext2" / "test.txt").read_text(encoding="utf-8").split("\n"))
-    ids = tok(text, return_tensors="pt").input_ids[0][:16384]
+    ids = tok(text, return_tensors="pt").input_ids[0][:4096]
     with torch.no_grad():
-        losses = [float(model(w[None], labels=w[None]).loss) for w in ids.view(8, 2048)]
+        losses = [float(model(w[None], labels=w[None]).loss) for w in ids.view(2, 2048)]
     reference = math.exp(sum(losses) / len(losses))
-    assert (ours["n_windows"], ours["seqlen"]) == (8, 2048)
+    assert (ours["n_windows"], ours["seqlen"]) == (2, 2048)
     assert ours["perplexity"] == pytest.approx(reference, rel=1e-3)
-    assert ours["perplexity"] == pytest.approx(SOURCES_PPL_16K, rel=1e-3)
 
 
 def test_scores_do_not_depend_on_batch_size(smollm2_base, real_data_dir):
