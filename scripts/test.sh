@@ -9,6 +9,7 @@ fi
 # .venv/bin first: GPTQModel builds its CPU kernels with the ninja the interop extra installs there.
 export PATH="$PWD/.venv/bin:$PATH"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-# Two workers (pytest-xdist), one per core; conftest.py keeps each file's tests on one worker and gives each
-# worker one compute thread.  FAIRGPTQ_TEST_WORKERS=0 runs in this process (pdb, -s).
-exec .venv/bin/python -m pytest -n "${FAIRGPTQ_TEST_WORKERS:-2}" --dist loadgroup "$@"
+# Two workers (pytest-xdist), one per core; conftest.py keeps each file's tests on one worker (the files of the
+# shared quantized SmolLM2 together, the longest first) and gives each worker one compute thread.
+# FAIRGPTQ_TEST_WORKERS=0 runs in this process (pdb, -s).
+exec .venv/bin/python -m pytest -n "${FAIRGPTQ_TEST_WORKERS:-2}" --dist loadfile "$@"

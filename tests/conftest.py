@@ -17,9 +17,14 @@ from fairgptq.backends.cpu import num_threads
 from fairgptq.datasets_adapters.wikitext import data_dir
 
 
-#: Tests that share the session's quantized SmolLM2 (a few minutes to build): one xdist worker runs them all,
-#: so the model is built once.
+#: Tests that share the session's quantized SmolLM2 (a few minutes to build), and the files that hold them: one
+#: xdist worker runs these files together, so the model is built once (``pytest_xdist_make_scheduler``).
 _SHARED_QUANTIZED = ("smollm2_gptq", "smollm2_export")
+_SHARED_FILES = ("test_real_gptq.py", "test_interop.py", "test_interop_lm_eval.py", "test_interop_vllm.py")
+#: The longest work units (minutes each on 2 cores), handed out first so that no worker starts one of them
+#: while the other is nearly done; every other file follows in collection order.
+_LONGEST_FIRST = ("test_real_likelihood.py", "smollm2_gptq", "test_real_likelihood_auto.py", "test_real_fairness.py",
+                  "test_audit.py", "test_evaluation_lm_eval.py", "test_evaluation_multilingual.py", "test_onload.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,12 +38,45 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """xdist groups for ``--dist loadgroup``: a file's tests stay on one worker (module-scoped fixtures,
-    such as a quantized tiny model or a Ray cluster, are built once), and every test of the shared quantized
-    SmolLM2 joins one group whatever its file."""
-    for item in items:
-        shared = any(name in _SHARED_QUANTIZED for name in getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.xdist_group("smollm2_gptq" if shared else item.path.name))
+    """Refuse a test of the shared quantized SmolLM2 in a file the scheduler does not keep with the others
+    (it would build the model a second time on another worker)."""
+    stray = sorted({item.path.name for item in items if item.path.name not in _SHARED_FILES
+                    and any(name in _SHARED_QUANTIZED for name in getattr(item, "fixturenames", ()))})
+    if stray:
+        raise pytest.UsageError(f"{', '.join(stray)} use(s) {' / '.join(_SHARED_QUANTIZED)}: add the file to "
+                                f"_SHARED_FILES in tests/conftest.py so one worker builds the model once")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Work units for ``--dist loadfile`` (scripts/test.sh): a file's tests stay on one worker (module-scoped
+    fixtures, such as a quantized tiny model or a Ray cluster, are built once), the files of the shared quantized
+    SmolLM2 form one unit, and the longest units go out first.
+
+    xdist's own ``loadgroup`` cannot do this under pytest 9.2: it marks a group by rewriting ``item._nodeid``,
+    which pytest 9.2 no longer reads, so every test was its own unit and each worker rebuilt the module
+    fixtures (two quantized SmolLM2 per parametrized fixture)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    def unit(nodeid: str) -> str:
+        file = nodeid.split("::", 1)[0]
+        return "smollm2_gptq" if file.rsplit("/", 1)[-1] in _SHARED_FILES else file
+
+    def rank(scope: str) -> int:
+        name = scope.rsplit("/", 1)[-1]
+        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    class FileUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            # the longest unit left goes next (the first one left in collection order among equals)
+            self.workqueue.move_to_end(min(self.workqueue, key=rank), last=False)
+            super()._assign_work_unit(node)
+
+    return FileUnits(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +84,9 @@ def computed_once():
     """``get(key, compute)``: ``compute()`` the first time a key is asked for in this process, its result after.
 
     For parametrized module fixtures that quantize SmolLM2 (minutes each): pytest tears a module fixture
-    down whenever the next item it knows of needs another parameter, and a pytest-xdist worker whose queue
-    runs dry runs its last item with no next item, so the same parameter was built twice in the suite.
+    down whenever the next item needs another parameter, so any run order that interleaves the parameters
+    (a plugin that shuffles, a rerun of failed tests, a worker that runs an item before it knows the next)
+    would build the same parameter twice.
     """
     store: dict = {}
 
@@ -126,3 +165,4 @@ def smollm2_export(smollm2_gptq, tmp_path_factory):
     folder = tmp_path_factory.mktemp("smollm2_export") / "model"
     export_checkpoint(model, tok, result, folder, model_name="smollm2")  # as a pipeline exports: float16 storage
     return folder, model, tok, result
+
