@@ -20,13 +20,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 
 from fairgptq.core import column_loop
 from fairgptq.core.gptq import factor_for, quantize_weight, reconstruction_loss
 from fairgptq.core.quantizer import QuantConfig
+from profile_layer_step import best  # benchmarks/ is the script's folder, first on sys.path
 
 LAYERS = {"576x1536 (down_proj)": (576, 1536), "1536x576 (gate/up)": (1536, 576)}
 ORDERS = {"natural": {"act_order": False, "act_group_aware": False}, "act_order": {"act_order": True, "act_group_aware": False},
@@ -42,15 +42,6 @@ W, X = torch.randn(16, 256), torch.randn(1024, 256)
 quantize_weight(W, X.T @ X, QuantConfig(group_size=128, act_order=False))
 print(t1 - t0, time.perf_counter() - t1)
 """
-
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def first_call_seconds(cache_dir: str) -> dict[str, float]:

@@ -55,8 +55,7 @@ from safetensors.torch import save_file
 from ..version import __version__
 from ..registry import arch_for
 from ..core.driver import QuantizationResult
-from ..core.arch_spec import ArchSpec
-from ..core.experts import checkpoint_split, is_routed_expert, routed_parts, routed_slice
+from ..core.experts import checkpoint_split, is_routed_expert, read_weight, routed_parts, write_weight
 from ..core.gptq import QuantizedWeight
 from .errors import ExportError
 from .integrity import seal
@@ -100,26 +99,13 @@ def snap_to_checkpoint_precision(model: nn.Module, result: QuantizationResult,
     for name, qw in list(result.qweights.items()):
         snapped = at_checkpoint_precision(qw, name)
         result.qweights[name] = snapped
-        _set_quantized(model, spec, name, snapped.dequantize())
+        write_weight(model, spec, name, snapped.dequantize())
     if dtype is not None:
         with torch.no_grad():
             for key, t in model.state_dict(keep_vars=True).items():
                 if key not in skip and t.is_floating_point() and t.dtype != dtype:
                     _check_storable(key, t, dtype)
                     t.data.copy_(t.data.to(dtype).to(t.dtype))
-
-
-def _quantized_weight(model: nn.Module, spec: ArchSpec, name: str) -> torch.Tensor:
-    """The (out, in) weight of a quantized module, or a routed expert's slice of its fused tensor."""
-    return routed_slice(model, name) if is_routed_expert(name) else spec.weight_of(model.get_submodule(name))
-
-
-def _set_quantized(model: nn.Module, spec: ArchSpec, name: str, W: torch.Tensor) -> None:
-    if is_routed_expert(name):
-        view = routed_slice(model, name)
-        view.copy_(W.to(view.dtype))
-    else:
-        spec.set_weight(model.get_submodule(name), W)
 
 
 def stored_elsewhere(model: nn.Module, result: QuantizationResult) -> set[str]:
@@ -271,7 +257,7 @@ def _plain_tensors(model: nn.Module, skip: set[str], dtype: torch.dtype) -> dict
 def _check_snapped(model: nn.Module, result: QuantizationResult) -> None:
     spec = arch_for(model)
     for name, qw in result.qweights.items():
-        w = _quantized_weight(model, spec, name)
+        w = read_weight(model, spec, name)
         if not torch.equal(w.float().cpu(), at_checkpoint_precision(qw, name).dequantize()):
             raise ExportError(f"{name}: the model's weight is not the checkpoint's dequantized weight; call "
                               f"snap_to_checkpoint_precision(model, result) before exporting (and evaluating)")
