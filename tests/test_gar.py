@@ -157,32 +157,40 @@ def _tiny_export(kind: str, folder, **order):
     return model, ids
 
 
-def test_tiny_gar_export_loads_in_transformers_by_default(tmp_path):
-    pytest.importorskip("optimum", reason="the interop extra is not installed: bash scripts/setup.sh")
-    pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
-    import json
-
+def _assert_transformers_matches(model, ids, folder) -> None:
+    """transformers' default GPTQ load of ``folder`` runs GPTQModel kernels and gives the in-memory model's logits."""
     from transformers import AutoModelForCausalLM
-
-    model, ids = _tiny_export("llama", tmp_path, **GAR)
-    qc = json.loads((tmp_path / "quantize_config.json").read_text())
-    assert qc["desc_act"] is False and qc["meta"]["act_group_aware"] is True
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     assert any(type(m).__module__.startswith("gptqmodel.") for m in loaded.modules())
     with torch.no_grad():
         ours, theirs = model(ids[:2]).logits, loaded(ids[:2]).logits
     assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-3), float((ours - theirs).abs().max())
 
 
-def test_tiny_gar_export_loads_in_gptqmodel(tmp_path):
-    pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
+def _assert_gptqmodel_matches(model, ids, folder) -> None:
+    """GPTQModel's load of ``folder`` gives the in-memory model's logits."""
     from gptqmodel import GPTQModel
-
-    model, ids = _tiny_export("gpt2", tmp_path, **GAR)
-    loaded = GPTQModel.load(str(tmp_path), device="cpu", dtype=torch.float32).model
+    loaded = GPTQModel.load(str(folder), device="cpu", dtype=torch.float32).model
     with torch.no_grad():
         ours, theirs = model(ids[:2]).logits, loaded(ids[:2]).logits
     assert torch.allclose(ours, theirs, atol=1e-2, rtol=1e-2), float((ours - theirs).abs().max())
+
+
+def test_tiny_gar_export_loads_in_transformers_by_default(tmp_path):
+    pytest.importorskip("optimum", reason="the interop extra is not installed: bash scripts/setup.sh")
+    pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
+    import json
+
+    model, ids = _tiny_export("llama", tmp_path, **GAR)
+    qc = json.loads((tmp_path / "quantize_config.json").read_text())
+    assert qc["desc_act"] is False and qc["meta"]["act_group_aware"] is True
+    _assert_transformers_matches(model, ids, tmp_path)
+
+
+def test_tiny_gar_export_loads_in_gptqmodel(tmp_path):
+    pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
+    model, ids = _tiny_export("gpt2", tmp_path, **GAR)
+    _assert_gptqmodel_matches(model, ids, tmp_path)
 
 
 def test_tiny_default_static_act_order_export_keeps_g_idx_monotone_and_loads_in_transformers(tmp_path):
@@ -191,26 +199,14 @@ def test_tiny_default_static_act_order_export_keeps_g_idx_monotone_and_loads_in_
     pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
     import json
 
-    from transformers import AutoModelForCausalLM
-
-
     model, ids = _tiny_export("llama", tmp_path)
     qc = json.loads((tmp_path / "quantize_config.json").read_text())
     assert qc["desc_act"] is True and qc["static_groups"] is True and qc["meta"]["act_group_aware"] is False
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
-    assert any(type(m).__module__.startswith("gptqmodel.") for m in loaded.modules())
-    with torch.no_grad():
-        ours, theirs = model(ids[:2]).logits, loaded(ids[:2]).logits
-    assert torch.allclose(ours, theirs, atol=1e-3, rtol=1e-3), float((ours - theirs).abs().max())
+    _assert_transformers_matches(model, ids, tmp_path)
     # fairgptq's own reload of the default order: tests/test_export.py (its tiny model uses QuantConfig's default)
 
 
 def test_tiny_default_static_act_order_export_loads_in_gptqmodel(tmp_path):
     pytest.importorskip("gptqmodel", reason="GPTQModel is not installed: bash scripts/setup.sh")
-    from gptqmodel import GPTQModel
-
     model, ids = _tiny_export("gpt2", tmp_path)
-    loaded = GPTQModel.load(str(tmp_path), device="cpu", dtype=torch.float32).model
-    with torch.no_grad():
-        ours, theirs = model(ids[:2]).logits, loaded(ids[:2]).logits
-    assert torch.allclose(ours, theirs, atol=1e-2, rtol=1e-2), float((ours - theirs).abs().max())
+    _assert_gptqmodel_matches(model, ids, tmp_path)
