@@ -67,7 +67,7 @@ def _plain_and_fair(smollm2_base, held_out_gap, threads: int) -> dict:
         snap_to_checkpoint_precision(model, res)  # as a pipeline run does: the model is the exported one
         n_layers = gap.n_layers
         measured = gap.measure(model, lambda li, role: obj.applies(li, role, n_layers))
-        ppl = evaluate_wikitext2(model, tok, max_tokens=4096, seqlen=2048, progress=False)["perplexity"]
+        ppl = evaluate_wikitext2(model, tok, max_tokens=2048, seqlen=2048, progress=False)["perplexity"]
         out[name] = (res, measured, ppl)
         del model
     return out
@@ -79,7 +79,7 @@ def test_fair_gptq_shrinks_the_held_out_pair_gap_of_its_targets(plain_and_fair):
     plain_ratio, fair_ratio = pooled_ratio(g0["modules"], targeted), pooled_ratio(g1["modules"], targeted)
     print(f"\nthreads {plain_and_fair['threads']}: held-out pair gap on the {len(targeted)} targeted modules: "
           f"plain GPTQ {plain_ratio:.4f}, Fair-GPTQ {fair_ratio:.4f} ({fair_ratio / plain_ratio:.4f} x); "
-          f"WikiText-2 (4k tokens) {p0:.2f} -> {p1:.2f}")
+          f"WikiText-2 (2k tokens) {p0:.2f} -> {p1:.2f}")
     assert len(targeted) == 2 * len(select_layers(FAIR["layers"], 30))
     assert fair_ratio < MAX_GAP_VS_PLAIN * plain_ratio
     # untargeted modules are plain GPTQ's up to the propagated change of their inputs

@@ -35,14 +35,14 @@ def test_auto_chooses_the_same_target_at_threads_1_and_2(smollm2_base, real_data
     from fairgptq.core.score_gradient import GradientPasses
     model, tok = smollm2_base
     pairs = sample_pairs(split_items(load_stereoset(), "calibration", 0.5), n=128, seed=0)
-    # one batch of 2 x 512 tokens: the control (its text loss) and, for the hessian metric, the float H both
+    # one window of 512 tokens: the control (its text loss) and, for the hessian metric, the float H both
     # read only the first calibration batch
-    windows = calibration_windows(tok, n=2, seqlen=512, seed=0, batch_size=2)
+    windows = calibration_windows(tok, n=1, seqlen=512, seed=0, batch_size=1)
     spec = arch_for(model)
     layers = decoder_layers(model, spec)
     chosen = {}
     for threads in (1, 2):
-        # 128 pairs, a 5-point grid, one 1k-token control batch: the property (one choice whatever the threads)
+        # 128 pairs, a 5-point grid, one 512-token control window: the property (one choice whatever the threads)
         # needs no more, and each grid point is a pass over the validation pairs and the control batch
         obj = LikelihoodPairObjective(pairs, target="auto", metric=metric, max_length=64,
                                       auto_grid=[0.0, 0.5, 1.0, 2.0, 3.0])

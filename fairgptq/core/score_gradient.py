@@ -86,14 +86,30 @@ def score_gradient(model: nn.Module, request: ScoreRequest, modules: dict[str, n
 def _batch_score(model: nn.Module, batch: TokenBatch, w: torch.Tensor, device: torch.device,
                  keep_logits: bool) -> float:
     """Σ w · log p(token) over one batch; its backward pass adds to the targeted weights' ``.grad``."""
+    scored = _scored_log_probs(model, batch, w, device, keep_logits)
+    if scored is None:
+        return 0.0
+    logp, w = scored
+    score = (logp * w).sum()
+    if score.requires_grad:  # no targeted module: the score's value alone
+        score.backward()
+    return float(score.detach())
+
+
+def _scored_log_probs(model: nn.Module, batch: TokenBatch, w: torch.Tensor, device: torch.device,
+                      keep_logits: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """log p(token) and the weights from the batch's first scored position on (None: nothing is scored).
+
+    Only those positions go through the output head (``logits_to_keep``), whose vocabulary-wide product
+    dominates a small model's pass; a row's first token is never scored (nothing predicts it)."""
     ids = batch.input_ids.to(device)
     if tuple(w.shape) != tuple(ids.shape):
         raise ConfigError(f"score weights of shape {tuple(w.shape)} for a batch of shape {tuple(ids.shape)}")
-    w = w.to(device=device, dtype=torch.float32)
-    w[:, 0] = 0.0  # nothing predicts a row's first token
+    w = w.to(device=device, dtype=torch.float32).clone()
+    w[:, 0] = 0.0
     scored = w.abs().sum(dim=0).nonzero()
     if scored.numel() == 0:
-        return 0.0
+        return None
     first = int(scored.min())  # logits for positions first-1 .. end predict tokens first .. end
     seq = ids.shape[1]
     kwargs = {"logits_to_keep": seq - first + 1} if keep_logits else {}
@@ -105,10 +121,7 @@ def _batch_score(model: nn.Module, batch: TokenBatch, w: torch.Tensor, device: t
     targets = ids[:, first:]
     logp = -F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                             reduction="none").view_as(targets)
-    score = (logp * w[:, first:]).sum()
-    if score.requires_grad:  # no targeted module: the score's value alone
-        score.backward()
-    return float(score.detach())
+    return logp, w[:, first:]
 
 
 def float_input_hessians(model: nn.Module, groups: dict[str, nn.Module], batches: list[TokenBatch],
@@ -155,13 +168,11 @@ def _routed_identity(name: str, H: torch.Tensor) -> torch.Tensor:
 
 def row_scores(model: nn.Module, batch: TokenBatch, w: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Σ_t w · log p(token) of each row of one batch (forward only)."""
-    ids = batch.input_ids.to(device)
-    w = w.to(device=device, dtype=torch.float32).clone()
-    w[:, 0] = 0.0
-    logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(device), use_cache=False).logits[:, :-1]
-    logp = -F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
-                            reduction="none").view(ids.shape[0], -1)
-    return (logp * w[:, 1:]).sum(1).cpu()
+    scored = _scored_log_probs(model, batch, w, device, _accepts_logits_to_keep(model))
+    if scored is None:
+        return torch.zeros(batch.input_ids.shape[0])
+    logp, w = scored
+    return (logp * w).sum(1).cpu()
 
 
 def token_loss(model: nn.Module, batches: list[TokenBatch], device: torch.device) -> float | None:

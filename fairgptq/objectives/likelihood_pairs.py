@@ -262,7 +262,9 @@ class LikelihoodPairObjective(PairObjective):
         self._before: dict[str, torch.Tensor] | None = None
         self._traces: dict[str, float] = {}  # tr(G H^-1 Gᵀ) per module on the float model's H
         self._measured: dict[str, Any] = {}
-        self._float_hessians: dict[str, FactoredHessian] = {}
+        # each module's step per unit λ on the float model (its float H in the Hessian metric): the traces' split,
+        # the probe's steps and ``when: before``'s step all read it, so it is solved once
+        self._float_directions: dict[str, torch.Tensor] = {}
         self._target: float | None = None if self.params.auto else self.params.target
         self._fit, self._validation = self.pairs, []
         if self.params.auto:
@@ -295,9 +297,13 @@ class LikelihoodPairObjective(PairObjective):
                             probe=self._probe(tokenizer) if self.params.auto else None)
 
     def _probe(self, tokenizer) -> StepProbe:
-        """The validation pairs, in pair order (rows 2i, 2i+1: pair i's two sentences), read at every target."""
-        rows = [side for p in self._validation for side in (pair_rows(p, tokenizer, self.params.score,
-                                                                       self.max_length) or ())]
+        """The validation pairs (rows 2i, 2i+1: a pair's two sentences), read at every target.
+
+        Longest pairs first, so each batch pads little; the share read from them does not depend on the order."""
+        pairs = [sides for p in self._validation
+                 if (sides := pair_rows(p, tokenizer, self.params.score, self.max_length)) is not None]
+        pairs.sort(key=lambda sides: max(len(ids) for ids, _ in sides), reverse=True)
+        rows = [side for sides in pairs for side in sides]
         if not rows:
             reason, fix = identical_pairs_advice(tokenizer, self._validation, self.max_length)
             raise ConfigError(f"likelihood_pairs target: auto: all {len(self._validation)} validation pairs "
@@ -308,7 +314,7 @@ class LikelihoodPairObjective(PairObjective):
     def step_at(self, value: float) -> dict[str, torch.Tensor]:
         """The float-model step at target ``value``: −λ(value) times each module's direction (float H)."""
         lam = self._target_lambda(self._measured["calibration_preference"], value)
-        return {name: -lam * self._direction(G, self._float_hessians.get(name)) for name, G in self._grads.items()}
+        return {name: -lam * D for name, D in self._float_directions.items()}
 
     def receive_probe(self, readings: list[ProbeReading]) -> None:
         """The validation curve, and the target chosen on it (:func:`choose_target`)."""
@@ -336,11 +342,13 @@ class LikelihoodPairObjective(PairObjective):
             return
         self._measured["calibration_preference"] = gradient.value
         hessians = dict(float_hessians or {})
-        if self._lambda is None:  # only a target is split by the traces; a given λ asked for no float Hessians
-            self._traces = {name: float((G * self._direction(G, hessians.get(name))).sum())
-                            for name, G in gradient.grads.items()}
-        # kept only while a step on the float model still needs them (a probe, or when: before)
-        self._float_hessians = hessians if self.params.auto or self.params.when == "before" else {}
+        step_on_float = self.params.auto or self.params.when == "before"
+        if self._lambda is None or step_on_float:  # a given λ during quantization asked for no float Hessians
+            directions = {name: self._direction(G, hessians.get(name)) for name, G in gradient.grads.items()}
+            if self._lambda is None:  # only a target is split by the traces
+                self._traces = {name: float((G * directions[name]).sum()) for name, G in gradient.grads.items()}
+            # kept only while a step on the float model still needs them (a probe, or when: before)
+            self._float_directions = directions if step_on_float else {}
 
     def _check_size(self, where: str, lam: float, change: float) -> None:
         """Refuse a given λ whose first-order step overshoots B₀ by orders of magnitude, naming what it does.
@@ -378,19 +386,18 @@ class LikelihoodPairObjective(PairObjective):
     def float_model_update(self) -> dict[str, torch.Tensor] | None:
         """``when: before``: the step on the float model, sized once the strength is known (after a probe).
 
-        The driver asks after the float model's gradient and probe, so the float Hessians are let go here."""
+        The driver asks after the float model's gradient and probe, so the float-model directions are let go here."""
         if self.params.when != "before" or not self._grads:
-            self._float_hessians = {}
+            self._float_directions = {}
             return None
         if self._before is None:
             lam = self._lambda if self._lambda is not None else self._target_lambda(
                 self._measured["calibration_preference"])
-            self._before = {name: -lam * self._direction(G, self._float_hessians.get(name))
-                            for name, G in self._grads.items()}
+            self._before = {name: -lam * D for name, D in self._float_directions.items()}
             self._measured["lambda"] = lam
             self._measured["predicted_change"] = float(sum((G * self._before[n]).sum()
                                                            for n, G in self._grads.items()))
-            self._float_hessians = {}
+            self._float_directions = {}
             self._check_size("the float model", lam, -self._measured["predicted_change"])
         return self._before
 
