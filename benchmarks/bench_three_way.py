@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer-python", default=os.environ.get(PEER_ENV, str(ROOT / ".venv-peer" / "bin" / "python")),
                    help=f"llm-compressor's interpreter (${PEER_ENV}; default .venv-peer/bin/python)")
     opts = p.parse_args(argv)
+    opts.out = opts.out.resolve()  # the peers run in a work folder under it, their paths must not be relative
     names = list(ROWS) if opts.rows == "all" else opts.rows.split(",")
     unknown = [n for n in names if n not in ROWS]
     if unknown:
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
               f"${PEER_ENV}, or leave out the llmcompressor rows with --rows", file=sys.stderr)
         return 2
     torch.set_num_threads(opts.threads)
-    from fairgptq.core.model_loading import load_model
+    from fairgptq.model_loading import load_model
     from fairgptq.datasets_adapters.wikitext import calibration_windows
 
     opts.out.mkdir(parents=True, exist_ok=True)
