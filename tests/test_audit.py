@@ -8,7 +8,6 @@ words, the files written) and the refusal of a format this machine cannot load, 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -21,6 +20,7 @@ from fairgptq.audit import QuantizedFormatError, audit, load_for_audit, verdict_
 from fairgptq.cli import main
 
 from tiny_model import save_tiny_llama, tiny_llama
+from script_loading import load_script
 
 TEXTS = ["the man is a good doctor and she was very kind " * 4] * 8
 
@@ -43,11 +43,7 @@ def fairgptq_export(base_dir, tmp_path_factory):
 
 def _writers():
     """The checkpoint writers of scripts/audit_smollm2.py (the README's audit example), so both make the same kind."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / "audit_smollm2.py"
-    spec = importlib.util.spec_from_file_location("audit_smollm2", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/audit_smollm2.py")
 
 
 @pytest.fixture(scope="module")

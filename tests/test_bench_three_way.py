@@ -8,24 +8,16 @@ scoring, resume and output paths in seconds.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from tiny_model import save_tiny_llama
-
-ROOT = Path(__file__).resolve().parents[1]
+from script_loading import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_three_way", ROOT / "benchmarks" / "bench_three_way.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_three_way.py")
 
 
 def test_the_fairgptq_rows_run_score_and_resume(tmp_path, real_data_dir, one_thread):

@@ -1,7 +1,6 @@
 """The research table script (scripts/seed_difference_table.py) on a synthetic sweep summary."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import pytest
 
 from fairgptq.analysis import seed_tables
 from fairgptq.core.errors import ConfigError
+from script_loading import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "seed_difference_table.py"
 
@@ -97,12 +97,7 @@ def test_per_category_differences_come_from_the_item_records(tmp_path):
 
 
 def _script(name: str):
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses resolve their annotations through the module's entry
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(f"scripts/{name}.py")
 
 
 def _frontier_sweep(tmp_path, fair: dict[str, tuple[float, float, float, float, float, float]], seeds=(0, 1, 2, 3, 4)):

@@ -341,7 +341,7 @@ class LikelihoodPairObjective(PairObjective):
             self._measured.setdefault("preference_by_layer", {})[gradient.layer] = gradient.value
             return
         self._measured["calibration_preference"] = gradient.value
-        hessians = dict(float_hessians or {})
+        hessians = float_hessians or {}
         step_on_float = self.params.auto or self.params.when == "before"
         if self._lambda is None or step_on_float:  # a given λ during quantization asked for no float Hessians
             directions = {name: self._direction(G, hessians.get(name)) for name, G in gradient.grads.items()}
